@@ -1,0 +1,50 @@
+"""Tests for tfp_distill.export: the served signature equals the in-memory model."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_distill as td
+
+FAMILY = td.families.HeteroscedasticNormal()
+
+
+@pytest.mark.parametrize("head_cls,event", [
+    (td.heads.MultivariateNormalTriLHead, 2),
+    (td.heads.NormalHead, 2),
+    (td.heads.NormalPredictiveHead, 1),
+])
+def test_export_round_trip(head_cls, event, tmp_path):
+  student = td.models.mlp((1,), [8], head_cls.params_size(event), head=head_cls(event),
+                          seed=3)
+  path = td.export_saved_model(student, FAMILY, str(tmp_path / "served"))
+  x = np.linspace(-4, 4, 11, dtype=np.float32)[:, None]
+  served = tf.saved_model.load(path).signatures["serving_default"](x=tf.constant(x))
+  dist = student(x)
+  expected = dict(td.decompose(dist, FAMILY))
+  expected.update(td.heads.distribution_parameters(dist))
+  assert set(served) == set(expected)
+  for key, value in expected.items():
+    np.testing.assert_allclose(served[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_served_model_loads_without_tfp_distill(tmp_path):
+  student = td.models.mlp((1,), [8], 5, head=td.heads.MultivariateNormalTriLHead(2), seed=4)
+  path = td.export_saved_model(student, FAMILY, str(tmp_path / "served"))
+  x = np.array([[0.5], [-2.0]], np.float32)
+  expected = td.decompose(student(x), FAMILY)["epistemic"].numpy()
+  code = textwrap.dedent(f"""
+      import sys, numpy as np, tensorflow as tf
+      f = tf.saved_model.load({path!r}).signatures["serving_default"]
+      out = f(x=tf.constant([[0.5], [-2.0]], tf.float32))
+      assert "tfp_distill" not in sys.modules and "tensorflow_probability" not in sys.modules
+      print(" ".join(repr(float(v)) for v in out["epistemic"].numpy()))
+  """)
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+  got = np.array([float(v) for v in result.stdout.split()])
+  np.testing.assert_allclose(got, expected, rtol=1e-5)

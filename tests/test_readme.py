@@ -1,0 +1,29 @@
+"""The README's commands and its quickstart code are what we ship: check them."""
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+CI = pathlib.Path(__file__).resolve().parents[1] / ".ci" / "run"
+
+
+def _blocks(lang):
+  return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
+  bash = _blocks("bash")
+  assert "tfp-distill toy" in bash[0]
+  test_command = bash[1].strip()
+  assert "pytest" in test_command
+  assert test_command in CI.read_text().splitlines()
+
+
+def test_quickstart_runs(tmp_path, monkeypatch):
+  code = _blocks("python")[0].replace("/tmp/tfp_distill_student", str(tmp_path / "s"))
+  monkeypatch.chdir(tmp_path)
+  namespace = {}
+  exec(compile(code, "README quickstart", "exec"), namespace)  # noqa: S102
+  u = namespace["u"]
+  assert set(u) == {"prediction", "total", "aleatoric", "epistemic"}
+  assert (tmp_path / "s" / "saved_model.pb").exists()

@@ -1,0 +1,22 @@
+"""Every benchmark script runs in its smoke mode and prints finite figures."""
+
+import importlib.util
+import math
+import pathlib
+
+SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_throughput_smoke(tmp_path):
+  result = _load("throughput").main(["--smoke", "--json", str(tmp_path / "t.json")])
+  for key in ("teacher_in_tf_data_examples_per_s", "teacher_in_train_step_examples_per_s",
+              "student_quadrature_ms", "student_monte_carlo_ms", "ensemble_ms"):
+    assert math.isfinite(result[key]) and result[key] > 0, key
+  assert (tmp_path / "t.json").exists()

@@ -1,0 +1,106 @@
+"""Tests for tfp_distill.targets: streamed (x, z) pairs, sampling, cache, errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_distill as td
+
+FAMILY = td.families.HeteroscedasticNormal()
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+  return td.Ensemble([td.models.mlp((1,), [8], 2, seed=s) for s in range(3)], family=FAMILY)
+
+
+def test_pairs_are_teacher_outputs_on_the_same_x(ensemble):
+  x = np.linspace(-2, 2, 50, dtype=np.float32)[:, None]
+  ds = td.teacher_targets(x, ensemble, batch_size=16, seed=1)
+  seen = []
+  for xb, zb in ds:
+    assert zb.shape[1:] == (3, 2)
+    np.testing.assert_allclose(zb.numpy(), ensemble(xb).numpy(), rtol=0, atol=1e-6)
+    seen.append(xb.numpy()[:, 0])
+  np.testing.assert_allclose(np.sort(np.concatenate(seen)), x[:, 0], rtol=0, atol=0)
+
+
+def test_labels_and_extra_inputs(ensemble):
+  x = np.zeros((10, 1), np.float32)
+  y = np.arange(10, dtype=np.float32)
+  xb, targets = next(iter(td.teacher_targets((x, y), ensemble, batch_size=10)))
+  assert set(targets) == {"ensemble", "label"}
+  np.testing.assert_array_equal(np.sort(targets["label"].numpy()), y)
+  ds = td.teacher_targets(x, ensemble, batch_size=64, extra_inputs=np.ones((5, 1), np.float32))
+  xs = np.concatenate([b[0].numpy() for b in ds])
+  assert len(xs) == 15 and xs.sum() == 5
+  with pytest.raises(ValueError, match="both carry labels"):
+    td.teacher_targets((x, y), ensemble, extra_inputs=x)
+
+
+def test_uniform_inputs_fresh_each_epoch_and_in_the_box():
+  ds = td.targets.uniform_inputs([-5.0, 0.0], [5.0, 1.0], 2000, seed=3)
+  first = np.stack([v.numpy() for v in ds])
+  second = np.stack([v.numpy() for v in ds])
+  assert first.shape == (2000, 2)
+  assert not np.allclose(first, second)
+  for a in (first, second):
+    assert a[:, 0].min() >= -5 and a[:, 0].max() <= 5 and a[:, 1].min() >= 0
+    # Mean of U[-5, 5] is 0 with sd 10/sqrt(12)/sqrt(2000) = 0.065: 4 sds is 0.26.
+    assert abs(a[:, 0].mean()) < 0.26
+  again = np.stack([v.numpy() for v in td.targets.uniform_inputs([-5., 0.], [5., 1.], 2000,
+                                                                   seed=3)])
+  np.testing.assert_array_equal(again, first)   # a function of the seed
+  with pytest.raises(ValueError, match="high > low"):
+    td.targets.uniform_inputs(1.0, 0.0, 10)
+
+
+def test_perturbation_runs_before_the_teacher(ensemble):
+  shift = lambda x, teacher, seed: x + 1.0
+  x = np.zeros((4, 1), np.float32)
+  xb, zb = next(iter(td.teacher_targets(x, ensemble, perturbation=shift, shuffle=False)))
+  np.testing.assert_allclose(xb.numpy(), 1.0)
+  np.testing.assert_allclose(zb.numpy(), ensemble(np.ones((4, 1), np.float32)).numpy(),
+                             rtol=0, atol=1e-6)
+
+
+def test_disk_cache_round_trip(ensemble, tmp_path):
+  x = np.linspace(-1, 1, 40, dtype=np.float32)[:, None]
+  y = x[:, 0] * 2
+  cache = str(tmp_path / "cache")
+  first = td.teacher_targets((x, y), ensemble, batch_size=40, cache_dir=cache, shuffle=False)
+  xb, t = next(iter(first))
+  np.testing.assert_allclose(t["ensemble"].numpy(), ensemble(xb).numpy(), rtol=0, atol=1e-6)
+  np.testing.assert_allclose(t["label"].numpy(), xb.numpy()[:, 0] * 2, rtol=0, atol=0)
+  # A second call reads the cache: a different teacher with as many members is not run.
+  other = td.Ensemble([td.models.mlp((1,), [8], 2, seed=s + 10) for s in range(3)])
+  xb2, t2 = next(iter(td.teacher_targets((x, y), other, batch_size=40, cache_dir=cache,
+                                         shuffle=False)))
+  np.testing.assert_allclose(np.sort(t2["ensemble"].numpy(), axis=0),
+                             np.sort(t["ensemble"].numpy(), axis=0), rtol=0, atol=0)
+  with pytest.raises(ValueError, match="members"):
+    td.teacher_targets(x, td.Ensemble([td.models.mlp((1,), [8], 2, seed=0)]),
+                       cache_dir=cache)
+  with pytest.raises(ValueError, match="perturbation"):
+    td.teacher_targets(x, ensemble, cache_dir=cache, perturbation=lambda x, t, s: x)
+
+
+def test_bad_input_errors(ensemble):
+  with pytest.raises(ValueError, match="empty"):
+    td.teacher_targets(np.zeros((0, 1), np.float32), ensemble)
+  with pytest.raises(ValueError, match="empty"):
+    td.teacher_targets(tf.data.Dataset.from_tensor_slices(np.zeros((0, 1), np.float32)),
+                       ensemble)
+  x = np.zeros((4, 1), np.float32)
+  x[2] = np.inf
+  with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+    list(td.teacher_targets(x, ensemble))
+  with pytest.raises(ValueError, match="labels"):
+    td.teacher_targets((np.zeros((4, 1)), np.zeros(3)), ensemble)
+
+
+def test_teacher_nan_is_reported(ensemble):
+  broken = td.models.mlp((1,), [4], 2, seed=0)
+  broken.layers[-1].bias.assign([np.nan, 0.0])
+  with pytest.raises(tf.errors.InvalidArgumentError, match="teacher produced NaN"):
+    list(td.teacher_targets(np.zeros((4, 1), np.float32), td.Ensemble([broken, broken])))

@@ -1,0 +1,267 @@
+"""The teacher: an ensemble of M Keras members evaluated in one compiled graph.
+
+```none
+x [batch, ...] ──► member_1 .. member_M ──► z [batch, members, params]
+```
+
+`train_ensemble` trains the members with independent initialisations and independent data
+orders, as deep ensembles do [1]. All members train in one Keras model whose loss is the
+*sum* of the members' mean NLLs: each member's parameters receive only its own gradient and
+Adam's update is per parameter, so this is exactly M independent trainings, run in one
+graph per step instead of M Python loops.
+
+#### References
+
+[1]: Lakshminarayanan, Pritzel, Blundell. Simple and scalable predictive uncertainty
+     estimation using deep ensembles. NeurIPS 2017. arXiv:1612.01474.
+"""
+
+import inspect
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_distill import callbacks as callbacks_lib
+from tfp_distill import families as families_lib
+from tfp_distill._keras import keras
+
+__all__ = ["Ensemble", "member_streams", "train_ensemble"]
+
+_MANIFEST = "ensemble.json"
+
+
+class Ensemble(keras.Model):
+  """M Keras members x -> z [batch, params], stacked to z [batch, members, params].
+
+  Calling the ensemble eagerly runs all members in one `tf.function` graph; inside a
+  `tf.function` or `tf.data` map it is part of the caller's graph. The members are not
+  trainable through the ensemble (it is a teacher).
+
+  Args:
+    members: non-empty list of Keras models, each mapping x to z [batch, params] with the
+      same params.
+    family: optional `families.Family` of the members; when given, each member's output
+      size is checked against `family.params_size`.
+
+  Raises:
+    ValueError: for an empty list, non-Keras members, or members whose output sizes differ
+      or do not fit the family.
+
+  #### Examples
+
+  ```python
+  ens = td.Ensemble([member_0, member_1, member_2])
+  z = ens(x)                          # [batch, 3, params]
+  ens.save("teacher"); ens = td.Ensemble.load("teacher")
+  ```
+  """
+
+  def __init__(self, members, family=None, **kwargs):
+    super().__init__(**kwargs)
+    members = list(members)
+    if not members:
+      raise ValueError("An Ensemble needs at least one member, got an empty list.")
+    for i, m in enumerate(members):
+      if not isinstance(m, keras.Model):
+        raise ValueError(f"Ensemble members must be tf_keras models; member {i} is "
+                         f"{type(m).__name__}.")
+    self.members = members
+    self.family = None if family is None else families_lib.get(family)
+    self.trainable = False
+    self._graph_call = tf.function(self._stack, reduce_retracing=True)
+
+  @property
+  def num_members(self):
+    return len(self.members)
+
+  def _stack(self, x):
+    outputs = [m(x, training=False) for m in self.members]
+    sizes = {tf.compat.dimension_value(o.shape[-1]) for o in outputs}
+    ranks = {o.shape.rank for o in outputs}
+    if len(sizes) > 1 or ranks != {2}:
+      raise ValueError(
+          "Every member must map x to z of shape [batch, params] with the same params; "
+          f"got output shapes {[list(o.shape) for o in outputs]}.")
+    if self.family is not None:
+      self.family.check_params(outputs[0], what="The members' output")
+    return tf.stack(outputs, axis=1)
+
+  def call(self, x, training=False):
+    """z: float Tensor [batch, members, params]."""
+    del training  # A teacher always runs in inference mode.
+    if tf.executing_eagerly():
+      return self._graph_call(x)
+    return self._stack(x)
+
+  def predict_targets(self, x, batch_size=1024):
+    """Runs the ensemble over a large array in batches; returns NumPy [n, members, params]."""
+    x = np.asarray(x)
+    if len(x) == 0:
+      raise ValueError("predict_targets got an empty input.")
+    return np.concatenate([self(x[i:i + batch_size]).numpy()
+                           for i in range(0, len(x), batch_size)], axis=0)
+
+  def save(self, path, overwrite=True):  # pylint: disable=arguments-differ
+    """Writes `path/ensemble.json` and one `member_<i>.keras` file per member."""
+    os.makedirs(path, exist_ok=True)
+    manifest = os.path.join(path, _MANIFEST)
+    if os.path.exists(manifest) and not overwrite:
+      raise FileExistsError(f"{manifest} exists and overwrite=False.")
+    files = []
+    for i, m in enumerate(self.members):
+      name = f"member_{i}.keras"
+      m.save(os.path.join(path, name), overwrite=True)
+      files.append(name)
+    meta = {
+        "format_version": 1,
+        "members": files,
+        "family": None if self.family is None else families_lib.serialize(self.family),
+    }
+    with open(manifest, "w") as f:
+      json.dump(meta, f, indent=2)
+
+  @classmethod
+  def load(cls, path, custom_objects=None):
+    """Loads what `save` wrote. `custom_objects` is passed to Keras' load_model."""
+    manifest = os.path.join(path, _MANIFEST)
+    if not os.path.exists(manifest):
+      raise FileNotFoundError(f"No saved ensemble at {path!r} ({_MANIFEST} is missing).")
+    with open(manifest) as f:
+      meta = json.load(f)
+    members = [keras.models.load_model(os.path.join(path, name), compile=False,
+                                       custom_objects=custom_objects)
+               for name in meta["members"]]
+    family = meta.get("family")
+    return cls(members, family=None if family is None else families_lib.get(family))
+
+  def get_config(self):
+    raise NotImplementedError("Save an Ensemble with Ensemble.save(path); load it with "
+                              "Ensemble.load(path).")
+
+
+class _JointTrainer(keras.Model):
+  """Trains M members at once on M independent streams: loss = sum_m mean NLL_m."""
+
+  def __init__(self, members, family):
+    super().__init__()
+    self.members = members
+    self.family = family
+    self.nll_tracker = keras.metrics.Mean(name="nll")
+
+  @property
+  def metrics(self):
+    return [self.nll_tracker]
+
+  def train_step(self, data):
+    with tf.GradientTape() as tape:
+      nlls = []
+      for member, (x, y) in zip(self.members, data):
+        z = member(x, training=True)
+        nlls.append(tf.reduce_mean(self.family.nll(y, z)))
+      loss = tf.add_n(nlls) + tf.add_n([tf.constant(0.)] + [
+          tf.add_n(m.losses) for m in self.members if m.losses])
+    variables = self.trainable_variables
+    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    self.nll_tracker.update_state(tf.add_n(nlls) / len(nlls))
+    return {"nll": self.nll_tracker.result()}
+
+
+def _as_dataset(data):
+  """(x, y) arrays or a Dataset of unbatched (x, y) -> (Dataset, size or None)."""
+  if isinstance(data, tf.data.Dataset):
+    n = int(data.cardinality())
+    if n == 0:
+      raise ValueError("train_ensemble got an empty dataset.")
+    return data, (n if n > 0 else None)
+  if not (isinstance(data, (tuple, list)) and len(data) == 2):
+    raise ValueError("train_ensemble expects (x, y) arrays or a tf.data.Dataset of "
+                     f"unbatched (x, y) pairs, got {type(data).__name__}.")
+  x, y = (np.asarray(a, dtype=np.float32) for a in data)
+  if len(x) == 0:
+    raise ValueError("train_ensemble got an empty dataset (x has 0 rows).")
+  if len(x) != len(y):
+    raise ValueError(f"x and y have different numbers of rows: {len(x)} vs {len(y)}.")
+  for name, a in (("x", x), ("y", y)):
+    if not np.all(np.isfinite(a)):
+      raise ValueError(f"train_ensemble: {name} contains NaN or Inf "
+                       f"({int(np.sum(~np.isfinite(a)))} values).")
+  return tf.data.Dataset.from_tensor_slices((x, y)), len(x)
+
+
+def member_streams(data, num_members, batch_size, seed, shuffle_buffer):
+  """M independently shuffled copies of `data`, zipped and batched.
+
+  Args:
+    data: tf.data.Dataset of unbatched (x, y).
+    num_members: int, M.
+    batch_size: int.
+    seed: int; member m shuffles with seed + m, afresh every epoch.
+    shuffle_buffer: int; 1 keeps the data order.
+
+  Returns:
+    tf.data.Dataset of M-tuples ((x_0, y_0), ..., (x_{M-1}, y_{M-1})), each [batch, ...].
+  """
+  streams = tuple(
+      data.shuffle(shuffle_buffer, seed=seed + m, reshuffle_each_iteration=True)
+      for m in range(num_members))
+  return tf.data.Dataset.zip(streams).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _build(build_member, seed):
+  params = inspect.signature(build_member).parameters
+  if "seed" in params or len(params) >= 1:
+    return build_member(seed=seed) if "seed" in params else build_member(seed)
+  keras.utils.set_random_seed(seed)
+  return build_member()
+
+
+def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
+                   batch_size=32, learning_rate=1e-3, seed=0, shuffle_buffer=None,
+                   verbose=1):
+  """Trains M members by maximum likelihood of `family`, each with its own seed.
+
+  Member m is built by `build_member(seed=seed + m)` (or `build_member(seed + m)`; a
+  function with no argument is called after `keras.utils.set_random_seed(seed + m)`), and
+  reads the data in its own order (shuffled with seed `seed + m`). All members train in one
+  graph (see the module docstring): this is M independent trainings, not a joint model.
+
+  Args:
+    build_member: callable returning an uncompiled Keras model x -> z [batch, params].
+    dataset: (x, y) arrays with x [n, ...] and y [n] or [n, E], or a `tf.data.Dataset` of
+      unbatched (x, y) pairs.
+    family: `families.Family` of the members (its `nll` is the training loss).
+    num_members: int >= 1, M.
+    epochs: int, passes over the data per member.
+    batch_size: int.
+    learning_rate: float, Adam's learning rate.
+    seed: int, base seed.
+    shuffle_buffer: int or None (the whole data set when its size is known, else 10000).
+    verbose: 0 silent, 1 a progress bar.
+
+  Returns:
+    `Ensemble` of the trained members, with `.history` (the Keras History).
+
+  Raises:
+    ValueError: for an empty data set, NaN/Inf in arrays, or members whose outputs do not
+      fit `family.params_size`.
+  """
+  family = families_lib.get(family)
+  if num_members < 1:
+    raise ValueError(f"num_members must be >= 1, got {num_members}.")
+  data, size = _as_dataset(dataset)
+  buffer = shuffle_buffer or size or 10000
+  members = [_build(build_member, seed + m) for m in range(num_members)]
+  stream = member_streams(data, num_members, batch_size, seed, buffer)
+  x_spec = data.element_spec[0]
+  probe = tf.zeros([1] + [d or 1 for d in x_spec.shape.as_list()], x_spec.dtype)
+  for m, member in enumerate(members):
+    family.check_params(member(probe), what=f"Member {m}'s output")
+  trainer = _JointTrainer(members, family)
+  trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
+  bar = callbacks_lib.ProgressBar(f"ensemble of {num_members}", disable=not verbose)
+  history = trainer.fit(stream, epochs=epochs, verbose=0, callbacks=[bar])
+  ensemble = Ensemble(members, family=family)
+  ensemble.history = history
+  return ensemble

@@ -1,0 +1,66 @@
+"""SavedModel export whose signature returns tensors: prediction, uncertainties, parameters.
+
+A Keras SavedModel of a tfp.layers model returns a *sample* of its distribution from the
+default signature. `export_saved_model` instead writes a `serving_default` signature that
+returns a dict of tensors, which plain TensorFlow serves without importing tfp_distill:
+
+```python
+served = tf.saved_model.load(path).signatures["serving_default"]
+out = served(x=tf.constant(x))   # {"prediction", "total", "aleatoric", "epistemic",
+                                 #  "loc", "scale" or "scale_tril"}
+```
+"""
+
+import tensorflow as tf
+
+from tfp_distill import heads as heads_lib
+from tfp_distill import uncertainty
+
+__all__ = ["export_saved_model"]
+
+
+def export_saved_model(student, family, path, num_samples=100, method="quadrature", seed=0,
+                       input_signature=None):
+  """Writes a SavedModel of `student` serving its decomposition and head parameters.
+
+  Args:
+    student: Keras model x -> distribution (a tfp_distill head).
+    family: the members' family, as for `td.decompose`.
+    path: str, output folder.
+    num_samples: int, Monte Carlo samples when `method="monte_carlo"`.
+    method: "quadrature" or "monte_carlo" (see `td.decompose`).
+    seed: int, Monte Carlo seed (fixed: the served graph is deterministic).
+    input_signature: None (taken from a functional student's input), or a `tf.TensorSpec`
+      for x with a None batch dimension.
+
+  Returns:
+    path.
+
+  Signature `serving_default(x)` returns float Tensors: "prediction" [batch] or
+  [batch, E]; "total", and for distributions over z "aleatoric", "epistemic" [batch];
+  "loc" [batch, P] and "scale" [batch, P] or "scale_tril" [batch, P, P].
+
+  Raises:
+    ValueError: if no input signature can be found (pass `input_signature`).
+  """
+  if input_signature is None:
+    inputs = getattr(student, "inputs", None)
+    if not inputs or len(inputs) != 1:
+      raise ValueError("export_saved_model: the student has no single functional input; "
+                       "pass input_signature=tf.TensorSpec([None, ...], tf.float32).")
+    spec = tf.TensorSpec([None] + list(inputs[0].shape[1:]), inputs[0].dtype, name="x")
+  else:
+    spec = tf.TensorSpec(input_signature.shape, input_signature.dtype, name="x")
+
+  def serve(x):
+    dist = student(x, training=False)
+    out = dict(uncertainty.decompose(dist, family, num_samples=num_samples, seed=seed,
+                                     method=method))
+    out.update(heads_lib.distribution_parameters(dist))
+    return out
+
+  module = tf.Module()
+  module.variables_of_student = list(student.variables)
+  module.serve = tf.function(serve, input_signature=[spec])
+  tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+  return path

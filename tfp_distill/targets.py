@@ -1,0 +1,209 @@
+"""tf.data pipelines that stream teacher targets (x, z) for `student.fit`.
+
+```none
+inputs (+ extra_inputs) ─► check finite ─► shuffle ─► batch ─► [perturb] ─► teacher ─► (x, z)
+                                        or a sharded disk cache of (x, z) ─► shuffle ─► batch
+```
+
+Functions inside a tf.data pipeline run on the CPU: right for a CPU-only machine and for
+building a disk cache. To evaluate the teacher on an accelerator inside the training step,
+use `td.Distiller` instead (same losses, same targets).
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["teacher_targets", "uniform_inputs"]
+
+_CACHE_MANIFEST = "targets.json"
+
+
+def uniform_inputs(low, high, num_samples, seed=0):
+  """Inputs x ~ U[low, high] (a box), drawn afresh each time the dataset is iterated.
+
+  Use it as `inputs` or `extra_inputs` of `teacher_targets` to distil on a box wider than
+  the training data (the general framework's toy and UCI settings): every epoch sees new
+  points.
+
+  Args:
+    low: float or float array [features], lower corner of the box.
+    high: float or float array [features], upper corner (> low).
+    num_samples: int, points per epoch.
+    seed: int; the stream of draws is a function of the seed (stateless RNG).
+
+  Returns:
+    tf.data.Dataset of float32 x [features] (features = 1 for scalar bounds).
+
+  Raises:
+    ValueError: if high <= low anywhere, bounds are not finite, or num_samples < 1.
+  """
+  low = np.atleast_1d(np.asarray(low, np.float32))
+  high = np.atleast_1d(np.asarray(high, np.float32))
+  low, high = np.broadcast_arrays(low, high)
+  if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+    raise ValueError("uniform_inputs: low and high must be finite.")
+  if np.any(high <= low):
+    raise ValueError(f"uniform_inputs: need high > low, got low={low}, high={high}.")
+  if num_samples < 1:
+    raise ValueError(f"uniform_inputs: num_samples must be >= 1, got {num_samples}.")
+  low_t, width = tf.constant(low), tf.constant(high - low)
+
+  def draw(s):
+    u = tf.random.stateless_uniform(low.shape, seed=tf.stack([s, tf.constant(seed, s.dtype)]))
+    return low_t + width * u
+
+  return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(
+      int(num_samples)).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _to_dataset(data, what):
+  """Array, (x, y) tuple or Dataset -> (Dataset of x or (x, y), has_labels)."""
+  if isinstance(data, tf.data.Dataset):
+    if int(data.cardinality()) == 0:
+      raise ValueError(f"teacher_targets: {what} is an empty dataset.")
+    spec = data.element_spec
+    if isinstance(spec, dict):
+      raise ValueError(f"teacher_targets: {what} must yield x or (x, y), not a dict.")
+    has_labels = isinstance(spec, tuple)
+    if has_labels and len(spec) != 2:
+      raise ValueError(f"teacher_targets: {what} must yield x or (x, y); got tuples of "
+                       f"{len(spec)}.")
+    return data, has_labels
+  if isinstance(data, (tuple, list)):
+    if len(data) != 2:
+      raise ValueError(f"teacher_targets: {what} must be x or (x, y).")
+    x, y = np.asarray(data[0], np.float32), np.asarray(data[1])
+    if len(x) != len(y):
+      raise ValueError(f"teacher_targets: {what} has {len(x)} inputs but {len(y)} labels.")
+    if len(x) == 0:
+      raise ValueError(f"teacher_targets: {what} is empty (0 rows).")
+    return tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))), True
+  x = np.asarray(data, np.float32)
+  if x.ndim == 0 or len(x) == 0:
+    raise ValueError(f"teacher_targets: {what} is empty (shape {x.shape}); expected "
+                     "[n, features...] with n >= 1.")
+  return tf.data.Dataset.from_tensor_slices(x), False
+
+
+def _check_finite(element, has_labels):
+  x = element[0] if has_labels else element
+  x = tf.debugging.assert_all_finite(x, "teacher_targets: an input x contains NaN or Inf")
+  if has_labels:
+    y = tf.debugging.assert_all_finite(element[1],
+                                       "teacher_targets: a label y contains NaN or Inf")
+    return x, y
+  return x
+
+
+def _label_targets(x, z, y):
+  return x, {"ensemble": z, "label": y}
+
+
+def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
+  """Computes (x, z[, y]) once into a sharded tf.data snapshot on disk; reloads it."""
+  manifest = os.path.join(cache_dir, _CACHE_MANIFEST)
+  members = getattr(teacher, "num_members", None)
+  if os.path.exists(manifest):
+    with open(manifest) as f:
+      meta = json.load(f)
+    if members is not None and meta.get("members") not in (None, members):
+      raise ValueError(
+          f"The target cache in {cache_dir!r} was made by an ensemble of "
+          f"{meta['members']} members, this one has {members}: delete the folder to rebuild.")
+    return _load_cache(cache_dir)
+
+  def with_z(*e):
+    x = e[0]
+    z = teacher(x)
+    z = tf.debugging.assert_all_finite(z, "teacher_targets: the teacher produced NaN/Inf")
+    return (x, z, e[1]) if has_labels else (x, z)
+
+  computed = ds.batch(1024).map(with_z).unbatch().enumerate()
+  computed.save(cache_dir, shard_func=lambda i, e: i % num_shards)
+  with open(manifest, "w") as f:
+    json.dump({"members": members, "format_version": 1}, f)
+  return _load_cache(cache_dir)
+
+
+def _load_cache(cache_dir):
+  return tf.data.Dataset.load(cache_dir).map(lambda i, e: e)
+
+
+def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_inputs=None,
+                    cache_dir=None, seed=0, shuffle=True, shuffle_buffer=None,
+                    drop_remainder=False):
+  """A tf.data stream of (x, z) batches for `student.fit`, the teacher run on the fly.
+
+  ```none
+  yields  (x [batch, ...], z [batch, members, params])                  inputs without labels
+          (x, {"ensemble": z [batch, members, params], "label": y [batch, ...]})   with labels
+  ```
+  z is always the teacher's output *on the x it is paired with*: a perturbation is applied
+  to x before the teacher runs, never after.
+
+  Args:
+    inputs: x as an array [n, ...], or (x, y) arrays, or a `tf.data.Dataset` of unbatched x
+      or (x, y) (e.g. `uniform_inputs(...)`, fresh each epoch).
+    ensemble: callable x [batch, ...] -> z [batch, members, params] (an `Ensemble`).
+    batch_size: int.
+    perturbation: None, or a callable `(x, teacher, seed) -> x'` applied per batch before
+      the teacher (seed: int64 Tensor [2], different every batch and epoch).
+    extra_inputs: None, or unlabeled inputs in any form accepted for `inputs` (arrays or a
+      Dataset), mixed into the stream (e.g. points on a wider box).
+    cache_dir: None, or a folder: (x, z) are computed once, saved as a sharded tf.data
+      snapshot and reloaded on later calls (delete the folder to rebuild). Freezes the
+      inputs, so it cannot be combined with a perturbation.
+    seed: int, for shuffling and perturbation seeds.
+    shuffle: bool.
+    shuffle_buffer: int or None (the whole data set when its size is known, else 10000).
+    drop_remainder: bool, drop a last partial batch.
+
+  Returns:
+    tf.data.Dataset as above, prefetched.
+
+  Raises:
+    ValueError: for empty inputs, labels mixed with unlabeled extra inputs, a cache with a
+      perturbation, or (when iterated) NaN/Inf in inputs, labels or teacher outputs.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  ds, has_labels = _to_dataset(inputs, "inputs")
+  if extra_inputs is not None:
+    extra, extra_labels = _to_dataset(extra_inputs, "extra_inputs")
+    if extra_labels != has_labels:
+      raise ValueError(
+          "teacher_targets: inputs and extra_inputs must both carry labels or both not: "
+          "the labelled loss term needs a label for every example.")
+    ds = ds.concatenate(extra)
+  ds = ds.map(lambda *e: _check_finite(e if has_labels else e[0], has_labels),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  if cache_dir is not None:
+    if perturbation is not None:
+      raise ValueError("teacher_targets: a disk cache freezes (x, z); it cannot be "
+                       "combined with a perturbation, which needs the teacher per batch.")
+    ds = _cached(ds, has_labels, ensemble, cache_dir)
+  size = int(ds.cardinality())
+  if shuffle:
+    ds = ds.shuffle(shuffle_buffer or (size if size > 0 else 10000), seed=seed,
+                    reshuffle_each_iteration=True)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+  if cache_dir is not None:
+    if has_labels:
+      ds = ds.map(_label_targets)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def with_targets(seed_pair, element):
+    x = element[0] if has_labels else element
+    if perturbation is not None:
+      x = perturbation(x, ensemble, seed_pair)
+    z = ensemble(x)
+    z = tf.debugging.assert_all_finite(z, "teacher_targets: the teacher produced NaN/Inf")
+    return _label_targets(x, z, element[1]) if has_labels else (x, z)
+
+  seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+  ds = tf.data.Dataset.zip((seeds, ds)).map(with_targets)
+  return ds.prefetch(tf.data.AUTOTUNE)
