@@ -1,0 +1,47 @@
+"""tfp_distill: ensemble distribution distillation on TensorFlow Probability and Keras.
+
+```python
+import tfp_distill as td
+family = td.families.HeteroscedasticNormal()
+ensemble = td.train_ensemble(build_member, (x, y), family, num_members=10, epochs=150)
+student.compile("adam", loss=td.losses.EnsembleNLL())
+student.fit(td.teacher_targets(td.targets.uniform_inputs(-5., 5., 10000), ensemble))
+u = td.decompose(student(x), family)     # prediction, total, aleatoric, epistemic
+```
+"""
+
+from tfp_distill import callbacks
+from tfp_distill import datasets
+from tfp_distill import families
+from tfp_distill import heads
+from tfp_distill import losses
+from tfp_distill import metrics
+from tfp_distill import models
+from tfp_distill import targets
+from tfp_distill.distiller import Distiller
+from tfp_distill.ensemble import Ensemble
+from tfp_distill.ensemble import train_ensemble
+from tfp_distill.export import export_saved_model
+from tfp_distill.targets import teacher_targets
+from tfp_distill.uncertainty import decompose
+from tfp_distill.uncertainty import decompose_ensemble
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Distiller",
+    "Ensemble",
+    "callbacks",
+    "datasets",
+    "decompose",
+    "decompose_ensemble",
+    "export_saved_model",
+    "families",
+    "heads",
+    "losses",
+    "metrics",
+    "models",
+    "targets",
+    "teacher_targets",
+    "train_ensemble",
+]

@@ -1,0 +1,13 @@
+"""Data sets: NumPy loaders that know no model."""
+
+from tfp_distill.datasets.toy import grid
+from tfp_distill.datasets.toy import sinusoid
+from tfp_distill.datasets.toy import sinusoid_mean
+from tfp_distill.datasets.toy import sinusoid_noise_variance
+
+__all__ = [
+    "grid",
+    "sinusoid",
+    "sinusoid_mean",
+    "sinusoid_noise_variance",
+]

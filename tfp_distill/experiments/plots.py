@@ -1,0 +1,175 @@
+"""Figures for the experiment reports (matplotlib, Agg backend; arrays in, PNG files out).
+
+The functions take NumPy arrays and dicts of them, never models, so any experiment can
+reuse them. matplotlib is imported inside each function and switched to the
+non-interactive Agg backend there, so importing this module opens no display.
+"""
+
+import numpy as np
+
+__all__ = ["plot_regression_uncertainty", "plot_sparsification", "plot_variances"]
+
+_COLORS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  return pyplot
+
+
+def plot_regression_uncertainty(path, panels, x_train, y_train, x_grid, true_mean=None,
+                                train_interval=None, num_std=2., ylim=None, title=None):
+  """One panel per model: mean prediction with aleatoric / epistemic (or total) bands.
+
+  Each panel shows the training points, the model's mean prediction, a band of
+  +- num_std * sqrt(aleatoric) around it, a band of +- num_std * sqrt(epistemic), or,
+  for a model that only knows its total variance, a band of +- num_std * sqrt(total);
+  the true function and the shaded training interval when given.
+
+  Args:
+    path: str, the PNG file to write.
+    panels: dict title -> dict of float arrays [grid]: "prediction", and either
+      "aleatoric" and "epistemic" (variances) or "total" (variance). Panels are drawn
+      left to right in the dict's order.
+    x_train: float array [n] or [n, 1], training inputs.
+    y_train: float array [n], training targets.
+    x_grid: float array [grid] or [grid, 1], where the panels' arrays were evaluated.
+    true_mean: None or float array [grid], the noise-free function on the grid.
+    train_interval: None or (low, high), shaded as the training region.
+    num_std: float, half-width of the bands in standard deviations.
+    ylim: None or (low, high); by default the training targets' range plus a margin, so
+      a large out-of-distribution variance does not squash the plot.
+    title: None or str, a title over all panels.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  x_train = np.asarray(x_train).reshape(-1)
+  y_train = np.asarray(y_train).reshape(-1)
+  x = np.asarray(x_grid).reshape(-1)
+  if ylim is None:
+    span = float(np.ptp(y_train)) if y_train.size else 2.
+    ylim = (float(np.min(y_train)) - 0.5 * span, float(np.max(y_train)) + 0.5 * span)
+  fig, axes = plt.subplots(1, len(panels), figsize=(5. * len(panels), 4.), sharey=True,
+                           squeeze=False)
+  for ax, (name, u) in zip(axes[0], panels.items()):
+    mean = np.asarray(u["prediction"]).reshape(-1)
+    if train_interval is not None:
+      ax.axvspan(*train_interval, color="0.85", alpha=0.5, lw=0,
+                 label="training interval")
+    ax.scatter(x_train, y_train, s=3, color="0.45", alpha=0.5, lw=0,
+               label="training data")
+    if "aleatoric" in u and "epistemic" in u:
+      for key, color in (("aleatoric", "tab:orange"), ("epistemic", "tab:blue")):
+        half = num_std * np.sqrt(np.asarray(u[key]).reshape(-1))
+        ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.3, lw=0,
+                        label=f"{key} \u00b1{num_std:g} std")
+    else:
+      half = num_std * np.sqrt(np.asarray(u["total"]).reshape(-1))
+      ax.fill_between(x, mean - half, mean + half, color="tab:purple", alpha=0.3, lw=0,
+                      label=f"total \u00b1{num_std:g} std")
+    if true_mean is not None:
+      ax.plot(x, np.asarray(true_mean).reshape(-1), color="k", ls="--", lw=1.,
+              label="true function")
+    ax.plot(x, mean, color="tab:red", lw=1.5, label="mean prediction")
+    ax.set_title(name)
+    ax.set_xlim(float(x.min()), float(x.max()))
+    ax.set_ylim(*ylim)
+    ax.set_xlabel("x")
+    ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+  axes[0][0].set_ylabel("y")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_sparsification(path, curves, title=None):
+  """Sparsification curves of several models, each with its own oracle (dashed).
+
+  Every model's oracle sorts *that model's* errors, so curves of models with different
+  predictions are each compared to their own oracle (the errors differ between models).
+
+  Args:
+    path: str, the PNG file to write.
+    curves: dict model name -> (fractions [fractions], curve [fractions],
+      oracle [fractions]) float arrays.
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6., 4.5))
+  for (name, (fractions, curve, oracle)), color in zip(curves.items(), _COLORS):
+    ax.plot(fractions, curve, color=color, lw=1.5, label=name)
+    ax.plot(fractions, oracle, color=color, lw=1., ls="--", label=f"{name} oracle")
+  ax.set_xlabel("fraction of points removed (most uncertain first)")
+  ax.set_ylabel("MSE of kept points / MSE of all points")
+  ax.set_xlim(0., 1.)
+  ax.set_ylim(bottom=0.)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  if title:
+    ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_variances(path, x_grid, variances, reference=None, train_interval=None,
+                   title=None):
+  """Variance curves of several models on one grid, one panel per kind, log scale.
+
+  Makes small variances (e.g. an epistemic part far below the aleatoric one) readable and
+  shows at a glance how a student's curves follow its teacher's.
+
+  Args:
+    path: str, the PNG file to write.
+    x_grid: float array [grid] or [grid, 1].
+    variances: dict model name -> dict kind -> float array [grid] (kinds such as
+      "aleatoric", "epistemic", "total"; a model may lack some kinds). Panels are the
+      kinds in order of first appearance.
+    reference: None or the name of the model drawn as a thick black line (the teacher).
+    train_interval: None or (low, high), shaded as the training region.
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  x = np.asarray(x_grid).reshape(-1)
+  kinds = []
+  for parts in variances.values():
+    kinds += [k for k in parts if k not in kinds]
+  fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.6), squeeze=False)
+  styles = iter([("tab:green", "--"), ("tab:red", ":"), ("tab:purple", "-."),
+                 ("tab:brown", "--")])
+  style = {name: (("k", "-") if name == reference else next(styles))
+           for name in variances}
+  for ax, kind in zip(axes[0], kinds):
+    if train_interval is not None:
+      ax.axvspan(*train_interval, color="0.85", alpha=0.5, lw=0)
+    for name, parts in variances.items():
+      if kind in parts:
+        color, ls = style[name]
+        ax.plot(x, np.asarray(parts[kind]).reshape(-1), color=color, ls=ls,
+                lw=2. if name == reference else 1.5, label=name)
+    ax.set_yscale("log")
+    ax.set_title(f"{kind} variance")
+    ax.set_xlabel("x")
+    ax.set_xlim(float(x.min()), float(x.max()))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
