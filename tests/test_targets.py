@@ -104,3 +104,19 @@ def test_teacher_nan_is_reported(ensemble):
   broken.layers[-1].bias.assign([np.nan, 0.0])
   with pytest.raises(tf.errors.InvalidArgumentError, match="teacher produced NaN"):
     list(td.teacher_targets(np.zeros((4, 1), np.float32), td.Ensemble([broken, broken])))
+
+
+def test_jittered_inputs_statistics_and_freshness():
+  x = np.array([[0.0, 10.0], [1.0, 20.0]], np.float32)
+  ds = td.targets.jittered_inputs(x, 0.5, 4000, seed=2)
+  first = np.stack([v.numpy() for v in ds])
+  second = np.stack([v.numpy() for v in ds])
+  assert first.shape == (4000, 2) and not np.allclose(first, second)
+  rows = np.where(first[:, 1] > 15, 1, 0)           # which row each draw came from
+  noise = first - x[rows]
+  # Noise sd 0.5: the sample sd of 8000 values is within 3% (about 5 standard errors).
+  np.testing.assert_allclose(noise.std(), 0.5, rtol=0.03)
+  # Rows drawn uniformly: the share of row 1 is 0.5 +- 0.04 (5 standard errors).
+  assert abs(rows.mean() - 0.5) < 0.04
+  with pytest.raises(ValueError, match="scale"):
+    td.targets.jittered_inputs(x, -1.0, 10)

@@ -94,10 +94,13 @@ def test_run_toy_fast_writes_report(tmp_path):
 
 
 def test_cli_toy_fast(tmp_path, capsys):
-  assert cli.main(["toy", "--fast", "--out", str(tmp_path)]) == 0
+  # The other path than run_toy's default: the teacher in the tf.data pipeline.
+  assert cli.main(["toy", "--fast", "--teacher-in", "tf_data", "--out", str(tmp_path)]) == 0
   printed = capsys.readouterr().out
   assert "report.md" in printed and "| distilled |" in printed
   assert (tmp_path / "report.json").is_file()
+  with open(tmp_path / "report.json") as f:
+    assert json.load(f)["config"]["teacher_in"] == "tf_data"
 
 
 def test_cli_toy_overrides(tmp_path, monkeypatch):

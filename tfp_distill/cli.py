@@ -47,6 +47,10 @@ def _parser():
                    help="epochs per student (default 30)")
   toy.add_argument("--distill-samples", type=_positive_int, default=None,
                    help="distillation inputs drawn per student epoch (default 10000)")
+  toy.add_argument("--teacher-in", choices=("train_step", "tf_data"), default=None,
+                   help="where the teacher runs while a student trains: inside the train "
+                        "step (td.Distiller, default) or in the tf.data pipeline "
+                        "(student.fit(td.teacher_targets(...)))")
   toy.set_defaults(run=_run_toy)
   return parser
 
@@ -60,6 +64,7 @@ def _run_toy(args):
       "member_epochs": args.member_epochs,
       "student_epochs": args.student_epochs,
       "distill_samples_per_epoch": args.distill_samples,
+      "teacher_in": args.teacher_in,
   }
   config = dataclasses.replace(
       config, **{k: v for k, v in overrides.items() if v is not None})

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["teacher_targets", "uniform_inputs"]
+__all__ = ["jittered_inputs", "teacher_targets", "uniform_inputs"]
 
 _CACHE_MANIFEST = "targets.json"
 
@@ -54,6 +54,52 @@ def uniform_inputs(low, high, num_samples, seed=0):
   def draw(s):
     u = tf.random.stateless_uniform(low.shape, seed=tf.stack([s, tf.constant(seed, s.dtype)]))
     return low_t + width * u
+
+  return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(
+      int(num_samples)).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def jittered_inputs(x, scale, num_samples, seed=0):
+  """Training inputs plus Gaussian noise, drawn afresh each time the dataset is iterated.
+
+  ```none
+  x' = x[i] + scale * eps,   i ~ Uniform{0..n-1},  eps ~ N(0, I)
+  ```
+  Extra distillation inputs near the data (the general framework allows any x; UCI
+  features are normalised, so one `scale` fits every feature).
+
+  Args:
+    x: float array [n, features...], the inputs to jitter.
+    scale: float >= 0 or float array broadcastable to a row of x, the noise standard
+      deviation.
+    num_samples: int, points per epoch.
+    seed: int; the stream of draws is a function of the seed (stateless RNG).
+
+  Returns:
+    tf.data.Dataset of float32 x' [features...].
+
+  Raises:
+    ValueError: for an empty x, non-finite x or scale, a negative scale, num_samples < 1.
+  """
+  x = np.asarray(x, np.float32)
+  scale = np.asarray(scale, np.float32)
+  if x.ndim < 1 or len(x) == 0:
+    raise ValueError(f"jittered_inputs: x is empty (shape {x.shape}).")
+  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(scale))):
+    raise ValueError("jittered_inputs: x and scale must be finite.")
+  if np.any(scale < 0):
+    raise ValueError(f"jittered_inputs: scale must be >= 0, got {scale}.")
+  if num_samples < 1:
+    raise ValueError(f"jittered_inputs: num_samples must be >= 1, got {num_samples}.")
+  x_t, scale_t = tf.constant(x), tf.constant(scale)
+  n = len(x)
+
+  def draw(s):
+    pair = tf.stack([s, tf.constant(seed, s.dtype)])
+    index_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
+    i = tf.random.stateless_uniform([], index_seed, minval=0, maxval=n, dtype=tf.int64)
+    row = tf.gather(x_t, i)
+    return row + scale_t * tf.random.stateless_normal(tf.shape(row), noise_seed)
 
   return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(
       int(num_samples)).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
