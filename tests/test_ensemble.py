@@ -90,6 +90,22 @@ def test_member_streams_are_independent_permutations():
   assert any(tuple(a) != tuple(b) for a, b in zip(first, second))   # reshuffled per epoch
 
 
+def test_array_member_streams_are_independent_permutations():
+  x = np.arange(20, dtype=np.float32)[:, None]
+  stream = td.ensemble.array_member_streams(x, x[:, 0], 3, 20, seed=0)
+  epochs = [[b[m][1].numpy() for m in range(3)] for b in (next(iter(stream)),
+                                                           next(iter(stream)))]
+  for order in epochs[0] + epochs[1]:
+    np.testing.assert_array_equal(np.sort(order), np.arange(20))
+  for m in range(3):   # x and y stay paired
+    batch = next(iter(stream))[m]
+    np.testing.assert_array_equal(batch[0].numpy()[:, 0], batch[1].numpy())
+  assert len({tuple(o) for o in epochs[0]}) == 3
+  assert any(tuple(a) != tuple(b) for a, b in zip(*epochs))
+  fixed = td.ensemble.array_member_streams(x, x[:, 0], 2, 20, seed=0, shuffle=False)
+  np.testing.assert_array_equal(next(iter(fixed))[1][1].numpy(), np.arange(20))
+
+
 def test_training_fits_data_and_members_differ():
   x, y = _sinusoid(512, 1)
   ens = td.train_ensemble(lambda seed: _member(seed, 32), (x, y), FAMILY, num_members=3,

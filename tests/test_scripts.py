@@ -20,3 +20,19 @@ def test_throughput_smoke(tmp_path):
               "student_quadrature_ms", "student_monte_carlo_ms", "ensemble_ms"):
     assert math.isfinite(result[key]) and result[key] > 0, key
   assert (tmp_path / "t.json").exists()
+
+
+def test_uci_table_smoke(tmp_path):
+  from tfp_distill.datasets import uci as uci_data
+  try:
+    uci_data.data_dir()
+  except FileNotFoundError:  # pragma: no cover - CI has ../shared beside the clone
+    import pytest
+    pytest.skip("shared/data/uci not found")
+  report = _load("uci_table").main(["--smoke", "--out", str(tmp_path)])
+  assert set(report["results"]) == {"yacht"}
+  summary = (tmp_path / "summary.md").read_text()
+  assert "| yacht | 1 |" in summary and "*Deep Ens. 2017*" in summary
+  # --no-run summarises the finished splits without training.
+  again = _load("uci_table").main(["--smoke", "--no-run", "--out", str(tmp_path)])
+  assert again["results"] == report["results"]

@@ -120,3 +120,10 @@ def test_jittered_inputs_statistics_and_freshness():
   assert abs(rows.mean() - 0.5) < 0.04
   with pytest.raises(ValueError, match="scale"):
     td.targets.jittered_inputs(x, -1.0, 10)
+
+
+def test_samplers_report_their_size():
+  # Keras starts each epoch afresh only for datasets of known size.
+  assert int(td.targets.uniform_inputs(0., 1., 300).cardinality()) == 300
+  assert int(td.targets.jittered_inputs(np.zeros((5, 2)), 0.1, 3000).cardinality()) == 3000
+  assert len(list(td.targets.jittered_inputs(np.zeros((5, 2)), 0.1, 3000))) == 3000

@@ -27,7 +27,7 @@ from tfp_distill import callbacks as callbacks_lib
 from tfp_distill import families as families_lib
 from tfp_distill._keras import keras
 
-__all__ = ["Ensemble", "member_streams", "train_ensemble"]
+__all__ = ["Ensemble", "array_member_streams", "member_streams", "train_ensemble"]
 
 _MANIFEST = "ensemble.json"
 
@@ -169,12 +169,12 @@ class _JointTrainer(keras.Model):
 
 
 def _as_dataset(data):
-  """(x, y) arrays or a Dataset of unbatched (x, y) -> (Dataset, size or None)."""
+  """(x, y) arrays or a Dataset of unbatched (x, y) -> (Dataset, size, arrays or None)."""
   if isinstance(data, tf.data.Dataset):
     n = int(data.cardinality())
     if n == 0:
       raise ValueError("train_ensemble got an empty dataset.")
-    return data, (n if n > 0 else None)
+    return data, (n if n > 0 else None), None
   if not (isinstance(data, (tuple, list)) and len(data) == 2):
     raise ValueError("train_ensemble expects (x, y) arrays or a tf.data.Dataset of "
                      f"unbatched (x, y) pairs, got {type(data).__name__}.")
@@ -187,7 +187,46 @@ def _as_dataset(data):
     if not np.all(np.isfinite(a)):
       raise ValueError(f"train_ensemble: {name} contains NaN or Inf "
                        f"({int(np.sum(~np.isfinite(a)))} values).")
-  return tf.data.Dataset.from_tensor_slices((x, y)), len(x)
+  return tf.data.Dataset.from_tensor_slices((x, y)), len(x), (x, y)
+
+
+def array_member_streams(x, y, num_members, batch_size, seed, shuffle=True):
+  """`member_streams` for in-memory arrays, vectorised: one permutation op per epoch.
+
+  Member m reads the rows in the order of `stateless_shuffle(range(n), [s, seed + m])`,
+  where s is drawn afresh every epoch; shuffle=False keeps the data order.
+
+  Args:
+    x: float32 array [n, ...]; y: float32 array [n, ...].
+    num_members: int, M.
+    batch_size: int.
+    seed: int.
+    shuffle: bool.
+
+  Returns:
+    tf.data.Dataset of M-tuples ((x_0, y_0), ..., (x_{M-1}, y_{M-1})), each [batch, ...].
+  """
+  n = len(x)
+  x_t, y_t = tf.constant(x), tf.constant(y)
+  rows = tf.range(n, dtype=tf.int64)
+
+  def permutations(s):
+    if not shuffle:
+      return tf.tile(rows[:, tf.newaxis], [1, num_members])
+    return tf.stack([tf.random.experimental.stateless_shuffle(
+        rows, seed=tf.stack([s, tf.constant(seed + m, tf.int64)]))
+                     for m in range(num_members)], axis=1)       # [n, members]
+
+  def gather(index):
+    return tuple((tf.gather(x_t, index[:, m]), tf.gather(y_t, index[:, m]))
+                 for m in range(num_members))
+
+  return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+          .map(permutations).flat_map(tf.data.Dataset.from_tensor_slices)
+          .batch(batch_size).map(gather)
+          # flat_map hides the size; Keras needs it to start each epoch afresh.
+          .apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
+          .prefetch(tf.data.AUTOTUNE))
 
 
 def member_streams(data, num_members, batch_size, seed, shuffle_buffer):
@@ -219,7 +258,7 @@ def _build(build_member, seed):
 
 def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
                    batch_size=32, learning_rate=1e-3, seed=0, shuffle_buffer=None,
-                   verbose=1):
+                   verbose=1, steps_per_execution=1):
   """Trains M members by maximum likelihood of `family`, each with its own seed.
 
   Member m is built by `build_member(seed=seed + m)` (or `build_member(seed + m)`; a
@@ -237,7 +276,11 @@ def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
     batch_size: int.
     learning_rate: float, Adam's learning rate.
     seed: int, base seed.
-    shuffle_buffer: int or None (the whole data set when its size is known, else 10000).
+    shuffle_buffer: int or None. Arrays are fully reshuffled every epoch (1: keep the
+      order); a Dataset is shuffled with this buffer (default: its size when known,
+      else 10000).
+    steps_per_execution: int, training steps per compiled call (fewer Python round trips
+      for small members).
     verbose: 0 silent, 1 a progress bar.
 
   Returns:
@@ -250,16 +293,21 @@ def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
   family = families_lib.get(family)
   if num_members < 1:
     raise ValueError(f"num_members must be >= 1, got {num_members}.")
-  data, size = _as_dataset(dataset)
-  buffer = shuffle_buffer or size or 10000
+  data, size, arrays = _as_dataset(dataset)
   members = [_build(build_member, seed + m) for m in range(num_members)]
-  stream = member_streams(data, num_members, batch_size, seed, buffer)
+  if arrays is not None:
+    stream = array_member_streams(*arrays, num_members, batch_size, seed,
+                                  shuffle=shuffle_buffer != 1)
+  else:
+    stream = member_streams(data, num_members, batch_size, seed,
+                            shuffle_buffer or size or 10000)
   x_spec = data.element_spec[0]
   probe = tf.zeros([1] + [d or 1 for d in x_spec.shape.as_list()], x_spec.dtype)
   for m, member in enumerate(members):
     family.check_params(member(probe), what=f"Member {m}'s output")
   trainer = _JointTrainer(members, family)
-  trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
+  trainer.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  steps_per_execution=steps_per_execution)
   bar = callbacks_lib.ProgressBar(f"ensemble of {num_members}", disable=not verbose)
   history = trainer.fit(stream, epochs=epochs, verbose=0, callbacks=[bar])
   ensemble = Ensemble(members, family=family)

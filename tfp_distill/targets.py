@@ -92,17 +92,22 @@ def jittered_inputs(x, scale, num_samples, seed=0):
   if num_samples < 1:
     raise ValueError(f"jittered_inputs: num_samples must be >= 1, got {num_samples}.")
   x_t, scale_t = tf.constant(x), tf.constant(scale)
-  n = len(x)
+  n, chunk = len(x), 1024
 
   def draw(s):
+    # One vectorised draw of `chunk` points per element of the seed stream.
     pair = tf.stack([s, tf.constant(seed, s.dtype)])
     index_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
-    i = tf.random.stateless_uniform([], index_seed, minval=0, maxval=n, dtype=tf.int64)
-    row = tf.gather(x_t, i)
-    return row + scale_t * tf.random.stateless_normal(tf.shape(row), noise_seed)
+    i = tf.random.stateless_uniform([chunk], index_seed, minval=0, maxval=n,
+                                    dtype=tf.int64)
+    rows = tf.gather(x_t, i)
+    return rows + scale_t * tf.random.stateless_normal(tf.shape(rows), noise_seed)
 
+  chunks = -(-int(num_samples) // chunk)
   return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(
-      int(num_samples)).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+      chunks).map(draw, num_parallel_calls=tf.data.AUTOTUNE).unbatch().take(
+          int(num_samples)).apply(  # unbatch hides the size; Keras needs it per epoch
+              tf.data.experimental.assert_cardinality(int(num_samples)))
 
 
 def _to_dataset(data, what):

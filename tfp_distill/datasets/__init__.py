@@ -1,5 +1,6 @@
 """Data sets: NumPy loaders that know no model."""
 
+from tfp_distill.datasets import uci
 from tfp_distill.datasets.toy import grid
 from tfp_distill.datasets.toy import sinusoid
 from tfp_distill.datasets.toy import sinusoid_mean
@@ -7,6 +8,7 @@ from tfp_distill.datasets.toy import sinusoid_noise_variance
 
 __all__ = [
     "grid",
+    "uci",
     "sinusoid",
     "sinusoid_mean",
     "sinusoid_noise_variance",

@@ -1,0 +1,97 @@
+"""The UCI benchmark table: runs or resumes `tfp-distill uci`, then prints a summary.
+
+The summary has one row per data set: our ensemble and students (mean +- standard error
+over splits, original units) beside the published numbers, which are marked as such.
+
+Usage:
+  python scripts/uci_table.py --out reports/uci                  # all sets, all splits
+  python scripts/uci_table.py --out reports/uci --dataset yacht,boston --splits 5
+  python scripts/uci_table.py --out reports/uci --no-run         # summarise what exists
+  python scripts/uci_table.py --smoke --out /tmp/uci_smoke       # seconds; for the tests
+"""
+
+import argparse
+import glob
+import json
+import os
+
+from tfp_distill.datasets import uci as uci_data
+from tfp_distill.experiments import uci
+
+
+def _load_finished(out_dir, config):
+  results = {}
+  for name in sorted(uci_data.UCI_DATASETS):
+    files = sorted(glob.glob(os.path.join(out_dir, name, "split_*.json")))
+    splits = []
+    for path in files:
+      with open(path) as f:
+        saved = json.load(f)
+      if saved.get("config_key") == config.key():
+        splits.append(saved)
+    if splits:
+      results[name] = splits
+  return results
+
+
+def summary_markdown(report):
+  """One row per data set: RMSE and NLL of ours and the published models."""
+  pub = report["published"]
+
+  def ours(name, model, metric):
+    cell = report["results"][name].get(model, {}).get(metric)
+    return f"{cell['mean']:.3f} +- {cell['stderr']:.3f}" if cell else "-"
+
+  def published(source, name, metric):
+    value = pub[source].get(name, {}).get(metric)
+    return "-" if value is None else f"{value:.2f}"
+
+  lines = []
+  for metric in ("rmse", "nll", "ause"):
+    lines += [f"**{metric.upper()}** (lower is better; *published* columns are copied "
+              "from the papers)", "",
+              "| data set | splits | ensemble | full | diagonal | mixture | "
+              "*ensemble 2020* | *distilled 2020* | *Deep Ens. 2017* |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in report["results"]:
+      row = [name, str(report["num_splits"][name])]
+      row += [ours(name, m, metric) for m in uci.MODELS]
+      row += [published(s, name, metric) for s in
+              ("lindqvist2020_ensemble", "lindqvist2020_distilled", "deep_ensembles2017")]
+      lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", default=os.path.join("reports", "uci"))
+  parser.add_argument("--dataset", default="all")
+  parser.add_argument("--splits", type=int, default=None)
+  parser.add_argument("--members", type=int, default=None)
+  parser.add_argument("--data-dir", default=None)
+  parser.add_argument("--no-run", action="store_true",
+                      help="only summarise the finished splits in --out")
+  parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
+  args = parser.parse_args(argv)
+  config = uci.UCIConfig.fast() if args.smoke else uci.UCIConfig()
+  if args.members:
+    config = uci.dataclasses.replace(config, num_members=args.members)
+  names = (sorted(uci_data.UCI_DATASETS) if args.dataset == "all"
+           else args.dataset.split(","))
+  if args.smoke:
+    names, args.splits = ["yacht"], 1
+  if args.no_run:
+    report = uci.aggregate(_load_finished(args.out, config), config)
+  else:
+    report = uci.run_uci(args.out, names, num_splits=args.splits, config=config,
+                         data_dir=args.data_dir)
+  text = summary_markdown(report)
+  with open(os.path.join(args.out, "summary.md"), "w") as f:
+    f.write(text)
+  print(text)
+  return report
+
+
+if __name__ == "__main__":
+  main()
