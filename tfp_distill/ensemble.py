@@ -221,11 +221,16 @@ def array_member_streams(x, y, num_members, batch_size, seed, shuffle=True):
     return tuple((tf.gather(x_t, index[:, m]), tf.gather(y_t, index[:, m]))
                  for m in range(num_members))
 
+  num_batches = -(-n // batch_size)
+
+  def batches(index):   # [n, members] -> a dataset of [batch, members] slices
+    return tf.data.Dataset.range(num_batches).map(
+        lambda b: index[b * batch_size:(b + 1) * batch_size])
+
   return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-          .map(permutations).flat_map(tf.data.Dataset.from_tensor_slices)
-          .batch(batch_size).map(gather)
+          .map(permutations).flat_map(batches).map(gather)
           # flat_map hides the size; Keras needs it to start each epoch afresh.
-          .apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
+          .apply(tf.data.experimental.assert_cardinality(num_batches))
           .prefetch(tf.data.AUTOTUNE))
 
 

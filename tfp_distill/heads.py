@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_distill import families as families_lib
 from tfp_distill._keras import keras
 
 tfd = tfp.distributions
@@ -198,11 +199,8 @@ class NormalPredictiveHead(DistributionHead):
 
   @staticmethod
   def new(params, event_size, min_scale=1e-3):
-    params = tf.convert_to_tensor(params)
-    mu, rho = params[..., :event_size], params[..., event_size:]
-    variance = tf.math.softplus(rho) + tf.cast(min_scale, params.dtype)
-    return tfd.Independent(tfd.Normal(loc=mu, scale=tf.sqrt(variance)),
-                           reinterpreted_batch_ndims=1)
+    family = families_lib.HeteroscedasticNormal(event_size, min_variance=min_scale)
+    return family.predictive(params)
 
 
 def get_distribution(value):
