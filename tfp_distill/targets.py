@@ -213,7 +213,9 @@ def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_i
     drop_remainder: bool, drop a last partial batch.
 
   Returns:
-    tf.data.Dataset as above, prefetched.
+    tf.data.Dataset as above, prefetched. The labelled form trains with `td.Distiller`
+    (which takes precomputed targets as they are); Keras' own `student.fit` cannot route
+    a dict target to a model with one distribution output.
 
   Raises:
     ValueError: for empty inputs, labels mixed with unlabeled extra inputs, a cache with a
