@@ -83,6 +83,10 @@ def main(argv=None):
     names, args.splits = ["yacht"], 1
   if args.no_run:
     report = uci.aggregate(_load_finished(args.out, config), config)
+    with open(os.path.join(args.out, "report.json"), "w") as f:
+      json.dump(report, f, indent=2)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+      f.write(uci.format_markdown(report))
   else:
     report = uci.run_uci(args.out, names, num_splits=args.splits, config=config,
                          data_dir=args.data_dir)
