@@ -3,3 +3,29 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+#: Set to 1 (as .ci/run does) to turn a missing data source into a failure.
+REQUIRE_DATA_ENV = "TFP_DISTILL_REQUIRE_DATA"
+
+
+def load_or_skip(loader, *args, **kwargs):
+  """Calls `loader`; a missing source skips the test, or fails it under REQUIRE_DATA=1.
+
+  The loaders' FileNotFoundError says how to install the source; it becomes the reason.
+  """
+  try:
+    return loader(*args, **kwargs)
+  except FileNotFoundError as e:
+    missing = str(e)
+  if os.environ.get(REQUIRE_DATA_ENV) == "1":
+    pytest.fail(f"{REQUIRE_DATA_ENV}=1 but a data source is missing: {missing}",
+                pytrace=False)
+  pytest.skip(f"data source missing: {missing}")
+
+
+@pytest.fixture(name="load_or_skip", scope="session")
+def load_or_skip_fixture():
+  """`load_or_skip` as a fixture (session scope: module-scoped data fixtures use it)."""
+  return load_or_skip

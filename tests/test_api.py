@@ -13,7 +13,23 @@ CONTRACT = [
     "heads.NormalHead", "heads.MultivariateNormalTriLHead", "teacher_targets", "Distiller",
     "losses.EnsembleNLL", "losses.MixtureKL", "decompose", "decompose_ensemble",
     "export_saved_model", "metrics.rmse", "metrics.ause", "callbacks.ProgressBar",
+    "families.CategoricalLogits", "heads.DirichletHead", "heads.CategoricalHead",
+    "losses.DirichletNLL", "losses.KnowledgeDistillation",
+    "callbacks.TemperatureAnnealing", "metrics.expected_calibration_error",
+    "metrics.ExpectedCalibrationError", "metrics.auroc", "models.small_cnn",
+    "models.resnet18_cifar", "datasets.images.load_fashion_mnist",
+    "datasets.corruptions.corrupt",
 ]
+
+
+def test_contract_signatures_of_the_design():
+  # The calls written in DESIGN.md's contract, with those argument names.
+  td.families.CategoricalLogits(10, reference_class=False)
+  td.losses.DirichletNLL(temperature=1.0)
+  loss = td.losses.DirichletNLL()
+  td.callbacks.TemperatureAnnealing(loss, initial=10.0, final=1.0, start_epoch=0,
+                                    end_epoch=30)
+  assert td.heads.DirichletHead.params_size(10) == 10
 
 
 @pytest.mark.parametrize("name", CONTRACT)

@@ -48,3 +48,24 @@ def test_served_model_loads_without_tfp_distill(tmp_path):
                           check=True)
   got = np.array([float(v) for v in result.stdout.split()])
   np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head_cls,family", [
+    (td.heads.DirichletHead, td.families.CategoricalLogits(4)),
+    (td.heads.CategoricalHead, td.families.CategoricalLogits(4)),
+    (td.heads.NormalHead, td.families.CategoricalLogits(4, reference_class=True)),
+])
+def test_export_classification_students(head_cls, family, tmp_path):
+  event = 3 if head_cls is td.heads.NormalHead else 4
+  student = td.models.mlp((2,), [8], head_cls.params_size(event), head=head_cls(event),
+                          seed=5)
+  path = td.export_saved_model(student, family, str(tmp_path / "served"), num_samples=50)
+  x = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
+  served = tf.saved_model.load(path).signatures["serving_default"](x=tf.constant(x))
+  dist = student(x)
+  expected = dict(td.decompose(dist, family, num_samples=50, seed=0))
+  expected.update(td.heads.distribution_parameters(dist))
+  assert set(served) == set(expected)
+  assert served["prediction"].shape == (7, 4)
+  for key, value in expected.items():
+    np.testing.assert_allclose(served[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)

@@ -1,5 +1,7 @@
 """Tests for tfp_distill.families against SciPy closed forms."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -56,3 +58,62 @@ def test_bad_arguments_raise():
   family = td.families.HeteroscedasticNormal()
   with pytest.raises(ValueError, match=r"params_size=2"):
     family.variance(tf.zeros([3, 5]))
+
+
+# ---------------------------------------------------------------------------------------
+# CategoricalLogits
+# ---------------------------------------------------------------------------------------
+
+
+def _log_softmax(x):
+  return x - np.logaddexp.reduce(x, axis=-1, keepdims=True)
+
+
+def test_categorical_logits_reference_class_centring():
+  family = td.families.CategoricalLogits(4, reference_class=True)
+  assert family.params_size == 3
+  logits = np.random.default_rng(0).normal(size=(5, 4))
+  z = family.params(logits).numpy()
+  np.testing.assert_allclose(z, logits[:, :3] - logits[:, 3:], atol=1e-12)
+  # Centring changes the logits by a constant per row: identical probabilities.
+  np.testing.assert_allclose(family.probs(z).numpy(), np.exp(_log_softmax(logits)),
+                             atol=1e-12)
+  np.testing.assert_allclose(family.logits(z).numpy()[:, 3], 0.0)
+  # Without a reference class z is the K logits themselves.
+  plain = td.families.CategoricalLogits(4)
+  np.testing.assert_array_equal(plain.params(logits).numpy(), logits)
+
+
+@pytest.mark.parametrize("reference_class", [False, True])
+def test_categorical_logits_nll_and_entropy_match_numpy(reference_class):
+  family = td.families.CategoricalLogits(3, reference_class=reference_class)
+  logits = np.array([[1.0, 2.0, 3.0], [1e4, -1e4, 0.0], [0.0, 0.0, 0.0]])
+  labels = np.array([2, 1, 0])
+  log_p = _log_softmax(logits)
+  nll = family.nll(labels, logits).numpy()
+  np.testing.assert_allclose(nll, -log_p[np.arange(3), labels], rtol=1e-12)
+  assert np.all(np.isfinite(nll))   # 2e4 nats for the +-1e4 row, not inf
+  p = np.exp(log_p)
+  np.testing.assert_allclose(family.entropy(logits).numpy(),
+                             -np.sum(np.where(p > 0, p * log_p, 0.0), -1), atol=1e-12)
+  assert float(family.predictive(logits).log_prob(2)[0]) == pytest.approx(log_p[0, 2])
+
+
+def test_categorical_logits_bad_input():
+  family = td.families.CategoricalLogits(3, reference_class=True)
+  with pytest.raises(ValueError, match="num_classes must be >= 2"):
+    td.families.CategoricalLogits(1)
+  with pytest.raises(ValueError, match="expects 3 logits"):
+    family.params(np.zeros((2, 5)))
+  with pytest.raises(ValueError, match=r"Labels must be integers in \[0, 3\)"):
+    family.nll(np.array([0, 3]), np.zeros((2, 3)))
+  with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+    family.nll(np.array([-1, 0]), np.zeros((2, 3)))
+
+
+def test_categorical_logits_serializes():
+  family = td.families.CategoricalLogits(10, reference_class=True)
+  again = td.families.get(td.families.serialize(family))
+  assert again == family and again.params_size == 9
+  assert json.loads(json.dumps(td.families.serialize(family)))["config"] == {
+      "num_classes": 10, "reference_class": True}

@@ -110,3 +110,64 @@ def test_distribution_parameters():
   dist = td.heads.NormalHead(2)(params[:, :4])
   p = td.heads.distribution_parameters(dist)
   assert p["loc"].shape == (3, 2) and p["scale"].shape == (3, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# Classification heads
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dirichlet_head_matches_scipy(dtype):
+  rng = np.random.default_rng(3)
+  params = rng.normal(size=(4, 5)).astype(dtype)
+  dist = td.heads.DirichletHead.new(params, 5, min_scale=1e-3)
+  alpha = np.exp(params.astype(np.float64)) + 1e-3
+  np.testing.assert_allclose(dist.concentration.numpy(), alpha, rtol=1e-6)
+  p = rng.dirichlet(np.ones(5), size=4)
+  expected = [stats.dirichlet.logpdf(p[b], alpha[b]) for b in range(4)]
+  # TF's lgamma differs from SciPy's by ~1e-10 relative; cancellation in the sum.
+  rtol = 1e-4 if dtype == np.float32 else 1e-8
+  np.testing.assert_allclose(dist.log_prob(p.astype(dtype)).numpy(), expected, rtol=rtol)
+  np.testing.assert_allclose(dist.mean().numpy(), alpha / alpha.sum(-1, keepdims=True),
+                             rtol=1e-5)
+
+
+def test_dirichlet_head_is_finite_for_extreme_logits():
+  params = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], np.float32)
+  dist = td.heads.DirichletHead.new(params, 3)
+  alpha = dist.concentration.numpy()
+  assert np.all(np.isfinite(alpha)) and np.all(alpha >= 1e-3)
+  np.testing.assert_allclose(alpha[0, 0], np.exp(np.float32(30.0)) + 1e-3, rtol=1e-6)
+  u = td.decompose(dist, td.families.CategoricalLogits(3))
+  for value in u.values():
+    assert np.all(np.isfinite(value.numpy()))
+
+
+def test_categorical_head_is_a_one_hot_categorical():
+  logits = np.array([[1.0, 2.0, 3.0]], np.float32)
+  dist = td.heads.CategoricalHead.new(logits, 3)
+  np.testing.assert_allclose(dist.mean().numpy(),
+                             np.exp(logits) / np.exp(logits).sum(), rtol=1e-6)
+  np.testing.assert_allclose(dist.log_prob(np.array([[0., 0., 1.]], np.float32)).numpy(),
+                             logits[:, 2] - np.log(np.exp(logits).sum()), rtol=1e-6)
+  params = td.heads.distribution_parameters(dist)
+  np.testing.assert_allclose(params["logits"].numpy(), logits)
+
+
+@pytest.mark.parametrize("head_cls", [td.heads.DirichletHead, td.heads.CategoricalHead])
+def test_classification_heads_round_trip(head_cls, tmp_path):
+  head = head_cls(4, min_scale=1e-2)
+  config = head.get_config()
+  assert config["event_size"] == 4 and config["min_scale"] == 1e-2
+  assert head_cls.from_config(config).get_config() == config
+  model = td.models.mlp((3,), [8], head_cls.params_size(4), head=head_cls(4), seed=1)
+  path = str(tmp_path / "student.keras")
+  model.save(path)
+  again = keras.models.load_model(path)
+  x = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+  np.testing.assert_allclose(again(x).mean().numpy(), model(x).mean().numpy(), rtol=1e-6)
+  with pytest.raises(ValueError, match=">= 2"):
+    head_cls(1)
+  with pytest.raises(ValueError, match=r"params of shape \[batch, 4\]"):
+    head_cls(4)(tf.zeros([2, 5]))

@@ -10,6 +10,7 @@ import scipy.stats
 import tensorflow as tf
 
 from tfp_distill import metrics
+from tfp_distill._keras import keras
 
 DTYPES = [np.float32, np.float64]
 MODES = ["eager", "function"]
@@ -465,3 +466,593 @@ def test_non_finite_inputs_raise_in_tf_function(fn):
   graph_fn = tf.function(fn, autograph=False)
   with pytest.raises(tf.errors.InvalidArgumentError, match="must be finite"):
     graph_fn(tf.constant([1.0, np.nan, 3.0]), tf.constant([1.0, 2.0, 4.0]))
+
+
+# ----------------------------------------------------------------------------------------
+# Classification: NumPy references.
+# ----------------------------------------------------------------------------------------
+
+
+def _class_data(dtype, seed, batch=50, classes=4, scale=2.0):
+  rng = np.random.default_rng(seed)
+  probs = scipy.special.softmax(rng.normal(scale=scale, size=(batch, classes)), axis=-1)
+  labels = rng.integers(0, classes, size=batch)
+  return labels, probs.astype(dtype)
+
+
+def ref_accuracy(labels, probs):
+  return np.mean(np.argmax(probs, axis=-1) == labels)
+
+
+def ref_categorical_nll(labels, probs, epsilon=1e-12):
+  p = np.float64(probs)[np.arange(len(labels)), labels]
+  return -np.mean(np.log(np.maximum(p, epsilon)))
+
+
+def ref_brier(labels, probs):
+  one_hot = np.eye(probs.shape[1])[labels]
+  return np.mean(np.sum((np.float64(probs) - one_hot) ** 2, axis=1))
+
+
+def ref_quantile_edges(confidence, num_bins):
+  """Inverted-CDF quantiles in exact integers: for i = 1..B-1 the smallest confidence c
+  with #{confidence <= c} / n >= i / B."""
+  values = np.sort(confidence)
+  at_most = np.searchsorted(values, values, side="right")   # #{confidence <= values[j]}
+  n = len(values)
+  return np.array([values[np.argmax(at_most * num_bins >= i * n)]
+                   for i in range(1, num_bins)])
+
+
+def ref_calibration(labels, probs, num_bins, binning="equal_width"):
+  """Loop over explicit (lower, upper] bins; returns (ece, confidence, accuracy, count)."""
+  dtype = probs.dtype.type
+  confidence = np.float64(probs.max(axis=1))   # exact copy of the float32/64 values.
+  correct = np.argmax(probs, axis=1) == labels
+  if binning == "equal_width":
+    # i / B rounded to the dtype of probs, as the implementation does.
+    interior = np.arange(1, num_bins, dtype=dtype) / dtype(num_bins)
+  else:
+    interior = ref_quantile_edges(confidence, num_bins)
+  edges = np.concatenate([[-np.inf], np.float64(interior), [np.inf]])
+  ece, conf, acc, count = 0.0, [], [], []
+  for lower, upper in zip(edges[:-1], edges[1:]):
+    member = (confidence > lower) & (confidence <= upper)
+    n_i = member.sum()
+    count.append(n_i)
+    if n_i == 0:
+      conf.append(0.0)
+      acc.append(0.0)
+      continue
+    conf.append(confidence[member].mean())
+    acc.append(correct[member].mean())
+    ece += n_i / len(labels) * abs(acc[-1] - conf[-1])
+  return ece, np.array(conf), np.array(acc), np.array(count)
+
+
+def ref_auroc_pairs(labels, scores):
+  """Brute force over all (positive, negative) pairs, ties counting 1/2."""
+  pos, neg = scores[labels == 1], scores[labels == 0]
+  wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+  return wins / (len(pos) * len(neg))
+
+
+def ref_roc_and_average_precision(labels, scores):
+  """Loop over the distinct thresholds, descending: (fpr, tpr, average precision)."""
+  labels = np.asarray(labels)
+  positives, negatives = (labels == 1).sum(), (labels == 0).sum()
+  fpr, tpr, ap, recall_prev = [0.0], [0.0], 0.0, 0.0
+  for t in np.unique(scores)[::-1]:
+    predicted = scores >= t
+    tp = (predicted & (labels == 1)).sum()
+    fp = (predicted & (labels == 0)).sum()
+    fpr.append(fp / negatives)
+    tpr.append(tp / positives)
+    recall = tp / positives
+    ap += (recall - recall_prev) * tp / (tp + fp)
+    recall_prev = recall
+  return np.array(fpr), np.array(tpr), ap
+
+
+# ----------------------------------------------------------------------------------------
+# accuracy, categorical_nll, categorical_nll_from_logits, brier_score.
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_accuracy_nll_brier(dtype, mode):
+  labels, probs = _class_data(dtype, seed=20)
+  rng = np.random.default_rng(21)
+  logits = rng.normal(scale=3.0, size=probs.shape).astype(dtype)
+
+  def all_four(labels, probs, logits):   # one trace per case in "function" mode.
+    return (metrics.accuracy(labels, probs), metrics.brier_score(labels, probs),
+            metrics.categorical_nll(labels, probs),
+            metrics.categorical_nll_from_logits(labels, logits))
+
+  *outs, out = _call(mode, all_four, labels, probs, logits)
+  for out_i, ref in zip(outs, [ref_accuracy, ref_brier, ref_categorical_nll]):
+    assert out_i.dtype == dtype and out_i.shape == (), ref.__name__
+    np.testing.assert_allclose(_numpy(out_i), ref(labels, probs), **TOL[dtype])
+  assert out.dtype == dtype and out.shape == ()
+  ref = -np.mean(scipy.special.log_softmax(np.float64(logits), axis=1)[
+      np.arange(len(labels)), labels])
+  np.testing.assert_allclose(_numpy(out), ref, **TOL[dtype])
+
+
+def test_accuracy_hand_worked_and_argmax_ties():
+  # Rows 0 and 1 are right, row 2 is wrong; row 3 is a tie [0.5, 0.5], argmax -> class 0.
+  probs = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]]
+  np.testing.assert_allclose(metrics.accuracy([0, 1, 1, 0], probs).numpy(), 0.75,
+                             rtol=0, atol=0)
+  np.testing.assert_allclose(metrics.accuracy([0, 1, 1, 1], probs).numpy(), 0.5,
+                             rtol=0, atol=0)
+  # Brier of row [0.9, 0.1] with label 0: 0.1^2 + 0.1^2 = 0.02; perfect one-hot: 0.
+  np.testing.assert_allclose(metrics.brier_score([0], [[0.9, 0.1]]).numpy(), 0.02,
+                             rtol=1e-6, atol=0)
+  np.testing.assert_allclose(metrics.brier_score([1], [[0.0, 1.0]]).numpy(), 0.0,
+                             rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nll_is_finite_for_exact_zeros_and_huge_logits(dtype):
+  probs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype)
+  out = metrics.categorical_nll([1, 1], probs)   # row 0 puts exactly 0 on its label.
+  # Clipped at 1e-12: (-log(1e-12) + -log(1)) / 2; float32 rounds 1e-12 (rtol 1e-6).
+  np.testing.assert_allclose(out.numpy(), -np.log(1e-12) / 2, rtol=1e-6, atol=0)
+  out = metrics.categorical_nll([1, 1], probs, epsilon=1e-3)
+  np.testing.assert_allclose(out.numpy(), -np.log(1e-3) / 2, rtol=1e-6, atol=0)
+  # Perfect predictions: exactly 0.
+  np.testing.assert_allclose(metrics.categorical_nll([0, 1], probs).numpy(), 0.0,
+                             rtol=0, atol=0)
+  logits = np.array([[1e4, -1e4], [1e4, -1e4], [-1e4, 1e4]], dtype)
+  out = metrics.categorical_nll_from_logits([0, 1, 1], logits)
+  # -log_softmax: 0, 2e4, 0 -> mean 2e4 / 3 (exact in both dtypes up to rounding).
+  assert np.isfinite(out.numpy())
+  np.testing.assert_allclose(out.numpy(), 2e4 / 3, rtol=1e-6, atol=0)
+
+
+# ----------------------------------------------------------------------------------------
+# Calibration.
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("binning", ["equal_width", "quantile"])
+@pytest.mark.parametrize("num_bins", [1, 4, 15])
+@pytest.mark.parametrize("batch", [3, 200])
+def test_ece_and_calibration_curve_match_numpy(dtype, binning, num_bins, batch):
+  labels, probs = _class_data(dtype, seed=30 + batch, batch=batch)
+  ref_ece, ref_conf, ref_acc, ref_count = ref_calibration(labels, probs, num_bins, binning)
+  ece = metrics.expected_calibration_error(labels, probs, num_bins, binning)
+  assert ece.dtype == dtype and ece.shape == ()
+  # Sums are accumulated in float64 from the dtype's values: float32 differs only by the
+  # final rounding of the result.
+  np.testing.assert_allclose(ece.numpy(), ref_ece, **TOL[dtype])
+  conf, acc, count = metrics.calibration_curve(labels, probs, num_bins, binning)
+  assert conf.dtype == dtype and acc.dtype == dtype and count.dtype == tf.int64
+  assert conf.shape == (num_bins,) and acc.shape == (num_bins,) and count.shape == (num_bins,)
+  np.testing.assert_array_equal(count.numpy(), ref_count)
+  np.testing.assert_allclose(conf.numpy(), ref_conf, **TOL[dtype])
+  np.testing.assert_allclose(acc.numpy(), ref_acc, **TOL[dtype])
+  # ECE is the count-weighted gap of the curve.
+  np.testing.assert_allclose(
+      np.sum(count.numpy() / batch * np.abs(acc.numpy() - conf.numpy())), ece.numpy(),
+      **TOL[dtype])
+
+
+def test_quantile_bins_hold_equal_counts_and_match_numpy_quantiles():
+  # No ties, n = 1000 = 4 * 250: numpy's inverted-CDF quantiles give the same edges and
+  # every bin holds exactly 250 examples.
+  labels, probs = _class_data(np.float64, seed=31, batch=1000)
+  confidence = probs.max(axis=1)
+  edges = np.quantile(confidence, [0.25, 0.5, 0.75], method="inverted_cdf")
+  np.testing.assert_array_equal(edges, ref_quantile_edges(confidence, 4))
+  _, _, count = metrics.calibration_curve(labels, probs, 4, "quantile")
+  np.testing.assert_array_equal(count.numpy(), [250, 250, 250, 250])
+  # n = 10 in 3 bins: floor or ceil of 10 / 3 (ceil(10/3) = 4, ceil(20/3) = 7 -> 4, 3, 3).
+  _, _, count = metrics.calibration_curve(labels[:10], probs[:10], 3, "quantile")
+  np.testing.assert_array_equal(count.numpy(), [4, 3, 3])
+
+
+def test_ece_hand_worked_example_pins_the_bin_edges():
+  # 4 equal-width bins (0, .25], (.25, .5], (.5, .75], (.75, 1]; 0 goes in the first.
+  #   row  probs                    label  conf  argmax  correct  bin
+  #   a    [0.5, 0.3, 0.2, 0]       0      0.5   0       1        1  (edge .5 -> lower)
+  #   b    [0.1, 0.6, 0.3, 0]       2      0.6   1       0        2
+  #   c    [0, 0, 0, 1]             3      1.0   3       1        3
+  #   d    [0.75, 0.25, 0, 0]       1      0.75  0       0        2  (edge .75 -> lower)
+  #   e    [0, 0, 0, 0]             0      0.0   0       1        0  (conf 0 -> first)
+  #   f    [0.25, 0.25, 0.25, 0.25] 0      0.25  0       1        0  (edge .25 -> lower)
+  # bin 0: e, f  conf sum 0.25, correct 2 -> |2 - 0.25|   = 1.75
+  # bin 1: a     conf sum 0.5,  correct 1 -> |1 - 0.5|    = 0.5
+  # bin 2: b, d  conf sum 1.35, correct 0 -> |0 - 1.35|   = 1.35
+  # bin 3: c     conf sum 1.0,  correct 1 -> 0
+  # ECE = (1.75 + 0.5 + 1.35 + 0) / 6 = 0.6. (With [lower, upper) bins it would be 2.6/6.)
+  # Quantile, 3 bins: sorted conf [0, .25, .5, .6, .75, 1], edges = the ceil(6/3) = 2nd
+  # and ceil(12/3) = 4th smallest = .25, .6 -> bins {e, f}, {a, b}, {d, c}:
+  # (|2 - .25| + |1 - 1.1| + |1 - 1.75|) / 6 = 2.6 / 6.
+  probs = np.array([[0.5, 0.3, 0.2, 0], [0.1, 0.6, 0.3, 0], [0, 0, 0, 1],
+                    [0.75, 0.25, 0, 0], [0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25]])
+  labels = [0, 2, 3, 1, 0, 0]
+  for dtype in DTYPES:
+    p = probs.astype(dtype)
+    np.testing.assert_allclose(metrics.expected_calibration_error(labels, p, 4).numpy(),
+                               0.6, rtol=1e-6, atol=0)
+    conf, acc, count = metrics.calibration_curve(labels, p, 4)
+    np.testing.assert_array_equal(count.numpy(), [2, 1, 2, 1])
+    np.testing.assert_allclose(conf.numpy(), [0.125, 0.5, 0.675, 1.0], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(acc.numpy(), [1, 1, 0, 1], rtol=0, atol=0)
+    np.testing.assert_allclose(
+        metrics.expected_calibration_error(labels, p, 3, "quantile").numpy(), 2.6 / 6,
+        rtol=1e-6, atol=0)
+    _, _, count = metrics.calibration_curve(labels, p, 3, "quantile")
+    np.testing.assert_array_equal(count.numpy(), [2, 2, 2])
+
+
+def test_quantile_bins_keep_ties_together():
+  # Confidences [.9, .9, .9, .9, .9, .6]: 3 quantile edges at the 2nd and 4th smallest
+  # (.9, .9) -> bin 0 holds all six, bins 1 and 2 are empty (ECE = one global bin).
+  probs = np.array([[0.9, 0.1]] * 5 + [[0.6, 0.4]])
+  labels = np.array([0, 0, 0, 1, 1, 0])
+  _, _, count = metrics.calibration_curve(labels, probs, 3, "quantile")
+  np.testing.assert_array_equal(count.numpy(), [6, 0, 0])
+  # acc = 4/6, conf = (4.5 + 0.6) / 6 = 0.85.
+  np.testing.assert_allclose(
+      metrics.expected_calibration_error(labels, probs, 3, "quantile").numpy(),
+      0.85 - 4 / 6, rtol=1e-12, atol=0)
+
+
+def _calibrated_data(rng, n, classes):
+  """Top-class confidence c ~ U(1/classes + .05, 1), correct with probability c."""
+  confidence = rng.uniform(1 / classes + 0.05, 1.0, size=n)
+  predicted = rng.integers(0, classes, size=n)
+  probs = np.tile(((1 - confidence) / (classes - 1))[:, None], [1, classes])
+  probs[np.arange(n), predicted] = confidence
+  correct = rng.uniform(size=n) < confidence
+  other = (predicted + rng.integers(1, classes, size=n)) % classes
+  return np.where(correct, predicted, other), probs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("binning, num_bins", [("equal_width", 15), ("quantile", 4),
+                                               ("quantile", 15)])
+def test_ece_calibrated_is_small_and_random_is_large(dtype, binning, num_bins):
+  rng = np.random.default_rng(40)
+  labels, probs = _calibrated_data(rng, 200_000, 10)
+  ece = metrics.expected_calibration_error(labels, probs.astype(dtype), num_bins, binning)
+  # Within-bin accuracy is unbiased for the mean confidence; the noise per bin is
+  # ~sqrt(c(1-c)/n_i) <= sqrt(.25 / 13000) ~ 0.004 even with 15 bins, so ECE ~ 0.003.
+  assert ece.numpy() < 0.01, ece.numpy()
+  # Random logits, random labels: confidence ~0.8, accuracy ~0.1 -> ECE ~0.7.
+  logits = rng.normal(scale=4.0, size=(5000, 10))
+  probs = scipy.special.softmax(logits, axis=-1).astype(dtype)
+  labels = rng.integers(0, 10, size=5000)
+  ece = metrics.expected_calibration_error(labels, probs, num_bins, binning)
+  assert ece.numpy() > 0.2, ece.numpy()
+
+
+@pytest.mark.parametrize("binning", ["equal_width", "quantile"])
+def test_calibration_in_tf_function_with_dynamic_shapes(binning):
+  spec = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.float32)]
+  ece_fn = tf.function(lambda l, p: metrics.expected_calibration_error(l, p, 5, binning),
+                       input_signature=spec, autograph=False)
+  curve_fn = tf.function(lambda l, p: metrics.calibration_curve(l, p, 5, binning),
+                         input_signature=spec, autograph=False)
+  for batch, classes in [(7, 3), (120, 5)]:
+    labels, probs = _class_data(np.float32, seed=batch, batch=batch, classes=classes)
+    ref_ece, ref_conf, ref_acc, ref_count = ref_calibration(labels, probs, 5, binning)
+    np.testing.assert_allclose(ece_fn(labels.astype(np.int32), probs).numpy(), ref_ece,
+                               **TOL[np.float32])
+    conf, acc, count = curve_fn(labels.astype(np.int32), probs)
+    np.testing.assert_array_equal(count.numpy(), ref_count)
+    np.testing.assert_allclose(conf.numpy(), ref_conf, **TOL[np.float32])
+    np.testing.assert_allclose(acc.numpy(), ref_acc, **TOL[np.float32])
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"class indices in \[0, classes\)"):
+    ece_fn(np.array([0, 3], np.int32), np.full((2, 3), 0.3, np.float32))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+    ece_fn(np.array([0, 1, 2], np.int32), np.full((2, 3), 0.3, np.float32))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="at least 1"):
+    ece_fn(np.zeros([0], np.int32), np.zeros((0, 3), np.float32))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="must be finite"):
+    ece_fn(np.array([0, 1], np.int32), np.array([[np.nan, 0.5], [0.5, 0.5]], np.float32))
+
+
+# ----------------------------------------------------------------------------------------
+# Streaming ExpectedCalibrationError.
+# ----------------------------------------------------------------------------------------
+
+
+def _batches(n, sizes):
+  edges = np.cumsum([0] + sizes)
+  assert edges[-1] == n
+  return list(zip(edges[:-1], edges[1:]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_streaming_ece_equals_one_shot(dtype, mode):
+  labels, probs = _class_data(dtype, seed=50, batch=500, classes=5)
+  metric = metrics.ExpectedCalibrationError(num_bins=10)
+  update = metric.update_state
+  if mode == "function":   # one trace for all the uneven batch sizes.
+
+    def update_fn(y_true, y_pred):
+      metric.update_state(y_true, y_pred)   # Keras' wrapper returns an Operation.
+
+    update = tf.function(
+        update_fn, input_signature=[tf.TensorSpec([None, 1], tf.int64),
+                                    tf.TensorSpec([None, 5], dtype)], autograph=False)
+  for start, stop in _batches(500, [1, 0, 37, 300, 162]):   # includes an empty batch.
+    update(labels[start:stop, None], probs[start:stop])
+  one_shot = metrics.expected_calibration_error(labels, probs, 10)
+  # The metric's result is float32; its float64 state sums exactly what one-shot sums.
+  np.testing.assert_allclose(metric.result().numpy(), one_shot.numpy(), rtol=0, atol=1e-6)
+  metric.reset_state()
+  np.testing.assert_allclose(metric.result().numpy(), 0.0, rtol=0, atol=0)
+
+
+def test_streaming_ece_from_logits_and_sample_weight():
+  rng = np.random.default_rng(51)
+  logits = rng.normal(scale=3.0, size=(60, 4))
+  labels = rng.integers(0, 4, size=60)
+  probs = scipy.special.softmax(logits, axis=-1)
+  metric = metrics.ExpectedCalibrationError(num_bins=8, from_logits=True)
+  metric.update_state(labels[:25], logits[:25])
+  metric.update_state(labels[25:], logits[25:])
+  np.testing.assert_allclose(metric.result().numpy(),
+                             ref_calibration(labels, probs, 8)[0], rtol=0, atol=1e-6)
+  # Integer weights equal repeating the examples (weight 0 drops one).
+  weights = rng.integers(0, 4, size=60)
+  metric = metrics.ExpectedCalibrationError(num_bins=8)
+  metric.update_state(labels[:30], probs[:30], sample_weight=weights[:30, None])
+  metric.update_state(labels[30:], probs[30:], sample_weight=weights[30:])
+  ref = ref_calibration(np.repeat(labels, weights), np.repeat(probs, weights, axis=0), 8)
+  np.testing.assert_allclose(metric.result().numpy(), ref[0], rtol=0, atol=1e-6)
+
+
+def test_streaming_ece_config_round_trip_and_keras_model(tmp_path):
+  metric = metrics.ExpectedCalibrationError(num_bins=7, from_logits=True, name="my_ece")
+  config = metric.get_config()
+  assert config == {"num_bins": 7, "from_logits": True, "name": "my_ece"}
+  clone = metrics.ExpectedCalibrationError.from_config(config)
+  assert clone.get_config() == config
+  restored = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(metric))
+  assert type(restored) is metrics.ExpectedCalibrationError
+  assert restored.get_config() == config
+  # In a compiled model (graph mode, uneven last batch) and after save/load.
+  rng = np.random.default_rng(52)
+  x = rng.normal(size=(45, 2)).astype(np.float32)
+  y = rng.integers(0, 3, size=(45, 1))
+  model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+  model.compile(loss="sparse_categorical_crossentropy",
+                metrics=[metrics.ExpectedCalibrationError(num_bins=5)])
+  result = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+  probs = model.predict(x, verbose=0)
+  expected = metrics.expected_calibration_error(y[:, 0], probs, 5).numpy()
+  np.testing.assert_allclose(result["ece"], expected, rtol=0, atol=1e-6)
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  reloaded = loaded.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+  np.testing.assert_allclose(reloaded["ece"], expected, rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------
+# AUROC, AUPR, ROC curve, detection.
+# ----------------------------------------------------------------------------------------
+
+
+def _binary_data(seed, n=80, tied=False):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, size=n)
+  labels[:2] = [0, 1]
+  if tied:   # few distinct values: heavy ties within and across classes.
+    scores = rng.integers(0, 5, size=n) + labels
+  else:
+    scores = rng.normal(size=n) + labels
+  return labels, scores
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [np.int64])
+@pytest.mark.parametrize("mode, tied", [("eager", False), ("eager", True),
+                                        ("function", True)])   # traces are slow.
+def test_auroc_aupr_roc_match_references(dtype, mode, tied):
+  labels, scores = _binary_data(60, tied=tied)
+  scores = scores.astype(dtype)
+  out_dtype = np.float32 if dtype == np.int64 else dtype
+  tol = TOL[out_dtype]
+
+  def all_three(labels, scores):   # one trace per case in "function" mode.
+    return (metrics.auroc(labels, scores), metrics.aupr(labels, scores),
+            metrics.roc_curve(labels, scores))
+
+  auroc, aupr, (fpr, tpr) = _call(mode, all_three, labels, scores)
+  assert auroc.dtype == out_dtype and auroc.shape == ()
+  np.testing.assert_allclose(_numpy(auroc), ref_auroc_pairs(labels, scores), **tol)
+  pos, neg = np.float64(scores[labels == 1]), np.float64(scores[labels == 0])
+  u = scipy.stats.mannwhitneyu(pos, neg, alternative="two-sided").statistic
+  np.testing.assert_allclose(_numpy(auroc), u / (len(pos) * len(neg)), **tol)
+  ref_fpr, ref_tpr, ref_ap = ref_roc_and_average_precision(labels, scores)
+  assert aupr.dtype == out_dtype and aupr.shape == ()
+  np.testing.assert_allclose(_numpy(aupr), ref_ap, **tol)
+  assert fpr.dtype == out_dtype and tpr.dtype == out_dtype
+  np.testing.assert_allclose(_numpy(fpr), ref_fpr, **tol)
+  np.testing.assert_allclose(_numpy(tpr), ref_tpr, **tol)
+  # The trapezoid area under the curve is the AUROC.
+  np.testing.assert_allclose(np.trapezoid(_numpy(tpr), _numpy(fpr)), _numpy(auroc), **tol)
+
+
+def test_auroc_aupr_match_sklearn_if_available():
+  sklearn_metrics = pytest.importorskip("sklearn.metrics")
+  for tied in (False, True):
+    labels, scores = _binary_data(61, n=300, tied=tied)
+    scores = np.float64(scores)
+    np.testing.assert_allclose(metrics.auroc(labels, scores).numpy(),
+                               sklearn_metrics.roc_auc_score(labels, scores),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(metrics.aupr(labels, scores).numpy(),
+                               sklearn_metrics.average_precision_score(labels, scores),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_auroc_aupr_hand_worked():
+  # labels [0, 1, 1, 0], scores [.1, .5, .5, .5]: each positive beats .1 (1) and ties the
+  # negative .5 (1/2) -> AUROC = 2 * 1.5 / (2 * 2) = 3/4. Thresholds .5, .1:
+  # (TP, FP) = (2, 1), (2, 2) -> R = 1, 1; P = 2/3, 1/2 -> AP = 1 * 2/3 + 0 * 1/2 = 2/3.
+  # ROC: (0, 0), (1/2, 1), (1, 1).
+  labels, scores = [0, 1, 1, 0], np.array([0.1, 0.5, 0.5, 0.5])
+  np.testing.assert_allclose(metrics.auroc(labels, scores).numpy(), 0.75, rtol=0, atol=0)
+  np.testing.assert_allclose(metrics.aupr(labels, scores).numpy(), 2 / 3, rtol=1e-15,
+                             atol=0)
+  fpr, tpr = metrics.roc_curve(labels, scores)
+  np.testing.assert_allclose(fpr.numpy(), [0, 0.5, 1], rtol=0, atol=0)
+  np.testing.assert_allclose(tpr.numpy(), [0, 1, 1], rtol=0, atol=0)
+  # Perfect, reversed and constant rankings; infinite scores sort fine; bool labels.
+  np.testing.assert_allclose(metrics.auroc([0, 0, 1], [1, 2, 3]).numpy(), 1.0, rtol=0,
+                             atol=0)
+  np.testing.assert_allclose(metrics.auroc([0, 0, 1], [3, 2, 1]).numpy(), 0.0, rtol=0,
+                             atol=0)
+  np.testing.assert_allclose(metrics.auroc([0, 1, 1], [7, 7, 7]).numpy(), 0.5, rtol=0,
+                             atol=0)
+  np.testing.assert_allclose(
+      metrics.auroc([False, True, True], [-np.inf, np.inf, 0.0]).numpy(), 1.0, rtol=0,
+      atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_misclassification_and_ood_detection(dtype):
+  labels, probs = _class_data(dtype, seed=70, batch=120)
+  uncertainty = -probs.max(axis=1)          # negative confidence: higher = less certain.
+  out = metrics.misclassification_detection(labels, probs, uncertainty)
+  assert set(out) == {"auroc", "aupr"}
+  wrong = (np.argmax(probs, axis=1) != labels).astype(int)
+  _, _, ref_ap = ref_roc_and_average_precision(wrong, uncertainty)
+  for key, ref in [("auroc", ref_auroc_pairs(wrong, uncertainty)), ("aupr", ref_ap)]:
+    assert out[key].dtype == dtype and out[key].shape == ()
+    np.testing.assert_allclose(out[key].numpy(), ref, **TOL[dtype])
+  rng = np.random.default_rng(71)
+  in_scores = rng.normal(size=40).astype(dtype)
+  out_scores = (rng.normal(size=25) + 1).astype(dtype)
+  out = metrics.ood_detection(in_scores, out_scores)
+  labels = np.r_[np.zeros(40, int), np.ones(25, int)]
+  scores = np.r_[in_scores, out_scores]
+  _, _, ref_ap = ref_roc_and_average_precision(labels, scores)
+  for key, ref in [("auroc", ref_auroc_pairs(labels, scores)), ("aupr", ref_ap)]:
+    assert out[key].dtype == dtype and out[key].shape == ()
+    np.testing.assert_allclose(out[key].numpy(), ref, **TOL[dtype])
+
+
+def test_detection_in_tf_function_with_dynamic_shapes():
+  spec = tf.TensorSpec([None], tf.float64)
+  auroc_fn = tf.function(metrics.auroc, input_signature=[tf.TensorSpec([None], tf.int64),
+                                                          spec], autograph=False)
+  ood_fn = tf.function(metrics.ood_detection, input_signature=[spec, spec],
+                       autograph=False)
+  for n in (5, 50):
+    labels, scores = _binary_data(n, n=n, tied=True)
+    scores = np.float64(scores)
+    np.testing.assert_allclose(auroc_fn(labels, scores).numpy(),
+                               ref_auroc_pairs(labels, scores), rtol=1e-12, atol=1e-12)
+    out = ood_fn(scores[:3], scores[3:])
+    ref_labels = np.r_[np.zeros(3, int), np.ones(n - 3, int)]
+    np.testing.assert_allclose(out["auroc"].numpy(), ref_auroc_pairs(ref_labels, scores),
+                               rtol=1e-12, atol=1e-12)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="both classes"):
+    auroc_fn(np.ones(4, np.int64), np.arange(4.0))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="same shape"):
+    auroc_fn(np.array([0, 1]), np.arange(3.0))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="at least 1"):
+    ood_fn(np.zeros(0), np.arange(3.0))
+
+
+# ----------------------------------------------------------------------------------------
+# Classification errors.
+# ----------------------------------------------------------------------------------------
+
+_L = np.array([0, 1, 2, 1])
+_P = np.full((4, 3), 1 / 3)
+
+CLASSIFICATION_BAD_CALLS = {
+    "one-hot labels": (lambda: metrics.accuracy(np.eye(3)[[0, 1, 2, 1]], _P), r"one-hot"),
+    "probs rank 1": (lambda: metrics.brier_score(_L, np.ones(4)),
+                     r"`probs` must have shape \[batch, classes\]"),
+    "batch mismatch": (lambda: metrics.categorical_nll(_L, _P[:3]), r"same batch size"),
+    "label too large": (lambda: metrics.accuracy([0, 1, 3, 1], _P),
+                        r"class indices in \[0, classes\) = \[0, 3\)"),
+    "negative label": (lambda: metrics.expected_calibration_error([0, -1, 2, 1], _P),
+                       r"\[0, 3\)"),
+    "classes mismatch": (lambda: metrics.calibration_curve(_L, _P[:, :2]), r"\[0, 2\)"),
+    "non-integer labels": (lambda: metrics.accuracy([0.0, 1.5, 2.0, 1.0], _P),
+                           r"integer class indices"),
+    "nan probs": (lambda: metrics.expected_calibration_error(
+        _L, np.where(np.eye(4, 3) > 0, np.nan, _P)), r"`probs` must be finite"),
+    "probs above 1": (lambda: metrics.brier_score(_L, _P + 0.7), r"in \[0, 1\]"),
+    "negative probs": (lambda: metrics.categorical_nll(_L, _P - 0.5), r"in \[0, 1\]"),
+    "empty batch": (lambda: metrics.expected_calibration_error(np.zeros(0, int),
+                                                               np.zeros((0, 3))),
+                    r"at least 1"),
+    "zero classes": (lambda: metrics.accuracy(_L, np.zeros((4, 0))), r"classes >= 1"),
+    "num_bins 0": (lambda: metrics.expected_calibration_error(_L, _P, 0),
+                   r"`num_bins` must be >= 1"),
+    "bad binning": (lambda: metrics.calibration_curve(_L, _P, binning="uniform"),
+                    r"'equal_width' or 'quantile'"),
+    "bad epsilon": (lambda: metrics.categorical_nll(_L, _P, epsilon=-1.0), r"epsilon"),
+    "inf logits": (lambda: metrics.categorical_nll_from_logits(_L, _P + np.inf),
+                   r"`logits` must be finite"),
+    "auroc one class": (lambda: metrics.auroc([1, 1, 1], [0.1, 0.2, 0.3]),
+                        r"both classes"),
+    "aupr one class": (lambda: metrics.aupr([0, 0], [0.1, 0.2]), r"both classes"),
+    "roc one class": (lambda: metrics.roc_curve([0, 0], [0.1, 0.2]), r"both classes"),
+    "auroc non-binary": (lambda: metrics.auroc([0, 1, 2], [0.1, 0.2, 0.3]),
+                         r"must be binary"),
+    "auroc nan scores": (lambda: metrics.auroc([0, 1], [0.1, np.nan]), r"NaN"),
+    "auroc size mismatch": (lambda: metrics.auroc([0, 1], [0.1, 0.2, 0.3]),
+                            r"same shape \[batch\]"),
+    "auroc empty": (lambda: metrics.auroc(np.zeros(0, int), np.zeros(0)), r"at least 1"),
+    "auroc scores rank 2": (lambda: metrics.aupr([0, 1], [[0.1, 0.2]]), r"\[batch\]"),
+    "misclassification all correct": (
+        lambda: metrics.misclassification_detection([0, 1], np.eye(2), [0.1, 0.2]),
+        r"both misclassified and correctly classified"),
+    "misclassification size": (
+        lambda: metrics.misclassification_detection(_L, _P, np.ones(3)),
+        r"`uncertainty` must have the same shape"),
+    "ood empty": (lambda: metrics.ood_detection(np.zeros(0), [1.0]), r"\[batch_in\]"),
+    "ood rank 2": (lambda: metrics.ood_detection([1.0], np.ones((2, 2))),
+                   r"\[batch_out\]"),
+    "metric label out of range": (
+        lambda: metrics.ExpectedCalibrationError().update_state([[0], [3]], _P[:2]),
+        r"`y_true` must hold class indices"),
+    "metric probs rank": (
+        lambda: metrics.ExpectedCalibrationError().update_state([0, 1], [0.5, 0.5]),
+        r"`y_pred` must have shape \[batch, classes\]"),
+    "metric negative weight": (
+        lambda: metrics.ExpectedCalibrationError().update_state([0, 1], _P[:2],
+                                                                [1.0, -1.0]),
+        r"non-negative"),
+    "metric num_bins": (lambda: metrics.ExpectedCalibrationError(num_bins=0), r">= 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLASSIFICATION_BAD_CALLS))
+def test_classification_invalid_inputs_raise_value_error(case):
+  call, match = CLASSIFICATION_BAD_CALLS[case]
+  with pytest.raises(ValueError, match=match):
+    call()
+
+
+def test_non_integer_num_bins_raises_type_error():
+  for bad in (15.0, True, "15"):
+    with pytest.raises(TypeError, match="num_bins"):
+      metrics.expected_calibration_error(_L, _P, bad)
+  with pytest.raises(TypeError, match="num_bins"):
+    metrics.ExpectedCalibrationError(num_bins=2.5)
+
+
+def test_classification_names_are_public():
+  for name in ["accuracy", "categorical_nll", "categorical_nll_from_logits", "brier_score",
+               "expected_calibration_error", "calibration_curve", "ExpectedCalibrationError",
+               "roc_curve", "auroc", "aupr", "misclassification_detection",
+               "ood_detection"]:
+    assert name in metrics.__all__ and callable(getattr(metrics, name)), name

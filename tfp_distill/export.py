@@ -19,7 +19,7 @@ from tfp_distill import uncertainty
 __all__ = ["export_saved_model"]
 
 
-def export_saved_model(student, family, path, num_samples=100, method="quadrature", seed=0,
+def export_saved_model(student, family, path, num_samples=100, method=None, seed=0,
                        input_signature=None):
   """Writes a SavedModel of `student` serving its decomposition and head parameters.
 
@@ -28,7 +28,8 @@ def export_saved_model(student, family, path, num_samples=100, method="quadratur
     family: the members' family, as for `td.decompose`.
     path: str, output folder.
     num_samples: int, Monte Carlo samples when `method="monte_carlo"`.
-    method: "quadrature" or "monte_carlo" (see `td.decompose`).
+    method: None (exact where possible), "quadrature", "closed_form" or "monte_carlo"
+      (see `td.decompose`).
     seed: int, Monte Carlo seed (fixed: the served graph is deterministic).
     input_signature: None (taken from a functional student's input), or a `tf.TensorSpec`
       for x with a None batch dimension.
@@ -37,8 +38,10 @@ def export_saved_model(student, family, path, num_samples=100, method="quadratur
     path.
 
   Signature `serving_default(x)` returns float Tensors: "prediction" [batch] or
-  [batch, E]; "total", and for distributions over z "aleatoric", "epistemic" [batch];
-  "loc" [batch, P] and "scale" [batch, P] or "scale_tril" [batch, P, P].
+  [batch, E] ([batch, classes] for classification); "total", and for distributions over
+  z "aleatoric", "epistemic" [batch] ("epkl" too for classification); the head's
+  parameters: "loc" [batch, P] and "scale" [batch, P] or "scale_tril" [batch, P, P],
+  "concentration" [batch, K] (Dirichlet) or "logits" [batch, K] (Categorical).
 
   Raises:
     ValueError: if no input signature can be found (pass `input_signature`).

@@ -8,7 +8,7 @@ family is the one place that knows, e.g., that variance = softplus(rho) + min_va
 #### References
 
 [1]: Lindqvist, Olmin, Lindsten, Svensson. A general framework for ensemble distribution
-     distillation. 2020. arXiv:2002.11531 (eq 12, eq 32).
+     distillation. 2020. arXiv:2002.11531 (eq 9, eq 12, eq 32).
 """
 
 import numpy as np
@@ -19,7 +19,7 @@ from tfp_distill._keras import keras
 
 tfd = tfp.distributions
 
-__all__ = ["Family", "HeteroscedasticNormal", "get", "serialize"]
+__all__ = ["Family", "HeteroscedasticNormal", "CategoricalLogits", "get", "serialize"]
 
 
 class Family:
@@ -156,6 +156,140 @@ class HeteroscedasticNormal(Family):
 
   def get_config(self):
     return {"event_size": self.event_size, "min_variance": self.min_variance}
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class CategoricalLogits(Family):
+  """Categorical member over K classes parameterized by its logits.
+
+  ```none
+  reference_class=False:  z = [l_1 .. l_K]                  params_size = K
+  reference_class=True:   z = [l_1 - l_K .. l_{K-1} - l_K]  params_size = K - 1   (eq 9)
+  q(y; z) = Categorical(softmax([z, 0]))   (the K-th logit fixed at 0 with a reference)
+  ```
+
+  Logits are defined up to an additive constant; with `reference_class=True` the members'
+  logits are centred on the last class, which makes z identifiable and is what a Gaussian
+  over logits should model ([1], eq 9). Members may output either K logits (they are
+  centred by `params(z)`, which every loss applies) or K - 1 logits directly.
+
+  Uncertainty measures: `entropy(z)` of the predictive (in nats).
+
+  Args:
+    num_classes: int K >= 2.
+    reference_class: bool, use K - 1 logits relative to the last class.
+
+  #### Examples
+
+  ```python
+  family = td.families.CategoricalLogits(10, reference_class=True)
+  family.params(member_logits)        # [..., 10] -> [..., 9]
+  family.logits(z)                    # [..., 9] -> [..., 10], last logit 0
+  ```
+  """
+
+  task = "classification"
+
+  def __init__(self, num_classes, reference_class=False):
+    num_classes = int(num_classes)
+    if num_classes < 2:
+      raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+    self.num_classes = num_classes
+    self.reference_class = bool(reference_class)
+
+  @property
+  def params_size(self):
+    return self.num_classes - 1 if self.reference_class else self.num_classes
+
+  def check_params(self, z, what="z"):
+    """Raises ValueError unless the last axis of z is params_size (or K, see `params`)."""
+    size = tf.compat.dimension_value(tf.TensorShape(z.shape)[-1])
+    allowed = {self.params_size, self.num_classes}
+    if size is not None and size not in allowed:
+      raise ValueError(
+          f"{what} has {size} logits on its last axis but {self!r} expects "
+          f"{self.num_classes} logits" + (
+              f" (or {self.params_size} centred on the reference class)"
+              if self.reference_class else "") + f"; got shape {list(z.shape)}.")
+
+  def params(self, z):
+    """Members' outputs -> this family's z: K logits are centred when reference_class.
+
+    Args:
+      z: float Tensor [..., K] or [..., params_size].
+
+    Returns:
+      float Tensor [..., params_size].
+    """
+    z = tf.convert_to_tensor(z)
+    self.check_params(z)
+    size = tf.compat.dimension_value(z.shape[-1])
+    if self.reference_class and size == self.num_classes:
+      return z[..., :-1] - z[..., -1:]
+    return z
+
+  def logits(self, z):
+    """Full K logits [..., K] from z (a zero appended for the reference class)."""
+    z = tf.convert_to_tensor(z)
+    self.check_params(z)
+    size = tf.compat.dimension_value(z.shape[-1])
+    if self.reference_class and size == self.params_size:
+      return tf.concat([z, tf.zeros_like(z[..., :1])], axis=-1)
+    return z
+
+  def log_probs(self, z):
+    """log softmax of the logits: [..., K] (finite for logits of +-1e4)."""
+    return tf.nn.log_softmax(self.logits(z), axis=-1)
+
+  def probs(self, z):
+    """Class probabilities [..., K]."""
+    return tf.nn.softmax(self.logits(z), axis=-1)
+
+  def entropy(self, z):
+    """Entropy of q(y; z) in nats: [...]."""
+    log_p = self.log_probs(z)
+    return -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
+
+  def predictive(self, z):
+    """q(y; z): Categorical with batch z.shape[:-1]."""
+    return tfd.Categorical(logits=self.logits(z))
+
+  def check_labels(self, y):
+    """Int labels in [0, K); raises ValueError eagerly (graph assertion when traced)."""
+    y = tf.convert_to_tensor(y)
+    if y.dtype.is_floating:
+      y = tf.cast(y, tf.int64)
+    if tf.executing_eagerly():
+      values = y.numpy()
+      if values.size and (values.min() < 0 or values.max() >= self.num_classes):
+        raise ValueError(f"Labels must be integers in [0, {self.num_classes}), got values "
+                         f"in [{values.min()}, {values.max()}].")
+      return y
+    with tf.control_dependencies([
+        tf.debugging.assert_non_negative(y, message="labels must be >= 0"),
+        tf.debugging.assert_less(y, tf.cast(self.num_classes, y.dtype),
+                                 message=f"labels must be < {self.num_classes}")]):
+      return tf.identity(y)
+
+  def nll(self, y, z):
+    """Negative log-likelihood -log q(y; z) per example (softmax cross-entropy).
+
+    Args:
+      y: int Tensor [batch] (or [batch, 1]) of labels in [0, K).
+      z: float Tensor [batch, K] or [batch, params_size].
+
+    Returns:
+      nll: float Tensor [batch].
+    """
+    z = tf.convert_to_tensor(z)
+    y = self.check_labels(y)
+    if y.shape.rank == z.shape.rank:
+      y = tf.squeeze(y, axis=-1)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(y, tf.int32), logits=self.logits(z))
+
+  def get_config(self):
+    return {"num_classes": self.num_classes, "reference_class": self.reference_class}
 
 
 def serialize(family):

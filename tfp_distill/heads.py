@@ -12,9 +12,17 @@ framework, eq 10 and 13 of [1]):
 - `NormalHead`: diagonal Normal over z, event [event_size].
 - `MultivariateNormalTriLHead`: full-covariance Normal over z, event [event_size].
 
-Head over y (the mixture-distillation baseline, appendix A.2 of [1]):
+Head over the members' probability vectors (EnD^2 of [2]):
+- `DirichletHead`: Dirichlet with concentration exp(params) + a floor, event [classes].
+
+Heads over y (the mixture-distillation baselines, appendix A.2 of [1]):
 - `NormalPredictiveHead`: Normal over y with variance softplus(rho) + min_variance, i.e. the
   same parameterization as `families.HeteroscedasticNormal`.
+- `CategoricalHead`: one-hot Categorical over classes from logits (Hinton soft targets);
+  its mean is the vector of class probabilities.
+
+For classification, `NormalHead(K)` / `MultivariateNormalTriLHead(K)` (or K - 1 with a
+reference class) are Gaussians over the members' logits ([1], section 3.2).
 
 Unlike `tfp.layers.DistributionLambda`, these heads never pickle a function: `get_config`
 returns only JSON values whose keys are the `__init__` arguments (plus Keras' `name`,
@@ -24,6 +32,9 @@ returns only JSON values whose keys are the `__init__` arguments (plus Keras' `n
 
 [1]: Lindqvist, Olmin, Lindsten, Svensson. A general framework for ensemble distribution
      distillation. 2020. arXiv:2002.11531.
+
+[2]: Malinin, Mlodozeniec, Gales. Ensemble Distribution Distillation. ICLR 2020.
+     arXiv:1905.00076.
 """
 
 import functools
@@ -44,6 +55,8 @@ __all__ = [
     "NormalHead",
     "MultivariateNormalTriLHead",
     "NormalPredictiveHead",
+    "DirichletHead",
+    "CategoricalHead",
     "distribution_parameters",
     "get_distribution",
 ]
@@ -203,6 +216,83 @@ class NormalPredictiveHead(DistributionHead):
     return family.predictive(params)
 
 
+#: log-concentrations above this are clipped: exp(30) ~ 1e13 keeps lgamma finite in
+#: float32 and far beyond any precision an ensemble of M members can support.
+MAX_LOG_CONCENTRATION = 30.0
+
+
+class _ClassHead(DistributionHead):
+  """A head over K >= 2 classes with one parameter per class."""
+
+  def __init__(self, event_size, min_scale=1e-3, convert_to_tensor_fn="mean", **kwargs):
+    if int(event_size) < 2:
+      raise ValueError(f"{type(self).__name__} needs event_size (classes) >= 2, got "
+                       f"{event_size}.")
+    super().__init__(event_size, min_scale=min_scale,
+                     convert_to_tensor_fn=convert_to_tensor_fn, **kwargs)
+
+  @staticmethod
+  def params_size(event_size):
+    return int(event_size)
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class DirichletHead(_ClassHead):
+  """Dirichlet over class-probability vectors (the EnD^2 student of [2]).
+
+  ```none
+  params = s (K logits)                     params_size(K) = K
+  alpha_k = exp(min(s_k, 30)) + min_scale   (min_scale is the concentration floor)
+  v = Dirichlet(alpha)
+  ```
+
+  The exponential is the parameterization of [2]; the clip and the floor keep lgamma and
+  digamma finite for logits of +-1e4. Pairs with `families.CategoricalLogits` members and
+  `losses.DirichletNLL`. Converted to a Tensor it is its mean alpha / alpha_0 (the
+  predictive class probabilities).
+
+  Args:
+    event_size: int, the number of classes K >= 2.
+    min_scale: float > 0, the floor added to every concentration.
+    convert_to_tensor_fn, **kwargs: see `DistributionHead`.
+
+  #### Examples
+
+  ```python
+  params = keras.layers.Dense(td.heads.DirichletHead.params_size(10))(features)
+  student = keras.Model(inputs, td.heads.DirichletHead(10)(params))
+  ```
+  """
+
+  @staticmethod
+  def new(params, event_size, min_scale=1e-3):
+    params = tf.convert_to_tensor(params)
+    alpha = tf.exp(tf.minimum(params, MAX_LOG_CONCENTRATION)) + tf.cast(min_scale,
+                                                                         params.dtype)
+    return tfd.Dirichlet(concentration=alpha)
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class CategoricalHead(_ClassHead):
+  """One-hot Categorical over K classes from logits (mixture distillation, soft targets).
+
+  ```none
+  params = logits (K)      params_size(K) = K
+  q(y) = OneHotCategorical(logits);  mean = softmax(logits)
+  ```
+
+  `min_scale` is unused (kept for the common head signature). Pairs with
+  `losses.MixtureKL(CategoricalLogits(K))` or `losses.KnowledgeDistillation`.
+
+  Args: see `DistributionHead`.
+  """
+
+  @staticmethod
+  def new(params, event_size, min_scale=1e-3):
+    return tfd.OneHotCategorical(logits=tf.convert_to_tensor(params),
+                                 dtype=tf.convert_to_tensor(params).dtype)
+
+
 def get_distribution(value):
   """The `tfd.Distribution` behind a head's output (as Keras may pass it to a loss)."""
   if isinstance(value, tfd.Distribution):
@@ -229,9 +319,14 @@ def distribution_parameters(dist):
 
   Returns:
     dict: "loc" [batch, E] and either "scale" [batch, E] (diagonal heads) or
-      "scale_tril" [batch, E, E] (full covariance).
+      "scale_tril" [batch, E, E] (full covariance); "concentration" [batch, K]
+      (`DirichletHead`); "logits" [batch, K] (`CategoricalHead`).
   """
   dist = _unwrap(get_distribution(dist))
+  if isinstance(dist, tfd.Dirichlet):
+    return {"concentration": tf.convert_to_tensor(dist.concentration)}
+  if isinstance(dist, tfd.OneHotCategorical):
+    return {"logits": dist.logits_parameter()}
   if isinstance(dist, tfd.MultivariateNormalTriL):
     return {"loc": dist.loc, "scale_tril": dist.scale.to_dense()}
   if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):

@@ -7,8 +7,22 @@ labelled term of eq 19-20 of [1] is added.
 
 #### References
 
+Classification (members of `families.CategoricalLogits` give logits):
+- `EnsembleNLL(family)`: a Gaussian over the members' logits (centred on the reference
+  class when the family has one), eq 7 and 9 of [1];
+- `DirichletNLL`: EnD^2 [2], a Dirichlet over the members' (heated, smoothed) probability
+  vectors, or the proxy-Dirichlet target of [3];
+- `MixtureKL(family)` and `KnowledgeDistillation`: soft-target distillation of the
+  ensemble's mean probabilities (Hinton et al. 2015; eq 5 and 23 of [1]).
+
 [1]: Lindqvist, Olmin, Lindsten, Svensson. A general framework for ensemble distribution
      distillation. 2020. arXiv:2002.11531.
+
+[2]: Malinin, Mlodozeniec, Gales. Ensemble Distribution Distillation. ICLR 2020.
+     arXiv:1905.00076.
+
+[3]: Ryabinin, Malinin, Gales. Scaling Ensemble Distribution Distillation to Many Classes
+     with Proxy Targets. NeurIPS 2021. arXiv:2105.06987.
 """
 
 import numpy as np
@@ -26,10 +40,16 @@ __all__ = [
     "ensemble_nll",
     "predictive_log_prob",
     "mixture_cross_entropy",
+    "dirichlet_nll",
+    "proxy_dirichlet_kl",
+    "proxy_dirichlet_target",
+    "soft_target_kl",
     "check_targets",
     "unpack_targets",
     "EnsembleNLL",
+    "DirichletNLL",
     "MixtureKL",
+    "KnowledgeDistillation",
 ]
 
 
@@ -214,6 +234,225 @@ def mixture_cross_entropy(z, dist, family):
   return tf.reduce_sum(h, axis=-1)
 
 
+def _member_log_probs(z, num_classes, family, temperature, smoothing, dtype):
+  """Heated, smoothed log-probabilities of the members: [batch, members, K], in dtype."""
+  z = tf.convert_to_tensor(z)
+  if family is not None:
+    if not isinstance(family, families_lib.CategoricalLogits):
+      raise TypeError(f"Expected a CategoricalLogits family, got {family!r}.")
+    if family.num_classes != num_classes:
+      raise ValueError(f"The family has {family.num_classes} classes but the student's "
+                       f"distribution has {num_classes}.")
+    z = family.logits(z)
+  if z.shape.rank is not None and z.shape.rank != 3:
+    raise ValueError(f"Teacher targets must be logits of shape [batch, members, classes], "
+                     f"got shape {list(z.shape)}.")
+  size = tf.compat.dimension_value(z.shape[-1])
+  if size is not None and size != num_classes:
+    raise ValueError(
+        f"Teacher targets have {size} logits per member (shape {list(z.shape)}) but the "
+        f"student's distribution is over {num_classes} classes. (Members with a reference "
+        "class give K - 1 logits: pass their CategoricalLogits family to the loss.)")
+  z = tf.cast(z, dtype)
+  log_p = tf.nn.log_softmax(z / tf.cast(temperature, dtype), axis=-1)
+  if smoothing:
+    # pi <- (1 - eps) pi + eps / K, in log space: finite even where pi underflows to 0.
+    eps = tf.cast(smoothing, dtype)
+    log_p = tf.reduce_logsumexp(tf.stack(
+        [log_p + tf.math.log1p(-eps),
+         tf.broadcast_to(tf.math.log(eps / num_classes), tf.shape(log_p))]), axis=0)
+  return log_p
+
+
+def _dirichlet(dist):
+  dist = heads_lib.get_distribution(dist)
+  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  if not isinstance(inner, tfd.Dirichlet):
+    raise TypeError(
+        f"This loss needs a Dirichlet student (td.heads.DirichletHead), got "
+        f"{type(inner).__name__}.")
+  return inner
+
+
+def _heated_log_concentration(dist, temperature, dtype):
+  """log alpha / T, i.e. the student's concentration at temperature T: [batch, K]."""
+  log_alpha = tf.math.log(tf.cast(tf.convert_to_tensor(dist.concentration), dtype))
+  return log_alpha / tf.cast(temperature, dtype)
+
+
+def dirichlet_nll(z, dist, family=None, temperature=1.0, smoothing=1e-4,
+                  compute_dtype=None):
+  """EnD^2: Dirichlet NLL of the members' heated probability vectors ([2], eq 9).
+
+  ```none
+  alpha_T = alpha^(1 / T)                         (student: exp(s / T) for exp heads)
+  log pi_m = log_softmax(l_m / T);  pi_m <- (1 - eps) pi_m + eps / K
+  L = T^2 [ sum_k lgamma(alpha_T,k) - lgamma(alpha_T,0)
+            - sum_k (alpha_T,k - 1) 1/M sum_m log pi_m,k ]
+    = - T^2 1/M sum_m log Dir(pi_m | alpha_T)
+  ```
+  Computed from logits in log space; `compute_dtype=tf.float64` runs the lgamma terms in
+  double precision and casts the loss back.
+
+  Args:
+    z: float Tensor [batch, members, K] (or [batch, members, K - 1] with a reference-class
+      `family`), the members' logits.
+    dist: Dirichlet from `heads.DirichletHead`, batch [batch], event [K].
+    family: `families.CategoricalLogits` or None (z are then K logits).
+    temperature: float or scalar Tensor/Variable T >= 1.
+    smoothing: float eps in [0, 1), target smoothing toward uniform.
+    compute_dtype: None (the student's dtype) or a float dtype.
+
+  Returns:
+    loss: float Tensor [batch], in the student's dtype.
+  """
+  dirichlet = _dirichlet(dist)
+  out_dtype = dirichlet.dtype
+  dtype = tf.as_dtype(compute_dtype or out_dtype)
+  num_classes = tf.compat.dimension_value(dirichlet.event_shape[-1])
+  log_p = _member_log_probs(z, num_classes, family, temperature, smoothing, dtype)
+  mean_log_p = tf.reduce_mean(log_p, axis=1)                      # [batch, K]
+  alpha = tf.exp(_heated_log_concentration(dirichlet, temperature, dtype))
+  nll = (tf.reduce_sum(tf.math.lgamma(alpha), axis=-1)
+         - tf.math.lgamma(tf.reduce_sum(alpha, axis=-1))
+         - tf.reduce_sum((alpha - 1.) * mean_log_p, axis=-1))
+  return tf.cast(tf.square(tf.cast(temperature, dtype)) * nll, out_dtype)
+
+
+def _dirichlet_kl(a, b):
+  """KL(Dir(a) || Dir(b)) in closed form, [batch] from [batch, K]."""
+  a0, b0 = tf.reduce_sum(a, -1), tf.reduce_sum(b, -1)
+  return (tf.math.lgamma(a0) - tf.reduce_sum(tf.math.lgamma(a), -1)
+          - tf.math.lgamma(b0) + tf.reduce_sum(tf.math.lgamma(b), -1)
+          + tf.reduce_sum((a - b) * (tf.math.digamma(a) - tf.math.digamma(a0)[..., None]),
+                          -1))
+
+
+def proxy_dirichlet_target(z, num_classes, family=None, temperature=1.0, smoothing=1e-4,
+                           offset=1.0, compute_dtype=tf.float32):
+  """The proxy-Dirichlet target of [3]: the ensemble's mean and a precision from its spread.
+
+  ```none
+  pi_bar  = 1/M sum_m pi_m
+  beta_0  = (K - 1) / (2 sum_k pi_bar_k (log pi_bar_k - 1/M sum_m log pi_m,k) + 1e-8)
+          = (K - 1) / (2 * 1/M sum_m KL(pi_bar || pi_m) + 1e-8)   (Minka's estimate)
+  beta_k  = pi_bar_k beta_0 + offset
+  ```
+
+  Args:
+    z: float Tensor [batch, members, K or K - 1], the members' logits.
+    num_classes: int K.
+    family, temperature, smoothing: as for `dirichlet_nll`.
+    offset: float >= 0 added to every target concentration.
+    compute_dtype: float dtype of the result.
+
+  Returns:
+    beta: float Tensor [batch, K], the target concentrations (no gradient).
+  """
+  dtype = tf.as_dtype(compute_dtype)
+  log_p = _member_log_probs(z, num_classes, family, temperature, smoothing, dtype)
+  log_p_bar = tf.reduce_logsumexp(log_p, axis=1) - tf.math.log(
+      tf.cast(tf.shape(log_p)[1], dtype))                          # [batch, K]
+  p_bar = tf.exp(log_p_bar)
+  mkl = tf.reduce_sum(p_bar * (log_p_bar - tf.reduce_mean(log_p, axis=1)), axis=-1)
+  beta_0 = (num_classes - 1.) / (2. * tf.maximum(mkl, 0.) + 1e-8)
+  return tf.stop_gradient(p_bar * beta_0[:, None] + tf.cast(offset, dtype))
+
+
+def proxy_dirichlet_kl(z, dist, family=None, temperature=1.0, smoothing=1e-4, offset=1.0,
+                       direction="reverse", compute_dtype=None):
+  """Proxy-Dirichlet distillation [3]: KL between the student and the proxy target.
+
+  ```none
+  direction="reverse" (as [3]):  T^2 KL(Dir(alpha_T) || Dir(beta))
+  direction="forward":           T^2 KL(Dir(beta) || Dir(alpha_T))
+  ```
+  with beta from `proxy_dirichlet_target`. Unlike `dirichlet_nll` it does not need the
+  members' probabilities to be near a Dirichlet sample, the failure of EnD^2 with many
+  classes that [3] analyses.
+
+  Args:
+    z, dist, family, temperature, smoothing, compute_dtype: as `dirichlet_nll`.
+    offset: float, see `proxy_dirichlet_target`.
+    direction: "reverse" or "forward".
+
+  Returns:
+    loss: float Tensor [batch].
+  """
+  if direction not in ("reverse", "forward"):
+    raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}.")
+  dirichlet = _dirichlet(dist)
+  out_dtype = dirichlet.dtype
+  dtype = tf.as_dtype(compute_dtype or out_dtype)
+  num_classes = tf.compat.dimension_value(dirichlet.event_shape[-1])
+  beta = proxy_dirichlet_target(z, num_classes, family, temperature, smoothing, offset,
+                                dtype)
+  alpha = tf.exp(_heated_log_concentration(dirichlet, temperature, dtype))
+  kl = _dirichlet_kl(alpha, beta) if direction == "reverse" else _dirichlet_kl(beta, alpha)
+  return tf.cast(tf.square(tf.cast(temperature, dtype)) * kl, out_dtype)
+
+
+def _student_logits(y_pred):
+  """Logits [batch, K] from a CategoricalHead distribution or a plain logits Tensor."""
+  if isinstance(y_pred, tfd.Distribution) or hasattr(y_pred, "_tfp_distribution"):
+    inner = heads_lib._unwrap(heads_lib.get_distribution(y_pred))  # pylint: disable=protected-access
+    if isinstance(inner, (tfd.OneHotCategorical, tfd.Categorical)):
+      return inner.logits_parameter()
+    raise TypeError(f"Soft-target distillation needs a categorical student "
+                    f"(td.heads.CategoricalHead) or logits, got {type(inner).__name__}.")
+  return tf.convert_to_tensor(y_pred)
+
+
+def soft_target_kl(z, student_logits, family=None, temperature=1.0):
+  """Soft-target distillation: T^2 KL(ensemble mean || student), at temperature T.
+
+  ```none
+  p_bar_T = 1/M sum_m softmax(l_m / T),   q_T = softmax(s / T)
+  L = T^2 sum_k p_bar_T,k (log p_bar_T,k - log q_T,k)
+  ```
+  At T = 1 this is the mixture distillation of [1] (eq 5, 23): KL from the ensemble's
+  predictive mixture to the student's Categorical.
+
+  Args:
+    z: float Tensor [batch, members, K or K - 1], the members' logits.
+    student_logits: float Tensor [batch, K].
+    family: `families.CategoricalLogits` or None.
+    temperature: float or scalar Tensor T > 0.
+
+  Returns:
+    loss: float Tensor [batch].
+  """
+  student_logits = tf.convert_to_tensor(student_logits)
+  dtype = student_logits.dtype
+  num_classes = tf.compat.dimension_value(student_logits.shape[-1])
+  log_p = _member_log_probs(z, num_classes, family, temperature, 0., dtype)
+  log_p_bar = tf.reduce_logsumexp(log_p, axis=1) - tf.math.log(
+      tf.cast(tf.shape(log_p)[1], dtype))
+  log_q = tf.nn.log_softmax(student_logits / tf.cast(temperature, dtype), axis=-1)
+  kl = tf.reduce_sum(tf.exp(log_p_bar) * (log_p_bar - log_q), axis=-1)
+  return tf.square(tf.cast(temperature, dtype)) * kl
+
+
+def _classification_log_prob(dist, family, labels, num_samples, seed):
+  """log q~(y) for a student over logits (Monte Carlo) or a Dirichlet (closed form)."""
+  dist = heads_lib.get_distribution(dist)
+  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  labels = tf.cast(family.check_labels(labels), tf.int32)
+  if labels.shape.rank == 2:
+    labels = tf.squeeze(labels, -1)
+  if isinstance(inner, tfd.Dirichlet):
+    log_alpha = tf.math.log(tf.convert_to_tensor(inner.concentration))
+    log_mean = log_alpha - tf.reduce_logsumexp(log_alpha, axis=-1, keepdims=True)
+    return tf.gather(log_mean, labels, batch_dims=1)
+  seed = _quadrature.stateless_seed(seed)
+  z = dist.sample(num_samples, seed=seed)                      # [samples, batch, P]
+  log_p = family.log_probs(z)                                  # [samples, batch, K]
+  picked = tf.gather(log_p, tf.broadcast_to(labels, tf.shape(log_p)[:-1])[..., None],
+                     batch_dims=2)[..., 0]
+  return tf.reduce_logsumexp(picked, axis=0) - tf.math.log(
+      tf.cast(num_samples, picked.dtype))
+
+
 def _family_config(family):
   return None if family is None else families_lib.serialize(family)
 
@@ -228,10 +467,19 @@ class EnsembleNLL(keras.losses.Loss):
   The second term is used only when targets carry labels
   (`{"ensemble": z, "label": y}`) and `label_weight > 0`; it needs the members' family.
 
+  Classification: the student is a Normal over logits (`NormalHead` or
+  `MultivariateNormalTriLHead` with event size `family.params_size`); with a
+  `CategoricalLogits(K, reference_class=True)` family the members' K logits are centred
+  on the reference class first (eq 9). The labelled term then uses a Monte Carlo
+  estimate of q~(y) = E_v[softmax([z, 0])_y] with `num_label_samples` samples drawn with
+  a fixed stateless seed (common random numbers across steps).
+
   Args:
-    family: the members' family (needed only for the labelled term), or None.
+    family: the members' family (needed for the labelled term and for reference-class
+      centring), or None.
     label_weight: float >= 0, lambda of eq 20.
     num_quadrature_points: int, Gauss-Hermite nodes for q~ (see `predictive_log_prob`).
+    num_label_samples: int, Monte Carlo samples for the classification labelled term.
     reduction, name: as for `keras.losses.Loss`.
 
   #### Examples
@@ -243,7 +491,8 @@ class EnsembleNLL(keras.losses.Loss):
   """
 
   def __init__(self, family=None, label_weight=0.0, num_quadrature_points=40,
-               reduction=keras.losses.Reduction.AUTO, name="ensemble_nll"):
+               num_label_samples=64, reduction=keras.losses.Reduction.AUTO,
+               name="ensemble_nll"):
     super().__init__(reduction=reduction, name=name)
     self.family = None if family is None else families_lib.get(family)
     if not label_weight >= 0:
@@ -252,22 +501,32 @@ class EnsembleNLL(keras.losses.Loss):
       raise ValueError("label_weight > 0 needs the members' family to form q~(y).")
     self.label_weight = float(label_weight)
     self.num_quadrature_points = int(num_quadrature_points)
+    self.num_label_samples = int(num_label_samples)
 
   def call(self, y_true, y_pred):
     z, labels = unpack_targets(y_true)
+    classification = isinstance(self.family, families_lib.CategoricalLogits)
+    if classification:
+      z = self.family.params(z)       # centred on the reference class where it has one
     if self.family is not None:
       check_targets(z, heads_lib.get_distribution(y_pred),
                     expected_params=self.family.params_size)
     loss = ensemble_nll(z, y_pred)
     if labels is not None and self.label_weight > 0:
-      loss += self.label_weight * -predictive_log_prob(
-          y_pred, self.family, labels, num_points=self.num_quadrature_points)
+      if classification:
+        log_q = _classification_log_prob(y_pred, self.family, labels,
+                                         self.num_label_samples, seed=0)
+      else:
+        log_q = predictive_log_prob(y_pred, self.family, labels,
+                                    num_points=self.num_quadrature_points)
+      loss += self.label_weight * -log_q
     return loss
 
   def get_config(self):
     config = super().get_config()
     config.update(family=_family_config(self.family), label_weight=self.label_weight,
-                  num_quadrature_points=self.num_quadrature_points)
+                  num_quadrature_points=self.num_quadrature_points,
+                  num_label_samples=self.num_label_samples)
     return config
 
 
@@ -275,10 +534,13 @@ class EnsembleNLL(keras.losses.Loss):
 class MixtureKL(keras.losses.Loss):
   """Mixture-distillation baseline: KL(ensemble mixture || student), up to a constant.
 
-  See `mixture_cross_entropy`. The student's last layer is `heads.NormalPredictiveHead`.
+  Regression (`HeteroscedasticNormal` members): see `mixture_cross_entropy`; the student's
+  last layer is `heads.NormalPredictiveHead`. Classification (`CategoricalLogits`
+  members): `soft_target_kl` at T = 1; the student's last layer is
+  `heads.CategoricalHead` (or it outputs logits).
 
   Args:
-    family: the members' family (`families.HeteroscedasticNormal`).
+    family: the members' family.
     reduction, name: as for `keras.losses.Loss`.
   """
 
@@ -288,9 +550,146 @@ class MixtureKL(keras.losses.Loss):
 
   def call(self, y_true, y_pred):
     z, _ = unpack_targets(y_true)
+    if isinstance(self.family, families_lib.CategoricalLogits):
+      return soft_target_kl(z, _student_logits(y_pred), self.family)
     return mixture_cross_entropy(z, y_pred, self.family)
 
   def get_config(self):
     config = super().get_config()
     config.update(family=_family_config(self.family))
+    return config
+
+
+def _check_temperature(value):
+  if not (np.isfinite(value) and value > 0):
+    raise ValueError(f"temperature must be a finite float > 0, got {value}.")
+  return float(value)
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class DirichletNLL(keras.losses.Loss):
+  """EnD^2 loss [2] (or the proxy-Dirichlet KL of [3]) for a `heads.DirichletHead` student.
+
+  ```none
+  target="ensemble":  L = dirichlet_nll(z, alpha; T, eps)
+  target="proxy":     L = proxy_dirichlet_kl(z, alpha; T, eps, offset)
+  + label_weight * ( - log(alpha_y / alpha_0) )       (labelled targets only, T = 1)
+  ```
+
+  The temperature lives in a non-trainable `tf.Variable` (`loss.temperature`) so that
+  `callbacks.TemperatureAnnealing` can change it between epochs without retracing the
+  training step (a Python float would be frozen into the graph).
+
+  Args:
+    temperature: float T >= 1, initial temperature for the student and the members.
+    smoothing: float in [0, 1), target smoothing eps toward the uniform vector.
+    family: the members' `families.CategoricalLogits` (needed when members give K - 1
+      logits, or for labels), or None.
+    label_weight: float >= 0, weight of the labelled term.
+    target: "ensemble" (EnD^2, Dirichlet NLL of each member) or "proxy" (Ryabinin et
+      al.'s proxy-Dirichlet target, for many classes).
+    proxy_offset: float >= 0, offset of the proxy target's concentrations.
+    compute_dtype: None or "float64": dtype of the lgamma/digamma terms.
+    reduction, name: as for `keras.losses.Loss`.
+
+  #### Examples
+
+  ```python
+  loss = td.losses.DirichletNLL(temperature=10.0)
+  student.compile("adam", loss=loss)
+  student.fit(targets, epochs=30,
+              callbacks=[td.callbacks.TemperatureAnnealing(loss, 10.0, 1.0, 10, 25)])
+  ```
+  """
+
+  def __init__(self, temperature=1.0, smoothing=1e-4, family=None, label_weight=0.0,
+               target="ensemble", proxy_offset=1.0, compute_dtype=None,
+               reduction=keras.losses.Reduction.AUTO, name="dirichlet_nll"):
+    super().__init__(reduction=reduction, name=name)
+    if not 0. <= smoothing < 1.:
+      raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
+    if target not in ("ensemble", "proxy"):
+      raise ValueError(f"target must be 'ensemble' or 'proxy', got {target!r}.")
+    if not label_weight >= 0:
+      raise ValueError(f"label_weight must be >= 0, got {label_weight}.")
+    self.family = None if family is None else families_lib.get(family)
+    if label_weight > 0 and self.family is None:
+      raise ValueError("label_weight > 0 needs the members' CategoricalLogits family "
+                       "(to check the labels).")
+    self.temperature = tf.Variable(_check_temperature(temperature), trainable=False,
+                                   dtype=tf.float32, name="temperature")
+    self.smoothing = float(smoothing)
+    self.label_weight = float(label_weight)
+    self.target = target
+    self.proxy_offset = float(proxy_offset)
+    self.compute_dtype = None if compute_dtype is None else tf.as_dtype(compute_dtype).name
+
+  def call(self, y_true, y_pred):
+    z, labels = unpack_targets(y_true)
+    temperature = tf.convert_to_tensor(self.temperature)
+    if self.target == "ensemble":
+      loss = dirichlet_nll(z, y_pred, self.family, temperature, self.smoothing,
+                           self.compute_dtype)
+    else:
+      loss = proxy_dirichlet_kl(z, y_pred, self.family, temperature, self.smoothing,
+                                self.proxy_offset, compute_dtype=self.compute_dtype)
+    if labels is not None and self.label_weight > 0:
+      loss += self.label_weight * -_classification_log_prob(y_pred, self.family, labels,
+                                                            None, None)
+    return loss
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(temperature=float(self.temperature.numpy()), smoothing=self.smoothing,
+                  family=_family_config(self.family), label_weight=self.label_weight,
+                  target=self.target, proxy_offset=self.proxy_offset,
+                  compute_dtype=self.compute_dtype)
+    return config
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class KnowledgeDistillation(keras.losses.Loss):
+  """Hinton knowledge distillation from an ensemble, with an optional label term.
+
+  ```none
+  L = alpha T^2 KL(p_bar_T || softmax(s / T)) + (1 - alpha) CE(y, softmax(s))
+  ```
+  (`soft_target_kl`). The label term is used when targets carry labels
+  (`{"ensemble": z, "label": y}`) and alpha < 1. The temperature is a non-trainable
+  `tf.Variable`, like `DirichletNLL`'s, so `TemperatureAnnealing` can drive it.
+
+  Args:
+    temperature: float T > 0.
+    alpha: float in [0, 1], weight of the distillation term.
+    family: the members' `families.CategoricalLogits`, or None (members give K logits).
+    reduction, name: as for `keras.losses.Loss`.
+  """
+
+  def __init__(self, temperature=1.0, alpha=1.0, family=None,
+               reduction=keras.losses.Reduction.AUTO, name="knowledge_distillation"):
+    super().__init__(reduction=reduction, name=name)
+    if not 0. <= alpha <= 1.:
+      raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    self.temperature = tf.Variable(_check_temperature(temperature), trainable=False,
+                                   dtype=tf.float32, name="temperature")
+    self.alpha = float(alpha)
+    self.family = None if family is None else families_lib.get(family)
+
+  def call(self, y_true, y_pred):
+    z, labels = unpack_targets(y_true)
+    logits = _student_logits(y_pred)
+    temperature = tf.cast(self.temperature, logits.dtype)
+    loss = self.alpha * soft_target_kl(z, logits, self.family, temperature)
+    if labels is not None and self.alpha < 1.:
+      labels = tf.cast(labels, tf.int32)
+      if labels.shape.rank == 2:
+        labels = tf.squeeze(labels, -1)
+      loss += (1. - self.alpha) * tf.nn.sparse_softmax_cross_entropy_with_logits(
+          labels=labels, logits=logits)
+    return loss
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(temperature=float(self.temperature.numpy()), alpha=self.alpha,
+                  family=_family_config(self.family))
     return config

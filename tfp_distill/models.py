@@ -1,8 +1,33 @@
-"""Backbones for members and students (Keras functional models)."""
+"""Backbones for members and students (Keras functional models).
+
+- `mlp`: a multilayer perceptron for vector inputs (toy and UCI regression).
+- `small_cnn`: a small convolutional network for 28x28 images (Fashion-MNIST), cheap
+  enough to train ensembles of on a few CPU cores.
+- `resnet18_cifar`: the CIFAR variant of ResNet-18 [1] for 32x32 images.
+
+Every backbone maps x to a flat params tensor [batch, output_size] and optionally applies
+a distribution head (`tfp_distill.heads`) to it. Every initializer is seeded from `seed`
+(the i-th seeded layer, in construction order, uses seed + i), so two calls with the same
+seed build models with identical weights.
+
+#### References
+
+[1]: He, Zhang, Ren, Sun. Deep residual learning for image recognition. CVPR 2016.
+     arXiv:1512.03385.
+"""
 
 from tfp_distill._keras import keras
 
-__all__ = ["mlp"]
+__all__ = ["mlp", "small_cnn", "resnet18_cifar"]
+
+# PyTorch's BatchNorm defaults, which the published CIFAR ResNet numbers use (Keras'
+# `momentum` is 1 - PyTorch's `momentum`).
+_BN_MOMENTUM = 0.9
+_BN_EPSILON = 1e-5
+
+
+def _seeded(initializer, seed, i):
+  return initializer(seed=None if seed is None else seed + i)
 
 
 def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", seed=None,
@@ -29,6 +54,215 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
   for i, units in enumerate(hidden_units):
     h = keras.layers.Dense(units, activation=activation, kernel_initializer=init(i))(h)
   out = keras.layers.Dense(output_size, kernel_initializer=init(len(hidden_units)))(h)
+  if head is not None:
+    out = head(out)
+  return keras.Model(inputs, out, name=name)
+
+
+def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 64),
+              dense_units=128, dropout=0.0, seed=None, name=None):
+  """A small CNN for 28x28 images x [batch, 28, 28, 1] -> params [batch, output_size].
+
+  ```none
+  for f in filters:  conv 3x3 (f, 'valid', bias) -> relu -> max-pool 2x2
+  flatten -> dense (dense_units) -> relu -> dropout -> dense (output_size) [-> head]
+  ```
+
+  With the defaults the feature maps are 28x28x1 -> 26x26x32 -> 13x13x32 -> 11x11x64 ->
+  5x5x64 -> 1600 -> 128 -> 10, and the model has
+
+  ```none
+  layer      parameters               multiply-adds per image
+  conv 1     3*3*1*32 + 32  =    320  26*26 * 3*3*1*32  =   194,688
+  conv 2     3*3*32*64 + 64 = 18,496  11*11 * 3*3*32*64 = 2,230,272
+  dense 1    1600*128 + 128 = 204,928   1600*128        =   204,800
+  dense 2    128*10 + 10    =  1,290    128*10          =     1,280
+  total                      225,034                      2,631,040
+  ```
+
+  i.e. 225,034 parameters and about 2.6 million multiply-adds per image (biases,
+  activations and pooling not counted): the Keras MNIST convnet example with a hidden
+  dense layer, cheap enough to train ensemble members on a CPU.
+
+  Args:
+    input_shape: tuple (height, width, channels), shape of one image; inputs should be
+      scaled to [0, 1].
+    output_size: int, size of the last Dense layer (number of classes, or a head's
+      params_size).
+    head: None, or a Keras layer applied to the params [batch, output_size] (a
+      distribution head).
+    filters: sequence of ints, the number of filters of each conv-relu-pool block.
+    dense_units: int, width of the hidden dense layer.
+    dropout: float in [0, 1), dropout rate before the last Dense layer (0: none).
+    seed: int or None, seeds the Glorot initializers (the i-th conv or dense layer uses
+      seed + i) and the dropout (seed + number of layers).
+    name: model name.
+
+  Returns:
+    keras.Model: x [batch, height, width, channels] -> params [batch, output_size], or
+    the head's output (e.g. a distribution with batch shape [batch]).
+
+  Raises:
+    ValueError: if `dropout` is not in [0, 1), or the image is too small for `filters`
+      (each block needs a feature map of at least 4x4: a 3x3 'valid' conv, then a 2x2
+      pool).
+
+  #### Examples
+
+  ```python
+  member = td.models.small_cnn(seed=0)                       # logits [batch, 10]
+  Head = td.heads.NormalHead
+  student = td.models.small_cnn(output_size=Head.params_size(10), head=Head(10), seed=1)
+  ```
+  """
+  if not 0.0 <= dropout < 1.0:
+    raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+  height, width = int(input_shape[0]), int(input_shape[1])
+  for i, f in enumerate(filters):
+    if height < 4 or width < 4:
+      raise ValueError(
+          f"input_shape {tuple(input_shape)} is too small for filters {tuple(filters)}: "
+          f"block {i} gets a {height}x{width} feature map, needs at least 4x4.")
+    height, width = (height - 2) // 2, (width - 2) // 2
+
+  inputs = keras.Input(shape=tuple(input_shape))
+  h = inputs
+  for i, f in enumerate(filters):
+    h = keras.layers.Conv2D(
+        int(f), 3, padding="valid", activation="relu",
+        kernel_initializer=_seeded(keras.initializers.GlorotUniform, seed, i),
+        name=f"conv{i + 1}")(h)
+    h = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(h)
+  n = len(filters)
+  h = keras.layers.Flatten(name="flatten")(h)
+  h = keras.layers.Dense(
+      int(dense_units), activation="relu",
+      kernel_initializer=_seeded(keras.initializers.GlorotUniform, seed, n),
+      name="dense1")(h)
+  if dropout > 0:
+    h = keras.layers.Dropout(float(dropout), seed=None if seed is None else seed + n + 2,
+                             name="dropout")(h)
+  out = keras.layers.Dense(
+      int(output_size),
+      kernel_initializer=_seeded(keras.initializers.GlorotUniform, seed, n + 1),
+      name="params")(h)
+  if head is not None:
+    out = head(out)
+  return keras.Model(inputs, out, name=name)
+
+
+def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64, l2=0.0,
+                   seed=None, name=None):
+  """ResNet-18 for CIFAR [1]: x [batch, 32, 32, 3] -> params [batch, output_size].
+
+  The CIFAR variant of ResNet-18 (as in the widely used CIFAR ResNet code): the ImageNet
+  stem (7x7 conv stride 2 and max-pool) is replaced by one 3x3 conv of stride 1, so the
+  feature maps are 32x32 -> 32, 16, 8, 4 in the four stages.
+
+  ```none
+  stem:    conv 3x3 (w) -> BN -> relu
+  stage s (s = 1..4, filters f = w * 2^(s-1), first stride 1, 2, 2, 2): 2 BasicBlocks
+    BasicBlock(f, stride):  y = relu(BN(conv3x3(f, stride)(x)))
+                            y = BN(conv3x3(f, 1)(y))
+                            out = relu(y + shortcut(x))
+    shortcut(x) = x, or BN(conv1x1(f, stride)(x)) where the shape changes (computed as
+                  BN(conv1x1(f, 1)(x[:, ::stride, ::stride])), which is the same)
+  head:    global average pooling -> dense (output_size) [-> head]
+  ```
+
+  where w = `width` (64 in [1]). Convolutions have no bias (BN follows each); BN uses
+  momentum 0.9 and epsilon 1e-5 (PyTorch's defaults). With width 64 and 10 classes the
+  model has 11,173,962 trainable parameters (plus 9,600 BN moving statistics) and
+  555,422,720 (0.56 billion) multiply-adds per 32x32 image (convs and dense; BN,
+  activations and pooling not counted).
+
+  Args:
+    input_shape: tuple (height, width, channels), shape of one image.
+    output_size: int, size of the last Dense layer (number of classes, or a head's
+      params_size).
+    head: None, or a Keras layer applied to the params [batch, output_size] (a
+      distribution head).
+    width: int >= 1, filters of the first stage (stages have width, 2 width, 4 width,
+      8 width filters); 64 is ResNet-18, smaller values give cheap test models.
+    l2: float >= 0, L2 penalty `l2 * sum(w^2)` on every conv and dense kernel, added to
+      `model.losses` (0: none). PyTorch's `weight_decay=wd` corresponds to `l2 = wd / 2`.
+    seed: int or None, seeds the initializers (He normal for convs, Glorot uniform for
+      the dense layer); the i-th conv or dense layer in construction order uses seed + i.
+    name: model name.
+
+  Returns:
+    keras.Model: x [batch, height, width, channels] -> params [batch, output_size], or
+    the head's output (e.g. a distribution with batch shape [batch]).
+
+  Raises:
+    ValueError: if `width` < 1 or `l2` < 0.
+
+  #### Examples
+
+  ```python
+  member = td.models.resnet18_cifar(l2=2.5e-4, seed=0)          # logits [batch, 10]
+  Head = td.heads.NormalHead
+  student = td.models.resnet18_cifar(output_size=Head.params_size(10), head=Head(10))
+  ```
+
+  #### References
+
+  [1]: He, Zhang, Ren, Sun. Deep residual learning for image recognition. CVPR 2016.
+       arXiv:1512.03385.
+  """
+  width = int(width)
+  if width < 1:
+    raise ValueError(f"width must be an int >= 1, got {width}.")
+  if not l2 >= 0:
+    raise ValueError(f"l2 must be >= 0, got {l2}.")
+  regularizer = keras.regularizers.L2(float(l2)) if l2 > 0 else None
+  counter = [0]
+
+  def next_seed():
+    counter[0] += 1
+    return None if seed is None else seed + counter[0] - 1
+
+  def conv(x, filters, kernel_size, strides, layer_name):
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False,
+        kernel_initializer=keras.initializers.HeNormal(seed=next_seed()),
+        kernel_regularizer=regularizer, name=layer_name)(x)
+
+  def bn(x, layer_name):
+    return keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
+                                           name=layer_name)(x)
+
+  def basic_block(x, filters, strides, prefix):
+    y = conv(x, filters, 3, strides, f"{prefix}_conv1")
+    y = keras.layers.Activation("relu", name=f"{prefix}_relu1")(bn(y, f"{prefix}_bn1"))
+    y = conv(y, filters, 3, 1, f"{prefix}_conv2")
+    y = bn(y, f"{prefix}_bn2")
+    if strides != 1 or x.shape[-1] != filters:
+      if strides != 1:
+        # A 1x1 conv of stride s reads x[:, ::s, ::s]: take that subsample first and
+        # convolve with stride 1 (same outputs, weights and gradients). oneDNN's strided
+        # 1x1 conv backward-filter kernel crashes or returns wrong gradients on CPU when
+        # the input has fewer channels than its block (16 on AVX-512), e.g. width 8
+        # (oneDNN issue #6035).
+        x = keras.layers.MaxPooling2D(1, strides=strides, padding="same",
+                                      name=f"{prefix}_proj_subsample")(x)
+      x = conv(x, filters, 1, 1, f"{prefix}_proj")
+      x = bn(x, f"{prefix}_proj_bn")
+    y = keras.layers.Add(name=f"{prefix}_add")([y, x])
+    return keras.layers.Activation("relu", name=f"{prefix}_out")(y)
+
+  inputs = keras.Input(shape=tuple(input_shape))
+  h = conv(inputs, width, 3, 1, "stem_conv")
+  h = keras.layers.Activation("relu", name="stem_relu")(bn(h, "stem_bn"))
+  for stage, (multiplier, strides) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
+    for block in range(2):
+      h = basic_block(h, width * multiplier, strides if block == 0 else 1,
+                      f"stage{stage + 1}_block{block + 1}")
+  h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+  out = keras.layers.Dense(
+      int(output_size), kernel_initializer=keras.initializers.GlorotUniform(
+          seed=next_seed()),
+      kernel_regularizer=regularizer, name="params")(h)
   if head is not None:
     out = head(out)
   return keras.Model(inputs, out, name=name)

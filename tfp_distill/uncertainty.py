@@ -17,12 +17,33 @@ E > 1 the uncertainties are traces (sums over the event dimensions), so they are
 A mixture-distilled student (a Normal over y) has only a total: its decomposition holds
 "prediction" and "total".
 
+Classification with entropy as the measure (p = class probabilities, a draw from v):
+
+```none
+prediction = E_v[p]                  [batch, classes]
+total      = H[E_v[p]]               entropy of the predictive
+aleatoric  = E_v[H[p]]               expected entropy (data uncertainty)
+epistemic  = total - aleatoric       mutual information I[y, p] (knowledge uncertainty)
+epkl       = E_{p, p' ~ v}[KL(p || p')]   expected pairwise KL
+```
+A Dirichlet student (EnD^2, [2]) has all of them in closed form:
+total = H[alpha / alpha_0], aleatoric = -sum_k alpha_k / alpha_0 (digamma(alpha_k + 1) -
+digamma(alpha_0 + 1)), epkl = (K - 1) / alpha_0. A Gaussian over logits is integrated by
+Monte Carlo (a tf.function graph; the sample count and stateless seed are arguments, and
+antithetic pairs z = loc +- L eps are an option). A soft-target (mixture) student, a
+Categorical over y, has "prediction" and "total". For an ensemble, v is the empirical
+distribution of the members.
+
 #### References
 
 [1]: Lindqvist, Olmin, Lindsten, Svensson. A general framework for ensemble distribution
      distillation. 2020. arXiv:2002.11531.
+
+[2]: Malinin, Mlodozeniec, Gales. Ensemble Distribution Distillation. ICLR 2020.
+     arXiv:1905.00076.
 """
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -34,7 +55,7 @@ tfd = tfp.distributions
 
 __all__ = ["decompose", "decompose_ensemble"]
 
-_METHODS = ("quadrature", "monte_carlo")
+_METHODS = ("quadrature", "monte_carlo", "closed_form")
 
 
 def _event(x, event_size):
@@ -77,23 +98,127 @@ def _event_size_of(dist):
   return tf.compat.dimension_value(dist.event_shape[-1]) if dist.event_shape.rank else 1
 
 
-def decompose(distribution, family, num_samples=100, seed=0, method="quadrature",
-              num_points=40):
+def _entropy(p):
+  """-sum_k p_k log p_k over the last axis (0 log 0 = 0)."""
+  return -tf.reduce_sum(tf.math.xlogy(p, p), axis=-1)
+
+
+def _entropy_terms(log_p, axis):
+  """Entropy decomposition of probability vectors exp(log_p) drawn along `axis`."""
+  p = tf.exp(log_p)
+  prediction = tf.reduce_mean(p, axis=axis)
+  total = _entropy(prediction)
+  aleatoric = tf.reduce_mean(_entropy(p), axis=axis)
+  # EPKL = sum_k E[p_k log p_k] - sum_k pbar_k E[log p_k]
+  epkl = (tf.reduce_sum(tf.reduce_mean(p * log_p, axis=axis), axis=-1)
+          - tf.reduce_sum(prediction * tf.reduce_mean(log_p, axis=axis), axis=-1))
+  return {"prediction": prediction, "total": total, "aleatoric": aleatoric,
+          "epistemic": tf.maximum(total - aleatoric, 0.), "epkl": epkl}
+
+
+@tf.function(reduce_retracing=True)
+def _dirichlet_closed_form(alpha):
+  alpha_0 = tf.reduce_sum(alpha, axis=-1, keepdims=True)
+  prediction = alpha / alpha_0
+  total = _entropy(prediction)
+  aleatoric = -tf.reduce_sum(
+      prediction * (tf.math.digamma(alpha + 1.) - tf.math.digamma(alpha_0 + 1.)), axis=-1)
+  num_classes = tf.cast(tf.shape(alpha)[-1], alpha.dtype)
+  return {"prediction": prediction, "total": total, "aleatoric": aleatoric,
+          "epistemic": tf.maximum(total - aleatoric, 0.),
+          "epkl": (num_classes - 1.) / alpha_0[..., 0]}
+
+
+@tf.function(reduce_retracing=True)
+def _dirichlet_monte_carlo(alpha, num_samples, seed):
+  gamma = tf.random.stateless_gamma(
+      tf.concat([[num_samples], tf.shape(alpha)], axis=0), seed=seed, alpha=alpha,
+      dtype=alpha.dtype)
+  log_gamma = tf.math.log(tf.maximum(gamma, np.finfo(alpha.dtype.as_numpy_dtype).tiny))
+  log_p = log_gamma - tf.reduce_logsumexp(log_gamma, axis=-1, keepdims=True)
+  return _entropy_terms(log_p, axis=0)
+
+
+@tf.function(reduce_retracing=True)
+def _logit_normal_monte_carlo(loc, scale_tril, reference_class, num_samples, seed,
+                              antithetic):
+  if antithetic:
+    half = tf.random.stateless_normal(
+        tf.concat([[(num_samples + 1) // 2], tf.shape(loc)], axis=0), seed=seed,
+        dtype=loc.dtype)
+    eps = tf.concat([half, -half], axis=0)[:num_samples]
+  else:
+    eps = tf.random.stateless_normal(tf.concat([[num_samples], tf.shape(loc)], axis=0),
+                                     seed=seed, dtype=loc.dtype)
+  logits = loc + tf.linalg.matvec(scale_tril, eps)               # [samples, batch, P]
+  if reference_class:
+    logits = tf.concat([logits, tf.zeros_like(logits[..., :1])], axis=-1)
+  return _entropy_terms(tf.nn.log_softmax(logits, axis=-1), axis=0)
+
+
+@tf.function(reduce_retracing=True)
+def _categorical_predictive(logits):
+  prediction = tf.nn.softmax(logits, axis=-1)
+  return {"prediction": prediction, "total": _entropy(prediction)}
+
+
+def _decompose_classification(dist, family, num_samples, seed, method, antithetic):
+  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  k = family.num_classes
+  size = _event_size_of(dist)
+  if isinstance(inner, tfd.Dirichlet):
+    if size != k:
+      raise ValueError(f"decompose: a Dirichlet over {size} classes does not fit {family!r}.")
+    alpha = tf.convert_to_tensor(inner.concentration)
+    if method in (None, "closed_form", "quadrature"):
+      return _dirichlet_closed_form(alpha)
+    return _dirichlet_monte_carlo(alpha, int(num_samples), _quadrature.stateless_seed(seed))
+  if isinstance(inner, (tfd.OneHotCategorical, tfd.Categorical)):
+    logits = inner.logits_parameter()
+    if tf.compat.dimension_value(logits.shape[-1]) != k:
+      raise ValueError(f"decompose: a Categorical over {logits.shape[-1]} classes does not "
+                       f"fit {family!r}.")
+    return _categorical_predictive(logits)
+  if method not in (None, "monte_carlo"):
+    raise ValueError(f"decompose: a Gaussian over logits has no closed form; use "
+                     f"method='monte_carlo' (or None), got {method!r}.")
+  if size != family.params_size:
+    raise ValueError(
+        f"decompose: the distribution has event size {size}, but {family!r} needs a "
+        f"distribution over its {family.params_size} logits (a Dirichlet or Categorical "
+        f"head over {k} classes is also accepted).")
+  params = heads_lib.distribution_parameters(dist)
+  tril = (tf.linalg.diag(params["scale"]) if "scale" in params else params["scale_tril"])
+  return _logit_normal_monte_carlo(params["loc"], tril, family.reference_class,
+                                   int(num_samples), _quadrature.stateless_seed(seed),
+                                   bool(antithetic))
+
+
+def decompose(distribution, family, num_samples=100, seed=0, method=None, num_points=40,
+              antithetic=False):
   """Prediction and total / aleatoric / epistemic uncertainty of a student's output.
 
   Args:
     distribution: the student's output, a tfd.Distribution with batch [batch] and event
       [family.params_size] (a distribution over z), or event [family.event_size] (a
-      mixture-distilled predictive over y).
-    family: the members' family (`families.HeteroscedasticNormal`).
+      mixture-distilled predictive over y); for classification also a Dirichlet or a
+      Categorical over the classes.
+    family: the members' family (`families.HeteroscedasticNormal` or
+      `families.CategoricalLogits`).
     num_samples: int, Monte Carlo samples (method "monte_carlo").
     seed: int or int Tensor [2], stateless seed for Monte Carlo.
-    method: "quadrature" (Gauss-Hermite, deterministic) or "monte_carlo".
+    method: None (the exact method where there is one: Gauss-Hermite "quadrature" for
+      regression, "closed_form" for a Dirichlet, "monte_carlo" for a Gaussian over
+      logits), "quadrature", "closed_form" or "monte_carlo".
     num_points: int, Gauss-Hermite nodes.
+    antithetic: bool, antithetic Monte Carlo pairs for a Gaussian over logits.
 
   Returns:
-    dict of Tensors: "prediction" [batch] (E = 1) or [batch, E]; "total", "aleatoric",
-      "epistemic" [batch] (only "prediction" and "total" for a predictive over y).
+    dict of Tensors. Regression: "prediction" [batch] (E = 1) or [batch, E]; "total",
+      "aleatoric", "epistemic" [batch] (only "prediction" and "total" for a predictive
+      over y). Classification: "prediction" [batch, classes]; "total", "aleatoric",
+      "epistemic", "epkl" [batch] in nats (only "prediction" and "total" for a
+      Categorical student).
 
   Raises:
     ValueError: if the distribution's event size fits neither params_size nor event_size
@@ -108,10 +233,17 @@ def decompose(distribution, family, num_samples=100, seed=0, method="quadrature"
   ```
   """
   dist = heads_lib.get_distribution(distribution)
+  if method is not None and method not in _METHODS:
+    raise ValueError(f"decompose: method must be None or one of {_METHODS}, got "
+                     f"{method!r}.")
+  if isinstance(family, families_lib.CategoricalLogits):
+    return _decompose_classification(dist, family, num_samples, seed, method, antithetic)
   if not isinstance(family, families_lib.HeteroscedasticNormal):
     raise TypeError(f"decompose: unsupported family {family!r}.")
-  if method not in _METHODS:
-    raise ValueError(f"decompose: method must be one of {_METHODS}, got {method!r}.")
+  if method == "closed_form":
+    raise ValueError("decompose: regression students have no 'closed_form' method; use "
+                     "'quadrature' or 'monte_carlo'.")
+  method = method or "quadrature"
   e = family.event_size
   size = _event_size_of(dist)
   if size == family.event_size and size != family.params_size:
@@ -141,13 +273,21 @@ def _ensemble_normal(mu, sigma2, event_size):
           "aleatoric": aleatoric, "epistemic": epistemic}
 
 
+@tf.function(reduce_retracing=True)
+def _ensemble_categorical(log_p):
+  return _entropy_terms(log_p, axis=1)
+
+
 def decompose_ensemble(z, family):
   """The ensemble's own decomposition from its members' parameters.
 
   ```none
-  prediction = 1/M sum_m mu_m
-  aleatoric  = 1/M sum_m sigma_m^2
-  epistemic  = 1/M sum_m (mu_m - prediction)^2
+  regression:      prediction = 1/M sum_m mu_m
+                   aleatoric  = 1/M sum_m sigma_m^2
+                   epistemic  = 1/M sum_m (mu_m - prediction)^2
+  classification:  prediction = p_bar = 1/M sum_m p_m,  total = H[p_bar]
+                   aleatoric  = 1/M sum_m H[p_m],  epistemic = total - aleatoric (MI)
+                   epkl       = 1/M^2 sum_{m, m'} KL(p_m || p_m')
   ```
 
   Args:
@@ -155,8 +295,8 @@ def decompose_ensemble(z, family):
     family: the members' family.
 
   Returns:
-    dict as `decompose`: "prediction" [batch] or [batch, E]; "total", "aleatoric",
-      "epistemic" [batch].
+    dict as `decompose`: "prediction" [batch] or [batch, E] ([batch, classes] for
+      classification); "total", "aleatoric", "epistemic" [batch] (and "epkl").
 
   Raises:
     ValueError: for z not of rank 3, params not fitting the family, or fewer than 2
@@ -174,6 +314,8 @@ def decompose_ensemble(z, family):
     raise ValueError(
         f"decompose_ensemble: z has {members} member (shape {list(z.shape)}); the "
         "epistemic part is the spread between members and needs at least 2.")
+  if isinstance(family, families_lib.CategoricalLogits):
+    return _ensemble_categorical(family.log_probs(z))
   if not isinstance(family, families_lib.HeteroscedasticNormal):
     raise TypeError(f"decompose_ensemble: unsupported family {family!r}.")
   return _ensemble_normal(family.mean(z), family.variance(z), family.event_size)

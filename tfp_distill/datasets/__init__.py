@@ -1,5 +1,7 @@
 """Data sets: NumPy loaders that know no model."""
 
+from tfp_distill.datasets import corruptions
+from tfp_distill.datasets import images
 from tfp_distill.datasets import uci
 from tfp_distill.datasets.toy import grid
 from tfp_distill.datasets.toy import sinusoid
@@ -7,7 +9,9 @@ from tfp_distill.datasets.toy import sinusoid_mean
 from tfp_distill.datasets.toy import sinusoid_noise_variance
 
 __all__ = [
+    "corruptions",
     "grid",
+    "images",
     "uci",
     "sinusoid",
     "sinusoid_mean",

@@ -7,7 +7,8 @@ non-interactive Agg backend there, so importing this module opens no display.
 
 import numpy as np
 
-__all__ = ["plot_regression_uncertainty", "plot_sparsification", "plot_variances"]
+__all__ = ["plot_regression_uncertainty", "plot_sparsification", "plot_variances",
+           "plot_histograms", "plot_roc_curves", "plot_severity_boxes"]
 
 _COLORS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
 
@@ -167,6 +168,127 @@ def plot_variances(path, x_grid, variances, reference=None, train_interval=None,
     ax.set_xlim(float(x.min()), float(x.max()))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_histograms(path, panels, bins=50, log_x=False, title=None):
+  """Overlaid histograms, one panel per quantity (e.g. a teacher's vs a student's values).
+
+  Args:
+    path: str, the PNG file to write.
+    panels: dict panel title -> dict series name -> float array [n] (any shape; it is
+      flattened). The first series of each panel is drawn as a filled grey histogram
+      (the reference), the others as step outlines.
+    bins: int, bins shared by the series of a panel (over their common range).
+    log_x: bool, logarithmic bins (for positive quantities over many decades).
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+  for ax, (name, series) in zip(axes[0], panels.items()):
+    values = {k: np.asarray(v, np.float64).reshape(-1) for k, v in series.items()}
+    values = {k: v[np.isfinite(v)] for k, v in values.items()}
+    everything = np.concatenate(list(values.values()))
+    if log_x:
+      everything = everything[everything > 0]
+      low, high = np.percentile(everything, [0.1, 99.9])
+      edges = np.geomspace(max(low, 1e-12), max(high, low * 10, 1e-11), bins + 1)
+    else:
+      low, high = np.percentile(everything, [0.1, 99.9])
+      edges = np.linspace(low, high if high > low else low + 1., bins + 1)
+    for i, ((label, v), color) in enumerate(zip(values.items(), ("0.6",) + _COLORS)):
+      if i == 0:
+        ax.hist(v, bins=edges, color=color, alpha=0.7, label=label, density=True)
+      else:
+        ax.hist(v, bins=edges, histtype="step", lw=1.5, color=color, label=label,
+                density=True)
+    if log_x:
+      ax.set_xscale("log")
+    ax.set_title(name, fontsize=10)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_roc_curves(path, panels, title=None):
+  """ROC curves, one panel per task (e.g. one out-of-distribution set and score).
+
+  Args:
+    path: str, the PNG file to write.
+    panels: dict panel title -> dict model name -> (fpr [n], tpr [n], auroc float).
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.0), squeeze=False)
+  for ax, (name, curves) in zip(axes[0], panels.items()):
+    for (label, (fpr, tpr, area)), color in zip(curves.items(), ("k",) + _COLORS):
+      ax.plot(fpr, tpr, color=color, lw=1.5, label=f"{label} ({area:.3f})")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1., ls=":")
+    ax.set_xlim(0., 1.)
+    ax.set_ylim(0., 1.)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(name, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", title="model (AUROC)", title_fontsize=7)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_severity_boxes(path, metrics, title=None):
+  """Box plots of metrics by corruption severity, models side by side (Ovadia et al.).
+
+  Args:
+    path: str, the PNG file to write.
+    metrics: dict metric name -> dict model name -> dict severity (int; 0 = clean) ->
+      float array [corruptions] (one value per corruption type).
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(len(metrics), 1, figsize=(10., 3.3 * len(metrics)),
+                           squeeze=False)
+  for ax, (metric, models) in zip(axes[:, 0], metrics.items()):
+    names = list(models)
+    severities = sorted({s for m in models.values() for s in m})
+    width = 0.8 / len(names)
+    for i, (name, color) in enumerate(zip(names, ("0.4",) + _COLORS)):
+      data = [np.asarray(models[name].get(s, []), np.float64) for s in severities]
+      positions = [j + (i - (len(names) - 1) / 2.) * width for j in range(len(severities))]
+      box = ax.boxplot(data, positions=positions, widths=width * 0.9, patch_artist=True,
+                       showfliers=False, manage_ticks=False)
+      for patch in box["boxes"]:
+        patch.set_facecolor(color)
+        patch.set_alpha(0.6)
+      ax.plot([], [], color=color, lw=6, alpha=0.6, label=name)
+    ax.set_xticks(range(len(severities)))
+    ax.set_xticklabels(["clean" if s == 0 else str(s) for s in severities])
+    ax.set_xlabel("corruption severity")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=len(names))
   if title:
     fig.suptitle(title)
   fig.tight_layout()

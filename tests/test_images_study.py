@@ -1,0 +1,72 @@
+"""The image study (`tfp-distill images`) end to end on a small slice of Fashion-MNIST."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from tfp_distill import cli
+from tfp_distill.datasets import images as images_data
+from tfp_distill.experiments import images
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory, load_or_skip):
+  load_or_skip(images_data.load_fashion_mnist)
+  load_or_skip(images_data.load_mnist_ood)
+  load_or_skip(images_data.load_animal_mnist)
+  out = str(tmp_path_factory.mktemp("images"))
+  return out, images.run_images(out, images.ImagesConfig.fast())
+
+
+def test_fast_run_writes_a_complete_report(fast_run):
+  out, report = fast_run
+  for name in report["files"].values():
+    assert os.path.getsize(os.path.join(out, name)) > 0
+  with open(os.path.join(out, "report.json")) as f:
+    assert json.load(f)["metrics"] == report["metrics"]
+  assert set(report["metrics"]) == {"ensemble", "member", "dirichlet", "gaussian",
+                                    "mixture"}
+  for name, m in report["metrics"].items():
+    for key, value in m.items():
+      assert math.isfinite(value), (name, key)
+    assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["ece"] <= 1.0 and m["nll"] > 0
+  # 600 training images and 2 epochs: far from converged, but the ensemble has learnt
+  # something (chance is 0.1 on 10 balanced classes).
+  assert report["metrics"]["ensemble"]["accuracy"] > 0.2
+  # OOD: MI only for models with an epistemic part.
+  for set_name in ("mnist", "animal_mnist"):
+    per_model = report["ood"][set_name]
+    assert set(per_model["member"]) == {"total"}
+    assert set(per_model["dirichlet"]) == {"total", "mutual_information"}
+    for scores in per_model.values():
+      for r in scores.values():
+        assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["aupr"] <= 1.0
+  severity = report["shift"]["by_severity"]["ensemble"]["accuracy"]
+  assert sorted(severity) == ["1", "2", "3", "4", "5"]
+  assert set(report["shift"]["per_corruption"]) == {"gaussian_noise", "rotate"}
+  assert set(report["targets"]) == {"dirichlet", "gaussian", "mixture"}
+  assert "ood_auroc_mi_within_0.03_mnist" not in report["targets"]["mixture"]
+  markdown = images.format_markdown(report)
+  assert "## Out-of-distribution detection" in markdown and "EnD^2 Dirichlet" in markdown
+  assert all(np.isfinite(report["training_loss"][s]).all() for s in report["training_loss"])
+
+
+def test_rerun_reuses_the_ensemble_and_the_cli_runs(fast_run, capsys):
+  out, report = fast_run
+  assert not report["ensemble_reused"]
+  assert cli.main(["images", "--fast", "--out", out]) == 0
+  with open(os.path.join(out, "report.json")) as f:
+    again = json.load(f)
+  assert again["ensemble_reused"]
+  # The same ensemble, reloaded from disk: identical ensemble metrics.
+  for key, value in report["metrics"]["ensemble"].items():
+    assert again["metrics"]["ensemble"][key] == pytest.approx(value, rel=1e-6)
+  assert "Report written to" in capsys.readouterr().out
+
+
+def test_bad_configuration_errors(tmp_path):
+  with pytest.raises(ValueError, match="Unknown data set"):
+    images.run_images(str(tmp_path), images.ImagesConfig.fast(dataset="cifar10"))
