@@ -13,6 +13,7 @@ Usage:
 import argparse
 import glob
 import json
+import math
 import os
 
 from tfp_distill.datasets import uci as uci_data
@@ -34,13 +35,21 @@ def _load_finished(out_dir, config):
   return results
 
 
+def _mean_stderr(mean, stderr):
+  """'mean +- stderr' with 3 decimals, more where the standard error needs them (naval)."""
+  decimals = 3
+  if stderr > 0:
+    decimals = int(min(6, max(3, 1 - math.floor(math.log10(stderr)))))
+  return f"{mean:.{decimals}f} +- {stderr:.{decimals}f}"
+
+
 def summary_markdown(report):
   """One row per data set: RMSE and NLL of ours and the published models."""
   pub = report["published"]
 
   def ours(name, model, metric):
     cell = report["results"][name].get(model, {}).get(metric)
-    return f"{cell['mean']:.3f} +- {cell['stderr']:.3f}" if cell else "-"
+    return _mean_stderr(cell["mean"], cell["stderr"]) if cell else "-"
 
   def published(source, name, metric):
     value = pub[source].get(name, {}).get(metric)
@@ -60,6 +69,13 @@ def summary_markdown(report):
               ("lindqvist2020_ensemble", "lindqvist2020_distilled", "deep_ensembles2017")]
       lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+  lines += ["**Seconds per split** (mean over splits; ensemble + three students)", "",
+            "| data set | splits | s / split | total s |", "|---|---:|---:|---:|"]
+  for name in report["results"]:
+    per_split = sum(report["timings_s"][name].values())
+    lines.append(f"| {name} | {report['num_splits'][name]} | {per_split:.0f} | "
+                 f"{per_split * report['num_splits'][name]:.0f} |")
+  lines.append("")
   return "\n".join(lines)
 
 

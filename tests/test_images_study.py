@@ -36,6 +36,8 @@ def test_fast_run_writes_a_complete_report(fast_run):
   # 600 training images and 2 epochs: far from converged, but the ensemble has learnt
   # something (chance is 0.1 on 10 balanced classes).
   assert report["metrics"]["ensemble"]["accuracy"] > 0.2
+  # Students learn from the 600 training images plus 300 mixup inputs.
+  assert report["sizes"]["train"] == 600 and report["sizes"]["distillation"] == 900
   # OOD: MI only for models with an epistemic part.
   for set_name in ("mnist", "animal_mnist"):
     per_model = report["ood"][set_name]
@@ -70,3 +72,19 @@ def test_rerun_reuses_the_ensemble_and_the_cli_runs(fast_run, capsys):
 def test_bad_configuration_errors(tmp_path):
   with pytest.raises(ValueError, match="Unknown data set"):
     images.run_images(str(tmp_path), images.ImagesConfig.fast(dataset="cifar10"))
+
+
+def test_mixup_inputs_are_convex_combinations_of_training_images():
+  x = np.random.default_rng(0).uniform(size=(50, 28, 28, 1)).astype(np.float32)
+  config = images.ImagesConfig.fast(num_extra=40)
+  extra = images._extra_inputs(config, x)  # pylint: disable=protected-access
+  assert extra.shape == (40, 28, 28, 1) and extra.dtype == np.float32
+  # Each one equals lam x_i + (1 - lam) x_j for the pair and lam drawn from the seed.
+  rng = np.random.default_rng([config.seed, 11])
+  i, j = rng.integers(0, 50, 40), rng.integers(0, 50, 40)
+  lam = rng.uniform(size=(40, 1, 1, 1)).astype(np.float32)
+  np.testing.assert_allclose(extra, lam * x[i] + (1 - lam) * x[j], atol=1e-6)
+  np.testing.assert_array_equal(extra, images._extra_inputs(config, x))  # deterministic
+  assert len(images._extra_inputs(images.ImagesConfig.fast(extra_inputs="none"), x)) == 0
+  with pytest.raises(ValueError, match="extra_inputs"):
+    images._extra_inputs(images.ImagesConfig.fast(extra_inputs="noise"), x)

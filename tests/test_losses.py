@@ -307,6 +307,10 @@ def test_ensemble_nll_over_centred_logits_matches_scipy():
   np.testing.assert_allclose(loss(logits, dist).numpy(), expected, rtol=1e-7)
   with pytest.raises(ValueError, match="expects 4 logits"):
     loss(logits[..., :2], dist)
+  # A pairing that makes no sense raises: EnsembleNLL over logits with a Dirichlet head.
+  with pytest.raises(TypeError, match="DirichletNLL"):
+    td.losses.EnsembleNLL(td.families.CategoricalLogits(4))(
+        logits, td.heads.DirichletHead.new(np.zeros((3, 4)), 4))
 
 
 def test_classification_label_terms():

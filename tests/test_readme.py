@@ -27,3 +27,13 @@ def test_quickstart_runs(tmp_path, monkeypatch):
   u = namespace["u"]
   assert set(u) == {"prediction", "total", "aleatoric", "epistemic"}
   assert (tmp_path / "s" / "saved_model.pb").exists()
+
+
+def test_classification_quickstart_runs(tmp_path, monkeypatch):
+  code = _blocks("python")[1]
+  monkeypatch.chdir(tmp_path)
+  namespace = {}
+  exec(compile(code, "README classification quickstart", "exec"), namespace)  # noqa: S102
+  u, v = namespace["u"], namespace["v"]
+  assert set(u) == set(v) == {"prediction", "total", "aleatoric", "epistemic", "epkl"}
+  assert u["prediction"].shape == (5, 3)

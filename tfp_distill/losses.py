@@ -507,6 +507,12 @@ class EnsembleNLL(keras.losses.Loss):
     z, labels = unpack_targets(y_true)
     classification = isinstance(self.family, families_lib.CategoricalLogits)
     if classification:
+      inner = heads_lib._unwrap(heads_lib.get_distribution(y_pred))  # pylint: disable=protected-access
+      if isinstance(inner, (tfd.Dirichlet, tfd.OneHotCategorical, tfd.Categorical)):
+        raise TypeError(
+            f"EnsembleNLL fits a Gaussian over the members' logits; a "
+            f"{type(inner).__name__} student needs td.losses.DirichletNLL (Dirichlet) or "
+            "td.losses.MixtureKL / KnowledgeDistillation (Categorical).")
       z = self.family.params(z)       # centred on the reference class where it has one
     if self.family is not None:
       check_targets(z, heads_lib.get_distribution(y_pred),

@@ -74,6 +74,18 @@ class ImagesConfig:
     member_epochs, member_batch_size: member training.
     learning_rate: float, Adam's learning rate (members and students).
     student_epochs, student_batch_size: student training.
+    extra_inputs: "mixup" (the default) adds `num_extra` convex combinations
+      lam x_i + (1 - lam) x_j of random training pairs, lam ~ U(0, 1), to the
+      distillation inputs (teacher outputs only, no labels): inputs between the classes,
+      where the members disagree, so the students see epistemic uncertainty that the
+      training images alone barely show. "none": the training images only.
+    num_extra: None (as many as training images) or the number of extra inputs.
+    gaussian_covariance: "full" (the default: a MultivariateNormalTriL over the K - 1
+      centred logits) or "diagonal" (the framework paper's choice). Centring on the
+      reference class makes the members' logits strongly correlated (they share -l_K), and
+      a diagonal Gaussian that ignores this samples far too spread-out logit vectors:
+      the full covariance fixed the underconfidence we measured with the diagonal head
+      (see the README).
     initial_temperature, anneal_start, anneal_end: EnD^2 temperature schedule.
     smoothing: float, EnD^2 target smoothing.
     dirichlet_target: "ensemble" (EnD^2) or "proxy" (proxy-Dirichlet of Ryabinin et al.).
@@ -95,11 +107,14 @@ class ImagesConfig:
   member_epochs: int = 10
   member_batch_size: int = 128
   learning_rate: float = 1e-3
-  student_epochs: int = 10
+  student_epochs: int = 20
   student_batch_size: int = 128
+  extra_inputs: str = "mixup"
+  num_extra: int = None
+  gaussian_covariance: str = "full"
   initial_temperature: float = 2.5
-  anneal_start: int = 3
-  anneal_end: int = 7
+  anneal_start: int = 5
+  anneal_end: int = 15
   smoothing: float = 1e-4
   dirichlet_target: str = "ensemble"
   num_samples: int = 100
@@ -114,7 +129,7 @@ class ImagesConfig:
     """A tiny configuration for smoke tests (seconds on 2 CPU cores), not for results."""
     config = dict(num_train=600, num_test=300, num_members=3, filters=(4, 8),
                   dense_units=16, member_epochs=2, student_epochs=2, anneal_start=0,
-                  anneal_end=1, num_samples=20, corruption_test_size=100,
+                  anneal_end=1, num_extra=300, num_samples=20, corruption_test_size=100,
                   corruptions=("gaussian_noise", "rotate"), verbose=0)
     config.update(overrides)
     return cls(**config)
@@ -155,6 +170,20 @@ def _load_ood(name, limit):
   return images_data.preprocess(x)
 
 
+def _extra_inputs(config, x):
+  """Distillation inputs beyond the training images (see `ImagesConfig.extra_inputs`)."""
+  if config.extra_inputs == "none":
+    return x[:0]
+  if config.extra_inputs != "mixup":
+    raise ValueError(f"extra_inputs must be 'mixup' or 'none', got "
+                     f"{config.extra_inputs!r}.")
+  n = config.num_extra if config.num_extra is not None else len(x)
+  rng = np.random.default_rng([config.seed, 11])
+  i, j = rng.integers(0, len(x), n), rng.integers(0, len(x), n)
+  lam = rng.uniform(size=(n,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+  return lam * x[i] + (1. - lam) * x[j]
+
+
 def _cnn(config, output_size, head, seed, name):
   return td.models.small_cnn((28, 28, 1), output_size, head=head, filters=config.filters,
                              dense_units=config.dense_units, seed=seed, name=name)
@@ -188,11 +217,16 @@ def _students(config, family):
       dirichlet_loss, config.initial_temperature, 1.0, config.anneal_start,
       max(config.anneal_end, config.anneal_start + 1))
   seed = 10 ** 6 + config.seed
+  heads = {"full": td.heads.MultivariateNormalTriLHead, "diagonal": td.heads.NormalHead}
+  if config.gaussian_covariance not in heads:
+    raise ValueError(f"gaussian_covariance must be 'full' or 'diagonal', got "
+                     f"{config.gaussian_covariance!r}.")
+  gaussian_head = heads[config.gaussian_covariance]
   return {
       "dirichlet": (_cnn(config, k, td.heads.DirichletHead(k), seed, "dirichlet"),
                     dirichlet_loss, [annealing]),
-      "gaussian": (_cnn(config, td.heads.NormalHead.params_size(k - 1),
-                        td.heads.NormalHead(k - 1), seed, "gaussian"),
+      "gaussian": (_cnn(config, gaussian_head.params_size(k - 1), gaussian_head(k - 1),
+                        seed, "gaussian"),
                    td.losses.EnsembleNLL(reference), []),
       "mixture": (_cnn(config, k, td.heads.CategoricalHead(k), seed, "mixture"),
                   td.losses.MixtureKL(family), []),
@@ -252,7 +286,8 @@ def _predictors(ensemble, students, family, config):
       if name == "gaussian":
         params = td.heads.distribution_parameters(dist)
         u["logit_mean"] = params["loc"].numpy()
-        u["logit_variance"] = np.square(params["scale"].numpy())
+        u["logit_variance"] = (np.square(params["scale"].numpy()) if "scale" in params
+                               else np.square(params["scale_tril"].numpy()).sum(-1))
       return u
     return predict
 
@@ -321,13 +356,14 @@ def run_images(out_dir, config=None):
   timings["ensemble_loaded" if reused else "ensemble"] = time.perf_counter() - t
 
   t = time.perf_counter()
-  z_train = ensemble.predict_targets(x_train, batch_size=2000)
+  x_distil = np.concatenate([x_train, _extra_inputs(config, x_train)], axis=0)
+  z_distil = ensemble.predict_targets(x_distil, batch_size=2000)
   timings["teacher_targets"] = time.perf_counter() - t
 
   students, histories = {}, {}
   for name, (student, loss, extra) in _students(config, family).items():
     t = time.perf_counter()
-    histories[name] = _fit_student(student, loss, extra, x_train, z_train, config,
+    histories[name] = _fit_student(student, loss, extra, x_distil, z_distil, config,
                                    f"{name} student")
     student.save(os.path.join(out_dir, f"{name}.keras"))
     students[name] = student
@@ -400,7 +436,8 @@ def run_images(out_dir, config=None):
       "epistemic (mutual information)": {
           "ensemble": ens["epistemic"], "EnD^2": clean["dirichlet"]["epistemic"],
           "Gaussian": gau["epistemic"]},
-  }, title=f"{config.dataset} test set: ensemble of {config.num_members} vs students")
+  }, log_x=("aleatoric (expected entropy)", "epistemic (mutual information)"),
+      title=f"{config.dataset} test set: ensemble of {config.num_members} vs students")
   if roc_panels:
     plots.plot_roc_curves(os.path.join(out_dir, files["roc"]), roc_panels,
                           title=f"OOD detection against {config.dataset} (test)")
@@ -420,7 +457,8 @@ def run_images(out_dir, config=None):
   report = {
       "config": dataclasses.asdict(config),
       "ensemble_reused": reused,
-      "sizes": {"train": int(len(x_train)), "test": int(len(x_test)),
+      "sizes": {"train": int(len(x_train)), "distillation": int(len(x_distil)),
+                "test": int(len(x_test)),
                 **{f"ood_{name}": int(len(x)) for name, x in ood.items()}},
       "metrics": metrics,
       "ood": ood_results,
@@ -487,9 +525,13 @@ def format_markdown(report):
            f"Ensemble of {config['num_members']} small CNNs (filters {config['filters']}, "
            f"dense {config['dense_units']}; {config['member_epochs']} epochs), students "
            f"with the same backbone ({config['student_epochs']} epochs) trained only on "
-           "the ensemble's logits at the training images. EnD^2 temperature "
+           "the ensemble's logits at the training images" + (
+               " and as many mixup inputs (lam x_i + (1 - lam) x_j, lam ~ U(0, 1))"
+               if config.get("extra_inputs", "none") == "mixup" else "") +
+           ". EnD^2 temperature "
            f"{config['initial_temperature']:g} -> 1 (epochs {config['anneal_start']}-"
-           f"{config['anneal_end']}); Gaussian-over-logits decomposition with "
+           f"{config['anneal_end']}); Gaussian over logits with "
+           f"{config.get('gaussian_covariance', 'diagonal')} covariance, decomposed with "
            f"{config['num_samples']} Monte Carlo samples. Images: " + ", ".join(
                f"{k} {v}" for k, v in report.get("sizes", {}).items()) + ".", "",
            "## Clean test set", "",

@@ -185,7 +185,8 @@ def plot_histograms(path, panels, bins=50, log_x=False, title=None):
       flattened). The first series of each panel is drawn as a filled grey histogram
       (the reference), the others as step outlines.
     bins: int, bins shared by the series of a panel (over their common range).
-    log_x: bool, logarithmic bins (for positive quantities over many decades).
+    log_x: bool, logarithmic bins for every panel (for positive quantities over many
+      decades), or a collection of the panel titles that get them.
     title: None or str.
 
   Returns:
@@ -197,7 +198,8 @@ def plot_histograms(path, panels, bins=50, log_x=False, title=None):
     values = {k: np.asarray(v, np.float64).reshape(-1) for k, v in series.items()}
     values = {k: v[np.isfinite(v)] for k, v in values.items()}
     everything = np.concatenate(list(values.values()))
-    if log_x:
+    log = log_x if isinstance(log_x, bool) else name in log_x
+    if log:
       everything = everything[everything > 0]
       low, high = np.percentile(everything, [0.1, 99.9])
       edges = np.geomspace(max(low, 1e-12), max(high, low * 10, 1e-11), bins + 1)
@@ -205,15 +207,17 @@ def plot_histograms(path, panels, bins=50, log_x=False, title=None):
       low, high = np.percentile(everything, [0.1, 99.9])
       edges = np.linspace(low, high if high > low else low + 1., bins + 1)
     for i, ((label, v), color) in enumerate(zip(values.items(), ("0.6",) + _COLORS)):
+      # Fractions per bin (not densities): comparable on linear and logarithmic bins.
+      weights = np.full(len(v), 1. / max(len(v), 1))
       if i == 0:
-        ax.hist(v, bins=edges, color=color, alpha=0.7, label=label, density=True)
+        ax.hist(v, bins=edges, weights=weights, color=color, alpha=0.7, label=label)
       else:
-        ax.hist(v, bins=edges, histtype="step", lw=1.5, color=color, label=label,
-                density=True)
-    if log_x:
+        ax.hist(v, bins=edges, weights=weights, histtype="step", lw=1.5, color=color,
+                label=label)
+    if log:
       ax.set_xscale("log")
     ax.set_title(name, fontsize=10)
-    ax.set_ylabel("density")
+    ax.set_ylabel("fraction of points")
     ax.legend(fontsize=7)
   if title:
     fig.suptitle(title)
@@ -235,9 +239,14 @@ def plot_roc_curves(path, panels, title=None):
     path.
   """
   plt = _pyplot()
+  labels = []
+  for curves in panels.values():
+    labels += [label for label in curves if label not in labels]
+  colors = dict(zip(labels, ("k",) + _COLORS))     # one color per model in every panel
   fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.0), squeeze=False)
   for ax, (name, curves) in zip(axes[0], panels.items()):
-    for (label, (fpr, tpr, area)), color in zip(curves.items(), ("k",) + _COLORS):
+    for label, (fpr, tpr, area) in curves.items():
+      color = colors[label]
       ax.plot(fpr, tpr, color=color, lw=1.5, label=f"{label} ({area:.3f})")
     ax.plot([0, 1], [0, 1], color="0.7", lw=1., ls=":")
     ax.set_xlim(0., 1.)
