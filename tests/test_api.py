@@ -18,7 +18,7 @@ CONTRACT = [
     "callbacks.TemperatureAnnealing", "metrics.expected_calibration_error",
     "metrics.ExpectedCalibrationError", "metrics.auroc", "models.small_cnn",
     "models.resnet18_cifar", "datasets.images.load_fashion_mnist",
-    "datasets.corruptions.corrupt",
+    "datasets.corruptions.corrupt", "perturb.ODS", "perturb.ConfODS", "perturb.Gaussian",
 ]
 
 

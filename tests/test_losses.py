@@ -268,6 +268,19 @@ def test_proxy_dirichlet_target_and_kl_match_numpy():
                              atol=1e-7)
 
 
+def test_proxy_dirichlet_kl_is_exact_when_the_members_agree():
+  # Identical members: MKL = 0, beta_0 = (K - 1) / 1e-8 = 3e8. In float32 lgamma of such
+  # concentrations is off by thousands of nats; the loss computes in float64 and stays a
+  # KL: non-negative, and equal to a NumPy float64 reference.
+  logits = np.tile(np.array([[[4.0, 0.0, -2.0, 1.0]]], np.float32), (2, 5, 1))
+  dist = td.heads.DirichletHead.new(np.array([[3.0, 0.5, -1.0, 1.0]] * 2, np.float32), 4)
+  loss = td.losses.proxy_dirichlet_kl(logits, dist)
+  assert loss.dtype == tf.float32 and np.all(loss.numpy() >= 0.0)
+  beta = td.losses.proxy_dirichlet_target(logits, 4, compute_dtype=tf.float64).numpy()
+  alpha = dist.concentration.numpy().astype(np.float64)
+  np.testing.assert_allclose(loss.numpy(), _dirichlet_kl_numpy(alpha, beta), rtol=1e-6)
+
+
 def test_soft_target_kl_and_knowledge_distillation_match_numpy():
   rng = np.random.default_rng(5)
   logits = rng.normal(size=(3, 5, 4))

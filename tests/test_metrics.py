@@ -1056,3 +1056,39 @@ def test_classification_names_are_public():
                "roc_curve", "auroc", "aupr", "misclassification_detection",
                "ood_detection"]:
     assert name in metrics.__all__ and callable(getattr(metrics, name)), name
+
+
+# ---------------------------------------------------------------------------------------
+# Temperature scaling and DEE
+# ---------------------------------------------------------------------------------------
+
+
+def test_deep_ensemble_equivalent_against_hand_values():
+  curve = [0.50, 0.40, 0.35, 0.33]        # NLL of deep ensembles of 1, 2, 3, 4 members
+  # 0.37 lies between sizes 2 (0.40) and 3 (0.35): 2 + (0.40 - 0.37) / (0.40 - 0.35) = 2.6.
+  assert metrics.deep_ensemble_equivalent(0.37, curve) == pytest.approx(2.6, abs=1e-12)
+  assert metrics.deep_ensemble_equivalent(0.40, curve) == pytest.approx(2.0, abs=1e-12)
+  assert metrics.deep_ensemble_equivalent(0.45, curve) == pytest.approx(1.5, abs=1e-12)
+  assert metrics.deep_ensemble_equivalent(0.60, curve) == 1.0     # worse than one member
+  assert metrics.deep_ensemble_equivalent(0.30, curve) == float("inf")
+  with pytest.raises(ValueError, match="deep_ensemble_equivalent"):
+    metrics.deep_ensemble_equivalent(float("nan"), curve)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+  rng = np.random.default_rng(0)
+  true_logits = rng.normal(scale=3.0, size=(20000, 5))
+  p = np.exp(true_logits - true_logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  labels = np.array([rng.choice(5, p=row) for row in p])
+  # The model reports logits 2x too sharp: the best temperature is 2 (within sampling
+  # noise of 2e4 labels, a few percent).
+  t = metrics.optimal_temperature(labels, 2.0 * true_logits)
+  assert t == pytest.approx(2.0, rel=0.05)
+  # Calibrated NLL is never worse than the raw NLL, and equals it at T = 1.
+  raw = float(metrics.categorical_nll_from_logits(labels, 2.0 * true_logits))
+  assert metrics.calibrated_nll(labels, 2.0 * true_logits) <= raw + 1e-9
+  assert metrics.calibrated_nll(labels, 2.0 * true_logits, 1.0) == pytest.approx(raw,
+                                                                                rel=1e-5)
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+    metrics.optimal_temperature(np.full(3, 5), true_logits[:3])

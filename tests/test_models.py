@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import tfp_distill as td
+from tfp_distill import models
 from tfp_distill._keras import keras
 
 BATCH = 3
@@ -40,7 +41,8 @@ def _small_resnet(**kwargs):
 
 
 def test_public_names():
-  assert set(td.models.__all__) == {"mlp", "small_cnn", "resnet18_cifar"}
+  assert set(td.models.__all__) == {"mlp", "small_cnn", "resnet18_cifar", "RandomSign",
+                                    "DenseBatchEnsemble", "Conv2DBatchEnsemble"}
 
 
 # --- output shapes, with and without a head -----------------------------------------
@@ -273,3 +275,64 @@ def test_one_training_step_is_finite(build, shape):
   assert all(np.all(np.isfinite(w)) for w in after)
   assert any(not np.array_equal(a, b) for a, b in zip(before, after))
   assert np.all(np.isfinite(model(x, training=False).numpy()))
+
+
+# ---------------------------------------------------------------------------------------
+# BatchEnsemble layers against an explicit per-member loop
+# ---------------------------------------------------------------------------------------
+
+
+def _randomize(layer, seed):
+  rng = np.random.default_rng(seed)
+  layer.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in layer.get_weights()])
+
+
+def test_dense_batch_ensemble_equals_a_member_loop():
+  layer = models.DenseBatchEnsemble(5, ensemble_size=3, activation="tanh")
+  x = np.random.default_rng(0).normal(size=(3 * 4, 6)).astype(np.float32)
+  layer(x)
+  _randomize(layer, 1)
+  w, alpha, gamma, bias = (v.numpy() for v in (layer.kernel, layer.alpha, layer.gamma,
+                                               layer.ensemble_bias))
+  expected = np.concatenate([
+      np.tanh(x[4 * e:4 * (e + 1)] @ (w * np.outer(alpha[e], gamma[e])) + bias[e])
+      for e in range(3)])
+  np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding,strides", [("valid", 1), ("same", 2)])
+def test_conv2d_batch_ensemble_equals_a_member_loop(padding, strides):
+  layer = models.Conv2DBatchEnsemble(4, 3, ensemble_size=2, strides=strides,
+                                     padding=padding)
+  x = np.random.default_rng(2).normal(size=(2 * 3, 7, 7, 5)).astype(np.float32)
+  layer(x)
+  _randomize(layer, 3)
+  k, alpha, gamma, bias = (v.numpy() for v in (layer.kernel, layer.alpha, layer.gamma,
+                                               layer.ensemble_bias))
+  expected = np.concatenate([
+      tf.nn.conv2d(x[3 * e:3 * (e + 1)], k * alpha[e][None, None, :, None]
+                   * gamma[e][None, None, None, :], strides, padding.upper()).numpy()
+      + bias[e] for e in range(2)])
+  np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_ensemble_layers_round_trip_and_reject_bad_batches(tmp_path):
+  inputs = keras.Input((8, 8, 1))
+  h = models.Conv2DBatchEnsemble(4, 3, ensemble_size=2, activation="relu",
+                                 fast_weight_initializer=models.RandomSign(seed=1))(inputs)
+  h = keras.layers.Flatten()(h)
+  out = models.DenseBatchEnsemble(3, ensemble_size=2)(h)
+  model = keras.Model(inputs, out)
+  x = np.random.default_rng(4).normal(size=(4, 8, 8, 1)).astype(np.float32)
+  path = str(tmp_path / "be.keras")
+  model.save(path)
+  again = keras.models.load_model(path)
+  np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), rtol=1e-6)
+  config = model.layers[1].get_config()
+  assert models.Conv2DBatchEnsemble.from_config(config).get_config() == config
+  signs = models.RandomSign(seed=3)((1000,)).numpy()
+  assert set(np.unique(signs)) == {-1.0, 1.0} and abs(signs.mean()) < 0.1
+  with pytest.raises(tf.errors.InvalidArgumentError, match="ensemble_size"):
+    models.DenseBatchEnsemble(2, ensemble_size=3)(np.zeros((4, 2), np.float32))
+  with pytest.raises(ValueError, match="ensemble_size must be >= 1"):
+    models.DenseBatchEnsemble(2, ensemble_size=0)

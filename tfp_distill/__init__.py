@@ -17,6 +17,7 @@ from tfp_distill import heads
 from tfp_distill import losses
 from tfp_distill import metrics
 from tfp_distill import models
+from tfp_distill import perturb
 from tfp_distill import targets
 from tfp_distill.distiller import Distiller
 from tfp_distill.ensemble import Ensemble
@@ -41,6 +42,7 @@ __all__ = [
     "losses",
     "metrics",
     "models",
+    "perturb",
     "targets",
     "teacher_targets",
     "train_ensemble",

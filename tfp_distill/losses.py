@@ -371,10 +371,15 @@ def proxy_dirichlet_kl(z, dist, family=None, temperature=1.0, smoothing=1e-4, of
   members' probabilities to be near a Dirichlet sample, the failure of EnD^2 with many
   classes that [3] analyses.
 
+  When the members agree, beta_0 reaches ~(K - 1) 1e8 and float32 lgamma has absolute
+  errors of thousands of nats there (we measured negative "KL" values of -1e3 in a
+  float32 run), so this loss computes in float64 unless `compute_dtype` says otherwise.
+
   Args:
-    z, dist, family, temperature, smoothing, compute_dtype: as `dirichlet_nll`.
+    z, dist, family, temperature, smoothing: as `dirichlet_nll`.
     offset: float, see `proxy_dirichlet_target`.
     direction: "reverse" or "forward".
+    compute_dtype: None (float64) or a float dtype for the target and the KL.
 
   Returns:
     loss: float Tensor [batch].
@@ -383,7 +388,7 @@ def proxy_dirichlet_kl(z, dist, family=None, temperature=1.0, smoothing=1e-4, of
     raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}.")
   dirichlet = _dirichlet(dist)
   out_dtype = dirichlet.dtype
-  dtype = tf.as_dtype(compute_dtype or out_dtype)
+  dtype = tf.as_dtype(compute_dtype or tf.float64)
   num_classes = tf.compat.dimension_value(dirichlet.event_shape[-1])
   beta = proxy_dirichlet_target(z, num_classes, family, temperature, smoothing, offset,
                                 dtype)
@@ -595,7 +600,8 @@ class DirichletNLL(keras.losses.Loss):
     target: "ensemble" (EnD^2, Dirichlet NLL of each member) or "proxy" (Ryabinin et
       al.'s proxy-Dirichlet target, for many classes).
     proxy_offset: float >= 0, offset of the proxy target's concentrations.
-    compute_dtype: None or "float64": dtype of the lgamma/digamma terms.
+    compute_dtype: None or "float64": dtype of the lgamma/digamma terms (None: the
+      student's dtype for EnD^2, float64 for the proxy target; see `proxy_dirichlet_kl`).
     reduction, name: as for `keras.losses.Loss`.
 
   #### Examples

@@ -16,9 +16,13 @@ seed build models with identical weights.
      arXiv:1512.03385.
 """
 
+import numpy as np
+import tensorflow as tf
+
 from tfp_distill._keras import keras
 
-__all__ = ["mlp", "small_cnn", "resnet18_cifar"]
+__all__ = ["mlp", "small_cnn", "resnet18_cifar", "RandomSign", "DenseBatchEnsemble",
+           "Conv2DBatchEnsemble"]
 
 # PyTorch's BatchNorm defaults, which the published CIFAR ResNet numbers use (Keras'
 # `momentum` is 1 - PyTorch's `momentum`).
@@ -266,3 +270,196 @@ def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64,
   if head is not None:
     out = head(out)
   return keras.Model(inputs, out, name=name)
+
+
+# ----------------------------------------------------------------------------------------
+# BatchEnsemble layers (Wen, Tran, Ba. BatchEnsemble. ICLR 2020. arXiv:2002.06715).
+# ----------------------------------------------------------------------------------------
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class RandomSign(keras.initializers.Initializer):
+  """Entries +1 or -1 with equal probability (BatchEnsemble's fast-weight initializer).
+
+  Args:
+    seed: int or None.
+  """
+
+  def __init__(self, seed=None):
+    self.seed = seed
+
+  def __call__(self, shape, dtype=None, **kwargs):
+    dtype = tf.as_dtype(dtype or keras.backend.floatx())
+    if self.seed is None:
+      bits = tf.random.uniform(shape, 0, 2, dtype=tf.int32)
+    else:
+      bits = tf.random.stateless_uniform(shape, [self.seed, 0], 0, 2, dtype=tf.int32)
+    return tf.cast(2 * bits - 1, dtype)
+
+  def get_config(self):
+    return {"seed": self.seed}
+
+
+class _BatchEnsembleMixin:
+  """Shared pieces: the member-major layout of the batch and the fast weights."""
+
+  def _init_batch_ensemble(self, ensemble_size, fast_weight_initializer):
+    ensemble_size = int(ensemble_size)
+    if ensemble_size < 1:
+      raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}.")
+    self.ensemble_size = ensemble_size
+    self.fast_weight_initializer = keras.initializers.get(fast_weight_initializer)
+
+  def _fast_weights(self, in_size, out_size, use_bias):
+    e = self.ensemble_size
+    self.alpha = self.add_weight("alpha", [e, in_size],
+                                 initializer=self.fast_weight_initializer)
+    self.gamma = self.add_weight("gamma", [e, out_size],
+                                 initializer=self.fast_weight_initializer)
+    self.ensemble_bias = (self.add_weight("ensemble_bias", [e, out_size],
+                                          initializer="zeros") if use_bias else None)
+
+  def _split_members(self, x):
+    """[E * batch, ...] -> [E, batch, ...]; asserts the batch divides by E."""
+    e = self.ensemble_size
+    n = tf.shape(x)[0]
+    check = tf.debugging.assert_equal(
+        n % e, 0, message=f"{type(self).__name__}: the batch must be ensemble_size ({e}) "
+                          "times the per-member batch (member-major layout)")
+    with tf.control_dependencies([check]):
+      return tf.reshape(x, tf.concat([[e, n // e], tf.shape(x)[1:]], axis=0))
+
+  @staticmethod
+  def _merge_members(y):
+    shape = tf.shape(y)
+    return tf.reshape(y, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
+
+  def _per_member(self, v, rank):
+    """[E, C] -> [E, 1, ..., 1, C] to broadcast over [E, batch, ..., C]."""
+    return tf.reshape(v, [self.ensemble_size] + [1] * (rank - 2) + [-1])
+
+  def _batch_ensemble_config(self):
+    return {"ensemble_size": self.ensemble_size,
+            "fast_weight_initializer": keras.initializers.serialize(
+                self.fast_weight_initializer)}
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class DenseBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
+  """Dense layer of an ensemble of E members sharing W through rank-1 fast weights.
+
+  ```none
+  member e:  W_e = W * (alpha_e gamma_e^T)
+             y = ((x * alpha_e) W) * gamma_e + b_e         (= x W_e + b_e)
+  ```
+  The batch is member-major: [E * batch, in], rows e * batch .. (e + 1) * batch - 1 go
+  through member e (tile the inputs E times to run every member on the same x).
+
+  Args:
+    units: int, output size.
+    ensemble_size: int E.
+    activation: Keras activation.
+    use_bias: bool, per-member biases b_e.
+    kernel_initializer: initializer of the shared W [in, units].
+    fast_weight_initializer: initializer of alpha [E, in] and gamma [E, units]
+      (default `RandomSign`).
+    **kwargs: Keras layer arguments.
+  """
+
+  def __init__(self, units, ensemble_size, activation=None, use_bias=True,
+               kernel_initializer="glorot_uniform", fast_weight_initializer=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.units = int(units)
+    self.activation = keras.activations.get(activation)
+    self.use_bias = bool(use_bias)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self._init_batch_ensemble(ensemble_size, fast_weight_initializer or RandomSign())
+
+  def build(self, input_shape):
+    in_size = int(input_shape[-1])
+    self.kernel = self.add_weight("kernel", [in_size, self.units],
+                                  initializer=self.kernel_initializer)
+    self._fast_weights(in_size, self.units, self.use_bias)
+    super().build(input_shape)
+
+  def call(self, inputs):
+    x = self._split_members(inputs)                               # [E, batch, in]
+    y = tf.matmul(x * self._per_member(self.alpha, 3), self.kernel)
+    y = y * self._per_member(self.gamma, 3)
+    if self.use_bias:
+      y = y + self._per_member(self.ensemble_bias, 3)
+    return self.activation(self._merge_members(y))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(units=self.units, activation=keras.activations.serialize(self.activation),
+                  use_bias=self.use_bias,
+                  kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                  **self._batch_ensemble_config())
+    return config
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class Conv2DBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
+  """2-D convolution of an ensemble of E members sharing the kernel via rank-1 fast weights.
+
+  ```none
+  member e:  K_e[h, w, c, f] = K[h, w, c, f] alpha_e[c] gamma_e[f]
+             y = conv(x * alpha_e, K) * gamma_e + b_e        (= conv(x, K_e) + b_e)
+  ```
+  Member-major batch layout as `DenseBatchEnsemble`; channels last.
+
+  Args:
+    filters: int.
+    kernel_size: int or (int, int).
+    ensemble_size: int E.
+    strides: int or (int, int).
+    padding: "valid" or "same".
+    activation, use_bias, kernel_initializer, fast_weight_initializer: as
+      `DenseBatchEnsemble`.
+    **kwargs: Keras layer arguments.
+  """
+
+  def __init__(self, filters, kernel_size, ensemble_size, strides=1, padding="valid",
+               activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+               fast_weight_initializer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.filters = int(filters)
+    self.kernel_size = ((int(kernel_size),) * 2 if np.isscalar(kernel_size)
+                        else tuple(int(k) for k in kernel_size))
+    self.strides = ((int(strides),) * 2 if np.isscalar(strides)
+                    else tuple(int(s) for s in strides))
+    if padding not in ("valid", "same"):
+      raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}.")
+    self.padding = padding
+    self.activation = keras.activations.get(activation)
+    self.use_bias = bool(use_bias)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self._init_batch_ensemble(ensemble_size, fast_weight_initializer or RandomSign())
+
+  def build(self, input_shape):
+    channels = int(input_shape[-1])
+    self.kernel = self.add_weight("kernel", list(self.kernel_size) + [channels, self.filters],
+                                  initializer=self.kernel_initializer)
+    self._fast_weights(channels, self.filters, self.use_bias)
+    super().build(input_shape)
+
+  def call(self, inputs):
+    x = self._split_members(inputs) * self._per_member(self.alpha, 5)   # [E, b, h, w, c]
+    y = tf.nn.conv2d(self._merge_members(x), self.kernel, strides=self.strides,
+                     padding=self.padding.upper())
+    y = self._split_members(y) * self._per_member(self.gamma, 5)
+    if self.use_bias:
+      y = y + self._per_member(self.ensemble_bias, 5)
+    return self.activation(self._merge_members(y))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(filters=self.filters, kernel_size=list(self.kernel_size),
+                  strides=list(self.strides), padding=self.padding,
+                  activation=keras.activations.serialize(self.activation),
+                  use_bias=self.use_bias,
+                  kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                  **self._batch_ensemble_config())
+    return config

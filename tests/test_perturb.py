@@ -1,0 +1,108 @@
+"""Tests for tfp_distill.perturb: ODS against finite differences, ranges, reproducibility."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_distill as td
+from tfp_distill import perturb
+from tfp_distill._keras import keras
+
+
+def _member(seed, dim=4, classes=3, dtype="float64"):
+  inputs = keras.Input((dim,), dtype=dtype)
+  h = keras.layers.Dense(5, activation="tanh", dtype=dtype,
+                         kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
+  out = keras.layers.Dense(classes, dtype=dtype,
+                           kernel_initializer=keras.initializers.GlorotUniform(seed + 1))(h)
+  return keras.Model(inputs, out)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+  return td.Ensemble([_member(10 * m) for m in range(3)],
+                     family=td.families.CategoricalLogits(3))
+
+
+def _softmax(a):
+  e = np.exp(a - a.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("cls", [perturb.ODS, perturb.ConfODS])
+def test_ods_step_equals_a_finite_difference_reference(teacher, cls):
+  x = np.random.default_rng(0).uniform(0.2, 0.8, size=(6, 4))
+  seed = tf.constant([3, 7], tf.int64)
+  ods = cls(step_size=0.05, temperature=2.0, clip=None)
+  j, w = ods.draw(seed, 6, 3, 3)
+  j, w = int(j), w.numpy()
+  member = teacher.members[j]
+
+  def objective(xi, b):   # sum_k w_k softmax(f_j(x) / T)_k for example b
+    return float(np.sum(w[b] * _softmax(member(xi[None]).numpy()[0] / 2.0)))
+
+  h = 1e-6
+  grad = np.zeros_like(x)
+  for b in range(6):
+    for d in range(4):
+      e = np.zeros(4)
+      e[d] = h
+      grad[b, d] = (objective(x[b] + e, b) - objective(x[b] - e, b)) / (2 * h)
+  g, p = ods.direction(tf.constant(x), teacher, seed)
+  # Central differences in float64 on a smooth function: error ~h^2 ~1e-12, round-off ~1e-10.
+  np.testing.assert_allclose(g.numpy(), grad, atol=1e-8)
+  np.testing.assert_allclose(p.numpy(), _softmax(member(x).numpy() / 2.0), rtol=1e-10)
+  step = 0.05 * np.sqrt(4) * grad / np.linalg.norm(grad, axis=1, keepdims=True)
+  if cls is perturb.ConfODS:
+    step *= p.numpy().max(-1, keepdims=True)
+  np.testing.assert_allclose(ods(tf.constant(x), teacher, seed).numpy(), x + step,
+                             atol=1e-7)
+
+
+def test_ods_respects_the_input_range_and_is_reproducible(teacher):
+  x = tf.constant(np.random.default_rng(1).uniform(size=(32, 4)))
+  ods = perturb.ODS(step_size=2.0)       # a step far larger than the box
+  a = ods(x, teacher, tf.constant([1, 2], tf.int64))
+  assert np.all(a.numpy() >= 0.0) and np.all(a.numpy() <= 1.0)
+  assert np.any(a.numpy() != x.numpy())
+  np.testing.assert_array_equal(a.numpy(), ods(x, teacher, tf.constant([1, 2], tf.int64)))
+  b = ods(x, teacher, tf.constant([1, 3], tf.int64))
+  assert not np.allclose(a.numpy(), b.numpy())
+  # Every teacher gets chosen for some seed (j ~ U{0, 1, 2}).
+  drawn = {int(ods.draw(tf.constant([s, 0], tf.int64), 1, 3, 3)[0]) for s in range(30)}
+  assert drawn == {0, 1, 2}
+
+
+def test_perturbed_targets_are_the_teachers_outputs_on_the_perturbed_inputs(teacher):
+  x = np.random.default_rng(2).uniform(size=(40, 4))
+  ds = td.teacher_targets(x, teacher, batch_size=8, perturbation=perturb.ConfODS(0.1),
+                          seed=0)
+  for x_batch, z in ds.take(2):
+    assert not np.any(np.all(np.isclose(x_batch.numpy()[:, None], x[None]), axis=-1))
+    np.testing.assert_allclose(z.numpy(), teacher(x_batch).numpy(), rtol=1e-12)
+
+
+def test_distiller_trains_with_ods(teacher):
+  distiller = td.Distiller(
+      td.models.mlp((4,), [8], 3, head=td.heads.CategoricalHead(3), seed=1), teacher,
+      loss=td.losses.KnowledgeDistillation(temperature=2.0),
+      perturbation=perturb.ODS(0.05))
+  distiller.compile(keras.optimizers.Adam(1e-2))
+  history = distiller.fit(np.random.default_rng(3).uniform(size=(64, 4)).astype("float64"),
+                          batch_size=16, epochs=2, verbose=0)
+  assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_gaussian_noise_and_configs():
+  x = tf.fill([20000, 1], 0.5)
+  out = perturb.Gaussian(0.1)(x, None, tf.constant([0, 1], tf.int64)).numpy()
+  # 2e4 draws of N(0.5, 0.1^2), essentially never clipped: sd within 3%.
+  assert abs(out.std() - 0.1) < 0.003 and out.min() >= 0.0 and out.max() <= 1.0
+  for p in (perturb.Gaussian(0.3, clip=None), perturb.ODS(0.1, 2.0),
+            perturb.ConfODS(0.2, clip=(-1, 1))):
+    again = perturb.get({"class_name": type(p).__name__, "config": p.get_config()})
+    assert type(again) is type(p) and again.get_config() == p.get_config()
+  for bad in (lambda: perturb.ODS(0.0), lambda: perturb.ODS(0.1, temperature=-1),
+              lambda: perturb.Gaussian(0.1, clip=(1, 0)), lambda: perturb.get("x")):
+    with pytest.raises(ValueError):
+      bad()
