@@ -36,3 +36,11 @@ def test_uci_table_smoke(tmp_path):
   # --no-run summarises the finished splits without training.
   again = _load("uci_table").main(["--smoke", "--no-run", "--out", str(tmp_path)])
   assert again["results"] == report["results"]
+
+
+def test_ods_throughput_smoke(tmp_path):
+  result = _load("ods_throughput").main(["--smoke", "--json", str(tmp_path / "o.json")])
+  for name in ("none", "gaussian", "ods"):
+    for where in ("tf_data", "train_step"):
+      value = result[f"{name}_in_{where}_examples_per_s"]
+      assert math.isfinite(value) and value > 0, (name, where)
