@@ -94,6 +94,11 @@ def _predictive_normal(loc, var, event_size):
   return {"prediction": _event(loc, event_size), "total": tf.reduce_sum(var, axis=-1)}
 
 
+def _scale_tril(params):
+  """The Cholesky factor [batch, P, P] of a Normal head from `distribution_parameters`."""
+  return tf.linalg.diag(params["scale"]) if "scale" in params else params["scale_tril"]
+
+
 def _event_size_of(dist):
   return tf.compat.dimension_value(dist.event_shape[-1]) if dist.event_shape.rank else 1
 
@@ -188,7 +193,7 @@ def _decompose_classification(dist, family, num_samples, seed, method, antitheti
         f"distribution over its {family.params_size} logits (a Dirichlet or Categorical "
         f"head over {k} classes is also accepted).")
   params = heads_lib.distribution_parameters(dist)
-  tril = (tf.linalg.diag(params["scale"]) if "scale" in params else params["scale_tril"])
+  tril = _scale_tril(params)
   return _logit_normal_monte_carlo(params["loc"], tril, family.reference_class,
                                    int(num_samples), _quadrature.stateless_seed(seed),
                                    bool(antithetic))
@@ -259,7 +264,7 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
     var = (tf.square(params["scale"]) if "scale" in params
            else tf.reduce_sum(tf.square(params["scale_tril"]), axis=-1))
     return _normal_quadrature(loc, var, family.min_variance, e, int(num_points))
-  tril = (tf.linalg.diag(params["scale"]) if "scale" in params else params["scale_tril"])
+  tril = _scale_tril(params)
   seed = _quadrature.stateless_seed(seed)
   return _normal_monte_carlo(loc, tril, family.min_variance, e, int(num_samples), seed)
 

@@ -20,6 +20,16 @@ def _pyplot():
   return pyplot
 
 
+def _save(plt, fig, path, title=None):
+  """Suptitle (if any), tight layout, PNG at 120 dpi; closes the figure; returns path."""
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def plot_regression_uncertainty(path, panels, x_train, y_train, x_grid, true_mean=None,
                                 train_interval=None, num_std=2., ylim=None, title=None):
   """One panel per model: mean prediction with aleatoric / epistemic (or total) bands.
@@ -82,12 +92,7 @@ def plot_regression_uncertainty(path, panels, x_train, y_train, x_grid, true_mea
     ax.set_xlabel("x")
     ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
   axes[0][0].set_ylabel("y")
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path, title)
 
 
 def plot_sparsification(path, curves, title=None):
@@ -118,10 +123,7 @@ def plot_sparsification(path, curves, title=None):
   ax.legend(fontsize=8)
   if title:
     ax.set_title(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path)
 
 
 def plot_variances(path, x_grid, variances, reference=None, train_interval=None,
@@ -168,12 +170,7 @@ def plot_variances(path, x_grid, variances, reference=None, train_interval=None,
     ax.set_xlim(float(x.min()), float(x.max()))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path, title)
 
 
 def plot_histograms(path, panels, bins=50, log_x=False, title=None):
@@ -219,12 +216,7 @@ def plot_histograms(path, panels, bins=50, log_x=False, title=None):
     ax.set_title(name, fontsize=10)
     ax.set_ylabel("fraction of points")
     ax.legend(fontsize=7)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path, title)
 
 
 def plot_roc_curves(path, panels, title=None):
@@ -256,12 +248,7 @@ def plot_roc_curves(path, panels, title=None):
     ax.set_title(name, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", title="model (AUROC)", title_fontsize=7)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path, title)
 
 
 def plot_severity_boxes(path, metrics, title=None):
@@ -298,9 +285,4 @@ def plot_severity_boxes(path, metrics, title=None):
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, ncol=len(names))
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path, title)
