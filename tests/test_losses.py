@@ -369,3 +369,36 @@ def test_dirichlet_nll_loss_config_and_temperature_variable():
               dict(label_weight=1.0)):
     with pytest.raises(ValueError):
       td.losses.DirichletNLL(**bad)
+
+
+def _log_softmax_np(a):
+  a = a - a.max(-1, keepdims=True)
+  return a - np.log(np.exp(a).sum(-1, keepdims=True))
+
+
+def test_member_kl_and_per_member_knowledge_distillation_match_numpy():
+  rng = np.random.default_rng(4)
+  z = rng.normal(size=(5, 3, 4)) * 2
+  s = rng.normal(size=(5, 3, 4)) * 2
+  y = rng.integers(0, 4, size=5)
+  t, a = 2.5, 0.9
+  log_p, log_q = _log_softmax_np(z / t), _log_softmax_np(s / t)
+  kl = t * t * (np.exp(log_p) * (log_p - log_q)).sum(-1).mean(-1)
+  np.testing.assert_allclose(td.losses.member_kl(z, s, temperature=t).numpy(), kl,
+                             rtol=1e-10)
+  ce = -np.take_along_axis(_log_softmax_np(s), np.broadcast_to(y[:, None, None], (5, 3, 1)),
+                           axis=-1)[..., 0].mean(-1)
+  np.testing.assert_allclose(td.losses.member_cross_entropy(y, s).numpy(), ce, rtol=1e-10)
+  loss = td.losses.KnowledgeDistillation(temperature=t, alpha=a)
+  got = loss.call({"ensemble": tf.constant(z), "label": tf.constant(y)}, tf.constant(s))
+  np.testing.assert_allclose(got.numpy(), a * kl + (1 - a) * ce, rtol=1e-6)
+  # A [batch, K] student still distils the ensemble's mean (unchanged behaviour).
+  flat = loss.call(tf.constant(z), tf.constant(s[:, 0]))
+  np.testing.assert_allclose(
+      flat.numpy(), a * td.losses.soft_target_kl(z, s[:, 0], temperature=t).numpy(),
+      rtol=1e-6)
+
+
+def test_member_kl_rejects_a_student_with_another_number_of_members():
+  with pytest.raises(ValueError, match="one member per teacher"):
+    td.losses.member_kl(np.zeros((2, 3, 4)), np.zeros((2, 2, 4)))

@@ -1092,3 +1092,25 @@ def test_temperature_scaling_recovers_a_known_temperature():
                                                                                 rel=1e-5)
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
     metrics.optimal_temperature(np.full(3, 5), true_logits[:3])
+
+
+def test_cross_validated_nll_fits_on_one_half_and_scores_the_other():
+  rng = np.random.default_rng(8)
+  logits = rng.normal(size=(400, 5)) * 3
+  labels = np.array([rng.choice(5, p=np.exp(l / 3) / np.exp(l / 3).sum()) for l in logits])
+  got = metrics.cross_validated_nll(labels, logits, repeats=2, seed=4)
+  order_rng = np.random.default_rng(4)
+  total = 0.
+  for _ in range(2):
+    order = order_rng.permutation(400)
+    a, b = order[:200], order[200:]
+    for fit, score in ((a, b), (b, a)):
+      t = metrics.optimal_temperature(labels[fit], logits[fit])
+      total += metrics.calibrated_nll(labels[score], logits[score], t) * 200
+  assert got == pytest.approx(total / 800, rel=1e-12)
+  # Over-confident logits (true T = 3): the fitted T helps a lot over T = 1 ...
+  assert got < metrics.categorical_nll(labels, scipy.special.softmax(logits, axis=-1)) - 0.3
+  # ... and held-out fitting cannot beat fitting on the scored examples by much.
+  assert got >= metrics.calibrated_nll(labels, logits) - 0.01
+  with pytest.raises(ValueError, match=">= 2 examples"):
+    metrics.cross_validated_nll(labels[:1], logits[:1])

@@ -42,7 +42,10 @@ def _small_resnet(**kwargs):
 
 def test_public_names():
   assert set(td.models.__all__) == {"mlp", "small_cnn", "resnet18_cifar", "RandomSign",
-                                    "DenseBatchEnsemble", "Conv2DBatchEnsemble"}
+                                    "DenseBatchEnsemble", "Conv2DBatchEnsemble",
+                                    "batch_ensemble_cnn", "TileMembers", "MembersToAxis"}
+  for name in td.models.__all__:
+    assert hasattr(td.models, name)
 
 
 # --- output shapes, with and without a head -----------------------------------------
@@ -336,3 +339,30 @@ def test_batch_ensemble_layers_round_trip_and_reject_bad_batches(tmp_path):
     models.DenseBatchEnsemble(2, ensemble_size=3)(np.zeros((4, 2), np.float32))
   with pytest.raises(ValueError, match="ensemble_size must be >= 1"):
     models.DenseBatchEnsemble(2, ensemble_size=0)
+
+
+def test_batch_ensemble_cnn_member_equals_an_explicit_small_cnn(tmp_path):
+  """Member e of the BatchEnsemble CNN == small_cnn with kernels W * (alpha_e gamma_e^T)."""
+  e = 3
+  model = td.models.batch_ensemble_cnn((12, 12, 1), 5, e, filters=(4,), dense_units=6,
+                                       seed=3)
+  x = np.random.default_rng(0).uniform(size=(7, 12, 12, 1)).astype(np.float32)
+  out = model(x).numpy()
+  assert out.shape == (7, e, 5)
+  for member in range(e):
+    ref = td.models.small_cnn((12, 12, 1), 5, filters=(4,), dense_units=6, seed=99)
+    for name, ref_name in (("conv1", "conv1"), ("dense1", "dense1"), ("logits", "params")):
+      layer = model.get_layer(name)
+      kernel = layer.kernel.numpy()
+      alpha, gamma = layer.alpha.numpy()[member], layer.gamma.numpy()[member]
+      scaled = kernel * alpha[:, None] * gamma if kernel.ndim == 2 else (
+          kernel * alpha[None, None, :, None] * gamma)
+      ref.get_layer(ref_name).set_weights([scaled, layer.ensemble_bias.numpy()[member]])
+    np.testing.assert_allclose(out[:, member], ref(x).numpy(), rtol=1e-4, atol=1e-5)
+  assert not np.allclose(out[:, 0], out[:, 1])    # random-sign fast weights differ
+  path = str(tmp_path / "be.keras")
+  model.save(path)
+  np.testing.assert_allclose(keras.models.load_model(path)(x).numpy(), out, rtol=1e-6)
+  again = td.models.batch_ensemble_cnn((12, 12, 1), 5, e, filters=(4,), dense_units=6,
+                                       seed=3)
+  np.testing.assert_array_equal(again(x).numpy(), out)

@@ -106,3 +106,53 @@ def test_gaussian_noise_and_configs():
               lambda: perturb.Gaussian(0.1, clip=(1, 0)), lambda: perturb.get("x")):
     with pytest.raises(ValueError):
       bad()
+
+
+def _regression_member(seed, dim=3):
+  inputs = keras.Input((dim,), dtype="float64")
+  h = keras.layers.Dense(6, activation="tanh", dtype="float64",
+                         kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
+  out = keras.layers.Dense(2, dtype="float64",
+                           kernel_initializer=keras.initializers.GlorotUniform(seed + 1))(h)
+  return keras.Model(inputs, out)   # [mu, rho] of a HeteroscedasticNormal
+
+
+def test_mean_disagreement_step_equals_a_finite_difference_reference(tmp_path):
+  family = td.families.HeteroscedasticNormal()
+  teacher = td.Ensemble([_regression_member(20 * m) for m in range(4)], family=family)
+  x = np.random.default_rng(1).normal(size=(5, 3))
+
+  def variance_of_means(xi):   # NumPy: Var_m mu_m(x) with the population variance
+    mus = np.array([m(xi[None]).numpy()[0, 0] for m in teacher.members])
+    return mus.var()
+
+  h = 1e-6
+  grad = np.zeros_like(x)
+  for b in range(5):
+    for d in range(3):
+      e = np.zeros(3)
+      e[d] = h
+      grad[b, d] = (variance_of_means(x[b] + e) - variance_of_means(x[b] - e)) / (2 * h)
+  p = perturb.MeanDisagreement(step_size=0.1, family=family)
+  seed = tf.constant([5, 2], tf.int64)
+  moved = p(tf.constant(x), teacher, seed).numpy()
+  u = tf.random.stateless_uniform([5, 1], seed=seed, dtype=tf.float64).numpy()
+  unit = grad / np.linalg.norm(grad, axis=1, keepdims=True)
+  np.testing.assert_allclose(moved, x + u * 0.1 * np.sqrt(3) * unit, atol=1e-7)
+  # The step goes up the disagreement (first order): v(x') > v(x) for small steps.
+  small = perturb.MeanDisagreement(step_size=1e-3, family=family)(tf.constant(x), teacher,
+                                                                   seed).numpy()
+  assert all(variance_of_means(small[b]) > variance_of_means(x[b]) for b in range(5))
+  np.testing.assert_array_equal(p(tf.constant(x), teacher, seed).numpy(), moved)
+  again = perturb.get({"class_name": "MeanDisagreement", "config": p.get_config()})
+  assert again.get_config() == p.get_config()
+  assert isinstance(again.family, td.families.HeteroscedasticNormal)
+  clipped = perturb.MeanDisagreement(step_size=5.0, family=family, clip=(-0.5, 0.5))(
+      tf.constant(x), teacher, seed).numpy()
+  assert clipped.min() >= -0.5 and clipped.max() <= 0.5
+
+
+def test_mean_disagreement_rejects_non_ensemble_targets():
+  member = _regression_member(0)
+  with pytest.raises(ValueError, match="members, params"):
+    perturb.MeanDisagreement(0.1)(tf.zeros([2, 3], tf.float64), member)

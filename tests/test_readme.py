@@ -37,3 +37,13 @@ def test_classification_quickstart_runs(tmp_path, monkeypatch):
   u, v = namespace["u"], namespace["v"]
   assert set(u) == set(v) == {"prediction", "total", "aleatoric", "epistemic", "epkl"}
   assert u["prediction"].shape == (5, 3)
+
+
+def test_ods_quickstart_runs(tmp_path, monkeypatch):
+  code = _blocks("python")[2]
+  monkeypatch.chdir(tmp_path)
+  namespace = {}
+  exec(compile(code, "README ODS quickstart", "exec"), namespace)  # noqa: S102
+  u = namespace["u"]
+  assert u["prediction"].shape == (8, 10)
+  assert set(u) == {"prediction", "total", "aleatoric", "epistemic", "epkl"}

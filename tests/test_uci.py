@@ -1,5 +1,6 @@
 """UCI loader against the index files, and the benchmark protocol end to end (small)."""
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -102,3 +103,22 @@ def test_cli_uci_fast(tmp_path, capsys):
   assert "## yacht (1 splits)" in capsys.readouterr().out
   with pytest.raises(SystemExit, match="unknown data set"):
     cli.main(["uci", "--fast", "--dataset", "mnist", "--out", str(tmp_path)])
+
+
+def test_default_key_is_the_one_of_the_saved_m10_results():
+  # `python scripts/uci_table.py --out reports/uci` resumes from files saved with this key
+  # (docs/uci holds their summary); new options must not change it at their defaults.
+  assert uci.UCIConfig().key() == "af7f136698"
+  assert uci.UCIConfig(perturbation_step=0.1).key() != uci.UCIConfig().key()
+
+
+@needs_data
+def test_split_with_mean_disagreement_perturbation_is_finite_and_differs():
+  config = uci.UCIConfig.fast(students=("full",))
+  plain = uci.run_split("yacht", 0, config)
+  moved = uci.run_split("yacht", 0, dataclasses.replace(config, perturbation_step=0.5))
+  for result in (plain, moved):
+    assert all(math.isfinite(v) for m in result["metrics"].values() for v in m.values())
+  # Same members (same seeds), different distillation inputs -> a different student.
+  assert moved["metrics"]["ensemble"] == plain["metrics"]["ensemble"]
+  assert moved["metrics"]["full"]["nll"] != plain["metrics"]["full"]["nll"]

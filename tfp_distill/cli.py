@@ -5,6 +5,7 @@ tfp-distill toy [--out reports/toy] [--fast] [--seed S] [--members M]
                 [--member-epochs E] [--student-epochs E] [--distill-samples N]
 tfp-distill uci [--dataset NAME|all] [--splits N] [--members M] [--out reports/uci]
 tfp-distill images [--dataset fashion_mnist] [--members M] [--out reports/images]
+tfp-distill ods [--methods kd,kd-ods,...] [--seeds 0,1] [--out reports/ods]
 ```
 The flags live here; the experiments are library functions (`tfp_distill.experiments`),
 imported only when their subcommand runs so that `--help` is quick.
@@ -76,6 +77,10 @@ def _parser():
   uci.add_argument("--fast", action="store_true",
                    help="tiny smoke-test configuration (not for results)")
   uci.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
+  uci.add_argument("--perturbation-step", type=float, default=None,
+                   help="move every distillation batch up the members' disagreement "
+                        "(td.perturb.MeanDisagreement, the regression analogue of ODS) by "
+                        "a random fraction of this step (default: no perturbation)")
   uci.set_defaults(run=_run_uci)
 
   images = commands.add_parser(
@@ -106,7 +111,62 @@ def _parser():
                       help="EnD^2 target: the members' probabilities (default) or the "
                            "proxy Dirichlet of Ryabinin et al. 2021")
   images.set_defaults(run=_run_images)
+
+  ods = commands.add_parser(
+      "ods", help="output-diversified sampling study (Nam et al. 2021) on Fashion-MNIST: "
+                  "BatchEnsemble KD students with Gaussian / ODS / ConfODS inputs, and "
+                  "distribution students with and without ODS",
+      description="Trains (or reloads) a deep ensemble of small CNNs, distils its first "
+                  "members into BatchEnsemble students (labels only, KD, KD + Gaussian, "
+                  "KD + ODS, KD + ConfODS) and into EnD^2 and Gaussian-over-logits "
+                  "students with and without ODS, over several seeds, and reports ACC, "
+                  "NLL, Brier, ECE, calibrated NLL, DEE, OOD AUROC and the teacher's "
+                  "disagreement on perturbed inputs in --out. Finished runs are saved "
+                  "and reused by a rerun with the same settings.")
+  ods.add_argument("--methods", default=None,
+                   help="comma-separated subset of: batchens, kd, kd-gaussian, kd-ods, "
+                        "kd-confods, dirichlet, dirichlet-ods, gaussian, gaussian-ods "
+                        "(default: all)")
+  ods.add_argument("--seeds", default=None,
+                   help="comma-separated student seeds (default: 0,1)")
+  ods.add_argument("--data-dir", default=None,
+                   help="Fashion-MNIST folder (default: $TFP_DISTILL_FASHION_MNIST_DIR, "
+                        "then /usr/share/datasets/fashion-mnist)")
+  ods.add_argument("--out", default=os.path.join("reports", "ods"),
+                   help="report folder (default: %(default)s)")
+  ods.add_argument("--fast", action="store_true",
+                   help="tiny smoke-test configuration (not for results)")
+  ods.add_argument("--student-epochs", type=_positive_int, default=None,
+                   help="epochs per student (default 8)")
+  ods.add_argument("--step-size", type=float, default=None,
+                   help="ODS / ConfODS step size (default 0.05)")
+  ods.set_defaults(run=_run_ods)
   return parser
+
+
+def _comma_list(text, convert=str):
+  return tuple(convert(v.strip()) for v in text.split(",") if v.strip())
+
+
+def _run_ods(args):
+  from tfp_distill.experiments import ods  # pylint: disable=import-outside-toplevel
+  overrides = {"data_dir": args.data_dir, "student_epochs": args.student_epochs,
+               "step_size": args.step_size,
+               "methods": args.methods and _comma_list(args.methods),
+               "seeds": args.seeds and _comma_list(args.seeds, int)}
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  try:
+    config = ods.OdsConfig.fast(**overrides) if args.fast else ods.OdsConfig(**overrides)
+    report = ods.run_ods(args.out, config)
+  except ValueError as error:
+    raise SystemExit(f"tfp-distill ods: {error}") from error
+  except FileNotFoundError as error:
+    raise SystemExit(f"tfp-distill ods: {error}") from error
+  print(f"Report written to {os.path.join(args.out, report['files']['report_md'])} "
+        f"(total {report['timings_s']['total']:.1f} s)")
+  print()
+  print(ods.format_markdown(report))
+  return 0
 
 
 def _run_images(args):
@@ -133,7 +193,8 @@ def _run_uci(args):
   from tfp_distill.datasets import uci as uci_data  # pylint: disable=import-outside-toplevel
   from tfp_distill.experiments import uci  # pylint: disable=import-outside-toplevel
   config = uci.UCIConfig.fast() if args.fast else uci.UCIConfig()
-  overrides = {"num_members": args.members, "seed": args.seed}
+  overrides = {"num_members": args.members, "seed": args.seed,
+               "perturbation_step": args.perturbation_step}
   config = dataclasses.replace(
       config, **{k: v for k, v in overrides.items() if v is not None})
   names = (sorted(uci_data.UCI_DATASETS) if args.dataset == "all"

@@ -13,7 +13,9 @@ Classification (members of `families.CategoricalLogits` give logits):
 - `DirichletNLL`: EnD^2 [2], a Dirichlet over the members' (heated, smoothed) probability
   vectors, or the proxy-Dirichlet target of [3];
 - `MixtureKL(family)` and `KnowledgeDistillation`: soft-target distillation of the
-  ensemble's mean probabilities (Hinton et al. 2015; eq 5 and 23 of [1]).
+  ensemble's mean probabilities (Hinton et al. 2015; eq 5 and 23 of [1]); with a
+  BatchEnsemble student ([batch, E, K] logits) member i learns from teacher i
+  (`member_kl`, `member_cross_entropy`; the students of [4]).
 
 [1]: Lindqvist, Olmin, Lindsten, Svensson. A general framework for ensemble distribution
      distillation. 2020. arXiv:2002.11531.
@@ -23,6 +25,9 @@ Classification (members of `families.CategoricalLogits` give logits):
 
 [3]: Ryabinin, Malinin, Gales. Scaling Ensemble Distribution Distillation to Many Classes
      with Proxy Targets. NeurIPS 2021. arXiv:2105.06987.
+
+[4]: Nam, Yoon, Lee, Lee. Diversity Matters When Learning From Ensembles. NeurIPS 2021.
+     arXiv:2110.14149.
 """
 
 import numpy as np
@@ -44,6 +49,8 @@ __all__ = [
     "proxy_dirichlet_kl",
     "proxy_dirichlet_target",
     "soft_target_kl",
+    "member_kl",
+    "member_cross_entropy",
     "check_targets",
     "unpack_targets",
     "EnsembleNLL",
@@ -438,6 +445,66 @@ def soft_target_kl(z, student_logits, family=None, temperature=1.0):
   return tf.square(tf.cast(temperature, dtype)) * kl
 
 
+def member_kl(z, student_logits, family=None, temperature=1.0):
+  """Per-member distillation: member i of the student learns from teacher i ([4], KD).
+
+  ```none
+  L = T^2 / E sum_i sum_k p_i,k (log p_i,k - log q_i,k),
+      p_i = softmax(l_i / T) (teacher i),  q_i = softmax(s_i / T) (student member i)
+  ```
+
+  Args:
+    z: float Tensor [batch, M, K or K - 1], the teachers' logits.
+    student_logits: float Tensor [batch, E, K] with E == M (a BatchEnsemble's output).
+    family: `families.CategoricalLogits` or None.
+    temperature: float or scalar Tensor T > 0.
+
+  Returns:
+    loss: float Tensor [batch].
+
+  Raises:
+    ValueError: the student has a different number of members than the teacher.
+  """
+  student_logits = tf.convert_to_tensor(student_logits)
+  dtype = student_logits.dtype
+  if student_logits.shape.rank != 3:
+    raise ValueError(f"member_kl needs student logits [batch, members, K], got shape "
+                     f"{list(student_logits.shape)}.")
+  num_classes = tf.compat.dimension_value(student_logits.shape[-1])
+  log_p = _member_log_probs(z, num_classes, family, temperature, 0., dtype)
+  e, m = (tf.compat.dimension_value(t.shape[1]) for t in (student_logits, log_p))
+  if e is not None and m is not None and e != m:
+    raise ValueError(f"A per-member student needs one member per teacher: the student has "
+                     f"{e} members, the teacher {m}.")
+  log_q = tf.nn.log_softmax(student_logits / tf.cast(temperature, dtype), axis=-1)
+  kl = tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)     # [batch, E]
+  return tf.square(tf.cast(temperature, dtype)) * tf.reduce_mean(kl, axis=-1)
+
+
+def member_cross_entropy(labels, logits):
+  """Cross-entropy of integer labels, averaged over members when logits are [batch, E, K].
+
+  Usable as a Keras loss (`model.compile(loss=td.losses.member_cross_entropy)`) for a
+  BatchEnsemble trained on labels alone: every member is trained on every example.
+
+  Args:
+    labels: int Tensor [batch] or [batch, 1].
+    logits: float Tensor [batch, K] or [batch, E, K].
+
+  Returns:
+    loss: float Tensor [batch].
+  """
+  logits = tf.convert_to_tensor(logits)
+  labels = tf.cast(labels, tf.int32)
+  if labels.shape.rank == 2:
+    labels = tf.squeeze(labels, -1)
+  if logits.shape.rank == 3:
+    labels = tf.broadcast_to(labels[:, None], tf.shape(logits)[:2])
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits), axis=-1)
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
 def _classification_log_prob(dist, family, labels, num_samples, seed):
   """log q~(y) for a student over logits (Monte Carlo) or a Dirichlet (closed form)."""
   dist = heads_lib.get_distribution(dist)
@@ -664,9 +731,13 @@ class KnowledgeDistillation(keras.losses.Loss):
   """Hinton knowledge distillation from an ensemble, with an optional label term.
 
   ```none
-  L = alpha T^2 KL(p_bar_T || softmax(s / T)) + (1 - alpha) CE(y, softmax(s))
+  student logits s [batch, K]:      (the ensemble's mean as one soft target)
+    L = alpha T^2 KL(p_bar_T || softmax(s / T)) + (1 - alpha) CE(y, softmax(s))
+  student logits s [batch, E, K]:   (a BatchEnsemble: member i learns from teacher i [4])
+    L = 1/E sum_i [alpha T^2 KL(softmax(l_i / T) || softmax(s_i / T))
+                   + (1 - alpha) CE(y, softmax(s_i))]
   ```
-  (`soft_target_kl`). The label term is used when targets carry labels
+  (`soft_target_kl`, `member_kl`). The label term is used when targets carry labels
   (`{"ensemble": z, "label": y}`) and alpha < 1. The temperature is a non-trainable
   `tf.Variable`, like `DirichletNLL`'s, so `TemperatureAnnealing` can drive it.
 
@@ -691,13 +762,11 @@ class KnowledgeDistillation(keras.losses.Loss):
     z, labels = unpack_targets(y_true)
     logits = _student_logits(y_pred)
     temperature = tf.cast(self.temperature, logits.dtype)
-    loss = self.alpha * soft_target_kl(z, logits, self.family, temperature)
+    per_member = logits.shape.rank == 3
+    kl = member_kl if per_member else soft_target_kl
+    loss = self.alpha * kl(z, logits, self.family, temperature)
     if labels is not None and self.alpha < 1.:
-      labels = tf.cast(labels, tf.int32)
-      if labels.shape.rank == 2:
-        labels = tf.squeeze(labels, -1)
-      loss += (1. - self.alpha) * tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=labels, logits=logits)
+      loss += (1. - self.alpha) * member_cross_entropy(labels, logits)
     return loss
 
   def get_config(self):

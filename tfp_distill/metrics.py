@@ -22,8 +22,9 @@ metrics are those used to compare a distilled student with its ensemble in [2]:
   (average precision), `roc_curve`, and the wrappers `misclassification_detection`
   (positive = misclassified, score = uncertainty) and `ood_detection` (positive =
   out-of-distribution) [4];
-* ensemble-size equivalents: `optimal_temperature` and `calibrated_nll` (temperature
-  scaling of logits or log-probabilities), `deep_ensemble_equivalent` (DEE of [5]); these
+* ensemble-size equivalents: `optimal_temperature`, `calibrated_nll` and
+  `cross_validated_nll` (temperature scaling of logits or log-probabilities, the latter
+  with the test-time cross-validation of [5]), `deep_ensemble_equivalent` (DEE of [5]); these
   summarise a few scalars and work in NumPy float64, returning Python floats.
 
 Dtypes: all floating inputs of one call are converted to a common float dtype, which is
@@ -58,6 +59,10 @@ finite, scores have no NaN.
 
 [4]: Dan Hendrycks, Kevin Gimpel. A Baseline for Detecting Misclassified and
      Out-of-Distribution Examples in Neural Networks. ICLR 2017. arXiv:1610.02136.
+
+[5]: Arsenii Ashukha, Alexander Lyzhov, Dmitry Molchanov, Dmitry Vetrov. Pitfalls of
+     In-Domain Uncertainty Estimation and Ensembling in Deep Learning. ICLR 2020.
+     arXiv:2002.06470.
 """
 
 import numbers
@@ -90,6 +95,7 @@ __all__ = [
     "ood_detection",
     "optimal_temperature",
     "calibrated_nll",
+    "cross_validated_nll",
     "deep_ensemble_equivalent",
 ]
 
@@ -1608,6 +1614,40 @@ def calibrated_nll(labels, logits, temperature=None):
   if not temperature > 0:
     raise ValueError(f"calibrated_nll: temperature must be > 0, got {temperature}.")
   return _scaled_nll(labels, logits, float(temperature))
+
+
+def cross_validated_nll(labels, logits, repeats=5, seed=0):
+  """Calibrated NLL with test-time cross-validation, as [5] computes it for DEE.
+
+  ```none
+  repeat `repeats` times: split the examples at random into halves A, B;
+    NLL(B at the T fitted on A) and NLL(A at the T fitted on B)
+  return the mean of the 2 * repeats values (each half weighted by its size)
+  ```
+  The temperature is never fitted on the examples it is scored on.
+
+  Args:
+    labels: int array [batch], batch >= 2.
+    logits: float array [batch, classes] (or log-probabilities).
+    repeats: int >= 1, random splits.
+    seed: int, seeds the splits.
+
+  Returns:
+    float, mean NLL in nats.
+  """
+  labels, logits = _check_logits("cross_validated_nll", labels, logits)
+  if len(labels) < 2 or int(repeats) < 1:
+    raise ValueError(f"cross_validated_nll: need >= 2 examples and repeats >= 1, got "
+                     f"{len(labels)} and {repeats}.")
+  rng = np.random.default_rng(seed)
+  total = 0.
+  for _ in range(int(repeats)):
+    order = rng.permutation(len(labels))
+    halves = order[:len(order) // 2], order[len(order) // 2:]
+    for fit, score in (halves, halves[::-1]):
+      t = optimal_temperature(labels[fit], logits[fit])
+      total += _scaled_nll(labels[score], logits[score], t) * len(score)
+  return float(total / (int(repeats) * len(labels)))
 
 
 def deep_ensemble_equivalent(nll, ensemble_nlls):

@@ -4,6 +4,8 @@
 - `small_cnn`: a small convolutional network for 28x28 images (Fashion-MNIST), cheap
   enough to train ensembles of on a few CPU cores.
 - `resnet18_cifar`: the CIFAR variant of ResNet-18 [1] for 32x32 images.
+- `batch_ensemble_cnn`: `small_cnn` as a BatchEnsemble [2] of E members, x -> member
+  logits [batch, E, K] (the student of Nam et al.'s ODS distillation).
 
 Every backbone maps x to a flat params tensor [batch, output_size] and optionally applies
 a distribution head (`tfp_distill.heads`) to it. Every initializer is seeded from `seed`
@@ -14,6 +16,9 @@ seed build models with identical weights.
 
 [1]: He, Zhang, Ren, Sun. Deep residual learning for image recognition. CVPR 2016.
      arXiv:1512.03385.
+
+[2]: Wen, Tran, Ba. BatchEnsemble: an alternative approach to efficient ensemble and
+     lifelong learning. ICLR 2020. arXiv:2002.06715.
 """
 
 import numpy as np
@@ -21,8 +26,8 @@ import tensorflow as tf
 
 from tfp_distill._keras import keras
 
-__all__ = ["mlp", "small_cnn", "resnet18_cifar", "RandomSign", "DenseBatchEnsemble",
-           "Conv2DBatchEnsemble"]
+__all__ = ["mlp", "small_cnn", "resnet18_cifar", "batch_ensemble_cnn", "RandomSign",
+           "DenseBatchEnsemble", "Conv2DBatchEnsemble", "TileMembers", "MembersToAxis"]
 
 # PyTorch's BatchNorm defaults, which the published CIFAR ResNet numbers use (Keras'
 # `momentum` is 1 - PyTorch's `momentum`).
@@ -32,6 +37,17 @@ _BN_EPSILON = 1e-5
 
 def _seeded(initializer, seed, i):
   return initializer(seed=None if seed is None else seed + i)
+
+
+def _check_image_size(input_shape, filters):
+  """Each conv-pool block needs a feature map of at least 4x4 (3x3 'valid' conv, 2x2 pool)."""
+  height, width = int(input_shape[0]), int(input_shape[1])
+  for i, _ in enumerate(filters):
+    if height < 4 or width < 4:
+      raise ValueError(
+          f"input_shape {tuple(input_shape)} is too small for filters {tuple(filters)}: "
+          f"block {i} gets a {height}x{width} feature map, needs at least 4x4.")
+    height, width = (height - 2) // 2, (width - 2) // 2
 
 
 def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", seed=None,
@@ -121,14 +137,7 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
   """
   if not 0.0 <= dropout < 1.0:
     raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-  height, width = int(input_shape[0]), int(input_shape[1])
-  for i, f in enumerate(filters):
-    if height < 4 or width < 4:
-      raise ValueError(
-          f"input_shape {tuple(input_shape)} is too small for filters {tuple(filters)}: "
-          f"block {i} gets a {height}x{width} feature map, needs at least 4x4.")
-    height, width = (height - 2) // 2, (width - 2) // 2
-
+  _check_image_size(input_shape, filters)
   inputs = keras.Input(shape=tuple(input_shape))
   h = inputs
   for i, f in enumerate(filters):
@@ -463,3 +472,110 @@ class Conv2DBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
                   kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
                   **self._batch_ensemble_config())
     return config
+
+
+class _MemberLayoutLayer(keras.layers.Layer):
+  """A layer configured by the ensemble size E alone."""
+
+  def __init__(self, ensemble_size, **kwargs):
+    super().__init__(**kwargs)
+    self.ensemble_size = int(ensemble_size)
+    if self.ensemble_size < 1:
+      raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}.")
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(ensemble_size=self.ensemble_size)
+    return config
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class TileMembers(_MemberLayoutLayer):
+  """x [batch, ...] -> [E * batch, ...]: every member of a BatchEnsemble sees the same x.
+
+  Member-major: rows e * batch .. (e + 1) * batch - 1 are member e's copy.
+
+  Args:
+    ensemble_size: int E >= 1.
+  """
+
+  def call(self, inputs):
+    multiples = tf.concat([[self.ensemble_size],
+                           tf.ones([tf.rank(inputs) - 1], tf.int32)], axis=0)
+    return tf.tile(inputs, multiples)
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class MembersToAxis(_MemberLayoutLayer):
+  """[E * batch, K] (member-major) -> [batch, E, K]: the members' outputs side by side.
+
+  The layout of `td.Ensemble`'s targets z, so `td.decompose_ensemble` and the per-member
+  KD loss take a BatchEnsemble's output as they take an ensemble's.
+
+  Args:
+    ensemble_size: int E >= 1.
+  """
+
+  def call(self, inputs):
+    e = self.ensemble_size
+    k = tf.shape(inputs)[-1]
+    y = tf.reshape(inputs, tf.stack([e, -1, k]))
+    return tf.transpose(y, [1, 0, 2])
+
+  def compute_output_shape(self, input_shape):
+    return tf.TensorShape([None, self.ensemble_size, input_shape[-1]])
+
+
+
+def batch_ensemble_cnn(input_shape=(28, 28, 1), num_classes=10, ensemble_size=4,
+                       filters=(32, 64), dense_units=128, seed=None, name=None):
+  """`small_cnn` as a BatchEnsemble: x [batch, H, W, C] -> member logits [batch, E, K].
+
+  ```none
+  x ─► tile E times (member-major) ─► for f in filters: conv-BE 3x3 -> relu -> pool 2x2
+    ─► flatten ─► dense-BE (dense_units) -> relu ─► dense-BE (K) ─► [batch, E, K]
+  ```
+  Every layer shares one slow weight between the members and adds rank-1 fast weights
+  (`Conv2DBatchEnsemble`, `DenseBatchEnsemble`): E members for about the parameters of
+  one (plus (in + 2 out) E per layer) and E times the compute. The output has the layout
+  of an ensemble's targets, so `td.decompose_ensemble(student(x), family)` gives its
+  prediction (the mean of the members' softmax) and uncertainties, and
+  `td.losses.KnowledgeDistillation` teaches member i from teacher i.
+
+  Args:
+    input_shape: (height, width, channels), inputs scaled to [0, 1].
+    num_classes: int K.
+    ensemble_size: int E.
+    filters, dense_units: as `small_cnn`.
+    seed: int or None, seeds the slow weights (seed + i) and the random-sign fast
+      weights (seed + 100 + i) of the i-th layer.
+    name: model name.
+
+  Returns:
+    keras.Model: x [batch, H, W, C] -> logits [batch, E, K].
+  """
+  _check_image_size(input_shape, filters)
+  e = int(ensemble_size)
+
+  def signs(i):
+    return RandomSign(None if seed is None else seed + 100 + i)
+
+  inputs = keras.Input(shape=tuple(input_shape))
+  h = TileMembers(e, name="tile")(inputs)
+  for i, f in enumerate(filters):
+    h = Conv2DBatchEnsemble(
+        int(f), 3, e, activation="relu",
+        kernel_initializer=_seeded(keras.initializers.GlorotUniform, seed, i),
+        fast_weight_initializer=signs(i), name=f"conv{i + 1}")(h)
+    h = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(h)
+  n = len(filters)
+  h = keras.layers.Flatten(name="flatten")(h)
+  h = DenseBatchEnsemble(
+      int(dense_units), e, activation="relu",
+      kernel_initializer=_seeded(keras.initializers.GlorotUniform, seed, n),
+      fast_weight_initializer=signs(n), name="dense1")(h)
+  h = DenseBatchEnsemble(
+      int(num_classes), e,
+      kernel_initializer=_seeded(keras.initializers.GlorotUniform, seed, n + 1),
+      fast_weight_initializer=signs(n + 1), name="logits")(h)
+  return keras.Model(inputs, MembersToAxis(e, name="members")(h), name=name)

@@ -19,6 +19,15 @@ ConfODS: delta *= max_k p_k                        (smaller steps where f_j is u
 x' = clip(x + delta, low, high)
 ```
 
+For regression ensembles there is no softmax to diversify; `MeanDisagreement` (this
+library's analogue, not in [1, 2]) steps up the gradient of the members' disagreement,
+the variance of their means, by a random fraction of the step:
+
+```none
+v(x) = sum_d Var_m mu_m,d(x)                       (mu_m: member m's mean)
+delta = u * step_size * sqrt(D) * grad_x v / ||grad_x v||_2,   u ~ U(0, 1) per example
+```
+
 #### References
 
 [1]: Tashiro, Song, Ermon. Diversity can be Transferred: Output Diversification for
@@ -31,7 +40,9 @@ x' = clip(x + delta, low, high)
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Gaussian", "ODS", "ConfODS", "get"]
+from tfp_distill import families as families_lib
+
+__all__ = ["Gaussian", "ODS", "ConfODS", "MeanDisagreement", "get"]
 
 
 def _seed(seed):
@@ -196,7 +207,65 @@ class ConfODS(ODS):
   confidence_scaled = True
 
 
-_CLASSES = {cls.__name__: cls for cls in (Gaussian, ODS, ConfODS)}
+class MeanDisagreement(_Perturbation):
+  """A step toward larger disagreement of the members' means (regression analogue of ODS).
+
+  ```none
+  v(x) = sum_d Var_m mu_m,d(x)
+  x' = clip(x + u * step_size * sqrt(D) * grad_x v / ||grad_x v||_2),  u ~ U(0, 1)
+  ```
+  u is drawn per example, so the perturbed inputs fill the segment between x and the full
+  step instead of repeating one point every epoch. All M members run forward and
+  backward (ODS runs one).
+
+  Args:
+    step_size: float > 0, the largest step relative to sqrt(D) (D = input size; for
+      standardised inputs, step_size is about the RMS change per input dimension).
+    family: the members' family (e.g. `families.HeteroscedasticNormal`): its `mean`
+      picks mu from each member's params; None: the members output mu directly.
+    clip: None (the default: standardised regression inputs have no range) or
+      (low, high).
+  """
+
+  def __init__(self, step_size, family=None, clip=None):
+    if not (step_size > 0 and np.isfinite(step_size)):
+      raise ValueError(f"step_size must be a finite float > 0, got {step_size}.")
+    self.step_size = float(step_size)
+    self.family = None if family is None else families_lib.get(family)
+    self.clip = _check_range(clip)
+
+  def disagreement(self, x, teacher):
+    """v(x) [batch]: the variance of the members' means over members, summed over dims."""
+    z = teacher(x)
+    if z.shape.rank != 3:
+      raise ValueError(f"MeanDisagreement needs an ensemble's targets [batch, members, "
+                       f"params], got shape {list(z.shape)}.")
+    mu = self.family.mean(z) if self.family is not None else z
+    return tf.reduce_sum(tf.math.reduce_variance(tf.cast(mu, x.dtype), axis=1), axis=-1)
+
+  def __call__(self, x, teacher, seed=0):
+    """x [batch, ...] -> x' [batch, ...], a step up the members' disagreement."""
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      objective = tf.reduce_sum(self.disagreement(x, teacher))
+    g = tape.gradient(objective, x)
+    axes = list(range(1, x.shape.rank))
+    dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    norm = tf.sqrt(tf.reduce_sum(tf.square(g), axis=axes, keepdims=True))
+    unit = tf.math.divide_no_nan(g, norm)
+    u = tf.random.stateless_uniform(
+        tf.concat([tf.shape(x)[:1], tf.ones([x.shape.rank - 1], tf.int32)], axis=0),
+        seed=_seed(seed), dtype=x.dtype)
+    return _clip(x + u * tf.cast(self.step_size, x.dtype) * tf.sqrt(dim) * unit, self.clip)
+
+  def get_config(self):
+    return {"step_size": self.step_size,
+            "family": None if self.family is None else families_lib.serialize(self.family),
+            "clip": None if self.clip is None else list(self.clip)}
+
+
+_CLASSES = {cls.__name__: cls for cls in (Gaussian, ODS, ConfODS, MeanDisagreement)}
 
 
 def get(identifier):

@@ -585,9 +585,13 @@ def format_markdown(report):
     lines.append(f"| {_LABELS[name]} | " + " | ".join(
         "n/a" if c not in result else ("met" if result[c] else "**not met**")
         for c in columns) + " |")
-  lines += ["", "## Wall time (s)", "", "| stage | seconds |", "|---|---|"]
+  return "\n".join(lines + markdown_footer(report))
+
+
+def markdown_footer(report):
+  """Markdown lines: the wall-time table, then the library versions and the date."""
+  lines = ["", "## Wall time (s)", "", "| stage | seconds |", "|---|---|"]
   for stage, seconds in report["timings_s"].items():
     lines.append(f"| {stage} | {seconds:.1f} |")
   versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-  lines += ["", f"{versions}; {report['date']}.", ""]
-  return "\n".join(lines)
+  return lines + ["", f"{versions}; {report['date']}.", ""]

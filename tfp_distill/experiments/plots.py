@@ -8,7 +8,8 @@ non-interactive Agg backend there, so importing this module opens no display.
 import numpy as np
 
 __all__ = ["plot_regression_uncertainty", "plot_sparsification", "plot_variances",
-           "plot_histograms", "plot_roc_curves", "plot_severity_boxes"]
+           "plot_histograms", "plot_roc_curves", "plot_severity_boxes", "plot_method_bars",
+           "plot_lines"]
 
 _COLORS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
 
@@ -285,4 +286,71 @@ def plot_severity_boxes(path, metrics, title=None):
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, ncol=len(names))
+  return _save(plt, fig, path, title)
+
+
+def plot_method_bars(path, panels, reference=None, title=None):
+  """Horizontal bars with error bars, one panel per metric, one bar per method.
+
+  Args:
+    path: str, the PNG file to write.
+    panels: dict metric -> dict method -> (mean, std) (std may be 0 or NaN: no bar).
+    reference: None or dict metric -> dict label -> value, drawn as dashed vertical lines
+      (e.g. the teacher's value).
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  methods = list(dict.fromkeys(m for series in panels.values() for m in series))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels),
+                                                     0.9 + 0.42 * len(methods)),
+                           squeeze=False, sharey=True)
+  rows = np.arange(len(methods))[::-1]
+  for ax, (metric, series) in zip(axes[0], panels.items()):
+    means = np.array([series.get(m, (np.nan, np.nan))[0] for m in methods], np.float64)
+    stds = np.nan_to_num(np.array([series.get(m, (np.nan, np.nan))[1] for m in methods],
+                                  np.float64))
+    ax.barh(rows, means, xerr=stds, color="tab:blue", alpha=0.75, capsize=3)
+    finite = means[np.isfinite(means)]
+    if finite.size:
+      low, high = finite.min() - stds.max(), finite.max() + stds.max()
+      pad = 0.15 * max(high - low, 1e-6)
+      ax.set_xlim(low - pad, high + pad)
+    for i, (label, value) in enumerate((reference or {}).get(metric, {}).items()):
+      ax.axvline(value, ls="--", lw=1, color=_COLORS[(i + 2) % len(_COLORS)], label=label)
+    if (reference or {}).get(metric):
+      ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(metric, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+  axes[0][0].set_yticks(rows)
+  axes[0][0].set_yticklabels(methods, fontsize=9)
+  return _save(plt, fig, path, title)
+
+
+def plot_lines(path, panels, x_label, log_y=False, title=None):
+  """Line plots with markers, one panel per quantity, one line per series.
+
+  Args:
+    path: str, the PNG file to write.
+    panels: dict panel title -> dict series name -> (x [n], y [n]).
+    x_label: str.
+    log_y: bool, logarithmic y axes.
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+  for ax, (name, series) in zip(axes[0], panels.items()):
+    for (label, (xs, ys)), color in zip(series.items(), _COLORS * 3):
+      ax.plot(np.asarray(xs), np.asarray(ys), marker="o", lw=1.5, color=color, label=label)
+    if log_y:
+      ax.set_yscale("log")
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel(x_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
   return _save(plt, fig, path, title)

@@ -102,6 +102,10 @@ class UCIConfig:
     min_distill_samples, max_distill_samples: int, bounds on the distillation inputs per
       epoch (training inputs + jittered ones): small sets get more jittered copies.
     students: tuple, which of "full", "diagonal", "mixture" to train.
+    perturbation_step: None, or float > 0: every distillation batch is moved by
+      `td.perturb.MeanDisagreement(perturbation_step)`, a random fraction of a step up
+      the members' disagreement (the regression analogue of ODS), before the teacher
+      labels it.
     steps_per_execution: int, training steps per compiled call (speed only).
     seed: int, base seed (split i uses seed + 1000 i).
     verbose: int, 0 silent, 1 progress bars.
@@ -122,6 +126,7 @@ class UCIConfig:
   min_distill_samples: int = 10_000
   max_distill_samples: int = 100_000
   students: tuple = STUDENTS
+  perturbation_step: float = None
   steps_per_execution: int = 10
   seed: int = 0
   verbose: int = 1
@@ -139,6 +144,8 @@ class UCIConfig:
     fields = dataclasses.asdict(self)
     fields.pop("verbose")
     fields.pop("steps_per_execution")
+    if fields["perturbation_step"] is None:   # keeps the keys of results saved before it
+      fields.pop("perturbation_step")
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -176,7 +183,10 @@ def _distil(kind, data, ensemble, family, config, seed):
     inputs = inputs.concatenate(td.targets.jittered_inputs(
         data.x_train, config.jitter_scale, extra, seed=seed + 1)).shuffle(
             min(n + extra, 20_000), seed=seed + 2, reshuffle_each_iteration=True)
-  distiller = td.Distiller(student, ensemble, loss=loss)
+  perturbation = (None if config.perturbation_step is None else
+                  td.perturb.MeanDisagreement(config.perturbation_step, family))
+  distiller = td.Distiller(student, ensemble, loss=loss, perturbation=perturbation,
+                           seed=seed)
   distiller.compile(keras.optimizers.Adam(config.student_learning_rate),
                     steps_per_execution=config.steps_per_execution)
   bar = td.callbacks.ProgressBar(f"{data.name} {data.split} {kind}",

@@ -1,0 +1,90 @@
+"""The ODS study (`tfp-distill ods`) end to end on a small slice of Fashion-MNIST."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from tfp_distill import cli
+from tfp_distill.datasets import images as images_data
+from tfp_distill.experiments import ods
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory, load_or_skip):
+  load_or_skip(images_data.load_fashion_mnist)
+  load_or_skip(images_data.load_mnist_ood)
+  load_or_skip(images_data.load_animal_mnist)
+  out = str(tmp_path_factory.mktemp("ods"))
+  return out, ods.run_ods(out, ods.OdsConfig.fast())
+
+
+def test_fast_run_writes_a_complete_report(fast_run):
+  out, report = fast_run
+  for name in report["files"].values():
+    assert os.path.getsize(os.path.join(out, name)) > 0
+  with open(os.path.join(out, "report.json")) as f:
+    assert json.load(f)["summary"] == json.loads(json.dumps(report["summary"]))
+  assert list(report["summary"]) == list(ods.METHODS)
+  for method, runs in report["runs"].items():
+    assert [r["seed"] for r in runs] == [0, 1]
+    for run in runs:
+      for key, value in run["metrics"].items():
+        assert math.isfinite(value) or (key == "dee" and value == math.inf), (method, key)
+      m = run["metrics"]
+      assert 0 <= m["accuracy"] <= 1 and m["nll"] > 0 and 0 <= m["ece"] <= 1
+      assert m["dee"] >= 1
+      assert all(np.isfinite(run["training_loss"]))
+      assert os.path.exists(os.path.join(out, f"runs_{ods.OdsConfig.fast().run_key()}",
+                                         f"{method}_seed{run['seed']}", "student.keras"))
+  # Deep ensembles of sizes 1..M; every member trained (better than chance, 10 classes).
+  curve = report["deep_ensemble_curve"]
+  assert [r["size"] for r in curve] == [1, 2, 3]
+  assert curve[0]["subsets"] == 3 and curve[2]["subsets"] == 1
+  assert set(report["teachers"]) == {"DeepEns-1", "DeepEns-2", "DeepEns-3"}
+  # Diversity: ODS moves each pixel by at most the step (RMS, clipping only shrinks it);
+  # ConfODS by the step times the teacher's confidence, so never more than ODS.
+  div = report["diversity"]
+  assert div["clean"][0]["rms_change"] == 0
+  for ods_row, conf_row in zip(div["ods"], div["confods"]):
+    assert 0 < ods_row["rms_change"] <= ods_row["step_size"] + 1e-6
+    assert conf_row["rms_change"] <= ods_row["rms_change"] + 1e-6
+    assert 0 <= ods_row["disagreement"] <= 1 and ods_row["mutual_information"] >= 0
+  assert {"kd_confods_nll_below_kd", "kd_confods_dee_above_kd",
+          "ods_improves_a_distribution_student"} <= set(report["targets"])
+  markdown = ods.format_markdown(report)
+  for text in ("+ KD + ConfODS", "EnD^2 Dirichlet + ODS", "## Diversity", "T: DeepEns-2"):
+    assert text in markdown
+
+
+def test_rerun_reuses_the_runs_and_the_cli_runs(fast_run, capsys):
+  out, report = fast_run
+  assert cli.main(["ods", "--fast", "--out", out, "--methods", "kd,kd-confods",
+                   "--seeds", "1"]) == 0
+  with open(os.path.join(out, "report.json")) as f:
+    again = json.load(f)
+  assert again["ensemble_reused"]
+  assert list(again["summary"]) == ["kd", "kd-confods"]
+  # Reused from disk, not retrained: identical metrics.
+  assert again["runs"]["kd"][0] == json.loads(json.dumps(report["runs"]["kd"][1]))
+  assert "Report written to" in capsys.readouterr().out
+
+
+def test_bad_configurations_are_rejected():
+  with pytest.raises(ValueError, match="Unknown methods"):
+    ods.OdsConfig.fast(methods=("kd", "distill-everything"))
+  with pytest.raises(ValueError, match="num_teachers"):
+    ods.OdsConfig.fast(num_teachers=5)
+  with pytest.raises(SystemExit, match="Unknown methods"):
+    cli.main(["ods", "--fast", "--methods", "nope"])
+
+
+def test_perturbation_matches_the_method():
+  config = ods.OdsConfig.fast(step_size=0.07, gaussian_scale=0.03)
+  assert ods.perturbation(None, config) is None
+  assert ods.perturbation("gaussian", config).scale == 0.03
+  assert ods.perturbation("ods", config).step_size == 0.07
+  conf = ods.perturbation("confods", config, step_size=0.2)
+  assert conf.confidence_scaled and conf.step_size == 0.2 and conf.clip == (0., 1.)
