@@ -44,3 +44,18 @@ def test_ods_throughput_smoke(tmp_path):
     for where in ("tf_data", "train_step"):
       value = result[f"{name}_in_{where}_examples_per_s"]
       assert math.isfinite(value) and value > 0, (name, where)
+
+
+def test_uci_perturbation_smoke(tmp_path, capsys):
+  from tfp_distill.datasets import uci as uci_data
+  try:
+    uci_data.data_dir()
+  except FileNotFoundError:  # pragma: no cover - CI has ../shared beside the clone
+    import pytest
+    pytest.skip("shared/data/uci not found")
+  rows = _load("uci_perturbation").main(["--smoke", "--out", str(tmp_path), "--dataset",
+                                         "yacht", "--splits", "2", "--step", "0.5"])
+  plain, moved, diff, stderr, n = rows["yacht"]["nll"]
+  assert n == 2 and all(math.isfinite(v) for v in (plain, moved, diff, stderr))
+  assert abs(diff - (moved - plain)) < 1e-9
+  assert "| yacht | NLL |" in capsys.readouterr().out

@@ -66,6 +66,19 @@ def _check_range(clip):
   return (low, high)
 
 
+def _per_example(v, x):
+  """v [batch] -> [batch, 1, ..., 1], broadcasting over one example of x."""
+  return tf.reshape(v, [-1] + [1] * (x.shape.rank - 1))
+
+
+def _step(x, g, step_size):
+  """x + step_size * sqrt(D) * g / ||g||_2 per example (a zero gradient gives no step)."""
+  axes = list(range(1, x.shape.rank))
+  dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+  norm = tf.sqrt(tf.reduce_sum(tf.square(g), axis=axes, keepdims=True))
+  return x + step_size * tf.sqrt(dim) * tf.math.divide_no_nan(g, norm)
+
+
 def _clip(x, clip):
   return x if clip is None else tf.clip_by_value(x, clip[0], clip[1])
 
@@ -183,15 +196,10 @@ class ODS(_Perturbation):
     """x [batch, ...] -> x' [batch, ...], a step toward teacher disagreement."""
     x = tf.convert_to_tensor(x)
     g, p = self.direction(x, teacher, seed)
-    axes = list(range(1, x.shape.rank))
-    dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
-    norm = tf.sqrt(tf.reduce_sum(tf.square(g), axis=axes, keepdims=True))
-    unit = tf.math.divide_no_nan(g, norm)            # a zero gradient gives no step
-    step = tf.cast(self.step_size, x.dtype) * tf.sqrt(dim)
+    step = tf.cast(self.step_size, x.dtype)
     if self.confidence_scaled:
-      confidence = tf.reduce_max(p, axis=-1)
-      step = step * tf.reshape(confidence, [-1] + [1] * (x.shape.rank - 1))
-    return _clip(x + step * unit, self.clip)
+      step = step * _per_example(tf.reduce_max(p, axis=-1), x)
+    return _clip(_step(x, g, step), self.clip)
 
   def get_config(self):
     return {"step_size": self.step_size, "temperature": self.temperature,
@@ -250,14 +258,9 @@ class MeanDisagreement(_Perturbation):
       tape.watch(x)
       objective = tf.reduce_sum(self.disagreement(x, teacher))
     g = tape.gradient(objective, x)
-    axes = list(range(1, x.shape.rank))
-    dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
-    norm = tf.sqrt(tf.reduce_sum(tf.square(g), axis=axes, keepdims=True))
-    unit = tf.math.divide_no_nan(g, norm)
-    u = tf.random.stateless_uniform(
-        tf.concat([tf.shape(x)[:1], tf.ones([x.shape.rank - 1], tf.int32)], axis=0),
-        seed=_seed(seed), dtype=x.dtype)
-    return _clip(x + u * tf.cast(self.step_size, x.dtype) * tf.sqrt(dim) * unit, self.clip)
+    u = tf.random.stateless_uniform(tf.shape(x)[:1], seed=_seed(seed), dtype=x.dtype)
+    return _clip(_step(x, g, tf.cast(self.step_size, x.dtype) * _per_example(u, x)),
+                 self.clip)
 
   def get_config(self):
     return {"step_size": self.step_size,
