@@ -313,10 +313,12 @@ def plot_method_bars(path, panels, reference=None, title=None):
     stds = np.nan_to_num(np.array([series.get(m, (np.nan, np.nan))[1] for m in methods],
                                   np.float64))
     ax.barh(rows, means, xerr=stds, color="tab:blue", alpha=0.75, capsize=3)
-    finite = means[np.isfinite(means)]
+    refs = list((reference or {}).get(metric, {}).values())
+    finite = np.concatenate([means[np.isfinite(means)], np.asarray(refs, np.float64)])
     if finite.size:
       low, high = finite.min() - stds.max(), finite.max() + stds.max()
-      pad = 0.15 * max(high - low, 1e-6)
+      # Equal values (e.g. every DEE at 1) still get a readable axis around them.
+      pad = 0.15 * (high - low) if high - low > 1e-9 else 0.1 * max(abs(high), 1e-3)
       ax.set_xlim(low - pad, high + pad)
     for i, (label, value) in enumerate((reference or {}).get(metric, {}).items()):
       ax.axvline(value, ls="--", lw=1, color=_COLORS[(i + 2) % len(_COLORS)], label=label)
