@@ -72,6 +72,17 @@ def test_rerun_reuses_the_runs_and_the_cli_runs(fast_run, capsys):
   assert "Report written to" in capsys.readouterr().out
 
 
+def test_changed_evaluation_settings_re_evaluate_without_retraining(fast_run):
+  out, report = fast_run
+  config = ods.OdsConfig.fast(num_test=128, methods=("dirichlet",), seeds=(0,))
+  again = ods.run_ods(out, config)
+  before, after = report["runs"]["dirichlet"][0], again["runs"]["dirichlet"][0]
+  assert after["train_seconds"] == before["train_seconds"]      # the saved student
+  assert after["training_loss"] == before["training_loss"]
+  assert after["eval_key"] != before["eval_key"] and again["sizes"]["test"] == 128
+  assert after["metrics"]["nll"] != before["metrics"]["nll"]
+
+
 def test_bad_configurations_are_rejected():
   with pytest.raises(ValueError, match="Unknown methods"):
     ods.OdsConfig.fast(methods=("kd", "distill-everything"))

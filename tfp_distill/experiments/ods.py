@@ -165,6 +165,11 @@ class OdsConfig:
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()
                         ).hexdigest()[:10]
 
+  def eval_key(self, curve_size):
+    """Hash of the evaluation settings a saved run's metrics depend on."""
+    values = [self.num_test, self.num_samples, list(self.ood_sets), int(curve_size)]
+    return hashlib.sha1(json.dumps(values, default=str).encode()).hexdigest()[:10]
+
 
 def perturbation(kind, config, step_size=None):
   """The perturbation a method trains on: None, Gaussian, ODS or ConfODS (clip [0, 1])."""
@@ -368,7 +373,8 @@ def run_ods(out_dir, config=None):
   mean +- std over seeds), diversity.png (the teacher's disagreement against the step
   size), the deep ensemble (ensemble_<key>/, shared with `tfp-distill images` settings of
   the same ensemble), and one folder per trained student run under runs_<key>/ (the
-  student's .keras file and its metrics; a rerun with the same settings reuses them).
+  student's .keras file and its metrics; a rerun with the same training settings reuses
+  the student, and its metrics too unless the evaluation settings changed).
 
   Args:
     out_dir: str, report folder (created).
@@ -417,23 +423,31 @@ def run_ods(out_dir, config=None):
   run_dir = os.path.join(out_dir, f"runs_{config.run_key()}")
   os.makedirs(run_dir, exist_ok=True)
   runs = {}
+  eval_key = config.eval_key(len(ensemble_nlls))
   for seed in config.seeds:
     for method in config.methods:
       folder = os.path.join(run_dir, f"{method}_seed{seed}")
       path = os.path.join(folder, "run.json")
+      run = None
       if os.path.exists(path):
         with open(path) as f:
-          runs.setdefault(method, []).append(json.load(f))
-        continue
-      t = time.perf_counter()
-      student, losses = _train(method, config, seed, family, teacher, x_train, y_train)
-      seconds = time.perf_counter() - t
-      metrics = _evaluate(_predictor(method, student, family, config), x_test, y_test,
-                          ood, ensemble_nlls, seed)
-      run = {"method": method, "seed": seed, "metrics": metrics, "training_loss": losses,
-             "train_seconds": seconds}
-      os.makedirs(folder, exist_ok=True)
-      student.save(os.path.join(folder, "student.keras"))
+          run = json.load(f)
+        if run.get("eval_key") == eval_key:
+          runs.setdefault(method, []).append(run)
+          continue
+        # Trained with the same settings, evaluated with others: evaluate again.
+        student = keras.models.load_model(os.path.join(folder, "student.keras"),
+                                          compile=False)
+      else:
+        t = time.perf_counter()
+        student, losses = _train(method, config, seed, family, teacher, x_train, y_train)
+        run = {"method": method, "seed": seed, "training_loss": losses,
+               "train_seconds": time.perf_counter() - t}
+        os.makedirs(folder, exist_ok=True)
+        student.save(os.path.join(folder, "student.keras"))
+      run["metrics"] = _evaluate(_predictor(method, student, family, config), x_test,
+                                 y_test, ood, ensemble_nlls, seed)
+      run["eval_key"] = eval_key
       with open(path, "w") as f:
         json.dump(run, f, indent=2)
       runs.setdefault(method, []).append(run)
