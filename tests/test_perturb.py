@@ -93,6 +93,55 @@ def test_distiller_trains_with_ods(teacher):
   assert np.all(np.isfinite(history.history["loss"]))
 
 
+@pytest.mark.parametrize("labels_on", ["clean", "perturbed"])
+def test_distiller_puts_the_label_term_on_the_chosen_input(teacher, labels_on):
+  # Nam et al.'s students: (1 - a) CE(y, s(x)) + a T^2 KL(p_bar_T(x') || s_T(x')), with x'
+  # the ODS batch; labels_on="perturbed" takes the CE on s(x') instead. NumPy reference.
+  t, a = 2.0, 0.7
+  rng = np.random.default_rng(5)
+  x = rng.uniform(0.2, 0.8, size=(12, 4))
+  y = rng.integers(0, 3, size=12)
+  student = td.models.mlp((4,), [8], 3, head=td.heads.CategoricalHead(3), seed=1)
+  ods = perturb.ODS(0.1, temperature=1.5)
+  distiller = td.Distiller(student, teacher, td.losses.KnowledgeDistillation(t, a),
+                           perturbation=ods, seed=9, labels_on=labels_on)
+  distiller.compile(keras.optimizers.Adam(1e-3))
+  got = distiller.evaluate(x, y, batch_size=12, verbose=0)
+
+  x_pert = ods(tf.constant(x), teacher, tf.constant([9, 0], tf.int64)).numpy()
+  assert np.abs(x_pert - x).max() > 1e-3
+  logits = lambda v: td.losses._student_logits(student(v)).numpy().astype(np.float64)  # pylint: disable=protected-access
+  p_bar = _softmax(teacher(x_pert).numpy() / t).mean(1)
+  log_s_t = np.log(_softmax(logits(x_pert) / t))
+  kl = np.sum(p_bar * (np.log(p_bar) - log_s_t), -1)
+  ce_input = x if labels_on == "clean" else x_pert
+  ce = -np.log(_softmax(logits(ce_input))[np.arange(12), y])
+  # float32 student: tolerance of its logits' rounding.
+  np.testing.assert_allclose(got, np.mean(a * t ** 2 * kl + (1 - a) * ce), rtol=1e-5)
+
+
+def test_distiller_labels_on_clean_needs_a_label_term(teacher):
+  student = td.models.mlp((4,), [8], 3, head=td.heads.CategoricalHead(3), seed=1)
+  x = np.random.default_rng(6).uniform(size=(8, 4))
+  y = np.zeros(8, np.int64)
+
+  def custom(targets, dist):   # a plain callable: no label_term to split off
+    del dist
+    return tf.reduce_sum(targets["ensemble"], [1, 2])
+
+  distiller = td.Distiller(student, teacher, custom, perturbation=perturb.ODS(0.05))
+  distiller.compile(keras.optimizers.Adam(1e-3))
+  with pytest.raises(ValueError, match='labels_on="perturbed"'):
+    distiller.evaluate(x, y, batch_size=8, verbose=0)
+  with pytest.raises(ValueError, match="labels_on"):
+    td.Distiller(student, teacher, custom, labels_on="both")
+  # MixtureKL ignores labels: no clean pass needed, no error.
+  mixture = td.Distiller(student, teacher, td.losses.MixtureKL(td.families.CategoricalLogits(3)),
+                         perturbation=perturb.ODS(0.05))
+  mixture.compile(keras.optimizers.Adam(1e-3))
+  assert np.isfinite(mixture.evaluate(x, y, batch_size=8, verbose=0))
+
+
 def test_gaussian_noise_and_configs():
   x = tf.fill([20000, 1], 0.5)
   out = perturb.Gaussian(0.1)(x, None, tf.constant([0, 1], tf.int64)).numpy()

@@ -139,7 +139,14 @@ def _parser():
   ods.add_argument("--student-epochs", type=_positive_int, default=None,
                    help="epochs per student (default 8)")
   ods.add_argument("--step-size", type=float, default=None,
-                   help="ODS / ConfODS step size (default 0.05)")
+                   help="ODS / ConfODS step: RMS change per pixel (default 1/255)")
+  ods.add_argument("--gaussian-scale", type=float, default=None,
+                   help="noise std of the Gaussian baseline (default 1/255)")
+  ods.add_argument("--kd-temperature", type=float, default=None,
+                   help="KD temperature T (default 1)")
+  ods.add_argument("--labels-on", choices=("clean", "perturbed"), default=None,
+                   help="batch the label CE of perturbed KD students sees (default: "
+                        "clean, as in Nam et al.'s code)")
   ods.set_defaults(run=_run_ods)
   return parser
 
@@ -151,7 +158,8 @@ def _comma_list(text, convert=str):
 def _run_ods(args):
   from tfp_distill.experiments import ods  # pylint: disable=import-outside-toplevel
   overrides = {"data_dir": args.data_dir, "student_epochs": args.student_epochs,
-               "step_size": args.step_size,
+               "step_size": args.step_size, "gaussian_scale": args.gaussian_scale,
+               "kd_temperature": args.kd_temperature, "labels_on": args.labels_on,
                "methods": args.methods and _comma_list(args.methods),
                "seeds": args.seeds and _comma_list(args.seeds, int)}
   overrides = {k: v for k, v in overrides.items() if v is not None}

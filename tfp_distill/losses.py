@@ -591,14 +591,27 @@ class EnsembleNLL(keras.losses.Loss):
                     expected_params=self.family.params_size)
     loss = ensemble_nll(z, y_pred)
     if labels is not None and self.label_weight > 0:
-      if classification:
-        log_q = _classification_log_prob(y_pred, self.family, labels,
-                                         self.num_label_samples, seed=0)
-      else:
-        log_q = predictive_log_prob(y_pred, self.family, labels,
-                                    num_points=self.num_quadrature_points)
-      loss += self.label_weight * -log_q
+      loss += self.label_term(labels, y_pred)
     return loss
+
+  @property
+  def label_term_weight(self):
+    """Weight of the labelled term (0: the loss ignores labels)."""
+    return self.label_weight
+
+  def label_term(self, labels, y_pred):
+    """The weighted labelled term alone, [batch]: label_weight * -log q~(y | x).
+
+    `Distiller(labels_on="clean")` evaluates it on the student's output for the clean
+    input while the distillation term sees the perturbed one.
+    """
+    if isinstance(self.family, families_lib.CategoricalLogits):
+      log_q = _classification_log_prob(y_pred, self.family, labels,
+                                       self.num_label_samples, seed=0)
+    else:
+      log_q = predictive_log_prob(y_pred, self.family, labels,
+                                  num_points=self.num_quadrature_points)
+    return self.label_weight * -log_q
 
   def get_config(self):
     config = super().get_config()
@@ -631,6 +644,11 @@ class MixtureKL(keras.losses.Loss):
     if isinstance(self.family, families_lib.CategoricalLogits):
       return soft_target_kl(z, _student_logits(y_pred), self.family)
     return mixture_cross_entropy(z, y_pred, self.family)
+
+  @property
+  def label_term_weight(self):
+    """0: this loss ignores labels."""
+    return 0.
 
   def get_config(self):
     config = super().get_config()
@@ -713,9 +731,18 @@ class DirichletNLL(keras.losses.Loss):
       loss = proxy_dirichlet_kl(z, y_pred, self.family, temperature, self.smoothing,
                                 self.proxy_offset, compute_dtype=self.compute_dtype)
     if labels is not None and self.label_weight > 0:
-      loss += self.label_weight * -_classification_log_prob(y_pred, self.family, labels,
-                                                            None, None)
+      loss += self.label_term(labels, y_pred)
     return loss
+
+  @property
+  def label_term_weight(self):
+    """Weight of the labelled term (0: the loss ignores labels)."""
+    return self.label_weight
+
+  def label_term(self, labels, y_pred):
+    """The weighted labelled term alone, [batch]: label_weight * -log(alpha_y / alpha_0)."""
+    return self.label_weight * -_classification_log_prob(y_pred, self.family, labels,
+                                                         None, None)
 
   def get_config(self):
     config = super().get_config()
@@ -766,8 +793,21 @@ class KnowledgeDistillation(keras.losses.Loss):
     kl = member_kl if per_member else soft_target_kl
     loss = self.alpha * kl(z, logits, self.family, temperature)
     if labels is not None and self.alpha < 1.:
-      loss += (1. - self.alpha) * member_cross_entropy(labels, logits)
+      loss += self.label_term(labels, y_pred)
     return loss
+
+  @property
+  def label_term_weight(self):
+    """Weight of the labelled term, 1 - alpha (0: the loss ignores labels)."""
+    return 1. - self.alpha
+
+  def label_term(self, labels, y_pred):
+    """The weighted labelled term alone, [batch]: (1 - alpha) CE(y, softmax(s)).
+
+    `Distiller(labels_on="clean")` evaluates it on the student's logits for the clean
+    input while the KL term sees the perturbed one, as Nam et al.'s code does [4].
+    """
+    return (1. - self.alpha) * member_cross_entropy(labels, _student_logits(y_pred))
 
   def get_config(self):
     config = super().get_config()

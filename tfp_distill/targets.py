@@ -201,7 +201,9 @@ def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_i
     ensemble: callable x [batch, ...] -> z [batch, members, params] (an `Ensemble`).
     batch_size: int.
     perturbation: None, or a callable `(x, teacher, seed) -> x'` applied per batch before
-      the teacher (seed: int64 Tensor [2], different every batch and epoch).
+      the teacher (seed: int64 Tensor [2], different every batch and epoch). Labels, if
+      any, are then paired with x' (a student fitted on this stream sees x' only); for a
+      label term on the clean x, as in Nam et al.'s students, use `td.Distiller`.
     extra_inputs: None, or unlabeled inputs in any form accepted for `inputs` (arrays or a
       Dataset), mixed into the stream (e.g. points on a wider box).
     cache_dir: None, or a folder: (x, z) are computed once, saved as a sharded tf.data
