@@ -1,5 +1,6 @@
 """The ODS study (`tfp-distill ods`) end to end on a small slice of Fashion-MNIST."""
 
+import dataclasses
 import json
 import math
 import os
@@ -37,8 +38,9 @@ def test_fast_run_writes_a_complete_report(fast_run):
       assert 0 <= m["accuracy"] <= 1 and m["nll"] > 0 and 0 <= m["ece"] <= 1
       assert m["dee"] >= 1
       assert all(np.isfinite(run["training_loss"]))
-      assert os.path.exists(os.path.join(out, f"runs_{ods.OdsConfig.fast().run_key()}",
-                                         f"{method}_seed{run['seed']}", "student.keras"))
+      key = ods.OdsConfig.fast().run_key(method)
+      assert os.path.exists(os.path.join(out, "runs", f"{method}_{key}_seed{run['seed']}",
+                                         "student.keras"))
   # Deep ensembles of sizes 1..M; every member trained (better than chance, 10 classes).
   curve = report["deep_ensemble_curve"]
   assert [r["size"] for r in curve] == [1, 2, 3]
@@ -99,3 +101,26 @@ def test_perturbation_matches_the_method():
   assert ods.perturbation("ods", config).step_size == 0.07
   conf = ods.perturbation("confods", config, step_size=0.2)
   assert conf.confidence_scaled and conf.step_size == 0.2 and conf.clip == (0., 1.)
+
+
+def test_run_keys_depend_only_on_the_settings_a_method_uses():
+  base = ods.OdsConfig.fast()
+  changed = {"step_size": ("kd-ods", "kd-confods", "dirichlet-ods", "gaussian-ods"),
+             "gaussian_scale": ("kd-gaussian",),
+             "kd_temperature": ("kd", "kd-gaussian", "kd-ods", "kd-confods"),
+             "labels_on": ("kd-gaussian", "kd-ods", "kd-confods"),   # perturbed KD only
+             "initial_temperature": ("dirichlet", "dirichlet-ods"),
+             "student_epochs": ods.METHODS}
+  values = {"step_size": 0.02, "gaussian_scale": 0.02, "kd_temperature": 3.0,
+            "labels_on": "perturbed", "initial_temperature": 5.0, "student_epochs": 3}
+  for field, methods in changed.items():
+    other = dataclasses.replace(base, **{field: values[field]})
+    for method in ods.METHODS:
+      assert (base.run_key(method) != other.run_key(method)) == (method in methods), (
+          field, method)
+  # Seeds, method lists and evaluation settings never change a key; methods differ.
+  assert ods.OdsConfig.fast(seeds=(5,), num_test=64, methods=("kd",)).run_key("kd") == (
+      base.run_key("kd"))
+  assert len({base.run_key(m) for m in ods.METHODS}) == len(ods.METHODS)
+  with pytest.raises(ValueError, match="Unknown method"):
+    base.run_key("kd-everything")

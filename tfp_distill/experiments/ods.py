@@ -163,12 +163,34 @@ class OdsConfig:
         member_batch_size=self.member_batch_size, learning_rate=self.learning_rate,
         seed=self.ensemble_seed, verbose=self.verbose)
 
-  def run_key(self):
-    """Hash of everything a trained student depends on (not methods, seeds, verbosity)."""
+  def run_key(self, method):
+    """Hash of every setting a trained `method` student depends on, and no other.
+
+    A run of "kd" is reused when only the ODS step changes, a run of "kd-ods" when only
+    the Gaussian scale changes, and so on; seeds, methods, evaluation settings and
+    verbosity never enter.
+    """
+    if method not in METHODS:
+      raise ValueError(f"Unknown method {method!r}; known: {list(METHODS)}.")
     values = dataclasses.asdict(self)
-    for field in ("methods", "seeds", "diversity_step_sizes", "diversity_size",
-                  "ood_sets", "verbose", "num_test", "data_dir", "num_samples"):
+    unused = {"methods", "seeds", "diversity_step_sizes", "diversity_size", "ood_sets",
+              "verbose", "num_test", "data_dir", "num_samples"}
+    kind = _PERTURBED.get(method)
+    if kind is None:
+      unused |= {"step_size", "ods_temperature", "gaussian_scale", "labels_on"}
+    elif kind == "gaussian":
+      unused |= {"step_size", "ods_temperature"}
+    else:
+      unused.add("gaussian_scale")
+    if method in _BATCH_ENSEMBLE:
+      unused |= {"initial_temperature", "anneal_start", "anneal_end", "smoothing"}
+    if method not in _BATCH_ENSEMBLE or method == "batchens":
+      unused |= {"kd_temperature", "kd_alpha", "labels_on"}   # no KD loss, or no labels
+    if not method.startswith("dirichlet"):
+      unused |= {"initial_temperature", "anneal_start", "anneal_end", "smoothing"}
+    for field in unused:
       values.pop(field)
+    values["method"] = method
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()
                         ).hexdigest()[:10]
 
@@ -378,9 +400,10 @@ def run_ods(out_dir, config=None):
   Writes report.json, report.md, methods.png (ACC, NLL, calibrated NLL, DEE per method,
   mean +- std over seeds), diversity.png (the teacher's disagreement against the step
   size), the deep ensemble (ensemble_<key>/, shared with `tfp-distill images` settings of
-  the same ensemble), and one folder per trained student run under runs_<key>/ (the
-  student's .keras file and its metrics; a rerun with the same training settings reuses
-  the student, and its metrics too unless the evaluation settings changed).
+  the same ensemble), and one folder per trained student run,
+  runs/<method>_<run key>_seed<seed>/ (the student's .keras file and its metrics; a rerun
+  with the same settings of that method reuses the student, and its metrics too unless
+  the evaluation settings changed).
 
   Args:
     out_dir: str, report folder (created).
@@ -426,13 +449,12 @@ def run_ods(out_dir, config=None):
   diversity = _diversity(teacher, x_train[:config.diversity_size], config, family)
   timings["diversity"] = time.perf_counter() - t
 
-  run_dir = os.path.join(out_dir, f"runs_{config.run_key()}")
-  os.makedirs(run_dir, exist_ok=True)
+  run_dir = os.path.join(out_dir, "runs")
   runs = {}
   eval_key = config.eval_key(len(ensemble_nlls))
   for seed in config.seeds:
     for method in config.methods:
-      folder = os.path.join(run_dir, f"{method}_seed{seed}")
+      folder = os.path.join(run_dir, f"{method}_{config.run_key(method)}_seed{seed}")
       path = os.path.join(folder, "run.json")
       run = None
       if os.path.exists(path):
