@@ -85,10 +85,10 @@ class Distiller(keras.Model):
     if weight is None or (weight > 0 and
                           not callable(getattr(self.distill_loss, "label_term", None))):
       raise ValueError(
-          f'Distiller(labels_on="clean") with a perturbation and labelled batches needs '
-          f"a loss with `label_term(labels, y_pred)` and `label_term_weight` (as "
+          'Distiller(labels_on="clean") with a perturbation and labelled batches needs '
+          "a loss with `label_term(labels, y_pred)` and `label_term_weight` (as "
           f"td.losses.KnowledgeDistillation has); {self.distill_loss!r} has not. Pass "
-          f'labels_on="perturbed" to put the labels on the perturbed input.')
+          'labels_on="perturbed" to put the labels on the perturbed input.')
     return float(weight)
 
   def _targets(self, data):
