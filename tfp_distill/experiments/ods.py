@@ -182,8 +182,6 @@ class OdsConfig:
       unused |= {"step_size", "ods_temperature"}
     else:
       unused.add("gaussian_scale")
-    if method in _BATCH_ENSEMBLE:
-      unused |= {"initial_temperature", "anneal_start", "anneal_end", "smoothing"}
     if method not in _BATCH_ENSEMBLE or method == "batchens":
       unused |= {"kd_temperature", "kd_alpha", "labels_on"}   # no KD loss, or no labels
     if not method.startswith("dirichlet"):
