@@ -74,6 +74,22 @@ def test_rerun_reuses_the_runs_and_the_cli_runs(fast_run, capsys):
   assert "Report written to" in capsys.readouterr().out
 
 
+def test_cli_passes_the_training_settings(monkeypatch):
+  seen = {}
+
+  def fake_run(out, config):
+    seen["config"] = config
+    raise FileNotFoundError("stop here")
+  monkeypatch.setattr(ods, "run_ods", fake_run)
+  with pytest.raises(SystemExit, match="stop here"):
+    cli.main(["ods", "--num-train", "300", "--member-epochs", "3", "--student-epochs", "2",
+              "--step-size", "0.02", "--seeds", "4,5"])
+  config = seen["config"]
+  assert (config.num_train, config.member_epochs, config.student_epochs) == (300, 3, 2)
+  assert config.step_size == 0.02 and config.seeds == (4, 5)
+  assert config.images_config().num_train == 300       # the teachers see the same images
+
+
 def test_changed_evaluation_settings_re_evaluate_without_retraining(fast_run):
   out, report = fast_run
   config = ods.OdsConfig.fast(num_test=128, methods=("dirichlet",), seeds=(0,))
@@ -124,3 +140,32 @@ def test_run_keys_depend_only_on_the_settings_a_method_uses():
   assert len({base.run_key(m) for m in ods.METHODS}) == len(ods.METHODS)
   with pytest.raises(ValueError, match="Unknown method"):
     base.run_key("kd-everything")
+
+
+def test_targets_pair_the_seeds_and_call_ties_within_noise():
+  def runs(values):
+    return [{"seed": s, "metrics": {"nll": v, "dee": d}} for s, (v, d) in values.items()]
+  kd = runs({0: (0.30, 1.5), 1: (0.35, 1.2), 2: (0.32, 1.4)})
+  # Better by 0.010 on every seed: the seed-to-seed spread (0.02) cancels in the pairs.
+  better = runs({0: (0.29, 1.6), 1: (0.34, 1.3), 2: (0.31, np.inf)})
+  mean, se, n = ods.paired_difference({"kd": kd, "kd-confods": better}, "kd", "kd-confods",
+                                      "nll")
+  assert n == 3 and mean == pytest.approx(-0.01) and se == pytest.approx(0., abs=1e-12)
+  targets = ods._targets({"kd": kd, "kd-confods": better}, num_members=8)  # pylint: disable=protected-access
+  assert targets["kd_confods_nll_below_kd"]["verdict"] == "met"
+  dee = targets["kd_confods_dee_above_kd"]     # inf is capped at M = 8 before differencing
+  assert dee["difference"] == pytest.approx(np.mean([0.1, 0.1, 8 - 1.4]))
+  # Differences -0.01, +0.012, -0.004: mean -0.0007, s.e. 0.0065, a tie.
+  mixed = runs({0: (0.29, 1.5), 1: (0.362, 1.2), 2: (0.316, 1.4)})
+  row = ods._targets({"kd": kd, "kd-confods": mixed}, 8)["kd_confods_nll_below_kd"]  # pylint: disable=protected-access
+  diffs = np.array([-0.01, 0.012, -0.004])
+  assert row["difference"] == pytest.approx(diffs.mean())
+  assert row["standard_error"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(3))
+  assert row["verdict"].startswith("tie")
+  worse = runs({0: (0.31, 1.5), 1: (0.36, 1.2), 2: (0.33, 1.4)})
+  assert ods._targets({"kd": kd, "kd-confods": worse}, 8)[  # pylint: disable=protected-access
+      "kd_confods_nll_below_kd"]["verdict"] == "not met"
+  # Only seeds both methods ran are paired; one seed gives no noise estimate.
+  one = runs({2: (0.31, 1.4), 7: (0.1, 9.)})
+  row = ods._targets({"kd": kd, "kd-confods": one}, 8)["kd_confods_nll_below_kd"]  # pylint: disable=protected-access
+  assert row["seeds"] == 1 and row["verdict"] == "one seed only: better"

@@ -140,6 +140,10 @@ def _parser():
                    help="epochs per student (default 8)")
   ods.add_argument("--member-epochs", type=_positive_int, default=None,
                    help="epochs per deep-ensemble member, i.e. per teacher (default 10)")
+  ods.add_argument("--num-train", type=_positive_int, default=None,
+                   help="train teachers and students on the first N training images "
+                        "(default: all 60,000); a small N lets the teachers fit their "
+                        "training set, the regime ODS is designed for")
   ods.add_argument("--step-size", type=float, default=None,
                    help="ODS / ConfODS step: RMS change per pixel (default 1/255)")
   ods.add_argument("--gaussian-scale", type=float, default=None,
@@ -160,7 +164,8 @@ def _comma_list(text, convert=str):
 def _run_ods(args):
   from tfp_distill.experiments import ods  # pylint: disable=import-outside-toplevel
   overrides = {"data_dir": args.data_dir, "student_epochs": args.student_epochs,
-               "member_epochs": args.member_epochs, "step_size": args.step_size, "gaussian_scale": args.gaussian_scale,
+               "member_epochs": args.member_epochs, "num_train": args.num_train,
+               "step_size": args.step_size, "gaussian_scale": args.gaussian_scale,
                "kd_temperature": args.kd_temperature, "labels_on": args.labels_on,
                "methods": args.methods and _comma_list(args.methods),
                "seeds": args.seeds and _comma_list(args.seeds, int)}
