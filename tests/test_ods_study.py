@@ -41,6 +41,10 @@ def test_fast_run_writes_a_complete_report(fast_run):
       key = ods.OdsConfig.fast().run_key(method)
       assert os.path.exists(os.path.join(out, "runs", f"{method}_{key}_seed{run['seed']}",
                                          "student.keras"))
+  timings = report["timings_s"]
+  assert 0 < timings["students"] <= timings["total"]
+  assert report["train_seconds_all_runs"] == pytest.approx(
+      sum(r["train_seconds"] for runs in report["runs"].values() for r in runs))
   # Deep ensembles of sizes 1..M; every member trained (better than chance, 10 classes).
   curve = report["deep_ensemble_curve"]
   assert [r["size"] for r in curve] == [1, 2, 3]

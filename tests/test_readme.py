@@ -1,5 +1,6 @@
 """The README's commands and its quickstart code are what we ship: check them."""
 
+import os
 import pathlib
 import re
 
@@ -47,3 +48,20 @@ def test_ods_quickstart_runs(tmp_path, monkeypatch):
   u = namespace["u"]
   assert u["prediction"].shape == (8, 10)
   assert set(u) == {"prediction", "total", "aleatoric", "epistemic", "epkl"}
+
+
+def test_every_file_the_readme_points_to_exists():
+  """Links, images and `docs/...` paths in the README and the docs index resolve."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for doc in ("README.md", os.path.join("docs", "ods", "README.md")):
+    with open(os.path.join(root, doc)) as f:
+      text = f.read()
+    base = os.path.dirname(os.path.join(root, doc))
+    links = [m for m in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in m]
+    paths = [os.path.join(base, m.split("#")[0]) for m in links]
+    paths += [os.path.join(root, m) for m in re.findall(r"`(docs/[^`\s]+)`", text)]
+    if doc != "README.md":
+      paths += [os.path.join(base, m) for m in re.findall(r"^\| `([^`]+/)` \|", text, re.M)]
+    assert paths, doc
+    missing = [p for p in paths if not os.path.exists(p)]
+    assert not missing, (doc, missing)
