@@ -61,7 +61,8 @@ def test_fast_run_writes_a_complete_report(fast_run):
   assert {"kd_confods_nll_below_kd", "kd_confods_dee_above_kd",
           "ods_improves_a_distribution_student"} <= set(report["targets"])
   markdown = ods.format_markdown(report)
-  for text in ("+ KD + ConfODS", "EnD^2 Dirichlet + ODS", "## Diversity", "T: DeepEns-2"):
+  for text in ("+ KD + ConfODS", "EnD^2 Dirichlet + ODS", "## Diversity", "T: DeepEns-2",
+               "Paired by seed", "+ KD + ConfODS vs + KD, nll: "):
     assert text in markdown
 
 
