@@ -19,6 +19,7 @@ CONTRACT = [
     "metrics.ExpectedCalibrationError", "metrics.auroc", "models.small_cnn",
     "models.resnet18_cifar", "datasets.images.load_fashion_mnist",
     "datasets.corruptions.corrupt", "perturb.ODS", "perturb.ConfODS", "perturb.Gaussian",
+    "predict_uncertainty", "vectorized.StackedMembers", "Ensemble.refresh",
 ]
 
 

@@ -162,9 +162,12 @@ def test_logit_normal_monte_carlo_matches_numpy(reference_class, antithetic):
     logits = np.concatenate([logits, np.zeros_like(logits[..., :1])], axis=-1)
   reference = _numpy_terms(special.softmax(logits, -1))
   u = td.decompose(dist, family, num_samples=20_000, seed=5, antithetic=antithetic)
-  # 2e4 library samples: standard errors ~5e-3 nats for these spreads.
-  for key in ("total", "aleatoric", "epistemic", "epkl"):
-    np.testing.assert_allclose(u[key].numpy(), reference[key], atol=2e-2, err_msg=key)
+  # 2e4 library samples; standard errors measured over 8 seeds: <= 3.3e-3 nats for the
+  # entropies, <= 1.2e-2 for EPKL (a mean of log-ratios with heavier tails). Bounds at
+  # 6 and 4 standard errors.
+  for key, atol in (("total", 2e-2), ("aleatoric", 2e-2), ("epistemic", 2e-2),
+                    ("epkl", 5e-2)):
+    np.testing.assert_allclose(u[key].numpy(), reference[key], atol=atol, err_msg=key)
   np.testing.assert_allclose(u["prediction"].numpy(), reference["prediction"], atol=1e-2)
 
 

@@ -6,7 +6,7 @@ family = td.families.HeteroscedasticNormal()
 ensemble = td.train_ensemble(build_member, (x, y), family, num_members=10, epochs=150)
 student.compile("adam", loss=td.losses.EnsembleNLL())
 student.fit(td.teacher_targets(td.targets.uniform_inputs(-5., 5., 10000), ensemble))
-u = td.decompose(student(x), family)     # prediction, total, aleatoric, epistemic
+u = td.predict_uncertainty(student, family, x)   # prediction, total, aleatoric, epistemic
 ```
 """
 
@@ -19,10 +19,12 @@ from tfp_distill import metrics
 from tfp_distill import models
 from tfp_distill import perturb
 from tfp_distill import targets
+from tfp_distill import vectorized
 from tfp_distill.distiller import Distiller
 from tfp_distill.ensemble import Ensemble
 from tfp_distill.ensemble import train_ensemble
 from tfp_distill.export import export_saved_model
+from tfp_distill.predict import predict_uncertainty
 from tfp_distill.targets import teacher_targets
 from tfp_distill.uncertainty import decompose
 from tfp_distill.uncertainty import decompose_ensemble
@@ -43,7 +45,9 @@ __all__ = [
     "metrics",
     "models",
     "perturb",
+    "predict_uncertainty",
     "targets",
     "teacher_targets",
     "train_ensemble",
+    "vectorized",
 ]

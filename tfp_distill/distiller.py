@@ -131,8 +131,8 @@ class Distiller(keras.Model):
       dist = self.student(x, training=True)
       clean_dist = None if x_clean is None else self.student(x_clean, training=True)
       loss, per_example = self._loss(targets, dist, training=True, clean_dist=clean_dist)
-    variables = self.student.trainable_variables
-    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    # minimize() scales the loss when the optimizer is a LossScaleOptimizer (float16).
+    self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
     self.loss_tracker.update_state(per_example)
     return {"loss": self.loss_tracker.result()}
 

@@ -4,11 +4,15 @@
 x [batch, ...] ──► member_1 .. member_M ──► z [batch, members, params]
 ```
 
+Members of one functional architecture are evaluated as one vectorized model with
+stacked weights (`vectorized.StackedMembers`: one batched matmul or grouped convolution
+per layer instead of M); other members run side by side in one graph.
+
 `train_ensemble` trains the members with independent initialisations and independent data
-orders, as deep ensembles do [1]. All members train in one Keras model whose loss is the
-*sum* of the members' mean NLLs: each member's parameters receive only its own gradient and
-Adam's update is per parameter, so this is exactly M independent trainings, run in one
-graph per step instead of M Python loops.
+orders, as deep ensembles do [1]. The loss is the *sum* of the members' mean NLLs: each
+member's parameters receive only its own gradient and Adam's update is per parameter, so
+this is exactly M independent trainings, run in one graph per epoch (vectorized members)
+or per step (members of other architectures) instead of M Python loops.
 
 #### References
 
@@ -19,15 +23,31 @@ graph per step instead of M Python loops.
 import inspect
 import json
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from tfp_distill import callbacks as callbacks_lib
 from tfp_distill import families as families_lib
+from tfp_distill import vectorized as vectorized_lib
 from tfp_distill._keras import keras
 
-__all__ = ["Ensemble", "array_member_streams", "member_streams", "train_ensemble"]
+__all__ = ["Ensemble", "VectorizationWarning", "array_member_streams", "member_permutation",
+           "member_streams", "train_ensemble"]
+
+class VectorizationWarning(UserWarning):
+  """`train_ensemble(vectorize="auto")` fell back to separate members; says why."""
+
+
+def _accelerator_present():
+  return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def _check_vectorize(vectorize):
+  if not (isinstance(vectorize, bool) or vectorize == "auto"):
+    raise ValueError(f'vectorize must be True, False or "auto", got {vectorize!r}.')
 
 _MANIFEST = "ensemble.json"
 
@@ -35,15 +55,31 @@ _MANIFEST = "ensemble.json"
 class Ensemble(keras.Model):
   """M Keras members x -> z [batch, params], stacked to z [batch, members, params].
 
-  Calling the ensemble eagerly runs all members in one `tf.function` graph; inside a
-  `tf.function` or `tf.data` map it is part of the caller's graph. The members are not
-  trainable through the ensemble (it is a teacher).
+  The members run side by side in one graph, or as one vectorized model
+  (`vectorized.StackedMembers`: weights stacked along a members axis, one batched op per
+  layer) when their architecture allows it and stacking pays: by default on an
+  accelerator, not on a CPU, where the separate members' graph measured as fast or
+  faster (`tfp-distill bench --suite inference`; the stacked model wins in *training*,
+  see `train_ensemble`). Calling the ensemble eagerly runs one `tf.function` graph;
+  inside a `tf.function` or `tf.data` map it is part of the caller's graph. The members
+  are not trainable through the ensemble (it is a teacher).
+
+  A vectorized model holds a *copy* of the members' weights, made when the ensemble is
+  built: after changing a member's weights call `refresh()` (or build a new Ensemble).
 
   Args:
     members: non-empty list of Keras models, each mapping x to z [batch, params] with the
-      same params.
+      same params; or a `vectorized.StackedMembers` (its members are materialised).
     family: optional `families.Family` of the members; when given, each member's output
       size is checked against `family.params_size`.
+    vectorize: "auto" (default: stack the members on a GPU when their architecture
+      allows), True (stack them or raise `vectorized.NotVectorizableError` naming the
+      layer that prevents it), or False (a graph of M separate members).
+    jit_compile: bool, compile the ensemble's graph with XLA.
+
+  Attributes:
+    vectorized: bool, whether calls run the stacked model.
+    vectorize_reason: None, or why the members were not stacked (vectorize="auto").
 
   Raises:
     ValueError: for an empty list, non-Keras members, or members whose output sizes differ
@@ -58,8 +94,12 @@ class Ensemble(keras.Model):
   ```
   """
 
-  def __init__(self, members, family=None, **kwargs):
+  def __init__(self, members, family=None, vectorize="auto", jit_compile=False, **kwargs):
     super().__init__(**kwargs)
+    _check_vectorize(vectorize)
+    stacked = None
+    if isinstance(members, vectorized_lib.StackedMembers):
+      stacked, members = members, members.to_members()
     members = list(members)
     if not members:
       raise ValueError("An Ensemble needs at least one member, got an empty list.")
@@ -70,11 +110,44 @@ class Ensemble(keras.Model):
     self.members = members
     self.family = None if family is None else families_lib.get(family)
     self.trainable = False
-    self._graph_call = tf.function(self._stack, reduce_retracing=True)
+    self.jit_compile = bool(jit_compile)
+    self.vectorize_reason = None
+    if stacked is None and vectorize == "auto" and not _accelerator_present():
+      self.vectorize_reason = ("on a CPU the separate members' graph is as fast or faster "
+                               "(pass vectorize=True to stack anyway)")
+    elif stacked is None and vectorize is not False:
+      try:
+        stacked = vectorized_lib.StackedMembers(members, name="stacked_members")
+      except vectorized_lib.NotVectorizableError as error:
+        if vectorize is True:
+          raise
+        self.vectorize_reason = error.reason if error.layer is None else (
+            f"layer {error.layer!r}: {error.reason}")
+    self.stacked = stacked
+    self._graph_call = tf.function(self._forward, reduce_retracing=True,
+                                   jit_compile=self.jit_compile)
+
+  @classmethod
+  def _from_trained(cls, members, stacked, family, vectorize):
+    """An ensemble of `members`; `stacked` already holds their weights (no second copy)."""
+    use_stacked = vectorize is True or (vectorize == "auto" and _accelerator_present())
+    ensemble = cls(members, family=family, vectorize=vectorize if not use_stacked else False)
+    if use_stacked:
+      ensemble.stacked = stacked
+    return ensemble
 
   @property
   def num_members(self):
     return len(self.members)
+
+  @property
+  def vectorized(self):
+    return self.stacked is not None
+
+  def refresh(self):
+    """Copies the members' current weights into the vectorized model (if any)."""
+    if self.stacked is not None:
+      self.stacked.load_from(self.members)
 
   def _stack(self, x):
     outputs = [m(x, training=False) for m in self.members]
@@ -84,16 +157,25 @@ class Ensemble(keras.Model):
       raise ValueError(
           "Every member must map x to z of shape [batch, params] with the same params; "
           f"got output shapes {[list(o.shape) for o in outputs]}.")
-    if self.family is not None:
-      self.family.check_params(outputs[0], what="The members' output")
+    dtypes = {o.dtype for o in outputs}
+    if len(dtypes) > 1:
+      outputs = [tf.cast(o, tf.float32) for o in outputs]
     return tf.stack(outputs, axis=1)
+
+  def _forward(self, x):
+    z = self.stacked(x, training=False) if self.stacked is not None else self._stack(x)
+    if self.family is not None:
+      self.family.check_params(z, what="The members' output")
+    if z.dtype in (tf.float16, tf.bfloat16):   # mixed-precision members: float32 targets
+      z = tf.cast(z, tf.float32)
+    return z
 
   def call(self, x, training=False):
     """z: float Tensor [batch, members, params]."""
     del training  # A teacher always runs in inference mode.
     if tf.executing_eagerly():
       return self._graph_call(x)
-    return self._stack(x)
+    return self._forward(x)
 
   def predict_targets(self, x, batch_size=1024):
     """Runs the ensemble over a large array in batches; returns NumPy [n, members, params]."""
@@ -123,7 +205,7 @@ class Ensemble(keras.Model):
       json.dump(meta, f, indent=2)
 
   @classmethod
-  def load(cls, path, custom_objects=None):
+  def load(cls, path, custom_objects=None, vectorize="auto"):
     """Loads what `save` wrote. `custom_objects` is passed to Keras' load_model."""
     manifest = os.path.join(path, _MANIFEST)
     if not os.path.exists(manifest):
@@ -134,7 +216,8 @@ class Ensemble(keras.Model):
                                        custom_objects=custom_objects)
                for name in meta["members"]]
     family = meta.get("family")
-    return cls(members, family=None if family is None else families_lib.get(family))
+    return cls(members, family=None if family is None else families_lib.get(family),
+               vectorize=vectorize)
 
   def get_config(self):
     raise NotImplementedError("Save an Ensemble with Ensemble.save(path); load it with "
@@ -162,8 +245,7 @@ class _JointTrainer(keras.Model):
         nlls.append(tf.reduce_mean(self.family.nll(y, z)))
       loss = tf.add_n(nlls) + tf.add_n([tf.constant(0.)] + [
           tf.add_n(m.losses) for m in self.members if m.losses])
-    variables = self.trainable_variables
-    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
     self.nll_tracker.update_state(tf.add_n(nlls) / len(nlls))
     return {"nll": self.nll_tracker.result()}
 
@@ -234,6 +316,22 @@ def array_member_streams(x, y, num_members, batch_size, seed, shuffle=True):
           .prefetch(tf.data.AUTOTUNE))
 
 
+def member_permutation(n, member_seed, epoch):
+  """The order in which a vectorized member reads n in-memory rows in one epoch.
+
+  Args:
+    n: int, number of rows.
+    member_seed: int, the member's seed (`seed + m` for member m of `train_ensemble`).
+    epoch: int or int Tensor, 0-based epoch.
+
+  Returns:
+    int64 Tensor [n], a permutation of range(n) (stateless: a function of the arguments).
+  """
+  return tf.random.experimental.stateless_shuffle(
+      tf.range(n, dtype=tf.int64),
+      seed=tf.stack([tf.cast(member_seed, tf.int64), tf.cast(epoch, tf.int64)]))
+
+
 def member_streams(data, num_members, batch_size, seed, shuffle_buffer):
   """M independently shuffled copies of `data`, zipped and batched.
 
@@ -261,15 +359,96 @@ def _build(build_member, seed):
   return build_member()
 
 
+def _fit_stacked(stacked, family, data, arrays, epochs, batch_size, learning_rate, seed,
+                 shuffle, shuffle_buffer, size, verbose):
+  """Trains the stacked members; one compiled call per epoch. Returns a Keras History."""
+  num_members = stacked.num_members
+  optimizer = keras.optimizers.Adam(learning_rate)
+  variables = stacked.trainable_variables
+  optimizer.build(variables)   # before the epoch loop: no variables made inside it
+  if any(layer is not None and layer.compute_dtype == "float16"
+         for layer in stacked.stacked_layers):
+    optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+
+  def step(x, y):   # x [members, batch, ...], y [members, batch, ...]
+    with tf.GradientTape() as tape:
+      z = stacked(x, training=True, per_member=True)            # [batch, members, params]
+      nll = family.nll(tf.transpose(y, [1, 0] + list(range(2, y.shape.rank))), z)
+      loss = tf.reduce_sum(tf.reduce_mean(nll, axis=0))        # sum of members' means
+      if stacked.losses:
+        loss += tf.add_n(stacked.losses)
+    optimizer.minimize(loss, variables, tape=tape)
+    return tf.reduce_mean(nll)
+
+  if arrays is not None:
+    x_all, y_all = (tf.convert_to_tensor(a) for a in arrays)
+    n = len(arrays[0])
+    num_batches = -(-n // batch_size)
+
+    @tf.function
+    def run_epoch(x, y, epoch):
+      if shuffle:
+        order = tf.stack([member_permutation(n, seed + m, epoch)
+                          for m in range(num_members)])           # [members, n]
+      else:
+        order = tf.tile(tf.range(n, dtype=tf.int64)[tf.newaxis], [num_members, 1])
+      total = tf.constant(0., tf.float32)
+      for b in tf.range(num_batches):
+        index = order[:, b * batch_size:(b + 1) * batch_size]    # [members, batch]
+        total += tf.cast(step(tf.gather(x, index), tf.gather(y, index)), tf.float32)
+      return total / num_batches
+
+    epoch_fn = lambda e: run_epoch(x_all, y_all, tf.constant(e, tf.int64))
+  else:
+    stream = member_streams(data, num_members, batch_size, seed,
+                            shuffle_buffer or size or 10000).map(
+                                lambda *ms: (tf.stack([m[0] for m in ms]),
+                                             tf.stack([m[1] for m in ms])))
+
+    @tf.function
+    def run_epoch():
+      total, count = tf.constant(0., tf.float32), tf.constant(0., tf.float32)
+      for x, y in stream:
+        total += tf.cast(step(x, y), tf.float32)
+        count += 1.
+      return total / count
+
+    epoch_fn = lambda e: run_epoch()
+
+  history = keras.callbacks.History()
+  history.history, history.epoch = {"nll": []}, []
+  bar = tqdm(total=epochs, desc=f"ensemble of {num_members} (vectorized)", unit="epoch",
+             disable=not verbose, dynamic_ncols=True)
+  try:
+    for epoch in range(epochs):
+      nll = float(epoch_fn(epoch))
+      if not np.isfinite(nll):
+        raise FloatingPointError(
+            f"train_ensemble: the members' mean NLL is {nll} in epoch {epoch}: training "
+            "diverged (lower learning_rate, or check the data's scale).")
+      history.history["nll"].append(nll)
+      history.epoch.append(epoch)
+      bar.set_postfix(nll=f"{nll:.4g}", refresh=False)
+      bar.update(1)
+  finally:
+    bar.close()
+  return history
+
+
 def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
                    batch_size=32, learning_rate=1e-3, seed=0, shuffle_buffer=None,
-                   verbose=1, steps_per_execution=1):
+                   verbose=1, steps_per_execution=1, vectorize="auto"):
   """Trains M members by maximum likelihood of `family`, each with its own seed.
 
   Member m is built by `build_member(seed=seed + m)` (or `build_member(seed + m)`; a
   function with no argument is called after `keras.utils.set_random_seed(seed + m)`), and
   reads the data in its own order (shuffled with seed `seed + m`). All members train in one
   graph (see the module docstring): this is M independent trainings, not a joint model.
+
+  Members of one functional architecture (dense and conv stacks, the built-in backbones)
+  train as one vectorized model (`vectorized.StackedMembers`), one compiled call per
+  epoch; member m then reads in-memory rows in the order `member_permutation(n, seed + m,
+  epoch)`. Other members train side by side in one graph, one call per step.
 
   Args:
     build_member: callable returning an uncompiled Keras model x -> z [batch, params].
@@ -284,37 +463,65 @@ def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
     shuffle_buffer: int or None. Arrays are fully reshuffled every epoch (1: keep the
       order); a Dataset is shuffled with this buffer (default: its size when known,
       else 10000).
-    steps_per_execution: int, training steps per compiled call (fewer Python round trips
-      for small members).
+    steps_per_execution: int, training steps per compiled call when the members are not
+      vectorized (fewer Python round trips for small members).
     verbose: 0 silent, 1 a progress bar.
+    vectorize: "auto" (stack the members when their architecture allows, else train
+      them side by side and warn with a `VectorizationWarning` saying why), True (stack
+      or raise `vectorized.NotVectorizableError` naming the layer that prevents it), or
+      False (side by side).
 
   Returns:
-    `Ensemble` of the trained members, with `.history` (the Keras History).
+    `Ensemble` of the trained members, with `.history` (the Keras History) and
+    `.training_vectorized` (whether the members trained as one stacked model).
 
   Raises:
     ValueError: for an empty data set, NaN/Inf in arrays, or members whose outputs do not
       fit `family.params_size`.
+    FloatingPointError: if the vectorized members' NLL becomes NaN or Inf.
   """
   family = families_lib.get(family)
+  _check_vectorize(vectorize)
   if num_members < 1:
     raise ValueError(f"num_members must be >= 1, got {num_members}.")
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   data, size, arrays = _as_dataset(dataset)
   members = [_build(build_member, seed + m) for m in range(num_members)]
+  x_spec = data.element_spec[0]
+  probe = tf.zeros([1] + [d or 1 for d in x_spec.shape.as_list()], x_spec.dtype)
+  for m, member in enumerate(members):
+    family.check_params(member(probe), what=f"Member {m}'s output")
+  stacked = None
+  if vectorize is not False:
+    try:
+      stacked = vectorized_lib.StackedMembers(members, name="stacked_members")
+    except vectorized_lib.NotVectorizableError as error:
+      if vectorize is True:
+        raise
+      warnings.warn(f"train_ensemble: training the members side by side, not vectorized: "
+                    f"{error}", VectorizationWarning, stacklevel=2)
+  if stacked is not None:
+    history = _fit_stacked(stacked, family, data, arrays, epochs, batch_size,
+                           learning_rate, seed, shuffle_buffer != 1, shuffle_buffer, size,
+                           verbose)
+    stacked.assign_to(members)
+    ensemble = Ensemble._from_trained(members, stacked, family, vectorize)  # pylint: disable=protected-access
+    ensemble.history = history
+    ensemble.training_vectorized = True
+    return ensemble
   if arrays is not None:
     stream = array_member_streams(*arrays, num_members, batch_size, seed,
                                   shuffle=shuffle_buffer != 1)
   else:
     stream = member_streams(data, num_members, batch_size, seed,
                             shuffle_buffer or size or 10000)
-  x_spec = data.element_spec[0]
-  probe = tf.zeros([1] + [d or 1 for d in x_spec.shape.as_list()], x_spec.dtype)
-  for m, member in enumerate(members):
-    family.check_params(member(probe), what=f"Member {m}'s output")
   trainer = _JointTrainer(members, family)
   trainer.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   steps_per_execution=steps_per_execution)
   bar = callbacks_lib.ProgressBar(f"ensemble of {num_members}", disable=not verbose)
   history = trainer.fit(stream, epochs=epochs, verbose=0, callbacks=[bar])
-  ensemble = Ensemble(members, family=family)
+  ensemble = Ensemble(members, family=family, vectorize=vectorize)
   ensemble.history = history
+  ensemble.training_vectorized = False
   return ensemble

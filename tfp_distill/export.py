@@ -20,7 +20,7 @@ __all__ = ["export_saved_model"]
 
 
 def export_saved_model(student, family, path, num_samples=100, method=None, seed=0,
-                       input_signature=None):
+                       input_signature=None, common_noise=True):
   """Writes a SavedModel of `student` serving its decomposition and head parameters.
 
   Args:
@@ -31,6 +31,9 @@ def export_saved_model(student, family, path, num_samples=100, method=None, seed
     method: None (exact where possible), "quadrature", "closed_form" or "monte_carlo"
       (see `td.decompose`).
     seed: int, Monte Carlo seed (fixed: the served graph is deterministic).
+    common_noise: bool, Monte Carlo draws shared by all examples (the default: an
+      example's served uncertainty does not depend on the request it is batched in);
+      see `td.decompose`.
     input_signature: None (taken from a functional student's input), or a `tf.TensorSpec`
       for x with a None batch dimension.
 
@@ -58,7 +61,7 @@ def export_saved_model(student, family, path, num_samples=100, method=None, seed
   def serve(x):
     dist = student(x, training=False)
     out = dict(uncertainty.decompose(dist, family, num_samples=num_samples, seed=seed,
-                                     method=method))
+                                     method=method, common_noise=common_noise))
     out.update(heads_lib.distribution_parameters(dist))
     return out
 

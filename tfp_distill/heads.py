@@ -47,7 +47,6 @@ from tfp_distill import families as families_lib
 from tfp_distill._keras import keras
 
 tfd = tfp.distributions
-tfb = tfp.bijectors
 tfpl = tfp.layers
 
 __all__ = [
@@ -80,7 +79,11 @@ class DistributionHead(tfpl.DistributionLambda):
       Cholesky diagonal).
     convert_to_tensor_fn: one of "mean", "sample", "mode": what the layer's output becomes
       when used as a Tensor.
-    **kwargs: Keras layer arguments (`name`, `dtype`, `trainable`).
+    **kwargs: Keras layer arguments (`name`, `dtype`, `trainable`). Under a mixed-precision
+      policy (`keras.mixed_precision.set_global_policy("mixed_bfloat16")` or
+      "mixed_float16") a head without an explicit `dtype` computes in float32: the
+      backbone runs in half precision, the distribution, losses and decompositions in
+      float32.
   """
 
   def __init__(self, event_size, min_scale=1e-3, convert_to_tensor_fn="mean", **kwargs):
@@ -93,6 +96,9 @@ class DistributionHead(tfpl.DistributionLambda):
       raise ValueError(f"convert_to_tensor_fn must be one of {_CONVERT_FNS}, got "
                        f"{convert_to_tensor_fn!r}.")
     kwargs.pop("make_distribution_fn", None)
+    if kwargs.get("dtype") is None and keras.mixed_precision.global_policy().name.startswith(
+        "mixed_"):
+      kwargs["dtype"] = "float32"
     super().__init__(
         functools.partial(_head_distribution, type(self), event_size, float(min_scale)),
         convert_to_tensor_fn=getattr(tfd.Distribution, convert_to_tensor_fn),
@@ -173,6 +179,7 @@ class MultivariateNormalTriLHead(DistributionHead):
   ```none
   params = [loc (E), tril (E (E + 1) / 2)]   params_size(E) = E + E (E + 1) / 2
   v = N(loc, L L^T),  L = FillScaleTriL(diag: softplus + min_scale)(tril)
+      (fill_triangular(tril) with its diagonal d -> softplus(d) + min_scale)
   ```
 
   Args: see `DistributionHead`.
@@ -187,7 +194,13 @@ class MultivariateNormalTriLHead(DistributionHead):
   def new(params, event_size, min_scale=1e-3):
     params = tf.convert_to_tensor(params)
     loc, raw = params[..., :event_size], params[..., event_size:]
-    scale_tril = tfb.FillScaleTriL(diag_shift=tf.cast(min_scale, params.dtype))(raw)
+    # tfb.FillScaleTriL(diag_shift=min_scale), written with a static identity mask: the
+    # gradients of the bijector (and of diag_part / set_diag) build zeros of a dynamic
+    # shape, which XLA (jit_compile) cannot compile. Masking by 0 / 1 is exact.
+    tril = tfp.math.fill_triangular(raw)
+    eye = tf.eye(event_size, dtype=tril.dtype)
+    diag = _scale(tf.reduce_sum(tril * eye, axis=-1), min_scale)          # [..., E]
+    scale_tril = tril * (1. - eye) + eye * diag[..., tf.newaxis]
     return tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale_tril)
 
 

@@ -30,7 +30,9 @@ A Dirichlet student (EnD^2, [2]) has all of them in closed form:
 total = H[alpha / alpha_0], aleatoric = -sum_k alpha_k / alpha_0 (digamma(alpha_k + 1) -
 digamma(alpha_0 + 1)), epkl = (K - 1) / alpha_0. A Gaussian over logits is integrated by
 Monte Carlo (a tf.function graph; the sample count and stateless seed are arguments, and
-antithetic pairs z = loc +- L eps are an option). A soft-target (mixture) student, a
+antithetic pairs z = loc +- L eps are an option). By default the draws eps are common to
+all examples of a batch (common random numbers), so an example's estimate never depends
+on the other examples it is batched with. A soft-target (mixture) student, a
 Categorical over y, has "prediction" and "total". For an ensemble, v is the empirical
 distribution of the members.
 
@@ -56,6 +58,16 @@ tfd = tfp.distributions
 __all__ = ["decompose", "decompose_ensemble"]
 
 _METHODS = ("quadrature", "monte_carlo", "closed_form")
+_XLA = {}   # graph function -> its XLA-compiled twin
+
+
+def _graph(fn, jit_compile):
+  """`fn` (a tf.function) or, with jit_compile, the same body compiled by XLA."""
+  if not jit_compile:
+    return fn
+  if fn not in _XLA:
+    _XLA[fn] = tf.function(fn.python_function, jit_compile=True, reduce_retracing=True)
+  return _XLA[fn]
 
 
 def _event(x, event_size):
@@ -76,11 +88,35 @@ def _normal_quadrature(loc, var, min_variance, event_size, num_points):
           "total": aleatoric + epistemic, "aleatoric": aleatoric, "epistemic": epistemic}
 
 
+def _noise(loc, num_samples, seed, common_noise, antithetic=False):
+  """Standard normal draws [samples, batch or 1, P] (one draw shared by all examples).
+
+  With common noise every example uses the same S draws (common random numbers): an
+  example's estimate does not depend on the batch it is in, and ranking examples by an
+  uncertainty is not blurred by independent noise; the draws cost S P, not S batch P.
+  """
+  rows = tf.ones([1], tf.int32) if common_noise else tf.shape(loc)[:-1]
+  size = (num_samples + 1) // 2 if antithetic else num_samples
+  shape = tf.concat([[size], rows, tf.shape(loc)[-1:]], axis=0)
+  eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype)
+  if antithetic:
+    eps = tf.concat([eps, -eps], axis=0)[:num_samples]
+  return eps
+
+
+def _draw(loc, scale, eps, diagonal):
+  """loc + L eps for a Cholesky factor [batch, P, P], or loc + scale * eps for a diagonal
+  scale [batch, P] (no [P, P] matrices); eps [samples, batch or 1, P] -> [samples, batch,
+  P]. `diagonal` is a Python bool (the graphs relax shapes when they retrace)."""
+  if diagonal:
+    return loc + scale * eps
+  return loc + tf.einsum("...ij,s...j->s...i", scale, eps)
+
+
 @tf.function(reduce_retracing=True)
-def _normal_monte_carlo(loc, scale_tril, min_variance, event_size, num_samples, seed):
-  eps = tf.random.stateless_normal(
-      tf.concat([[num_samples], tf.shape(loc)], axis=0), seed=seed, dtype=loc.dtype)
-  z = loc + tf.linalg.matvec(scale_tril, eps)                      # [samples, batch, P]
+def _normal_monte_carlo(loc, scale, diagonal, min_variance, event_size, num_samples, seed,
+                        common_noise):
+  z = _draw(loc, scale, _noise(loc, num_samples, seed, common_noise), diagonal)
   mu = z[..., :event_size]
   sigma2 = tf.math.softplus(z[..., event_size:]) + tf.cast(min_variance, loc.dtype)
   aleatoric = tf.reduce_sum(tf.reduce_mean(sigma2, axis=0), axis=-1)
@@ -92,11 +128,6 @@ def _normal_monte_carlo(loc, scale_tril, min_variance, event_size, num_samples, 
 @tf.function(reduce_retracing=True)
 def _predictive_normal(loc, var, event_size):
   return {"prediction": _event(loc, event_size), "total": tf.reduce_sum(var, axis=-1)}
-
-
-def _scale_tril(params):
-  """The Cholesky factor [batch, P, P] of a Normal head from `distribution_parameters`."""
-  return tf.linalg.diag(params["scale"]) if "scale" in params else params["scale_tril"]
 
 
 def _event_size_of(dist):
@@ -111,12 +142,14 @@ def _entropy(p):
 def _entropy_terms(log_p, axis):
   """Entropy decomposition of probability vectors exp(log_p) drawn along `axis`."""
   p = tf.exp(log_p)
+  # sum_k p_k log p_k per draw; log_p is finite (a log_softmax), so p log p is 0 where p
+  # underflows to 0, as xlogy would give.
+  neg_entropy = tf.reduce_sum(p * log_p, axis=-1)
   prediction = tf.reduce_mean(p, axis=axis)
   total = _entropy(prediction)
-  aleatoric = tf.reduce_mean(_entropy(p), axis=axis)
+  aleatoric = -tf.reduce_mean(neg_entropy, axis=axis)
   # EPKL = sum_k E[p_k log p_k] - sum_k pbar_k E[log p_k]
-  epkl = (tf.reduce_sum(tf.reduce_mean(p * log_p, axis=axis), axis=-1)
-          - tf.reduce_sum(prediction * tf.reduce_mean(log_p, axis=axis), axis=-1))
+  epkl = -aleatoric - tf.reduce_sum(prediction * tf.reduce_mean(log_p, axis=axis), axis=-1)
   return {"prediction": prediction, "total": total, "aleatoric": aleatoric,
           "epistemic": tf.maximum(total - aleatoric, 0.), "epkl": epkl}
 
@@ -145,17 +178,10 @@ def _dirichlet_monte_carlo(alpha, num_samples, seed):
 
 
 @tf.function(reduce_retracing=True)
-def _logit_normal_monte_carlo(loc, scale_tril, reference_class, num_samples, seed,
-                              antithetic):
-  if antithetic:
-    half = tf.random.stateless_normal(
-        tf.concat([[(num_samples + 1) // 2], tf.shape(loc)], axis=0), seed=seed,
-        dtype=loc.dtype)
-    eps = tf.concat([half, -half], axis=0)[:num_samples]
-  else:
-    eps = tf.random.stateless_normal(tf.concat([[num_samples], tf.shape(loc)], axis=0),
-                                     seed=seed, dtype=loc.dtype)
-  logits = loc + tf.linalg.matvec(scale_tril, eps)               # [samples, batch, P]
+def _logit_normal_monte_carlo(loc, scale, diagonal, reference_class, num_samples, seed,
+                              antithetic, common_noise):
+  eps = _noise(loc, num_samples, seed, common_noise, antithetic)
+  logits = _draw(loc, scale, eps, diagonal)                      # [samples, batch, P]
   if reference_class:
     logits = tf.concat([logits, tf.zeros_like(logits[..., :1])], axis=-1)
   return _entropy_terms(tf.nn.log_softmax(logits, axis=-1), axis=0)
@@ -167,7 +193,8 @@ def _categorical_predictive(logits):
   return {"prediction": prediction, "total": _entropy(prediction)}
 
 
-def _decompose_classification(dist, family, num_samples, seed, method, antithetic):
+def _decompose_classification(dist, family, num_samples, seed, method, antithetic,
+                              jit_compile, common_noise):
   inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
   k = family.num_classes
   size = _event_size_of(dist)
@@ -176,14 +203,15 @@ def _decompose_classification(dist, family, num_samples, seed, method, antitheti
       raise ValueError(f"decompose: a Dirichlet over {size} classes does not fit {family!r}.")
     alpha = tf.convert_to_tensor(inner.concentration)
     if method in (None, "closed_form", "quadrature"):
-      return _dirichlet_closed_form(alpha)
-    return _dirichlet_monte_carlo(alpha, int(num_samples), _quadrature.stateless_seed(seed))
+      return _graph(_dirichlet_closed_form, jit_compile)(alpha)
+    return _graph(_dirichlet_monte_carlo, jit_compile)(
+        alpha, int(num_samples), _quadrature.stateless_seed(seed))
   if isinstance(inner, (tfd.OneHotCategorical, tfd.Categorical)):
     logits = inner.logits_parameter()
     if tf.compat.dimension_value(logits.shape[-1]) != k:
       raise ValueError(f"decompose: a Categorical over {logits.shape[-1]} classes does not "
                        f"fit {family!r}.")
-    return _categorical_predictive(logits)
+    return _graph(_categorical_predictive, jit_compile)(logits)
   if method not in (None, "monte_carlo"):
     raise ValueError(f"decompose: a Gaussian over logits has no closed form; use "
                      f"method='monte_carlo' (or None), got {method!r}.")
@@ -193,14 +221,14 @@ def _decompose_classification(dist, family, num_samples, seed, method, antitheti
         f"distribution over its {family.params_size} logits (a Dirichlet or Categorical "
         f"head over {k} classes is also accepted).")
   params = heads_lib.distribution_parameters(dist)
-  tril = _scale_tril(params)
-  return _logit_normal_monte_carlo(params["loc"], tril, family.reference_class,
-                                   int(num_samples), _quadrature.stateless_seed(seed),
-                                   bool(antithetic))
+  scale = params["scale"] if "scale" in params else params["scale_tril"]
+  return _graph(_logit_normal_monte_carlo, jit_compile)(
+      params["loc"], scale, "scale" in params, family.reference_class, int(num_samples),
+      _quadrature.stateless_seed(seed), bool(antithetic), bool(common_noise))
 
 
 def decompose(distribution, family, num_samples=100, seed=0, method=None, num_points=40,
-              antithetic=False):
+              antithetic=False, jit_compile=False, common_noise=True):
   """Prediction and total / aleatoric / epistemic uncertainty of a student's output.
 
   Args:
@@ -217,6 +245,15 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
       logits), "quadrature", "closed_form" or "monte_carlo".
     num_points: int, Gauss-Hermite nodes.
     antithetic: bool, antithetic Monte Carlo pairs for a Gaussian over logits.
+    jit_compile: bool, run the decomposition graph compiled by XLA (see `tfp-distill
+      bench --suite decompose` for when it pays). XLA's stateless random generator gives
+      other draws for the same seed: Monte Carlo results then agree within Monte Carlo
+      error, not bitwise.
+    common_noise: bool, Monte Carlo over z (a Gaussian over logits, regression with
+      method="monte_carlo"): True uses the same `num_samples` standard-normal draws for
+      every example (common random numbers: an example's result does not depend on the
+      batch it is in, and the draws cost samples x params instead of samples x batch x
+      params); False draws independently per example.
 
   Returns:
     dict of Tensors. Regression: "prediction" [batch] (E = 1) or [batch, E]; "total",
@@ -242,7 +279,8 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
     raise ValueError(f"decompose: method must be None or one of {_METHODS}, got "
                      f"{method!r}.")
   if isinstance(family, families_lib.CategoricalLogits):
-    return _decompose_classification(dist, family, num_samples, seed, method, antithetic)
+    return _decompose_classification(dist, family, num_samples, seed, method, antithetic,
+                                     jit_compile, common_noise)
   if not isinstance(family, families_lib.HeteroscedasticNormal):
     raise TypeError(f"decompose: unsupported family {family!r}.")
   if method == "closed_form":
@@ -252,7 +290,7 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
   e = family.event_size
   size = _event_size_of(dist)
   if size == family.event_size and size != family.params_size:
-    return _predictive_normal(dist.mean(), dist.variance(), e)
+    return _graph(_predictive_normal, jit_compile)(dist.mean(), dist.variance(), e)
   if size != family.params_size:
     raise ValueError(
         f"decompose: the distribution has event size {size}, but {family!r} needs a "
@@ -263,10 +301,13 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
   if method == "quadrature":
     var = (tf.square(params["scale"]) if "scale" in params
            else tf.reduce_sum(tf.square(params["scale_tril"]), axis=-1))
-    return _normal_quadrature(loc, var, family.min_variance, e, int(num_points))
-  tril = _scale_tril(params)
+    return _graph(_normal_quadrature, jit_compile)(loc, var, family.min_variance, e,
+                                                   int(num_points))
+  scale = params["scale"] if "scale" in params else params["scale_tril"]
   seed = _quadrature.stateless_seed(seed)
-  return _normal_monte_carlo(loc, tril, family.min_variance, e, int(num_samples), seed)
+  return _graph(_normal_monte_carlo, jit_compile)(loc, scale, "scale" in params,
+                                                  family.min_variance, e, int(num_samples),
+                                                  seed, bool(common_noise))
 
 
 @tf.function(reduce_retracing=True)
@@ -283,7 +324,7 @@ def _ensemble_categorical(log_p):
   return _entropy_terms(log_p, axis=1)
 
 
-def decompose_ensemble(z, family):
+def decompose_ensemble(z, family, jit_compile=False):
   """The ensemble's own decomposition from its members' parameters.
 
   ```none
@@ -298,6 +339,7 @@ def decompose_ensemble(z, family):
   Args:
     z: float Tensor [batch, members, params], members >= 2.
     family: the members' family.
+    jit_compile: bool, run the decomposition graph compiled by XLA.
 
   Returns:
     dict as `decompose`: "prediction" [batch] or [batch, E] ([batch, classes] for
@@ -308,8 +350,8 @@ def decompose_ensemble(z, family):
       members (an ensemble of one member has no spread).
   """
   z = tf.convert_to_tensor(z)
-  if not z.dtype.is_floating:
-    z = tf.cast(z, tf.float32)
+  if not z.dtype.is_floating or z.dtype in (tf.float16, tf.bfloat16):
+    z = tf.cast(z, tf.float32)   # integers, or half-precision (mixed-precision) members
   if z.shape.rank != 3:
     raise ValueError(f"decompose_ensemble: z must be [batch, members, params], got shape "
                      f"{list(z.shape)}.")
@@ -320,7 +362,8 @@ def decompose_ensemble(z, family):
         f"decompose_ensemble: z has {members} member (shape {list(z.shape)}); the "
         "epistemic part is the spread between members and needs at least 2.")
   if isinstance(family, families_lib.CategoricalLogits):
-    return _ensemble_categorical(family.log_probs(z))
+    return _graph(_ensemble_categorical, jit_compile)(family.log_probs(z))
   if not isinstance(family, families_lib.HeteroscedasticNormal):
     raise TypeError(f"decompose_ensemble: unsupported family {family!r}.")
-  return _ensemble_normal(family.mean(z), family.variance(z), family.event_size)
+  return _graph(_ensemble_normal, jit_compile)(family.mean(z), family.variance(z),
+                                               family.event_size)

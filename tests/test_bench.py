@@ -1,0 +1,64 @@
+"""`tfp-distill bench`: the smoke configuration runs every suite and writes its report.
+
+Speed is never asserted here (figures depend on the machine); the tests check that the
+figures exist, are finite and positive, that ratios are computed from them, and that
+the targets are judged by their own numbers.
+"""
+
+import json
+import math
+
+import pytest
+
+from tfp_distill import cli
+from tfp_distill.experiments import bench
+
+
+def _finite_positive(timing):
+  return all(math.isfinite(timing[k]) and timing[k] > 0 for k in ("min_s", "median_s"))
+
+
+def test_fast_bench_writes_every_suite(tmp_path):
+  lines = []
+  report = bench.run_bench(str(tmp_path), bench.BenchConfig.fast(), log=lines.append)
+  assert set(report["suites"]) == set(bench.SUITES)
+  saved = json.loads((tmp_path / "report.json").read_text())
+  assert saved["machine"]["cores"] >= 1 and saved["machine"]["tensorflow"]
+  assert (tmp_path / "report.md").read_text().startswith("# tfp-distill bench")
+  assert (tmp_path / "ratios.png").stat().st_size > 0
+  for name, entry in report["suites"]["inference"].items():
+    for timings in entry["students"].values():
+      assert _finite_positive(timings["predict_uncertainty"])
+    for e in entry["ensembles"].values():
+      t = e["timings"]
+      assert all(_finite_positive(v) for v in t.values()), name
+      assert e["ensemble_vs_loop"] == pytest.approx(t["member_loop"]["min_s"]
+                                                    / t["ensemble"]["min_s"])
+  for e in report["suites"]["decompose"].values():
+    assert all(_finite_positive(v) for v in e["timings"].values())
+  assert report["suites"]["distill"]["cache_vs_in_memory"] > 0
+  for e in report["suites"]["train"].values():
+    assert all(_finite_positive(v) for v in e["timings"].values())
+  # Every target is judged by its own value against its goal.
+  assert report["targets"]
+  for t in report["targets"]:
+    assert t["met"] == (t["value"] >= t["goal"] if t["higher_is_better"]
+                        else t["value"] <= t["goal"])
+  assert any(line.startswith("train uci_sized_mlp") for line in lines)
+
+
+def test_peak_memory_is_measured_in_a_fresh_process():
+  config = bench.BenchConfig.fast(suites=("decompose",), memory=True, decompose_batch=256)
+  out = bench._peak_memory_mb("dirichlet_closed_form", "numpy", config)  # pylint: disable=protected-access
+  assert math.isfinite(out["peak_added_mb"]) and out["peak_added_mb"] >= 0
+
+
+def test_cli_bench_selects_suites_and_rejects_unknown(tmp_path, capsys):
+  assert cli.main(["bench", "--fast", "--suite", "train", "--out", str(tmp_path)]) == 0
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert set(report["suites"]) == {"train"}
+  assert "Ensemble training" in capsys.readouterr().out
+  with pytest.raises(SystemExit, match="Unknown bench suites"):
+    cli.main(["bench", "--fast", "--suite", "nothing", "--out", str(tmp_path)])
+  with pytest.raises(SystemExit, match="Unknown backbones"):
+    cli.main(["bench", "--fast", "--backbones", "vgg", "--out", str(tmp_path)])

@@ -1,0 +1,715 @@
+"""`tfp-distill bench`: every speed ratio measured side by side, in one run, on this machine.
+
+```none
+suite       what is timed (each figure: min and median of `repeats` timed calls, after a
+            warm-up call that traces and compiles)
+inference   the member loop (eager, as a new user writes it) vs td.Ensemble vs the
+            stacked ensemble vs the student, all through td.predict_uncertainty (one
+            call on all N inputs: batch_size=N), for MLP, small-CNN and CIFAR ResNet-18
+            members, M in {5, 10, 20}; the student also by hand (eager decompose, a
+            hand-written tf.function, the exported SavedModel), each on the same N
+decompose   the decomposition graphs alone: closed form, Monte Carlo (T = 10, 100, 1000)
+            and quadrature, eager vs tf.function vs XLA vs a NumPy reference; peak memory
+            of each, measured in a fresh process
+distill     distillation epochs: teacher in the train step (td.Distiller, with and
+            without XLA), teacher in tf.data (td.teacher_targets), the sharded target
+            cache, and targets precomputed in memory
+train       ensemble training: vectorized (stacked members) vs one graph of separate
+            members vs compiling and fitting each member in turn
+```
+
+Ratios are taken between figures of the same run (min over min). `targets` checks the
+figures against the goals of the speed issue and says "met" or "not met"; nothing is
+tuned to them.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import tfp_distill as td
+from tfp_distill._keras import keras
+
+__all__ = ["BenchConfig", "SUITES", "format_markdown", "run_bench"]
+
+SUITES = ("inference", "decompose", "distill", "train")
+
+
+@dataclasses.dataclass
+class BenchConfig:
+  """What to measure (defaults: the full benchmark, ~15-25 minutes on 2 CPU cores).
+
+  Attributes:
+    suites: tuple of suite names (see `SUITES`).
+    repeats: int, timed calls per figure (min and median are reported).
+    members: tuple of ensemble sizes for the inference suite.
+    backbones: tuple of "mlp", "small_cnn", "resnet18" for the inference suite.
+    inference_batch: dict backbone -> number of inputs per prediction call.
+    mc_samples: tuple of Monte Carlo sample counts T for the Gaussian-over-logits head.
+    decompose_batch: int, examples in the decomposition-only suite.
+    memory: bool, measure the decomposition graphs' peak memory in fresh processes.
+    distill_examples: int, distillation inputs per epoch (distill suite).
+    train_uci: dict, the UCI-sized ensemble-training case.
+    train_cnn: dict, the CNN ensemble-training case.
+    seed: int.
+  """
+
+  suites: tuple = SUITES
+  repeats: int = 3
+  members: tuple = (5, 10, 20)
+  backbones: tuple = ("mlp", "small_cnn", "resnet18")
+  inference_batch: dict = dataclasses.field(
+      default_factory=lambda: {"mlp": 2048, "small_cnn": 2048, "resnet18": 32})
+  mc_samples: tuple = (10, 100, 1000)
+  decompose_batch: int = 2048
+  memory: bool = True
+  distill_examples: int = 10_000
+  train_uci: dict = dataclasses.field(default_factory=lambda: {
+      "num_members": 10, "n": 400, "features": 8, "hidden": 50, "epochs": 40,
+      "batch_size": 100})
+  train_cnn: dict = dataclasses.field(default_factory=lambda: {
+      "num_members": 5, "n": 4096, "filters": (16, 32), "dense_units": 64, "epochs": 1,
+      "batch_size": 128})
+  seed: int = 0
+
+  @classmethod
+  def fast(cls, **overrides):
+    """Seconds, tiny sizes: for smoke tests, not for results."""
+    config = dict(repeats=1, members=(2,), backbones=("mlp", "small_cnn"),
+                  inference_batch={"mlp": 64, "small_cnn": 16, "resnet18": 4},
+                  mc_samples=(10,), decompose_batch=64, memory=False,
+                  distill_examples=256,
+                  train_uci={"num_members": 2, "n": 64, "features": 3, "hidden": 8,
+                             "epochs": 2, "batch_size": 32},
+                  train_cnn={"num_members": 2, "n": 64, "filters": (4, 8),
+                             "dense_units": 8, "epochs": 1, "batch_size": 32})
+    config.update(overrides)
+    return cls(**config)
+
+
+# ----------------------------------------------------------------------------------------
+# Timing.
+# ----------------------------------------------------------------------------------------
+
+
+def _block(out):
+  """Waits for a result: NumPy-converts every tensor in it."""
+  for value in tf.nest.flatten(out):
+    if tf.is_tensor(value):
+      value.numpy()
+  return out
+
+
+def _time(fn, repeats, warmup=1):
+  """{"min_s", "median_s", "times_s"} of `repeats` calls after `warmup` untimed calls."""
+  for _ in range(warmup):
+    _block(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    _block(fn())
+    times.append(time.perf_counter() - start)
+  return {"min_s": float(min(times)), "median_s": float(np.median(times)),
+          "times_s": [float(t) for t in times]}
+
+
+def _ratio(slow, fast):
+  """slow / fast by the min of each (a speed-up when > 1)."""
+  return float(slow["min_s"] / fast["min_s"])
+
+
+def machine():
+  """What the figures were measured on."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:
+    cores = os.cpu_count()
+  import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
+  return {"cpu": cpu, "cores": cores,
+          "gpus": [d.name for d in tf.config.list_logical_devices("GPU")],
+          "python": platform.python_version(), "tensorflow": tf.__version__,
+          "tensorflow_probability": tfp.__version__, "tfp_distill": td.__version__,
+          "date": datetime.date.today().isoformat()}
+
+
+# ----------------------------------------------------------------------------------------
+# Inference.
+# ----------------------------------------------------------------------------------------
+
+
+def _backbone(name, seed, output_size=None, head=None):
+  if name == "mlp":
+    return td.models.mlp((8,), [50], output_size or 2, head=head, seed=seed)
+  if name == "small_cnn":
+    return td.models.small_cnn(output_size=output_size or 10, head=head, seed=seed)
+  if name == "resnet18":
+    return td.models.resnet18_cifar(output_size=output_size or 10, head=head, seed=seed)
+  raise ValueError(f"Unknown backbone {name!r}.")
+
+
+def _inputs(name, n, seed):
+  rng = np.random.default_rng(seed)
+  if name == "mlp":
+    return rng.normal(size=(n, 8)).astype(np.float32)
+  shape = (28, 28, 1) if name == "small_cnn" else (32, 32, 3)
+  return rng.uniform(size=(n,) + shape).astype(np.float32)
+
+
+def _students(name, family, mc_samples):
+  """{label: (student, predict_uncertainty kwargs)} for one backbone."""
+  if name == "mlp":
+    head = td.heads.MultivariateNormalTriLHead
+    student = td.models.mlp((8,), [75], head.params_size(2), head=head(2), seed=100)
+    return {"full_covariance_quadrature": (student, {}),
+            "full_covariance_monte_carlo_100": (student, {"method": "monte_carlo",
+                                                          "num_samples": 100})}
+  k = family.num_classes
+  out = {"dirichlet": (_backbone(name, 100, k, td.heads.DirichletHead(k)), {})}
+  gaussian = _backbone(name, 101, td.heads.NormalHead.params_size(k), td.heads.NormalHead(k))
+  for t in (mc_samples if name != "resnet18" else (100,)):
+    out[f"gaussian_logits_{t}"] = (gaussian, {"num_samples": t})
+  return out
+
+
+def _hand_paths(student, family, x, kwargs, repeats, tmp):
+  """The same student through a hand-written tf.function and its exported SavedModel."""
+  settings = {k: v for k, v in kwargs.items() if k in ("num_samples", "method")}
+  hand = tf.function(lambda t: td.decompose(student(t, training=False), family, **settings))
+  x_t = tf.constant(x)
+  path = td.export_saved_model(student, family, os.path.join(tmp, "student"), **settings)
+  served = tf.saved_model.load(path).signatures["serving_default"]
+  return {
+      "student_eager_decompose": _time(lambda: td.decompose(student(x), family, **settings),
+                                       repeats),
+      "student_hand_tf_function": _time(lambda: hand(x_t), repeats),
+      "student_saved_model": _time(lambda: served(x=x_t), repeats),
+  }
+
+
+def run_inference(config, log=print):
+  """The inference suite; returns {backbone: {...}}."""
+  results = {}
+  for name in config.backbones:
+    family = (td.families.HeteroscedasticNormal() if name == "mlp"
+              else td.families.CategoricalLogits(10))
+    n = config.inference_batch[name]
+    x = _inputs(name, n, config.seed)
+    entry = {"batch": n, "family": repr(family), "students": {}, "ensembles": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+      for label, (student, kwargs) in _students(name, family, config.mc_samples).items():
+        timings = {"predict_uncertainty": _time(
+            lambda s=student, k=kwargs: td.predict_uncertainty(s, family, x, batch_size=n,
+                                                               **k), config.repeats)}
+        if label in ("dirichlet", "gaussian_logits_100", "full_covariance_quadrature"):
+          timings.update(_hand_paths(student, family, x, kwargs, config.repeats, tmp))
+        entry["students"][label] = timings
+        log(f"inference {name} student {label}: "
+            f"{timings['predict_uncertainty']['min_s'] * 1e3:.1f} ms")
+    for m in config.members:
+      members = [_backbone(name, config.seed + 1000 * i) for i in range(m)]
+      ens = td.Ensemble(members, family=family)
+      stacked = td.Ensemble(members, family=family, vectorize=True)
+      loop = lambda ms=members: td.decompose_ensemble(
+          tf.stack([member(x) for member in ms], axis=1), family)
+      timings = {
+          "member_loop": _time(loop, config.repeats),
+          "ensemble_eager_decompose": _time(
+              lambda e=ens: td.decompose_ensemble(e(x), family), config.repeats),
+          "ensemble": _time(lambda e=ens: td.predict_uncertainty(e, family, x,
+                                                                 batch_size=n),
+                            config.repeats),
+          "ensemble_stacked": _time(lambda e=stacked: td.predict_uncertainty(
+              e, family, x, batch_size=n), config.repeats),
+      }
+      speedups = {label: _ratio(timings["ensemble"], s["predict_uncertainty"])
+                  for label, s in entry["students"].items()}
+      entry["ensembles"][str(m)] = {
+          "timings": timings, "student_speedup": speedups,
+          "ensemble_vs_loop": _ratio(timings["member_loop"], timings["ensemble"]),
+          "stacked_vs_loop": _ratio(timings["member_loop"], timings["ensemble_stacked"]),
+          "stacked_vs_ensemble": _ratio(timings["ensemble"], timings["ensemble_stacked"])}
+      log(f"inference {name} M={m}: loop {timings['member_loop']['min_s'] * 1e3:.0f} ms, "
+          f"ensemble {timings['ensemble']['min_s'] * 1e3:.0f} ms, stacked "
+          f"{timings['ensemble_stacked']['min_s'] * 1e3:.0f} ms; student speed-ups "
+          + ", ".join(f"{k} {v:.1f}x" for k, v in speedups.items()))
+    for label, timings in entry["students"].items():
+      if "student_hand_tf_function" in timings:
+        pu = timings["predict_uncertainty"]
+        timings["overhead_vs_hand_tf_function"] = _ratio(pu, timings[
+            "student_hand_tf_function"]) - 1.0
+        timings["overhead_vs_saved_model"] = _ratio(pu, timings["student_saved_model"]) - 1.0
+    results[name] = entry
+  return results
+
+
+# ----------------------------------------------------------------------------------------
+# Decomposition graphs alone.
+# ----------------------------------------------------------------------------------------
+
+
+def _numpy_logit_normal(loc, scale, num_samples, rng):
+  """NumPy reference: draws, softmax and the entropy terms, float32 like the graphs."""
+  eps = rng.standard_normal((num_samples,) + loc.shape).astype(np.float32)
+  logits = loc + scale * eps
+  logits = logits - logits.max(-1, keepdims=True)
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  p = np.exp(log_p)
+  prediction = p.mean(0)
+  total = -(prediction * np.log(prediction)).sum(-1)
+  aleatoric = -(p * log_p).sum(-1).mean(0)
+  return prediction, total, aleatoric, total - aleatoric
+
+
+def _numpy_dirichlet(alpha):
+  from scipy import special  # pylint: disable=import-outside-toplevel
+  alpha_0 = alpha.sum(-1, keepdims=True)
+  prediction = alpha / alpha_0
+  total = -(prediction * np.log(prediction)).sum(-1)
+  aleatoric = -(prediction * (special.digamma(alpha + 1.)
+                              - special.digamma(alpha_0 + 1.))).sum(-1)
+  return prediction, total, aleatoric, total - aleatoric
+
+
+def _numpy_regression_mc(loc, scale, num_samples, rng, min_variance=1e-3):
+  eps = rng.standard_normal((num_samples,) + loc.shape).astype(np.float32)
+  z = loc + scale * eps
+  mu, rho = z[..., 0], z[..., 1]
+  aleatoric = (np.logaddexp(0, rho) + min_variance).mean(0)
+  return mu.mean(0), aleatoric + mu.var(0), aleatoric, mu.var(0)
+
+
+def _decompose_cases(config):
+  """{case: (make inputs, variants)}; a variant maps inputs to a result."""
+  b, k = config.decompose_batch, 10
+  classes = td.families.CategoricalLogits(k)
+  regression = td.families.HeteroscedasticNormal()
+
+  def gaussian_inputs():
+    rng = np.random.default_rng(config.seed)
+    loc = rng.normal(size=(b, k)).astype(np.float32)
+    scale = (0.5 + rng.uniform(size=(b, k))).astype(np.float32)
+    return {"dist": td.heads.NormalHead.new(np.concatenate(
+        [loc, np.log(np.expm1(scale - 1e-3))], -1), k), "loc": loc, "scale": scale}
+
+  def dirichlet_inputs():
+    rng = np.random.default_rng(config.seed)
+    logits = rng.normal(size=(b, k)).astype(np.float32)
+    dist = td.heads.DirichletHead.new(logits, k)
+    return {"dist": dist, "alpha": dist.concentration.numpy()}
+
+  def regression_inputs():
+    rng = np.random.default_rng(config.seed)
+    params = rng.normal(size=(b, 4)).astype(np.float32)
+    dist = td.heads.NormalHead.new(params, 2)
+    return {"dist": dist, "loc": dist.mean().numpy(), "scale": dist.stddev().numpy()}
+
+  def graph_variants(family, **kwargs):
+    eager_kwargs = dict(kwargs)
+    return {
+        "tf_function": lambda d: td.decompose(d["dist"], family, **kwargs),
+        "xla": lambda d: td.decompose(d["dist"], family, jit_compile=True, **kwargs),
+        "eager": lambda d: _eager_decompose(d["dist"], family, **eager_kwargs),
+    }
+
+  cases = {"dirichlet_closed_form": (dirichlet_inputs, {
+      **graph_variants(classes),
+      "numpy": lambda d: _numpy_dirichlet(d["alpha"])})}
+  for t in config.mc_samples:
+    cases[f"gaussian_logits_monte_carlo_{t}"] = (gaussian_inputs, {
+        **graph_variants(classes, num_samples=t),
+        "numpy": lambda d, t=t: _numpy_logit_normal(d["loc"], d["scale"], t,
+                                                    np.random.default_rng(0))})
+  cases["regression_quadrature"] = (regression_inputs, graph_variants(regression))
+  cases["regression_monte_carlo_100"] = (regression_inputs, {
+      **graph_variants(regression, method="monte_carlo", num_samples=100),
+      "numpy": lambda d: _numpy_regression_mc(d["loc"], d["scale"], 100,
+                                              np.random.default_rng(0))})
+  return cases
+
+
+def _eager_decompose(dist, family, **kwargs):
+  """td.decompose with every tf.function run eagerly (op by op)."""
+  tf.config.run_functions_eagerly(True)
+  try:
+    return td.decompose(dist, family, **kwargs)
+  finally:
+    tf.config.run_functions_eagerly(False)
+
+
+def _peak_memory_mb(case, variant, config):
+  """Peak resident memory added by one call of (case, variant), in a fresh process."""
+  payload = json.dumps({"case": case, "variant": variant,
+                        "config": dataclasses.asdict(config)})
+  code = ("import json, sys; from tfp_distill.experiments import bench; "
+          "print(json.dumps(bench._measure_memory(json.loads(sys.argv[1]))))")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  out = subprocess.run([sys.executable, "-c", code, payload], capture_output=True,
+                       text=True, env=env, timeout=600, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _measure_memory(payload):
+  """In a fresh process: ru_maxrss before and after one call (after a warm-up on a tiny
+  input, so tracing and imports are not counted)."""
+  config = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in payload["config"].items()})
+  make, variants = _decompose_cases(config)[payload["case"]]
+  fn = variants[payload["variant"]]
+  small = dataclasses.replace(config, decompose_batch=2)
+  small_make, small_variants = _decompose_cases(small)[payload["case"]]
+  _block(small_variants[payload["variant"]](small_make()))
+  inputs = make()
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  _block(fn(inputs))
+  after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return {"peak_added_mb": (after - before) / 1024.0}
+
+
+def run_decompose(config, log=print):
+  results = {}
+  for case, (make, variants) in _decompose_cases(config).items():
+    inputs = make()
+    entry = {"batch": config.decompose_batch, "timings": {}, "peak_memory_added_mb": {}}
+    for variant, fn in variants.items():
+      repeats = config.repeats if variant != "eager" else max(1, config.repeats // 2)
+      entry["timings"][variant] = _time(lambda f=fn: f(inputs), repeats)
+      if config.memory:
+        entry["peak_memory_added_mb"][variant] = _peak_memory_mb(
+            case, variant, config)["peak_added_mb"]
+    t = entry["timings"]
+    entry["tf_function_vs_eager"] = _ratio(t["eager"], t["tf_function"])
+    entry["tf_function_vs_xla"] = _ratio(t["xla"], t["tf_function"])
+    if "numpy" in t:
+      entry["tf_function_vs_numpy"] = _ratio(t["numpy"], t["tf_function"])
+    log(f"decompose {case}: " + ", ".join(f"{v} {s['min_s'] * 1e3:.1f} ms"
+                                          for v, s in t.items()))
+    results[case] = entry
+  return results
+
+
+# ----------------------------------------------------------------------------------------
+# Distillation epochs.
+# ----------------------------------------------------------------------------------------
+
+
+def run_distill(config, log=print):
+  """Seconds per distillation epoch, four ways to feed the student (regression MLPs)."""
+  family = td.families.HeteroscedasticNormal()
+  n, batch = config.distill_examples, 100
+  rng = np.random.default_rng(config.seed)
+  x = rng.normal(size=(n, 8)).astype(np.float32)
+  members = [td.models.mlp((8,), [50], 2, seed=1000 * m) for m in range(10)]
+  ens = td.Ensemble(members, family=family)
+  head = td.heads.MultivariateNormalTriLHead
+
+  def student():
+    return td.models.mlp((8,), [75], head.params_size(2), head=head(2), seed=7)
+
+  def epochs(fit):
+    return _time(lambda: fit(1), config.repeats)   # warm-up epoch traces
+
+  timings = {}
+  for jit in (False, True):
+    distiller = td.Distiller(student(), ens, loss=td.losses.EnsembleNLL())
+    distiller.compile(keras.optimizers.Adam(1e-3), jit_compile=jit)
+    plain = tf.data.Dataset.from_tensor_slices(x).shuffle(n, seed=0).batch(batch).prefetch(
+        tf.data.AUTOTUNE)
+    timings["teacher_in_train_step" + ("_xla" if jit else "")] = epochs(
+        lambda e, d=distiller, p=plain: d.fit(p, epochs=e, verbose=0))
+  s = student()
+  s.compile(keras.optimizers.Adam(1e-3), loss=td.losses.EnsembleNLL())
+  stream = td.teacher_targets(x, ens, batch_size=batch, seed=0)
+  timings["teacher_in_tf_data"] = epochs(lambda e: s.fit(stream, epochs=e, verbose=0))
+  with tempfile.TemporaryDirectory() as tmp:
+    cached = td.teacher_targets(x, ens, batch_size=batch, seed=0,
+                                cache_dir=os.path.join(tmp, "cache"))
+    for _ in cached:   # the cache is written on the first pass; time reading it
+      pass
+    s = student()
+    s.compile(keras.optimizers.Adam(1e-3), loss=td.losses.EnsembleNLL())
+    timings["target_cache"] = epochs(lambda e: s.fit(cached, epochs=e, verbose=0))
+  z = ens.predict_targets(x)
+  s = student()
+  s.compile(keras.optimizers.Adam(1e-3), loss=td.losses.EnsembleNLL())
+  timings["precomputed_in_memory"] = epochs(
+      lambda e: s.fit(x, z, batch_size=batch, epochs=e, verbose=0, shuffle=True))
+  result = {"examples_per_epoch": n, "batch_size": batch, "members": 10,
+            "epoch_timings": timings,
+            "examples_per_s": {k: n / v["min_s"] for k, v in timings.items()},
+            "cache_vs_in_memory": float(timings["target_cache"]["min_s"]
+                                        / timings["precomputed_in_memory"]["min_s"])}
+  log("distill: " + ", ".join(f"{k} {v['min_s']:.2f} s/epoch" for k, v in timings.items()))
+  return result
+
+
+# ----------------------------------------------------------------------------------------
+# Ensemble training.
+# ----------------------------------------------------------------------------------------
+
+
+def _sequential_fit(build, x, y, family, num_members, epochs, batch_size, learning_rate):
+  """The naive baseline: compile and fit each member in turn."""
+  def loss(y_true, z):
+    if y_true.shape.rank == z.shape.rank:
+      y_true = y_true[..., 0]
+    return family.nll(y_true, z)
+
+  for m in range(num_members):
+    member = build(m)
+    member.compile(keras.optimizers.Adam(learning_rate), loss=loss)
+    member.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+
+
+def run_train(config, log=print):
+  results = {}
+  rng = np.random.default_rng(config.seed)
+  uci, cnn = config.train_uci, config.train_cnn
+  x = rng.normal(size=(uci["n"], uci["features"])).astype(np.float32)
+  y = (x[:, 0] + 0.1 * rng.normal(size=uci["n"])).astype(np.float32)
+  regression = td.families.HeteroscedasticNormal()
+  build = lambda s: td.models.mlp((uci["features"],), [uci["hidden"]], 2, seed=s)
+  images = rng.uniform(size=(cnn["n"], 28, 28, 1)).astype(np.float32)
+  labels = rng.integers(0, 10, cnn["n"])
+  classes = td.families.CategoricalLogits(10)
+  build_cnn = lambda s: td.models.small_cnn(filters=tuple(cnn["filters"]),
+                                            dense_units=cnn["dense_units"], seed=s)
+  for case, (b, data, family, spec, lr) in {
+      "uci_sized_mlp": (build, (x, y), regression, uci, 1e-2),
+      "small_cnn": (build_cnn, (images, labels), classes, cnn, 1e-3)}.items():
+    common = dict(num_members=spec["num_members"], epochs=spec["epochs"],
+                  batch_size=spec["batch_size"], learning_rate=lr, verbose=0)
+    timings = {
+        "vectorized": _time(lambda: td.train_ensemble(b, data, family, vectorize=True,
+                                                      **common), config.repeats),
+        "one_graph": _time(lambda: td.train_ensemble(b, data, family, vectorize=False,
+                                                     **common), config.repeats),
+        "sequential_fit": _time(lambda: _sequential_fit(
+            b, *data, family, spec["num_members"], spec["epochs"], spec["batch_size"], lr),
+                                config.repeats),
+    }
+    results[case] = {"spec": dict(spec), "timings": timings,
+                     "vectorized_vs_sequential": _ratio(timings["sequential_fit"],
+                                                        timings["vectorized"]),
+                     "vectorized_vs_one_graph": _ratio(timings["one_graph"],
+                                                       timings["vectorized"]),
+                     "one_graph_vs_sequential": _ratio(timings["sequential_fit"],
+                                                       timings["one_graph"])}
+    log(f"train {case}: " + ", ".join(f"{k} {v['min_s']:.2f} s" for k, v in timings.items()))
+  return results
+
+
+# ----------------------------------------------------------------------------------------
+# Targets, report.
+# ----------------------------------------------------------------------------------------
+
+
+def targets(suites):
+  """The speed issue's goals, checked against this run's figures."""
+  out = []
+
+  def add(name, value, goal, higher_is_better=True, unit="x"):
+    if value is None:
+      return
+    met = value >= goal if higher_is_better else value <= goal
+    out.append({"target": name, "value": float(value), "goal": goal, "unit": unit,
+                "higher_is_better": higher_is_better, "met": bool(met)})
+
+  inference = suites.get("inference", {})
+  cnn = inference.get("small_cnn", {}).get("ensembles", {}).get("10")
+  if cnn:
+    add("predict_uncertainty: Dirichlet student vs ensemble (small CNN, M = 10)",
+        cnn["student_speedup"].get("dirichlet"), 9.0)
+    add("predict_uncertainty: Gaussian-over-logits student, 100 samples, vs ensemble "
+        "(small CNN, M = 10)", cnn["student_speedup"].get("gaussian_logits_100"), 8.0)
+  for name, entry in inference.items():
+    for m, e in entry["ensembles"].items():
+      add(f"td.Ensemble vs the member loop ({name}, M = {m})", e["ensemble_vs_loop"], 2.0)
+      add(f"stacked td.Ensemble vs the member loop ({name}, M = {m})", e["stacked_vs_loop"],
+          4.0)
+    for label, s in entry["students"].items():
+      if "overhead_vs_hand_tf_function" in s:
+        add(f"predict_uncertainty overhead vs a hand-written tf.function ({name}, {label})",
+            100 * s["overhead_vs_hand_tf_function"], 10.0, False, "%")
+        add(f"predict_uncertainty overhead vs the SavedModel signature ({name}, {label})",
+            100 * s["overhead_vs_saved_model"], 10.0, False, "%")
+  train = suites.get("train", {}).get("uci_sized_mlp")
+  if train:
+    add("train_ensemble (vectorized) vs sequential fit, UCI-sized",
+        train["vectorized_vs_sequential"], 3.0)
+  distill = suites.get("distill")
+  if distill:
+    add("target cache epoch / in-memory epoch", distill["cache_vs_in_memory"], 1.05, False)
+  for case, entry in suites.get("decompose", {}).items():
+    if case.startswith("gaussian_logits_monte_carlo") and "tf_function_vs_numpy" in entry:
+      add(f"Monte Carlo decomposition vs NumPy ({case})", entry["tf_function_vs_numpy"],
+          3.0)
+  return out
+
+
+def _ms(t):
+  return f"{t['min_s'] * 1e3:.1f} / {t['median_s'] * 1e3:.1f}"
+
+
+def format_markdown(report):
+  """The report as Markdown tables (times: min / median of the repeats)."""
+  m = report["machine"]
+  lines = [f"# tfp-distill bench", "",
+           f"{m['date']}; {m['cpu']}, {m['cores']} cores"
+           + (f", GPUs {m['gpus']}" if m["gpus"] else ", no GPU")
+           + f"; TensorFlow {m['tensorflow']}, TFP {m['tensorflow_probability']}; "
+           f"{report['config']['repeats']} timed repeats per figure (min / median).", ""]
+  t = report.get("targets")
+  if t:
+    lines += ["## Targets", "", "| target | measured | goal | |", "|---|---:|---:|---|"]
+    for row in t:
+      sign = ">=" if row["higher_is_better"] else "<="
+      lines.append(f"| {row['target']} | {row['value']:.2f}{row['unit']} | {sign} "
+                   f"{row['goal']:g}{row['unit']} | {'met' if row['met'] else '**not met**'} |")
+    lines.append("")
+  suites = report["suites"]
+  if "inference" in suites:
+    lines += ["## Inference (ms, min / median; speed-ups by the min)", ""]
+    for name, entry in suites["inference"].items():
+      lines += [f"### {name}, {entry['batch']} inputs", "",
+                "| student | predict_uncertainty | eager decompose | hand tf.function | "
+                "SavedModel |", "|---|---:|---:|---:|---:|"]
+      for label, s in entry["students"].items():
+        cells = [_ms(s[k]) if k in s else "-" for k in (
+            "predict_uncertainty", "student_eager_decompose", "student_hand_tf_function",
+            "student_saved_model")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+      labels = list(entry["students"])
+      lines += ["", "| M | member loop | td.Ensemble (eager decompose) | td.Ensemble | "
+                    "stacked | ensemble / loop | stacked / loop | "
+                + " | ".join(f"speed-up {l}" for l in labels) + " |",
+                "|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(labels)]
+      for mm, e in entry["ensembles"].items():
+        tt = e["timings"]
+        lines.append(
+            f"| {mm} | {_ms(tt['member_loop'])} | {_ms(tt['ensemble_eager_decompose'])} | "
+            f"{_ms(tt['ensemble'])} | {_ms(tt['ensemble_stacked'])} | "
+            f"{e['ensemble_vs_loop']:.2f}x | {e['stacked_vs_loop']:.2f}x | "
+            + " | ".join(f"{e['student_speedup'][l]:.1f}x" for l in labels) + " |")
+      lines.append("")
+  if "decompose" in suites:
+    lines += ["## Decomposition graphs alone (ms, min / median; peak memory added, MB)", "",
+              "| case | tf.function | XLA | eager | NumPy | tf.function vs NumPy | peak MB "
+              "(tf.function / XLA / eager / NumPy) |", "|---|---:|---:|---:|---:|---:|---|"]
+    for case, e in suites["decompose"].items():
+      t = e["timings"]
+      mem = e.get("peak_memory_added_mb") or {}
+      numpy_ms = _ms(t["numpy"]) if "numpy" in t else "-"
+      vs_numpy = (f"{e['tf_function_vs_numpy']:.1f}x" if "tf_function_vs_numpy" in e
+                  else "-")
+      peaks = " / ".join(f"{mem[v]:.0f}" for v in ("tf_function", "xla", "eager", "numpy")
+                         if v in mem) or "-"
+      lines.append(f"| {case} | {_ms(t['tf_function'])} | {_ms(t['xla'])} | "
+                   f"{_ms(t['eager'])} | {numpy_ms} | {vs_numpy} | {peaks} |")
+    lines.append("")
+  if "distill" in suites:
+    d = suites["distill"]
+    lines += [f"## Distillation epochs ({d['examples_per_epoch']} examples, batch "
+              f"{d['batch_size']}, M = {d['members']} MLP members, full-covariance MLP "
+              "student)", "", "| feeding | s / epoch (min / median) | examples / s |",
+              "|---|---:|---:|"]
+    for k, v in d["epoch_timings"].items():
+      lines.append(f"| {k} | {v['min_s']:.3f} / {v['median_s']:.3f} | "
+                   f"{d['examples_per_s'][k]:,.0f} |")
+    lines.append("")
+  if "train" in suites:
+    lines += ["## Ensemble training (s, min / median)", "",
+              "| case | vectorized | one graph | sequential fit | vectorized vs sequential |"
+              " vectorized vs one graph |", "|---|---:|---:|---:|---:|---:|"]
+    for case, e in suites["train"].items():
+      t = e["timings"]
+      lines.append(f"| {case} | {t['vectorized']['min_s']:.2f} / "
+                   f"{t['vectorized']['median_s']:.2f} | {t['one_graph']['min_s']:.2f} / "
+                   f"{t['one_graph']['median_s']:.2f} | {t['sequential_fit']['min_s']:.2f} / "
+                   f"{t['sequential_fit']['median_s']:.2f} | "
+                   f"{e['vectorized_vs_sequential']:.2f}x | "
+                   f"{e['vectorized_vs_one_graph']:.2f}x |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def _plot(report, path):
+  """Measured ratios against their goals (log scale; green met, red not met)."""
+  rows = [t for t in report.get("targets", []) if t["unit"] == "x"]
+  if not rows:
+    return None
+  from tfp_distill.experiments import plots  # pylint: disable=import-outside-toplevel
+  plt = plots._pyplot()  # pylint: disable=protected-access
+  fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.2))
+  names = [r["target"] for r in rows]
+  values = [r["value"] for r in rows]
+  colors = ["tab:green" if r["met"] else "tab:red" for r in rows]
+  y = np.arange(len(rows))
+  ax.barh(y, values, color=colors)
+  ax.scatter([r["goal"] for r in rows], y, marker="|", s=300, color="black", zorder=3,
+             label="goal")
+  ax.set_yticks(y)
+  ax.set_yticklabels(names, fontsize=7)
+  ax.invert_yaxis()
+  ax.set_xscale("log")
+  ax.set_xlabel("measured ratio (log scale)")
+  ax.legend(loc="lower right")
+  return plots._save(plt, fig, path,  # pylint: disable=protected-access
+                     title=f"tfp-distill bench ({report['machine']['date']}, "
+                           f"{report['machine']['cores']} cores)")
+
+
+def run_bench(out_dir, config=None, log=print):
+  """Runs the selected suites and writes report.json, report.md and ratios.png.
+
+  Args:
+    out_dir: str, report folder.
+    config: `BenchConfig` or None.
+    log: callable taking a line of progress.
+
+  Returns:
+    the report dict.
+  """
+  config = config or BenchConfig()
+  unknown = set(config.suites) - set(SUITES)
+  if unknown:
+    raise ValueError(f"Unknown bench suites {sorted(unknown)}; known: {', '.join(SUITES)}.")
+  unknown = set(config.backbones) - {"mlp", "small_cnn", "resnet18"}
+  if unknown:
+    raise ValueError(f"Unknown backbones {sorted(unknown)}; known: mlp, small_cnn, "
+                     "resnet18.")
+  os.makedirs(out_dir, exist_ok=True)
+  runners = {"inference": run_inference, "decompose": run_decompose,
+             "distill": run_distill, "train": run_train}
+  report = {"machine": machine(), "config": dataclasses.asdict(config), "suites": {},
+            "wall_s": {}}
+  for suite in SUITES:
+    if suite in config.suites:
+      start = time.perf_counter()
+      report["suites"][suite] = runners[suite](config, log=log)
+      report["wall_s"][suite] = time.perf_counter() - start
+  report["targets"] = targets(report["suites"])
+  report["files"] = {"report_json": "report.json", "report_md": "report.md"}
+  if _plot(report, os.path.join(out_dir, "ratios.png")):
+    report["files"]["plot"] = "ratios.png"
+  with open(os.path.join(out_dir, "report.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(out_dir, "report.md"), "w") as f:
+    f.write(format_markdown(report))
+  return report
