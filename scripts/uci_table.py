@@ -7,6 +7,7 @@ Usage:
   python scripts/uci_table.py --out reports/uci                  # all sets, all splits
   python scripts/uci_table.py --out reports/uci --dataset yacht,boston --splits 5
   python scripts/uci_table.py --out reports/uci --no-run         # summarise what exists
+  python scripts/uci_table.py --out reports/uci_old --no-fast-paths   # the old protocol
   python scripts/uci_table.py --smoke --out /tmp/uci_smoke       # seconds; for the tests
 """
 
@@ -88,9 +89,14 @@ def main(argv=None):
   parser.add_argument("--data-dir", default=None)
   parser.add_argument("--no-run", action="store_true",
                       help="only summarise the finished splits in --out")
+  parser.add_argument("--no-fast-paths", action="store_true",
+                      help="the protocol of the 2026-11-25 table (see UCIConfig.fast_paths)")
   parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
   args = parser.parse_args(argv)
   config = uci.UCIConfig.fast() if args.smoke else uci.UCIConfig()
+  if args.no_fast_paths:
+    config = uci.dataclasses.replace(config, fast_paths=False, student_jit_compile=False,
+                                     steps_per_execution=10)
   if args.members:
     config = uci.dataclasses.replace(config, num_members=args.members)
   names = (sorted(uci_data.UCI_DATASETS) if args.dataset == "all"

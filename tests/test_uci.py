@@ -105,11 +105,16 @@ def test_cli_uci_fast(tmp_path, capsys):
     cli.main(["uci", "--fast", "--dataset", "mnist", "--out", str(tmp_path)])
 
 
-def test_default_key_is_the_one_of_the_saved_m10_results():
-  # `python scripts/uci_table.py --out reports/uci` resumes from files saved with this key
-  # (docs/uci holds their summary); new options must not change it at their defaults.
-  assert uci.UCIConfig().key() == "af7f136698"
+def test_keys_of_the_saved_results():
+  # The 2026-11-25 table (docs/uci/report.json) was saved with key af7f136698: its
+  # protocol is fast_paths=False without XLA, and new options must keep that key there.
+  old = uci.UCIConfig(fast_paths=False, student_jit_compile=False)
+  assert old.key() == "af7f136698"
   assert uci.UCIConfig(perturbation_step=0.1).key() != uci.UCIConfig().key()
+  # The fast paths change the draws (data orders, inputs), so they have their own key;
+  # steps_per_execution and verbose change nothing.
+  assert uci.UCIConfig().key() != old.key()
+  assert uci.UCIConfig(steps_per_execution=3, verbose=0).key() == uci.UCIConfig().key()
 
 
 @needs_data

@@ -82,6 +82,10 @@ def _parser():
                    help="move every distillation batch up the members' disagreement "
                         "(td.perturb.MeanDisagreement, the regression analogue of ODS) by "
                         "a random fraction of this step (default: no perturbation)")
+  uci.add_argument("--no-fast-paths", action="store_true",
+                   help="the protocol of the 2026-11-25 table: members side by side (not "
+                        "vectorized), each student alone on an element-wise tf.data "
+                        "pipeline, no XLA (slower; other random draws, same distributions)")
   uci.set_defaults(run=_run_uci)
 
   images = commands.add_parser(
@@ -261,6 +265,8 @@ def _run_uci(args):
   config = uci.UCIConfig.fast() if args.fast else uci.UCIConfig()
   overrides = {"num_members": args.members, "seed": args.seed,
                "perturbation_step": args.perturbation_step}
+  if args.no_fast_paths:
+    overrides.update(fast_paths=False, student_jit_compile=False, steps_per_execution=10)
   config = dataclasses.replace(
       config, **{k: v for k, v in overrides.items() if v is not None})
   names = (sorted(uci_data.UCI_DATASETS) if args.dataset == "all"

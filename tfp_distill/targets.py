@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["jittered_inputs", "teacher_targets", "uniform_inputs"]
+__all__ = ["jittered_batches", "jittered_inputs", "teacher_targets", "uniform_inputs"]
 
 _CACHE_MANIFEST = "targets.json"
 
@@ -108,6 +108,74 @@ def jittered_inputs(x, scale, num_samples, seed=0):
       chunks).map(draw, num_parallel_calls=tf.data.AUTOTUNE).unbatch().take(
           int(num_samples)).apply(  # unbatch hides the size; Keras needs it per epoch
               tf.data.experimental.assert_cardinality(int(num_samples)))
+
+
+def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=False):
+  """Batches of the rows of x and of fresh jittered copies, shuffled together each epoch.
+
+  ```none
+  epoch e:  rows   = [x_0 .. x_{n-1}] + [x[i_j] + scale * eps_j  for j < num_jittered]
+            order  = a permutation of the n + num_jittered rows (stateless in seed, e)
+            yields rows[order[b B:(b + 1) B]] for every batch b
+  ```
+  The same inputs as `inputs.concatenate(jittered_inputs(...))` fully shuffled, drawn for
+  a whole epoch at once (one permutation, one gather, one noise draw) and sliced into
+  batches, instead of one element at a time: the pipeline keeps up with small students.
+
+  Args:
+    x: float array [n, features...].
+    batch_size: int >= 1.
+    scale: float >= 0 or float array broadcastable to a row of x, the noise sd.
+    num_jittered: int >= 0, jittered rows per epoch (drawn afresh every epoch).
+    seed: int; the epochs' orders and draws are a function of it.
+    drop_remainder: bool, drop a last partial batch.
+
+  Returns:
+    tf.data.Dataset of float32 batches [batch, features...], with a known size per epoch.
+
+  Raises:
+    ValueError: for an empty or non-finite x, a negative or non-finite scale,
+      batch_size < 1 or num_jittered < 0.
+  """
+  x = np.asarray(x, np.float32)
+  scale = np.asarray(scale, np.float32)
+  if x.ndim < 1 or len(x) == 0:
+    raise ValueError(f"jittered_batches: x is empty (shape {x.shape}).")
+  if not (np.all(np.isfinite(x)) and np.all(np.isfinite(scale))):
+    raise ValueError("jittered_batches: x and scale must be finite.")
+  if np.any(scale < 0):
+    raise ValueError(f"jittered_batches: scale must be >= 0, got {scale}.")
+  if batch_size < 1 or num_jittered < 0:
+    raise ValueError(f"jittered_batches: need batch_size >= 1 and num_jittered >= 0, got "
+                     f"{batch_size} and {num_jittered}.")
+  n, total = len(x), len(x) + int(num_jittered)
+  x_t, scale_t = tf.constant(x), tf.constant(scale)
+  jitter = tf.concat([tf.zeros([n]), tf.ones([total - n])], axis=0)
+  full, rest = divmod(total, batch_size)
+  num_batches = full + (1 if rest and not drop_remainder else 0)
+
+  def epoch(s):   # one epoch's inputs, drawn at once, sliced into batches
+    pair = tf.stack([s, tf.constant(seed, tf.int64)])
+    row_seed, order_seed, noise_seed = tf.unstack(
+        tf.random.experimental.stateless_split(pair, 3))
+    extra = tf.random.stateless_uniform([total - n], row_seed, minval=0, maxval=n,
+                                        dtype=tf.int64)
+    rows = tf.concat([tf.range(n, dtype=tf.int64), extra], axis=0)
+    order = tf.random.experimental.stateless_shuffle(tf.range(total, dtype=tf.int64),
+                                                     seed=order_seed)
+    values = tf.gather(x_t, tf.gather(rows, order))                 # [total, features...]
+    mask = tf.reshape(tf.gather(jitter, order), [total] + [1] * (x.ndim - 1))
+    values += mask * scale_t * tf.random.stateless_normal(tf.shape(values), noise_seed)
+    batches = tf.data.Dataset.from_tensor_slices(
+        tf.reshape(values[:full * batch_size], [full, batch_size] + list(x.shape[1:])))
+    if rest and not drop_remainder:
+      batches = batches.concatenate(tf.data.Dataset.from_tensors(values[full * batch_size:]))
+    return batches
+
+  return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+          .flat_map(epoch)
+          .apply(tf.data.experimental.assert_cardinality(num_batches))
+          .prefetch(tf.data.AUTOTUNE))
 
 
 def _to_dataset(data, what):

@@ -107,6 +107,15 @@ class UCIConfig:
       the members' disagreement (the regression analogue of ODS), before the teacher
       labels it.
     steps_per_execution: int, training steps per compiled call (speed only).
+    fast_paths: bool. True: the members train vectorized (`train_ensemble`; member m
+      reads rows in the order `member_permutation(n, seed + m, epoch)`), and the
+      students train together, one teacher pass and one Adam step per batch for all of
+      them (a sum of their losses over disjoint parameters: each trains as it would
+      alone), on `td.targets.jittered_batches` (each epoch's inputs drawn at once, fully
+      shuffled). False: the protocol of the 2026-11-25 table (members side by side in
+      one graph; each student alone on an element-wise shuffled tf.data pipeline with a
+      20,000-element buffer). Same distributions of inputs and orders, other draws.
+    student_jit_compile: bool, compile the students' train step with XLA.
     seed: int, base seed (split i uses seed + 1000 i).
     verbose: int, 0 silent, 1 progress bars.
   """
@@ -127,7 +136,9 @@ class UCIConfig:
   max_distill_samples: int = 100_000
   students: tuple = STUDENTS
   perturbation_step: float = None
-  steps_per_execution: int = 10
+  steps_per_execution: int = 100
+  fast_paths: bool = True
+  student_jit_compile: bool = True
   seed: int = 0
   verbose: int = 1
 
@@ -144,8 +155,10 @@ class UCIConfig:
     fields = dataclasses.asdict(self)
     fields.pop("verbose")
     fields.pop("steps_per_execution")
-    if fields["perturbation_step"] is None:   # keeps the keys of results saved before it
-      fields.pop("perturbation_step")
+    for name, old_default in (("perturbation_step", None), ("fast_paths", False),
+                              ("student_jit_compile", False)):
+      if fields[name] == old_default:   # keeps the keys of results saved before them
+        fields.pop(name)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -169,14 +182,60 @@ def _heads(family):
   }
 
 
+def _num_jittered(config, n):
+  extra = config.jitter_copies * n
+  return int(max(min(extra, config.max_distill_samples - n), config.min_distill_samples - n,
+                 0))
+
+
+def _distil_together(kinds, data, ensemble, family, config, seed):
+  """All students in one model and one train step (fast_paths): {kind: student}.
+
+  ```none
+  batch x ─► teacher (once) ─► z ─► sum_k loss_k(z, student_k(x)) ─► one Adam step
+  ```
+  The loss is a sum over students whose parameters are disjoint, and Adam's update is
+  per parameter, so each student trains exactly as it would alone on these batches.
+  Student k is initialised with seed + 100 (k + 1), as in the separate protocol.
+  """
+  heads = _heads(family)
+  students = {}
+  for i, kind in enumerate(kinds):
+    head, params_size, _ = heads[kind]
+    students[kind] = td.models.mlp(data.x_train.shape[1:], config.student_hidden,
+                                   params_size, head=head, seed=seed + 100 * (i + 1),
+                                   name=kind)
+  inputs = keras.Input(data.x_train.shape[1:])
+  panel = keras.Model(inputs, {kind: s(inputs) for kind, s in students.items()})
+  losses = {kind: heads[kind][2] for kind in kinds}
+
+  def loss(z, dists):   # [batch]: the sum of the students' per-example losses
+    return tf.add_n([getattr(l, "call", l)(z, dists[k]) for k, l in losses.items()])
+
+  perturbation = (None if config.perturbation_step is None else
+                  td.perturb.MeanDisagreement(config.perturbation_step, family))
+  distiller = td.Distiller(panel, ensemble, loss=loss, perturbation=perturbation,
+                           seed=seed)
+  distiller.compile(keras.optimizers.Adam(config.student_learning_rate),
+                    steps_per_execution=config.steps_per_execution,
+                    jit_compile=config.student_jit_compile)
+  batches = td.targets.jittered_batches(data.x_train, config.student_batch_size,
+                                        config.jitter_scale,
+                                        _num_jittered(config, len(data.x_train)),
+                                        seed=seed)
+  bar = td.callbacks.ProgressBar(f"{data.name} {data.split} students",
+                                 disable=not config.verbose, leave=False)
+  distiller.fit(batches, epochs=config.student_epochs, verbose=0, callbacks=[bar])
+  return students
+
+
 def _distil(kind, data, ensemble, family, config, seed):
+  """One student on its own pipeline: the protocol of the 2026-11-25 table."""
   head, params_size, loss = _heads(family)[kind]
   student = td.models.mlp(data.x_train.shape[1:], config.student_hidden, params_size,
                           head=head, seed=seed, name=kind)
   n = len(data.x_train)
-  extra = config.jitter_copies * n
-  extra = int(max(min(extra, config.max_distill_samples - n), config.min_distill_samples - n,
-                  0))
+  extra = _num_jittered(config, n)
   inputs = tf.data.Dataset.from_tensor_slices(data.x_train).shuffle(
       n, seed=seed, reshuffle_each_iteration=True)
   if extra > 0:
@@ -188,7 +247,8 @@ def _distil(kind, data, ensemble, family, config, seed):
   distiller = td.Distiller(student, ensemble, loss=loss, perturbation=perturbation,
                            seed=seed)
   distiller.compile(keras.optimizers.Adam(config.student_learning_rate),
-                    steps_per_execution=config.steps_per_execution)
+                    steps_per_execution=config.steps_per_execution,
+                    jit_compile=config.student_jit_compile)
   bar = td.callbacks.ProgressBar(f"{data.name} {data.split} {kind}",
                                  disable=not config.verbose, leave=False)
   distiller.fit(inputs.batch(config.student_batch_size).prefetch(tf.data.AUTOTUNE),
@@ -242,13 +302,19 @@ def run_split(name, split, config=None, data_dir=None):
       (data.x_train, data.y_train), family, num_members=config.num_members,
       epochs=config.member_epochs, batch_size=config.member_batch_size,
       learning_rate=config.member_learning_rate, seed=seed, verbose=config.verbose,
-      steps_per_execution=config.steps_per_execution)
+      steps_per_execution=config.steps_per_execution,
+      vectorize="auto" if config.fast_paths else False)
   timings["ensemble"] = time.perf_counter() - tic
   models = {"ensemble": ensemble}
-  for i, kind in enumerate(config.students):
+  if config.fast_paths:
     tic = time.perf_counter()
-    models[kind] = _distil(kind, data, ensemble, family, config, seed + 100 * (i + 1))
-    timings[kind] = time.perf_counter() - tic
+    models.update(_distil_together(config.students, data, ensemble, family, config, seed))
+    timings["students"] = time.perf_counter() - tic
+  else:
+    for i, kind in enumerate(config.students):
+      tic = time.perf_counter()
+      models[kind] = _distil(kind, data, ensemble, family, config, seed + 100 * (i + 1))
+      timings[kind] = time.perf_counter() - tic
 
   y = data.y_test
   log_scale = float(np.log(data.y_std))
