@@ -38,6 +38,12 @@ def test_save_load_round_trip(tmp_path):
   np.testing.assert_allclose(loaded(x).numpy(), ens(x).numpy(), rtol=0, atol=0)
   with pytest.raises(FileNotFoundError, match="ensemble.json"):
     td.Ensemble.load(str(tmp_path / "nothing"))
+  # A stacked (vectorized) ensemble saves its members and is stacked again on load.
+  stacked = td.Ensemble([_member(s) for s in range(3)], family=FAMILY, vectorize=True)
+  stacked.save(str(tmp_path / "stacked"))
+  again = td.Ensemble.load(str(tmp_path / "stacked"), vectorize=True)
+  assert again.vectorized
+  np.testing.assert_allclose(again(x).numpy(), stacked(x).numpy(), rtol=0, atol=0)
 
 
 def test_errors():
@@ -63,8 +69,16 @@ def test_joint_training_equals_independent_training():
   """Summed losses in one graph == M separate trainings with the same init and data order."""
   x, y = _sinusoid(64, 0)
   # shuffle_buffer=1 keeps the data order, so the reference loop sees the same batches.
-  ens = td.train_ensemble(_member, (x, y), FAMILY, num_members=2, epochs=2, batch_size=16,
-                          seed=5, shuffle_buffer=1, verbose=0)
+  # Both trainers: members side by side in one graph, and vectorized (stacked weights).
+  for vectorize in (False, True):
+    ens = td.train_ensemble(_member, (x, y), FAMILY, num_members=2, epochs=2,
+                            batch_size=16, seed=5, shuffle_buffer=1, verbose=0,
+                            vectorize=vectorize)
+    assert ens.training_vectorized == vectorize
+    _check_equals_manual_training(ens, x, y)
+
+
+def _check_equals_manual_training(ens, x, y):
   for m in range(2):
     member = _member(5 + m)
     opt = keras.optimizers.Adam(1e-3)

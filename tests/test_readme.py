@@ -37,7 +37,7 @@ def test_classification_quickstart_runs(tmp_path, monkeypatch):
   exec(compile(code, "README classification quickstart", "exec"), namespace)  # noqa: S102
   u, v = namespace["u"], namespace["v"]
   assert set(u) == set(v) == {"prediction", "total", "aleatoric", "epistemic", "epkl"}
-  assert u["prediction"].shape == (5, 3)
+  assert u["prediction"].shape == (900, 3)
 
 
 def test_ods_quickstart_runs(tmp_path, monkeypatch):

@@ -59,3 +59,25 @@ def test_uci_perturbation_smoke(tmp_path, capsys):
   assert n == 2 and all(math.isfinite(v) for v in (plain, moved, diff, stderr))
   assert abs(diff - (moved - plain)) < 1e-9
   assert "| yacht | NLL |" in capsys.readouterr().out
+
+
+def test_uci_compare_against_hand_computed_values(tmp_path):
+  def report(mean, stderr, seconds, splits):
+    return {"results": {"yacht": {"full": {"rmse": {"mean": mean, "stderr": stderr}}}},
+            "timings_s": {"yacht": seconds}, "num_splits": {"yacht": splits}}
+
+  old = report(1.0, 0.3, {"ensemble": 7.0, "full": 5.0}, 20)
+  new = report(1.5, 0.4, {"ensemble": 1.0, "students": 3.0}, 20)
+  paths = []
+  for name, r in (("old", old), ("new", new)):
+    paths.append(str(tmp_path / f"{name}.json"))
+    with open(paths[-1], "w") as f:
+      import json
+      json.dump(r, f)
+  result = _load("uci_compare").main(paths + ["--markdown", str(tmp_path / "c.md")])
+  cell = result["metrics"]["yacht"]["full"]["rmse"]
+  # difference 0.5 over sqrt(0.3^2 + 0.4^2) = 0.5: exactly 1 standard error.
+  assert math.isclose(cell["z"], 1.0) and math.isclose(cell["stderr"], 0.5)
+  assert math.isclose(result["timing"]["yacht"]["speedup"], 12.0 / 4.0)
+  assert math.isclose(result["total"]["old_s"], 240.0)
+  assert "1 of 1" in (tmp_path / "c.md").read_text()

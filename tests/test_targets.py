@@ -1,5 +1,7 @@
 """Tests for tfp_distill.targets: streamed (x, z) pairs, sampling, cache, errors."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -83,6 +85,44 @@ def test_disk_cache_round_trip(ensemble, tmp_path):
                        cache_dir=cache)
   with pytest.raises(ValueError, match="perturbation"):
     td.teacher_targets(x, ensemble, cache_dir=cache, perturbation=lambda x, t, s: x)
+
+
+def test_cache_epochs_are_permutations_of_the_cached_rows(ensemble, tmp_path):
+  """Chunks in a random order, rows shuffled within each, cut into batches: every row
+  once per epoch, labels and targets still paired, another order every epoch."""
+  x = np.arange(2500, dtype=np.float32)[:, None] / 2500.
+  y = np.arange(2500, dtype=np.float32)
+  ds = td.teacher_targets((x, y), ensemble, batch_size=300, cache_dir=str(tmp_path / "c"))
+  assert json.loads((tmp_path / "c" / "targets.json").read_text())["format_version"] == 2
+  orders = []
+  for _ in range(2):
+    batches = list(ds)
+    assert [len(b[0]) for b in batches[:-1]] == [300] * (len(batches) - 1)
+    labels = np.concatenate([t["label"].numpy() for _, t in batches])
+    np.testing.assert_array_equal(np.sort(labels), y)
+    for xb, t in batches:
+      # x = y / 2500 in float32: x * 2500 recovers y to one rounding (< 1e-4 here).
+      np.testing.assert_allclose(t["label"].numpy(), xb.numpy()[:, 0] * 2500., rtol=0,
+                                 atol=1e-3)
+      np.testing.assert_allclose(t["ensemble"].numpy(), ensemble(xb).numpy(), rtol=0,
+                                 atol=1e-6)
+    orders.append(labels)
+  assert not np.array_equal(orders[0], orders[1])
+
+
+def test_a_format_1_cache_still_loads(ensemble, tmp_path):
+  """Caches written before chunked storage (one row per element) are read as they are."""
+  x = np.linspace(0, 1, 30, dtype=np.float32)[:, None]
+  z = ensemble(x).numpy()
+  folder = tmp_path / "old"
+  tf.data.Dataset.from_tensor_slices((x, z)).enumerate().save(str(folder))
+  (folder / "targets.json").write_text(json.dumps({"members": 3, "format_version": 1}))
+  batches = list(td.teacher_targets(x, ensemble, batch_size=8, cache_dir=str(folder)))
+  assert [len(b[0]) for b in batches] == [8, 8, 8, 6]
+  xs = np.concatenate([b[0].numpy() for b in batches])[:, 0]
+  zs = np.concatenate([b[1].numpy() for b in batches])
+  order = np.argsort(xs)
+  np.testing.assert_allclose(zs[order], z, rtol=0, atol=0)
 
 
 def test_bad_input_errors(ensemble):

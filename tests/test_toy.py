@@ -122,6 +122,8 @@ def test_cli_toy_overrides(tmp_path, monkeypatch):
   assert config.num_train == toy.ToyConfig.fast().num_train
   assert cli.main(["toy", "--out", str(tmp_path)]) == 0
   assert seen["config"] == toy.ToyConfig()
+  assert cli.main(["toy", "--out", str(tmp_path), "--no-fast-paths"]) == 0
+  assert seen["config"] == toy.ToyConfig(fast_paths=False)
 
 
 def test_cli_requires_a_command():

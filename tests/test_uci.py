@@ -106,7 +106,7 @@ def test_cli_uci_fast(tmp_path, capsys):
 
 
 def test_keys_of_the_saved_results():
-  # The 2026-11-25 table (docs/uci/report.json) was saved with key af7f136698: its
+  # The 2026-11-25 table (docs/uci/2026-11-25/report.json) has key af7f136698: its
   # protocol is fast_paths=False without XLA, and new options must keep that key there.
   old = uci.UCIConfig(fast_paths=False, student_jit_compile=False)
   assert old.key() == "af7f136698"
@@ -127,3 +127,20 @@ def test_split_with_mean_disagreement_perturbation_is_finite_and_differs():
   # Same members (same seeds), different distillation inputs -> a different student.
   assert moved["metrics"]["ensemble"] == plain["metrics"]["ensemble"]
   assert moved["metrics"]["full"]["nll"] != plain["metrics"]["full"]["nll"]
+
+
+def test_cli_no_fast_paths_selects_the_old_protocol(tmp_path, monkeypatch):
+  from tfp_distill import cli
+  seen = {}
+
+  def fake_run_uci(out_dir, names, num_splits=None, config=None, data_dir=None):
+    seen["config"] = config
+    return {"results": {}}
+
+  monkeypatch.setattr(uci, "run_uci", fake_run_uci)
+  monkeypatch.setattr(uci, "format_markdown", lambda report: "")
+  assert cli.main(["uci", "--dataset", "yacht", "--no-fast-paths", "--out",
+                   str(tmp_path)]) == 0
+  assert seen["config"].key() == "af7f136698"   # the 2026-11-25 table's key
+  assert cli.main(["uci", "--dataset", "yacht", "--out", str(tmp_path)]) == 0
+  assert seen["config"].fast_paths and seen["config"].student_jit_compile

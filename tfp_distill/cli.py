@@ -55,6 +55,9 @@ def _parser():
                    help="where the teacher runs while a student trains: inside the train "
                         "step (td.Distiller, default) or in the tf.data pipeline "
                         "(student.fit(td.teacher_targets(...)))")
+  toy.add_argument("--no-fast-paths", action="store_true",
+                   help="the protocol of the 2026-11-25 figures: members side by side (not "
+                        "vectorized), no XLA (slower; other random draws)")
   toy.set_defaults(run=_run_toy)
 
   uci = commands.add_parser(
@@ -175,7 +178,7 @@ def _parser():
                      help="comma-separated subset of: inference, decompose, distill, train "
                           "(default: all)")
   bench.add_argument("--repeats", type=_positive_int, default=None,
-                     help="timed calls per figure (default 3)")
+                     help="timed calls per figure (default 5)")
   bench.add_argument("--members", default=None,
                      help="comma-separated ensemble sizes of the inference suite "
                           "(default: 5,10,20)")
@@ -293,6 +296,7 @@ def _run_toy(args):
       "student_epochs": args.student_epochs,
       "distill_samples_per_epoch": args.distill_samples,
       "teacher_in": args.teacher_in,
+      "fast_paths": False if args.no_fast_paths else None,
   }
   config = dataclasses.replace(
       config, **{k: v for k, v in overrides.items() if v is not None})

@@ -206,7 +206,16 @@ class Ensemble(keras.Model):
 
   @classmethod
   def load(cls, path, custom_objects=None, vectorize="auto"):
-    """Loads what `save` wrote. `custom_objects` is passed to Keras' load_model."""
+    """Loads what `save` wrote.
+
+    Args:
+      path: str, the folder `save` wrote.
+      custom_objects: dict, passed to Keras' load_model.
+      vectorize: as `Ensemble` ("auto", True or False).
+
+    Returns:
+      `Ensemble`.
+    """
     manifest = os.path.join(path, _MANIFEST)
     if not os.path.exists(manifest):
       raise FileNotFoundError(f"No saved ensemble at {path!r} ({_MANIFEST} is missing).")

@@ -221,8 +221,17 @@ def _label_targets(x, z, y):
   return x, {"ensemble": z, "label": y}
 
 
+_CHUNK = 1024   # rows per element of a cache (format 2)
+
+
 def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
-  """Computes (x, z[, y]) once into a sharded tf.data snapshot on disk; reloads it."""
+  """Computes (x, z[, y]) once into a sharded tf.data snapshot on disk; reloads it.
+
+  Format 2 stores chunks of up to `_CHUNK` rows per element (the batches the teacher ran
+  on), so reading an epoch costs a few hundred element reads, not one per example.
+  Returns (dataset, chunked): chunked datasets yield row chunks, format-1 caches single
+  rows.
+  """
   manifest = os.path.join(cache_dir, _CACHE_MANIFEST)
   members = getattr(teacher, "num_members", None)
   if os.path.exists(manifest):
@@ -232,7 +241,7 @@ def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
       raise ValueError(
           f"The target cache in {cache_dir!r} was made by an ensemble of "
           f"{meta['members']} members, this one has {members}: delete the folder to rebuild.")
-    return _load_cache(cache_dir)
+    return _load_cache(cache_dir), meta.get("format_version", 1) >= 2
 
   def with_z(*e):
     x = e[0]
@@ -240,15 +249,22 @@ def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
     z = tf.debugging.assert_all_finite(z, "teacher_targets: the teacher produced NaN/Inf")
     return (x, z, e[1]) if has_labels else (x, z)
 
-  computed = ds.batch(1024).map(with_z).unbatch().enumerate()
+  computed = ds.batch(_CHUNK).map(with_z).enumerate()
   computed.save(cache_dir, shard_func=lambda i, e: i % num_shards)
   with open(manifest, "w") as f:
-    json.dump({"members": members, "format_version": 1}, f)
-  return _load_cache(cache_dir)
+    json.dump({"members": members, "format_version": 2, "rows_per_element": _CHUNK}, f)
+  return _load_cache(cache_dir), True
 
 
 def _load_cache(cache_dir):
   return tf.data.Dataset.load(cache_dir).map(lambda i, e: e)
+
+
+def _shuffle_rows(seed_pair, chunk):
+  """The rows of a cached chunk in a random order (one permutation, one gather each)."""
+  order = tf.random.experimental.stateless_shuffle(
+      tf.range(tf.shape(chunk[0])[0], dtype=tf.int64), seed=seed_pair)
+  return tuple(tf.gather(part, order) for part in chunk)
 
 
 def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_inputs=None,
@@ -275,7 +291,9 @@ def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_i
     extra_inputs: None, or unlabeled inputs in any form accepted for `inputs` (arrays or a
       Dataset), mixed into the stream (e.g. points on a wider box).
     cache_dir: None, or a folder: (x, z) are computed once, saved as a sharded tf.data
-      snapshot and reloaded on later calls (delete the folder to rebuild). Freezes the
+      snapshot of 1024-row chunks and reloaded on later calls (delete the folder to
+      rebuild). Each epoch reads the chunks in a random order, shuffles the rows within
+      each chunk and cuts batches (`shuffle_buffer` counts chunks there). Freezes the
       inputs, so it cannot be combined with a perturbation.
     seed: int, for shuffling and perturbation seeds.
     shuffle: bool.
@@ -307,7 +325,17 @@ def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_i
     if perturbation is not None:
       raise ValueError("teacher_targets: a disk cache freezes (x, z); it cannot be "
                        "combined with a perturbation, which needs the teacher per batch.")
-    ds = _cached(ds, has_labels, ensemble, cache_dir)
+    ds, chunked = _cached(ds, has_labels, ensemble, cache_dir)
+    if chunked:   # shuffle the chunks and the rows within each, then cut batches
+      if shuffle:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((seeds, ds.shuffle(
+            shuffle_buffer or 10_000, seed=seed, reshuffle_each_iteration=True))).map(
+                _shuffle_rows)
+      ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+      if has_labels:
+        ds = ds.map(_label_targets)
+      return ds.prefetch(tf.data.AUTOTUNE)
   size = int(ds.cardinality())
   if shuffle:
     ds = ds.shuffle(shuffle_buffer or (size if size > 0 else 10000), seed=seed,

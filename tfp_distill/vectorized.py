@@ -423,6 +423,8 @@ def _check_supported(layer):
     if list(layer.axis) != [in_rank - 1] or layer.renorm or layer.virtual_batch_size:
       raise NotVectorizableError("BatchNormalization must normalise the last axis only "
                                  "(no renorm, no virtual batches)", layer.name)
+  if kind in _NOISE and getattr(layer, "noise_shape", None) is not None:
+    raise NotVectorizableError("Dropout with a noise_shape", layer.name)
   if kind in ("Softmax", "Concatenate"):
     shape = layer.input_shape[0] if kind == "Concatenate" else layer.input_shape
     if layer.axis not in (-1, len(shape) - 1):
@@ -655,8 +657,8 @@ class StackedMembers(keras.Model):
     if kind == "BatchNormalization":
       return _Value(layer(value.to_grouped().t, training=training), GROUPED, m)
     if kind in _CHANNELWISE:
-      if value.layout == MEMBER:
-        value = value.to_grouped()
+      if value.layout == MEMBER or (training and kind.startswith("SpatialDropout")):
+        value = value.to_grouped()   # (spatial dropout: an independent mask per member)
       return _Value(layer(value.t, training=training), value.layout, m)
     if kind in _GLOBAL_POOLING:
       if value.layout == MEMBER:

@@ -18,7 +18,9 @@ train       ensemble training: vectorized (stacked members) vs one graph of sepa
             members vs compiling and fitting each member in turn
 ```
 
-Ratios are taken between figures of the same run (min over min). `targets` checks the
+Variants compared with each other are timed interleaved (each repeat runs every variant
+once), so a transient slowdown of the machine touches all of them alike. Ratios are taken
+between figures of the same run (min over min). `targets` checks the
 figures against the goals of the speed issue and says "met" or "not met"; nothing is
 tuned to them.
 """
@@ -65,7 +67,7 @@ class BenchConfig:
   """
 
   suites: tuple = SUITES
-  repeats: int = 3
+  repeats: int = 5
   members: tuple = (5, 10, 20)
   backbones: tuple = ("mlp", "small_cnn", "resnet18")
   inference_batch: dict = dataclasses.field(
@@ -110,17 +112,33 @@ def _block(out):
   return out
 
 
-def _time(fn, repeats, warmup=1):
-  """{"min_s", "median_s", "times_s"} of `repeats` calls after `warmup` untimed calls."""
-  for _ in range(warmup):
-    _block(fn())
-  times = []
-  for _ in range(repeats):
+def _time_group(fns, repeats, warmup=1, min_sample_s=0.05):
+  """{name: {"min_s", "median_s", "times_s", "calls_per_sample"}} per callable.
+
+  After `warmup` untimed calls, each callable is timed `repeats` times, interleaved (each
+  repeat times every callable once, so a transient slowdown of the machine touches all of
+  them alike). A sample of a fast callable times a loop of calls lasting at least
+  `min_sample_s` and reports the time per call: sub-millisecond figures are not one
+  timer reading each.
+  """
+  inner = {}
+  for name, fn in fns.items():
+    for _ in range(warmup):
+      _block(fn())
     start = time.perf_counter()
     _block(fn())
-    times.append(time.perf_counter() - start)
-  return {"min_s": float(min(times)), "median_s": float(np.median(times)),
-          "times_s": [float(t) for t in times]}
+    inner[name] = max(1, int(np.ceil(min_sample_s / max(time.perf_counter() - start,
+                                                        1e-6))))
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      for _ in range(inner[name]):
+        _block(fn())
+      times[name].append((time.perf_counter() - start) / inner[name])
+  return {name: {"min_s": float(min(t)), "median_s": float(np.median(t)),
+                 "times_s": [float(v) for v in t], "calls_per_sample": inner[name]}
+          for name, t in times.items()}
 
 
 def _ratio(slow, fast):
@@ -188,18 +206,18 @@ def _students(name, family, mc_samples):
   return out
 
 
-def _hand_paths(student, family, x, kwargs, repeats, tmp):
-  """The same student through a hand-written tf.function and its exported SavedModel."""
+def _hand_paths(student, family, x, kwargs, tmp):
+  """The same student through eager calls, a hand-written tf.function and its exported
+  SavedModel: {name: callable}."""
   settings = {k: v for k, v in kwargs.items() if k in ("num_samples", "method")}
   hand = tf.function(lambda t: td.decompose(student(t, training=False), family, **settings))
   x_t = tf.constant(x)
   path = td.export_saved_model(student, family, os.path.join(tmp, "student"), **settings)
   served = tf.saved_model.load(path).signatures["serving_default"]
   return {
-      "student_eager_decompose": _time(lambda: td.decompose(student(x), family, **settings),
-                                       repeats),
-      "student_hand_tf_function": _time(lambda: hand(x_t), repeats),
-      "student_saved_model": _time(lambda: served(x=x_t), repeats),
+      "student_eager_decompose": lambda: td.decompose(student(x), family, **settings),
+      "student_hand_tf_function": lambda: hand(x_t),
+      "student_saved_model": lambda: served(x=x_t),
   }
 
 
@@ -214,11 +232,11 @@ def run_inference(config, log=print):
     entry = {"batch": n, "family": repr(family), "students": {}, "ensembles": {}}
     with tempfile.TemporaryDirectory() as tmp:
       for label, (student, kwargs) in _students(name, family, config.mc_samples).items():
-        timings = {"predict_uncertainty": _time(
-            lambda s=student, k=kwargs: td.predict_uncertainty(s, family, x, batch_size=n,
-                                                               **k), config.repeats)}
+        fns = {"predict_uncertainty": lambda s=student, k=kwargs: td.predict_uncertainty(
+            s, family, x, batch_size=n, **k)}
         if label in ("dirichlet", "gaussian_logits_100", "full_covariance_quadrature"):
-          timings.update(_hand_paths(student, family, x, kwargs, config.repeats, tmp))
+          fns.update(_hand_paths(student, family, x, kwargs, tmp))
+        timings = _time_group(fns, config.repeats)
         entry["students"][label] = timings
         log(f"inference {name} student {label}: "
             f"{timings['predict_uncertainty']['min_s'] * 1e3:.1f} ms")
@@ -228,16 +246,13 @@ def run_inference(config, log=print):
       stacked = td.Ensemble(members, family=family, vectorize=True)
       loop = lambda ms=members: td.decompose_ensemble(
           tf.stack([member(x) for member in ms], axis=1), family)
-      timings = {
-          "member_loop": _time(loop, config.repeats),
-          "ensemble_eager_decompose": _time(
-              lambda e=ens: td.decompose_ensemble(e(x), family), config.repeats),
-          "ensemble": _time(lambda e=ens: td.predict_uncertainty(e, family, x,
-                                                                 batch_size=n),
-                            config.repeats),
-          "ensemble_stacked": _time(lambda e=stacked: td.predict_uncertainty(
-              e, family, x, batch_size=n), config.repeats),
-      }
+      timings = _time_group({
+          "member_loop": loop,
+          "ensemble_eager_decompose": lambda e=ens: td.decompose_ensemble(e(x), family),
+          "ensemble": lambda e=ens: td.predict_uncertainty(e, family, x, batch_size=n),
+          "ensemble_stacked": lambda e=stacked: td.predict_uncertainty(e, family, x,
+                                                                       batch_size=n),
+      }, config.repeats)
       speedups = {label: _ratio(timings["ensemble"], s["predict_uncertainty"])
                   for label, s in entry["students"].items()}
       entry["ensembles"][str(m)] = {
@@ -365,9 +380,32 @@ def _peak_memory_mb(case, variant, config):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _resident_peak_kb():
+  """The process's peak resident memory in KB (VmHWM; ru_maxrss where /proc is absent,
+  which on Linux carries the parent's peak across exec)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return float(line.split()[1])
+  except OSError:
+    pass
+  return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _reset_resident_peak():
+  """Resets VmHWM to the current resident size (Linux >= 4.0); False where unsupported."""
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
+
+
 def _measure_memory(payload):
-  """In a fresh process: ru_maxrss before and after one call (after a warm-up on a tiny
-  input, so tracing and imports are not counted)."""
+  """In a fresh process: the peak resident memory one call adds, after a warm-up on a tiny
+  input (so imports and tracing are not counted) and with the inputs already made."""
   config = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in payload["config"].items()})
   make, variants = _decompose_cases(config)[payload["case"]]
@@ -376,20 +414,20 @@ def _measure_memory(payload):
   small_make, small_variants = _decompose_cases(small)[payload["case"]]
   _block(small_variants[payload["variant"]](small_make()))
   inputs = make()
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  _reset_resident_peak()
+  before = _resident_peak_kb()
   _block(fn(inputs))
-  after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return {"peak_added_mb": (after - before) / 1024.0}
+  return {"peak_added_mb": (_resident_peak_kb() - before) / 1024.0}
 
 
 def run_decompose(config, log=print):
   results = {}
   for case, (make, variants) in _decompose_cases(config).items():
     inputs = make()
-    entry = {"batch": config.decompose_batch, "timings": {}, "peak_memory_added_mb": {}}
-    for variant, fn in variants.items():
-      repeats = config.repeats if variant != "eager" else max(1, config.repeats // 2)
-      entry["timings"][variant] = _time(lambda f=fn: f(inputs), repeats)
+    entry = {"batch": config.decompose_batch, "peak_memory_added_mb": {},
+             "timings": _time_group({v: (lambda f=fn: f(inputs))
+                                     for v, fn in variants.items()}, config.repeats)}
+    for variant in variants:
       if config.memory:
         entry["peak_memory_added_mb"][variant] = _peak_memory_mb(
             case, variant, config)["peak_added_mb"]
@@ -422,34 +460,34 @@ def run_distill(config, log=print):
   def student():
     return td.models.mlp((8,), [75], head.params_size(2), head=head(2), seed=7)
 
-  def epochs(fit):
-    return _time(lambda: fit(1), config.repeats)   # warm-up epoch traces
+  def compiled_student(**kwargs):
+    s = student()
+    s.compile(keras.optimizers.Adam(1e-3), loss=td.losses.EnsembleNLL(), **kwargs)
+    return s
 
-  timings = {}
+  fits = {}   # name -> one epoch (the warm-up epoch traces)
   for jit in (False, True):
     distiller = td.Distiller(student(), ens, loss=td.losses.EnsembleNLL())
     distiller.compile(keras.optimizers.Adam(1e-3), jit_compile=jit)
     plain = tf.data.Dataset.from_tensor_slices(x).shuffle(n, seed=0).batch(batch).prefetch(
         tf.data.AUTOTUNE)
-    timings["teacher_in_train_step" + ("_xla" if jit else "")] = epochs(
-        lambda e, d=distiller, p=plain: d.fit(p, epochs=e, verbose=0))
-  s = student()
-  s.compile(keras.optimizers.Adam(1e-3), loss=td.losses.EnsembleNLL())
+    fits["teacher_in_train_step" + ("_xla" if jit else "")] = (
+        lambda d=distiller, p=plain: d.fit(p, epochs=1, verbose=0))
+  s_stream = compiled_student()
   stream = td.teacher_targets(x, ens, batch_size=batch, seed=0)
-  timings["teacher_in_tf_data"] = epochs(lambda e: s.fit(stream, epochs=e, verbose=0))
+  fits["teacher_in_tf_data"] = lambda: s_stream.fit(stream, epochs=1, verbose=0)
+  z = ens.predict_targets(x)
+  s_memory = compiled_student()
+  fits["precomputed_in_memory"] = lambda: s_memory.fit(x, z, batch_size=batch, epochs=1,
+                                                       verbose=0, shuffle=True)
   with tempfile.TemporaryDirectory() as tmp:
     cached = td.teacher_targets(x, ens, batch_size=batch, seed=0,
                                 cache_dir=os.path.join(tmp, "cache"))
     for _ in cached:   # the cache is written on the first pass; time reading it
       pass
-    s = student()
-    s.compile(keras.optimizers.Adam(1e-3), loss=td.losses.EnsembleNLL())
-    timings["target_cache"] = epochs(lambda e: s.fit(cached, epochs=e, verbose=0))
-  z = ens.predict_targets(x)
-  s = student()
-  s.compile(keras.optimizers.Adam(1e-3), loss=td.losses.EnsembleNLL())
-  timings["precomputed_in_memory"] = epochs(
-      lambda e: s.fit(x, z, batch_size=batch, epochs=e, verbose=0, shuffle=True))
+    s_cache = compiled_student()
+    fits["target_cache"] = lambda: s_cache.fit(cached, epochs=1, verbose=0)
+    timings = _time_group(fits, config.repeats)
   result = {"examples_per_epoch": n, "batch_size": batch, "members": 10,
             "epoch_timings": timings,
             "examples_per_s": {k: n / v["min_s"] for k, v in timings.items()},
@@ -495,15 +533,12 @@ def run_train(config, log=print):
       "small_cnn": (build_cnn, (images, labels), classes, cnn, 1e-3)}.items():
     common = dict(num_members=spec["num_members"], epochs=spec["epochs"],
                   batch_size=spec["batch_size"], learning_rate=lr, verbose=0)
-    timings = {
-        "vectorized": _time(lambda: td.train_ensemble(b, data, family, vectorize=True,
-                                                      **common), config.repeats),
-        "one_graph": _time(lambda: td.train_ensemble(b, data, family, vectorize=False,
-                                                     **common), config.repeats),
-        "sequential_fit": _time(lambda: _sequential_fit(
+    timings = _time_group({
+        "vectorized": lambda: td.train_ensemble(b, data, family, vectorize=True, **common),
+        "one_graph": lambda: td.train_ensemble(b, data, family, vectorize=False, **common),
+        "sequential_fit": lambda: _sequential_fit(
             b, *data, family, spec["num_members"], spec["epochs"], spec["batch_size"], lr),
-                                config.repeats),
-    }
+    }, config.repeats)
     results[case] = {"spec": dict(spec), "timings": timings,
                      "vectorized_vs_sequential": _ratio(timings["sequential_fit"],
                                                         timings["vectorized"]),

@@ -68,9 +68,11 @@ class ToyConfig:
     teacher_in: "train_step" (`td.Distiller`, the default: twice the throughput of the
       tf.data path on 2 CPU cores, scripts/throughput.py) or "tf_data"
       (`student.fit(td.teacher_targets(...))`).
-    jit_compile: bool, compile the students' train step with XLA (speed; float32
-      results within rounding of the graph without XLA).
-    steps_per_execution: int, training steps per compiled call (speed only).
+    fast_paths: bool. True: members trained vectorized (`train_ensemble`; member m reads
+      rows in the order `member_permutation(n, seed + m, epoch)`), students' train step
+      compiled by XLA, 100 steps per compiled call. False: the protocol of the
+      2026-11-25 figures (members side by side in one graph, no XLA, one step per call).
+      Same distributions of data orders, other draws.
     verbose: int, 0 silent, 1 progress bars.
   """
 
@@ -95,8 +97,7 @@ class ToyConfig:
   seed: int = 0
   min_variance: float = 1e-3
   teacher_in: str = "train_step"
-  jit_compile: bool = True
-  steps_per_execution: int = 100
+  fast_paths: bool = True
   verbose: int = 1
 
   @classmethod
@@ -136,13 +137,13 @@ def _distil(student, loss, ensemble, config, description):
   bar = td.callbacks.ProgressBar(description, disable=not config.verbose)
   if config.teacher_in == "train_step":
     model = td.Distiller(student, ensemble, loss=loss)
-    model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
-                  steps_per_execution=config.steps_per_execution)
+    model.compile(optimizer=optimizer, jit_compile=config.fast_paths,
+                  steps_per_execution=100 if config.fast_paths else 1)
     data = inputs.batch(config.student_batch_size).prefetch(tf.data.AUTOTUNE)
   elif config.teacher_in == "tf_data":
     model = student
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=config.jit_compile,
-                  steps_per_execution=config.steps_per_execution)
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=config.fast_paths,
+                  steps_per_execution=100 if config.fast_paths else 1)
     data = td.teacher_targets(inputs, ensemble, batch_size=config.student_batch_size,
                               seed=config.seed + 3)
   else:
@@ -280,7 +281,8 @@ def run_toy(out_dir, config=None):
       _member_builder(config, family), (x_train, y_train), family,
       num_members=config.num_members, epochs=config.member_epochs,
       batch_size=config.member_batch_size, learning_rate=config.learning_rate,
-      seed=config.seed, verbose=config.verbose)
+      seed=config.seed, verbose=config.verbose,
+      vectorize="auto" if config.fast_paths else False)
   timings["ensemble"] = time.perf_counter() - tic
 
   tic = time.perf_counter()
