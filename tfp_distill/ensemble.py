@@ -4,9 +4,11 @@
 x [batch, ...] ──► member_1 .. member_M ──► z [batch, members, params]
 ```
 
-Members of one functional architecture are evaluated as one vectorized model with
-stacked weights (`vectorized.StackedMembers`: one batched matmul or grouped convolution
-per layer instead of M); other members run side by side in one graph.
+Members of one functional architecture can run as one vectorized model with stacked
+weights (`vectorized.StackedMembers`: one batched matmul or grouped convolution per layer
+instead of M): always in training, in inference by default where a GPU is present (on a
+CPU the separate members' graph measured as fast or faster). Other members run side by
+side in one graph.
 
 `train_ensemble` trains the members with independent initialisations and independent data
 orders, as deep ensembles do [1]. The loss is the *sum* of the members' mean NLLs: each
@@ -36,6 +38,7 @@ from tfp_distill._keras import keras
 
 __all__ = ["Ensemble", "VectorizationWarning", "array_member_streams", "member_permutation",
            "member_streams", "train_ensemble"]
+
 
 class VectorizationWarning(UserWarning):
   """`train_ensemble(vectorize="auto")` fell back to separate members; says why."""
