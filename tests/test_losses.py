@@ -281,6 +281,84 @@ def test_proxy_dirichlet_kl_is_exact_when_the_members_agree():
   np.testing.assert_allclose(loss.numpy(), _dirichlet_kl_numpy(alpha, beta), rtol=1e-6)
 
 
+def _published_proxy_cost(member_logits, alpha, offset=1.0):
+  """Ryabinin et al.'s `rkl_proxy_loss` written from the published formula, NumPy/SciPy."""
+  p = special.softmax(member_logits, axis=-1)                      # [batch, M, K]
+  p_bar = p.mean(1)
+  k = p.shape[-1]
+  mkl = np.mean(np.sum(p_bar[:, None] * (np.log(p_bar[:, None]) - np.log(p)), -1), axis=1)
+  beta_0 = (k - 1) / (2 * mkl + 1e-8)
+  a0 = alpha.sum(-1, keepdims=True)
+  d = special.digamma(alpha) - special.digamma(a0)
+  cross_entropy = -(p_bar * d).sum(-1)
+  entropy = special.gammaln(alpha).sum(-1) - special.gammaln(a0[:, 0]) - ((alpha - 1) * d).sum(-1)
+  return cross_entropy - entropy / (beta_0 + k * offset), beta_0
+
+
+def _members_with_spread(scales, k=10, members=5, seed=0):
+  """Member logits [len(scales), members, k]: a common base plus noise of the given sd."""
+  rng = np.random.default_rng(seed)
+  base = rng.normal(scale=2.0, size=(len(scales), 1, k))
+  noise = rng.normal(size=(len(scales), members, k))
+  return base + np.asarray(scales)[:, None, None] * noise
+
+
+def test_proxy_dirichlet_cost_matches_the_published_formula():
+  # Member spreads from 3 to 1e-4 give target precisions beta_0 from ~1 to ~1e7.
+  scales = np.geomspace(3.0, 1e-4, 12)
+  logits = _members_with_spread(scales)
+  student = np.random.default_rng(1).normal(size=(12, 10))
+  dist = td.heads.DirichletHead.new(student, 10, min_scale=1e-3)
+  alpha = dist.concentration.numpy()
+  want, beta_0 = _published_proxy_cost(logits, alpha)
+  assert beta_0.min() < 3 and beta_0.max() > 1e7
+  got = td.losses.proxy_dirichlet_cost(logits, dist, smoothing=0.0)
+  # float64 throughout; digamma and lgamma of concentrations up to ~1e13 (the clip).
+  np.testing.assert_allclose(got.numpy(), want, rtol=1e-9)
+  # The Keras loss with target="proxy" is this cost; "proxy_kl" the undivided KL.
+  loss = td.losses.DirichletNLL(smoothing=0.0, target="proxy")
+  np.testing.assert_allclose(loss.call(logits, dist).numpy(), want, rtol=1e-9)
+  kl = td.losses.DirichletNLL(smoothing=0.0, target="proxy_kl").call(logits, dist)
+  np.testing.assert_allclose(kl.numpy(), td.losses.proxy_dirichlet_kl(
+      logits, dist, smoothing=0.0).numpy(), rtol=1e-12)
+
+
+def test_proxy_cost_does_not_let_confident_examples_dominate():
+  """The reason for the published division: per-example gradients of the undivided KL
+  grow with the target's precision (here by > 1e5 from beta_0 ~ 1 to ~ 1e7); the
+  published cost's stay within a small factor."""
+  scales = np.array([3.0, 1e-4])
+  logits = _members_with_spread(scales, seed=3)
+  params = tf.Variable(np.zeros((2, 10)))
+
+  def gradient_norms(loss_fn):
+    with tf.GradientTape() as tape:
+      loss = loss_fn(logits, td.heads.DirichletHead.new(params, 10))
+    return np.linalg.norm(tape.gradient(loss, params).numpy(), axis=-1)
+
+  kl = gradient_norms(lambda z, d: td.losses.proxy_dirichlet_kl(z, d))
+  cost = gradient_norms(lambda z, d: td.losses.proxy_dirichlet_cost(z, d))
+  assert kl[1] / kl[0] > 1e5, kl
+  assert 0.1 < cost[1] / cost[0] < 10, cost
+
+
+@pytest.mark.parametrize("members", [1, 4])
+def test_proxy_cost_is_finite_when_the_members_agree(members):
+  """MKL = 0 (identical members, or one member): beta_0 = (K - 1) / 1e-8, the entropy
+  term vanishes and the cost is the expected cross-entropy to the members' mean."""
+  logits = np.tile(np.array([[[4.0, 0.0, -2.0, 1.0]]]), (2, members, 1))
+  dist = td.heads.DirichletHead.new(np.array([[3.0, 0.5, -1.0, 1.0]] * 2), 4)
+  got = td.losses.proxy_dirichlet_cost(logits, dist, smoothing=0.0).numpy()
+  assert np.all(np.isfinite(got))
+  alpha = dist.concentration.numpy()
+  p = special.softmax(logits[:, 0], -1)
+  d = special.digamma(alpha) - special.digamma(alpha.sum(-1, keepdims=True))
+  # The entropy term is divided by 3e8: below 1e-7 of the cross-entropy here.
+  np.testing.assert_allclose(got, -(p * d).sum(-1), rtol=1e-6)
+  loss = td.losses.DirichletNLL(target="proxy").call(logits.astype(np.float32), dist)
+  assert np.all(np.isfinite(loss.numpy()))
+
+
 def test_soft_target_kl_and_knowledge_distillation_match_numpy():
   rng = np.random.default_rng(5)
   logits = rng.normal(size=(3, 5, 4))
@@ -365,6 +443,8 @@ def test_dirichlet_nll_loss_config_and_temperature_variable():
   assert isinstance(again, td.losses.DirichletNLL) and again.get_config() == config
   kd = td.losses.KnowledgeDistillation(temperature=2.0, alpha=0.9)
   assert keras.losses.deserialize(keras.losses.serialize(kd)).get_config() == kd.get_config()
+  assert td.losses.DirichletNLL.from_config(
+      td.losses.DirichletNLL(target="proxy_kl").get_config()).target == "proxy_kl"
   for bad in (dict(smoothing=1.0), dict(target="x"), dict(temperature=0.0),
               dict(label_weight=1.0)):
     with pytest.raises(ValueError):

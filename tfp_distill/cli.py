@@ -115,9 +115,13 @@ def _parser():
                       help="epochs per member (default 10)")
   images.add_argument("--student-epochs", type=_positive_int, default=None,
                       help="epochs per student (default 10)")
-  images.add_argument("--dirichlet-target", choices=("ensemble", "proxy"), default=None,
-                      help="EnD^2 target: the members' probabilities (default) or the "
-                           "proxy Dirichlet of Ryabinin et al. 2021")
+  images.add_argument("--dirichlet-target", choices=("ensemble", "proxy", "proxy_kl"),
+                      default=None,
+                      help="EnD^2 target: the members' probabilities (default), the "
+                           "proxy Dirichlet of Ryabinin et al. 2021 with their published "
+                           "cost (proxy), or the reverse KL to that target without the "
+                           "division by its precision (proxy_kl, this library's 'proxy' "
+                           "before 2026-11-30)")
   images.set_defaults(run=_run_images)
 
   ods = commands.add_parser(

@@ -46,6 +46,7 @@ __all__ = [
     "predictive_log_prob",
     "mixture_cross_entropy",
     "dirichlet_nll",
+    "proxy_dirichlet_cost",
     "proxy_dirichlet_kl",
     "proxy_dirichlet_target",
     "soft_target_kl",
@@ -357,21 +358,31 @@ def proxy_dirichlet_target(z, num_classes, family=None, temperature=1.0, smoothi
     beta: float Tensor [batch, K], the target concentrations (no gradient).
   """
   dtype = tf.as_dtype(compute_dtype)
+  p_bar, beta_0 = _proxy_statistics(z, num_classes, family, temperature, smoothing, dtype)
+  return tf.stop_gradient(p_bar * beta_0[:, None] + tf.cast(offset, dtype))
+
+
+def _proxy_statistics(z, num_classes, family, temperature, smoothing, dtype):
+  """(pi_bar [batch, K], beta_0 [batch]) of the proxy target, without gradients."""
   log_p = _member_log_probs(z, num_classes, family, temperature, smoothing, dtype)
   log_p_bar = tf.reduce_logsumexp(log_p, axis=1) - tf.math.log(
       tf.cast(tf.shape(log_p)[1], dtype))                          # [batch, K]
   p_bar = tf.exp(log_p_bar)
   mkl = tf.reduce_sum(p_bar * (log_p_bar - tf.reduce_mean(log_p, axis=1)), axis=-1)
   beta_0 = (num_classes - 1.) / (2. * tf.maximum(mkl, 0.) + 1e-8)
-  return tf.stop_gradient(p_bar * beta_0[:, None] + tf.cast(offset, dtype))
+  return tf.stop_gradient(p_bar), tf.stop_gradient(beta_0)
 
 
 def proxy_dirichlet_kl(z, dist, family=None, temperature=1.0, smoothing=1e-4, offset=1.0,
                        direction="reverse", compute_dtype=None):
-  """Proxy-Dirichlet distillation [3]: KL between the student and the proxy target.
+  """KL between the student and the proxy target of [3], *not* divided by its precision.
+
+  The published loss is `proxy_dirichlet_cost` (this KL over the target's precision,
+  up to terms without alpha). Undivided, examples on which the members agree dominate the
+  loss by factors of their precision; kept to reproduce earlier runs (target="proxy_kl").
 
   ```none
-  direction="reverse" (as [3]):  T^2 KL(Dir(alpha_T) || Dir(beta))
+  direction="reverse":  T^2 KL(Dir(alpha_T) || Dir(beta))
   direction="forward":           T^2 KL(Dir(beta) || Dir(alpha_T))
   ```
   with beta from `proxy_dirichlet_target`. Unlike `dirichlet_nll` it does not need the
@@ -402,6 +413,51 @@ def proxy_dirichlet_kl(z, dist, family=None, temperature=1.0, smoothing=1e-4, of
   alpha = tf.exp(_heated_log_concentration(dirichlet, temperature, dtype))
   kl = _dirichlet_kl(alpha, beta) if direction == "reverse" else _dirichlet_kl(beta, alpha)
   return tf.cast(tf.square(tf.cast(temperature, dtype)) * kl, out_dtype)
+
+
+def proxy_dirichlet_cost(z, dist, family=None, temperature=1.0, smoothing=1e-4, offset=1.0,
+                         compute_dtype=None):
+  """Proxy-Dirichlet distillation as published [3] (`rkl_proxy_loss` of the authors' code).
+
+  ```none
+  pi_bar, beta_0, beta_k = pi_bar_k beta_0 + offset      (`proxy_dirichlet_target`)
+  cost(a) = - sum_k pi_bar_k (digamma(a_k) - digamma(a_0))            expected CE to pi_bar
+            - H[Dir(a)] / (beta_0 + K offset)
+  H[Dir(a)] = sum_k lgamma(a_k) - lgamma(a_0) - sum_k (a_k - 1)(digamma(a_k) - digamma(a_0))
+  L = T^2 cost(alpha_T)
+  ```
+  Up to terms without a, this is the reverse KL(Dir(a) || Dir(beta)) divided by the
+  target's precision sum_k beta_k = beta_0 + K offset (exactly so for offset = 1). The
+  division is what makes the loss usable: without it (`proxy_dirichlet_kl`) an example on
+  which the members agree (beta_0 ~ 1e7) weighs ~1e7 times more than one on which they
+  disagree, and training chases the confident examples.
+
+  Members that agree exactly (MKL = 0), or a single member, give beta_0 = (K - 1) / 1e-8:
+  the entropy term then vanishes and the cost is the expected cross-entropy to pi_bar,
+  finite.
+
+  Args:
+    z, dist, family, temperature, smoothing: as `dirichlet_nll`.
+    offset: float, see `proxy_dirichlet_target` (1 in [3]).
+    compute_dtype: None (float64) or a float dtype for the digamma / lgamma terms.
+
+  Returns:
+    loss: float Tensor [batch].
+  """
+  dirichlet = _dirichlet(dist)
+  out_dtype = dirichlet.dtype
+  dtype = tf.as_dtype(compute_dtype or tf.float64)
+  num_classes = tf.compat.dimension_value(dirichlet.event_shape[-1])
+  p_bar, beta_0 = _proxy_statistics(z, num_classes, family, temperature, smoothing, dtype)
+  precision = beta_0 + num_classes * tf.cast(offset, dtype)          # sum_k beta_k
+  alpha = tf.exp(_heated_log_concentration(dirichlet, temperature, dtype))
+  alpha_0 = tf.reduce_sum(alpha, axis=-1)
+  expected_log_p = tf.math.digamma(alpha) - tf.math.digamma(alpha_0)[:, None]
+  cross_entropy = -tf.reduce_sum(p_bar * expected_log_p, axis=-1)
+  entropy = (tf.reduce_sum(tf.math.lgamma(alpha), axis=-1) - tf.math.lgamma(alpha_0)
+             - tf.reduce_sum((alpha - 1.) * expected_log_p, axis=-1))
+  cost = cross_entropy - entropy / precision
+  return tf.cast(tf.square(tf.cast(temperature, dtype)) * cost, out_dtype)
 
 
 def _student_logits(y_pred):
@@ -662,13 +718,17 @@ def _check_temperature(value):
   return float(value)
 
 
+_DIRICHLET_TARGETS = ("ensemble", "proxy", "proxy_kl")
+
+
 @keras.utils.register_keras_serializable(package="tfp_distill")
 class DirichletNLL(keras.losses.Loss):
   """EnD^2 loss [2] (or the proxy-Dirichlet KL of [3]) for a `heads.DirichletHead` student.
 
   ```none
   target="ensemble":  L = dirichlet_nll(z, alpha; T, eps)
-  target="proxy":     L = proxy_dirichlet_kl(z, alpha; T, eps, offset)
+  target="proxy":     L = proxy_dirichlet_cost(z, alpha; T, eps, offset)   (as published)
+  target="proxy_kl":  L = proxy_dirichlet_kl(z, alpha; T, eps, offset)     (undivided KL)
   + label_weight * ( - log(alpha_y / alpha_0) )       (labelled targets only, T = 1)
   ```
 
@@ -682,8 +742,10 @@ class DirichletNLL(keras.losses.Loss):
     family: the members' `families.CategoricalLogits` (needed when members give K - 1
       logits, or for labels), or None.
     label_weight: float >= 0, weight of the labelled term.
-    target: "ensemble" (EnD^2, Dirichlet NLL of each member) or "proxy" (Ryabinin et
-      al.'s proxy-Dirichlet target, for many classes).
+    target: "ensemble" (EnD^2, Dirichlet NLL of each member), "proxy" (Ryabinin et al.'s
+      proxy-Dirichlet cost as published, for many classes), or "proxy_kl" (the reverse
+      KL to the proxy target without the division by its precision; this library's
+      "proxy" before 2026-11-30, kept to reproduce those runs).
     proxy_offset: float >= 0, offset of the proxy target's concentrations.
     compute_dtype: None or "float64": dtype of the lgamma/digamma terms (None: the
       student's dtype for EnD^2, float64 for the proxy target; see `proxy_dirichlet_kl`).
@@ -705,8 +767,8 @@ class DirichletNLL(keras.losses.Loss):
     super().__init__(reduction=reduction, name=name)
     if not 0. <= smoothing < 1.:
       raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
-    if target not in ("ensemble", "proxy"):
-      raise ValueError(f"target must be 'ensemble' or 'proxy', got {target!r}.")
+    if target not in _DIRICHLET_TARGETS:
+      raise ValueError(f"target must be one of {_DIRICHLET_TARGETS}, got {target!r}.")
     if not label_weight >= 0:
       raise ValueError(f"label_weight must be >= 0, got {label_weight}.")
     self.family = None if family is None else families_lib.get(family)
@@ -727,6 +789,9 @@ class DirichletNLL(keras.losses.Loss):
     if self.target == "ensemble":
       loss = dirichlet_nll(z, y_pred, self.family, temperature, self.smoothing,
                            self.compute_dtype)
+    elif self.target == "proxy":
+      loss = proxy_dirichlet_cost(z, y_pred, self.family, temperature, self.smoothing,
+                                  self.proxy_offset, compute_dtype=self.compute_dtype)
     else:
       loss = proxy_dirichlet_kl(z, y_pred, self.family, temperature, self.smoothing,
                                 self.proxy_offset, compute_dtype=self.compute_dtype)

@@ -88,7 +88,8 @@ class ImagesConfig:
       (see the README).
     initial_temperature, anneal_start, anneal_end: EnD^2 temperature schedule.
     smoothing: float, EnD^2 target smoothing.
-    dirichlet_target: "ensemble" (EnD^2) or "proxy" (proxy-Dirichlet of Ryabinin et al.).
+    dirichlet_target: "ensemble" (EnD^2), "proxy" (proxy-Dirichlet of Ryabinin et al.,
+      their published cost) or "proxy_kl" (the undivided reverse KL to that target).
     num_samples: int, Monte Carlo samples for the Gaussian-over-logits decomposition.
     corruption_test_size: int, test images per corruption and severity.
     corruptions: tuple of names in `datasets.corruptions.CORRUPTIONS` (empty: none).
