@@ -7,7 +7,9 @@ Usage:
   python scripts/uci_table.py --out reports/uci                  # all sets, all splits
   python scripts/uci_table.py --out reports/uci --dataset yacht,boston --splits 5
   python scripts/uci_table.py --out reports/uci --no-run         # summarise what exists
-  python scripts/uci_table.py --out reports/uci_old --no-fast-paths   # the old protocol
+  python scripts/uci_table.py --out reports/uci_old --no-fast-paths   # the 11-25 protocol
+  python scripts/uci_table.py --out reports/uci_1130 --protocol 2026-11-30
+  python scripts/uci_table.py --out reports/uci_m5 --members 5 --no-reference-ensemble
   python scripts/uci_table.py --smoke --out /tmp/uci_smoke       # seconds; for the tests
 """
 
@@ -77,6 +79,12 @@ def summary_markdown(report):
     lines.append(f"| {name} | {report['num_splits'][name]} | {per_split:.0f} | "
                  f"{per_split * report['num_splits'][name]:.0f} |")
   lines.append("")
+  for part in ("epistemic", "aleatoric"):
+    table = uci.format_fidelity_markdown(report, part)
+    if table:
+      lines += [f"**Fidelity of the {part} variance** to the ensemble's on the test "
+                "points (Spearman rho, Pearson r, mean relative error MRE; "
+                f"`{uci.REFERENCE}`: a second ensemble, the noise ceiling)", "", table, ""]
   return "\n".join(lines)
 
 
@@ -91,12 +99,19 @@ def main(argv=None):
                       help="only summarise the finished splits in --out")
   parser.add_argument("--no-fast-paths", action="store_true",
                       help="the protocol of the 2026-11-25 table (see UCIConfig.fast_paths)")
+  parser.add_argument("--protocol", choices=sorted(uci.UCIConfig.PROTOCOLS),
+                      default=None, help="the settings of an earlier table")
+  parser.add_argument("--no-reference-ensemble", action="store_true",
+                      help="skip the second ensemble (the fidelity's noise ceiling)")
   parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
   args = parser.parse_args(argv)
   config = uci.UCIConfig.fast() if args.smoke else uci.UCIConfig()
   if args.no_fast_paths:
-    config = uci.dataclasses.replace(config, fast_paths=False, student_jit_compile=False,
-                                     steps_per_execution=10)
+    args.protocol = "2026-11-25"
+  if args.protocol:
+    config = uci.dataclasses.replace(config, **uci.UCIConfig.PROTOCOLS[args.protocol])
+  if args.no_reference_ensemble:
+    config = uci.dataclasses.replace(config, reference_ensemble=False)
   if args.members:
     config = uci.dataclasses.replace(config, num_members=args.members)
   names = (sorted(uci_data.UCI_DATASETS) if args.dataset == "all"

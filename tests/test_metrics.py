@@ -352,6 +352,39 @@ def test_pearson_correlation(dtype, mode):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
+def test_spearman_correlation_matches_scipy_with_ties(dtype, mode):
+  rng = np.random.default_rng(13)
+  for n in (2, 7, 200):
+    a = rng.integers(0, 4, size=n).astype(dtype)             # many ties
+    b = (a + rng.normal(size=n)).astype(dtype)
+    if np.ptp(a) == 0:
+      a[0] += 1
+    out = _call(mode, metrics.spearman_correlation, a, b)
+    assert out.dtype == dtype and out.shape == ()
+    ref = scipy.stats.spearmanr(np.float64(a), np.float64(b)).statistic
+    np.testing.assert_allclose(_numpy(out), ref, **TOL[dtype])
+  # Invariant under strictly increasing maps of either argument (pearson is not).
+  a = rng.lognormal(sigma=2.0, size=50).astype(dtype)
+  b = (a * rng.uniform(0.5, 2.0, size=50)).astype(dtype)
+  rho = _numpy(_call(mode, metrics.spearman_correlation, a, b))
+  rho_log = _numpy(_call(mode, metrics.spearman_correlation, np.log(a), b ** 3))
+  np.testing.assert_allclose(rho, rho_log, **TOL[dtype])
+  np.testing.assert_allclose(
+      _numpy(_call(mode, metrics.spearman_correlation, a, -a)), -1.0, rtol=1e-6)
+
+
+def test_spearman_correlation_errors():
+  with pytest.raises(ValueError, match="same shape"):
+    metrics.spearman_correlation(np.ones(4), np.ones(3))
+  with pytest.raises(ValueError, match="at least 2"):
+    metrics.spearman_correlation([1.0], [2.0])
+  with pytest.raises(ValueError, match="NaN or Inf"):
+    metrics.spearman_correlation([1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
+  assert np.isnan(metrics.spearman_correlation(np.ones(5), np.arange(5.0)).numpy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
 def test_mean_relative_error(dtype, mode):
   rng = np.random.default_rng(12)
   reference = rng.uniform(0.5, 2.0, size=25).astype(dtype) * rng.choice([-1, 1], size=25)

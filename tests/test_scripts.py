@@ -1,6 +1,7 @@
 """Every benchmark script runs in its smoke mode and prints finite figures."""
 
 import importlib.util
+import json
 import math
 import pathlib
 
@@ -36,6 +37,44 @@ def test_uci_table_smoke(tmp_path):
   # --no-run summarises the finished splits without training.
   again = _load("uci_table").main(["--smoke", "--no-run", "--out", str(tmp_path)])
   assert again["results"] == report["results"]
+
+
+def test_uci_select_smoke_on_validation_rows(tmp_path):
+  import numpy as np
+  import pytest
+  from tfp_distill.datasets import uci as uci_data
+  try:
+    uci_data.data_dir()
+  except FileNotFoundError:  # pragma: no cover - CI has ../shared beside the clone
+    pytest.skip("shared/data/uci not found")
+  summary = _load("uci_select").main(["--smoke", "--variants", "constant,cosine",
+                                      "--out", str(tmp_path)])
+  # The ratios and gaps are those of the saved validation splits, recomputed here.
+  saved = [json.loads((tmp_path / "cosine" / "yacht" / f"val_split_{i:02d}.json")
+                      .read_text()) for i in range(2)]
+  assert all(s["evaluated_on"] == "validation" for s in saved)
+  ratios = [s["metrics"]["full"]["rmse"] / s["metrics"]["ensemble"]["rmse"] for s in saved]
+  np.testing.assert_allclose(summary["yacht"]["cosine"]["full"]["rmse_ratio"][0],
+                             np.mean(ratios), rtol=1e-12)
+  assert "| yacht | constant | full |" in (tmp_path / "summary.md").read_text()
+  with pytest.raises(SystemExit):
+    _load("uci_select").main(["--smoke", "--variants", "nope", "--out", str(tmp_path)])
+
+
+def test_uci_unimodal_gap_smoke(tmp_path):
+  import numpy as np
+  import pytest
+  from tfp_distill.datasets import uci as uci_data
+  try:
+    uci_data.data_dir()
+  except FileNotFoundError:  # pragma: no cover - CI has ../shared beside the clone
+    pytest.skip("shared/data/uci not found")
+  result = _load("uci_unimodal_gap").main(["--smoke", "--json", str(tmp_path / "g.json")])
+  (row,) = result["yacht"]
+  assert all(math.isfinite(v) for v in row.values())
+  np.testing.assert_allclose(row["gap"], row["normal_nll"] - row["mixture_nll"], atol=1e-9)
+  assert row["median_epistemic_over_aleatoric"] > 0
+  assert json.loads((tmp_path / "g.json").read_text())["yacht"][0] == row
 
 
 def test_ods_throughput_smoke(tmp_path):

@@ -108,8 +108,10 @@ def test_cli_uci_fast(tmp_path, capsys):
 def test_keys_of_the_saved_results():
   # The 2026-11-25 table (docs/uci/2026-11-25/report.json) has key af7f136698: its
   # protocol is fast_paths=False without XLA, and new options must keep that key there.
-  old = uci.UCIConfig(fast_paths=False, student_jit_compile=False)
+  old = uci.UCIConfig(**uci.UCIConfig.PROTOCOLS["2026-11-25"])
   assert old.key() == "af7f136698"
+  # The 2026-11-30 table (fast paths, constant student learning rate) keeps its key too.
+  assert uci.UCIConfig(**uci.UCIConfig.PROTOCOLS["2026-11-30"]).key() == "2d3c6f1ec0"
   assert uci.UCIConfig(perturbation_step=0.1).key() != uci.UCIConfig().key()
   # The fast paths change the draws (data orders, inputs), so they have their own key;
   # steps_per_execution and verbose change nothing.
@@ -133,14 +135,194 @@ def test_cli_no_fast_paths_selects_the_old_protocol(tmp_path, monkeypatch):
   from tfp_distill import cli
   seen = {}
 
-  def fake_run_uci(out_dir, names, num_splits=None, config=None, data_dir=None):
-    seen["config"] = config
-    return {"results": {}}
+  def fake_run_uci(out_dir, names, num_splits=None, config=None, data_dir=None,
+                   ood=False):
+    seen["config"], seen["ood"] = config, ood
+    return {"results": {}, "ood_auroc": {}, "protocol": None}
 
   monkeypatch.setattr(uci, "run_uci", fake_run_uci)
   monkeypatch.setattr(uci, "format_markdown", lambda report: "")
+  monkeypatch.setattr(uci, "format_ood_markdown", lambda report: "")
   assert cli.main(["uci", "--dataset", "yacht", "--no-fast-paths", "--out",
                    str(tmp_path)]) == 0
   assert seen["config"].key() == "af7f136698"   # the 2026-11-25 table's key
   assert cli.main(["uci", "--dataset", "yacht", "--out", str(tmp_path)]) == 0
   assert seen["config"].fast_paths and seen["config"].student_jit_compile
+  assert seen["config"].reference_ensemble and not seen["ood"]
+  assert cli.main(["uci", "--dataset", "yacht", "--ood", "--no-reference-ensemble",
+                   "--out", str(tmp_path)]) == 0
+  assert seen["ood"] and not seen["config"].reference_ensemble
+  # The second ensemble changes no other result, so it leaves the key alone.
+  assert seen["config"].key() == uci.UCIConfig().key()
+
+
+# ----------------------------------------------------------------------------------------
+# Fidelity of the uncertainty split and the PCA hold-out (issue 12, part 3).
+# ----------------------------------------------------------------------------------------
+
+
+def test_pca_holdout_takes_one_tail_of_the_first_component():
+  rng = np.random.default_rng(0)
+  n = 400
+  t = rng.normal(size=n)                       # the dominant direction
+  x = np.stack([10 * t, t + 0.3 * rng.normal(size=n), -(t + 0.6 * rng.normal(size=n)),
+                rng.normal(size=n)], axis=1)
+  in_rows, ood = uci_data.pca_holdout(x, 0.1)
+  assert len(ood) == 40 and len(in_rows) == 360
+  assert np.intersect1d(in_rows, ood).size == 0
+  np.testing.assert_array_equal(np.sort(np.concatenate([in_rows, ood])), np.arange(n))
+  # Reference by another route: the top eigenvector of the correlation matrix, its
+  # largest-magnitude entry (x0, the feature most correlated with the others) positive.
+  _, vectors = np.linalg.eigh(np.corrcoef(x, rowvar=False))
+  v = vectors[:, -1] * np.sign(vectors[np.argmax(np.abs(vectors[:, -1])), -1])
+  assert np.argmax(np.abs(v)) == 0
+  score = ((x - x.mean(0)) / x.std(0)) @ v
+  np.testing.assert_array_equal(ood, np.sort(np.argsort(-score)[:40]))
+  assert t[ood].min() > np.quantile(t, 0.75)   # one tail: large t, not large |t|
+  # Deterministic: a repeat call holds out the same rows.
+  np.testing.assert_array_equal(uci_data.pca_holdout(x, 0.1)[1], ood)
+  assert len(uci_data.pca_holdout(x[:3], 0.1)[1]) == 1     # ceil, at least one row
+  for bad, match in (((x, 0.0), "fraction"), ((x, 1.0), "fraction"), ((x[:1], 0.1), "n >= 2"),
+                     ((np.full((3, 2), np.nan), 0.1), "NaN")):
+    with pytest.raises(ValueError, match=match):
+      uci_data.pca_holdout(*bad)
+
+
+@needs_data
+def test_ood_split_is_deterministic_disjoint_and_normalised_on_train():
+  a = uci_data.load_uci_ood("yacht", 0)
+  b = uci_data.load_uci_ood("yacht", 0)
+  c = uci_data.load_uci_ood("yacht", 1)
+  n = len(np.loadtxt(ROOT / "yacht" / "data.txt", ndmin=2))
+  for d in (a, c):
+    rows = np.concatenate([d.train_rows, d.test_rows, d.ood_rows])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(n))     # a partition
+    assert len(d.ood_rows) == math.ceil(0.1 * n)
+    assert len(d.test_rows) == round(0.1 * (n - len(d.ood_rows)))
+    np.testing.assert_allclose(d.x_train.mean(0), 0, atol=1e-5)
+    assert d.x_ood.shape == (len(d.ood_rows), d.x_train.shape[1])
+  for field in ("train_rows", "test_rows", "ood_rows", "x_ood", "y_train"):
+    np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+  np.testing.assert_array_equal(a.ood_rows, c.ood_rows)      # one hold-out for all splits
+  assert not np.array_equal(a.test_rows, c.test_rows)        # other random splits
+  np.testing.assert_array_equal(a.ood_rows, uci_data.pca_holdout(
+      np.loadtxt(ROOT / "yacht" / "data.txt", ndmin=2)[:, :6])[1])
+  with pytest.raises(ValueError, match="split"):
+    uci_data.load_uci_ood("yacht", -1)
+  with pytest.raises(ValueError, match="test_fraction"):
+    uci_data.load_uci_ood("yacht", 0, test_fraction=1.5)
+
+
+def test_agreement_matches_numpy_and_scipy():
+  import scipy.stats   # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(3)
+  reference = rng.lognormal(size=60).astype(np.float32)
+  estimate = (reference * rng.lognormal(sigma=0.5, size=60)).astype(np.float32)
+  got = uci._agreement(estimate, reference)
+  r64, e64 = np.float64(reference), np.float64(estimate)
+  np.testing.assert_allclose(got["pearson"], np.corrcoef(e64, r64)[0, 1], rtol=1e-5)
+  np.testing.assert_allclose(got["spearman"], scipy.stats.spearmanr(e64, r64).statistic,
+                             rtol=1e-5)
+  np.testing.assert_allclose(got["mean_relative_error"],
+                             np.mean(np.abs(e64 - r64) / r64), rtol=1e-5)
+
+
+def test_aggregate_summarises_fidelity_and_the_noise_ceiling():
+  def split(r, with_ceiling=True):
+    agreement = {"pearson": r, "spearman": r / 2, "mean_relative_error": 1 - r}
+    out = {"metrics": {"ensemble": {"rmse": 1.0, "nll": 0.0, "ause": 0.0}},
+           "timings_s": {"ensemble": 1.0},
+           "fidelity": {"full": {"epistemic": agreement, "aleatoric": agreement},
+                        "mixture": {"total": agreement}}}
+    if with_ceiling:
+      out["noise_ceiling"] = {"epistemic": agreement}
+    return out
+
+  report = uci.aggregate({"toy": [split(0.2), split(0.4), split(0.9, False)]},
+                         uci.UCIConfig())
+  cell = report["fidelity"]["toy"]["full"]["epistemic"]["pearson"]
+  np.testing.assert_allclose(cell["mean"], 0.5, rtol=1e-12)
+  np.testing.assert_allclose(cell["stderr"], np.std([0.2, 0.4, 0.9], ddof=1) / np.sqrt(3),
+                             rtol=1e-12)
+  # The ceiling is summarised over the splits that have it.
+  assert report["noise_ceiling"]["toy"]["epistemic"]["spearman"]["values"] == [0.1, 0.2]
+  text = uci.format_markdown(report)
+  assert "### Epistemic variance" in text and "second_ensemble rho" in text
+  # full rho: mean 0.25 and s.e. 0.10 of 0.1, 0.2, 0.45; the ceiling rho: 0.15 +- 0.05.
+  assert "| toy | 0.25 +- 0.10 | 0.150 +- 0.050 |" in text   # 2 significant digits of s.e.
+
+
+@needs_data
+def test_split_reports_fidelity_and_noise_ceiling(tmp_path):
+  config = uci.UCIConfig.fast()
+  result = uci.run_split("yacht", 0, config)
+  assert set(result["fidelity"]) == set(uci.STUDENTS)
+  assert set(result["fidelity"]["mixture"]) == {"total"}
+  for student in ("full", "diagonal"):
+    assert set(result["fidelity"][student]) == {"epistemic", "aleatoric", "total"}
+  for agreement in [result["noise_ceiling"]["epistemic"],
+                    result["fidelity"]["full"]["epistemic"]]:
+    assert -1 <= agreement["pearson"] <= 1 and -1 <= agreement["spearman"] <= 1
+    assert agreement["mean_relative_error"] >= 0
+  # The second ensemble is trained after the others and changes none of their metrics.
+  alone = uci.run_split("yacht", 0, dataclasses.replace(config, reference_ensemble=False))
+  assert "noise_ceiling" not in alone
+  assert alone["metrics"]["ensemble"] == result["metrics"]["ensemble"]
+  # A split saved without the fidelity sections is rerun, not reused.
+  assert not uci._complete({"config_key": config.key(), "metrics": {}}, config, False)
+  assert uci._complete(dict(result, config_key=config.key()), config, False)
+
+
+@needs_data
+def test_ood_protocol_end_to_end(tmp_path):
+  config = uci.UCIConfig.fast(students=("full", "mixture"))
+  report = uci.run_uci(str(tmp_path), ["yacht"], num_splits=2, config=config, ood=True)
+  aurocs = report["ood_auroc"]["yacht"]
+  assert set(aurocs) == {"ensemble", "full", "mixture", uci.REFERENCE}
+  assert set(aurocs["mixture"]) == {"total"}
+  for model, parts in aurocs.items():
+    for cell in parts.values():
+      assert len(cell["values"]) == 2 and all(0 <= v <= 1 for v in cell["values"])
+  assert report["n_ood"]["yacht"] == 31 and report["num_splits"]["yacht"] == 2
+  assert set(report["results"]["yacht"]["full"]) == {"rmse_in", "nll_in", "rmse_ood",
+                                                      "nll_ood"}
+  assert (tmp_path / "yacht" / "ood_split_01.json").exists()
+  assert (tmp_path / "ood_auroc.png").stat().st_size > 0
+  assert "PCA hold-out" in (tmp_path / "report.md").read_text()
+
+
+def test_validation_part_never_touches_the_test_rows():
+  rng = np.random.default_rng(0)
+  data = uci_data.UCISplit("toy", 3, rng.normal(size=(50, 2)).astype(np.float32),
+                           rng.normal(size=50).astype(np.float32),
+                           rng.normal(size=(9, 2)).astype(np.float32),
+                           rng.normal(size=9).astype(np.float32), np.zeros(2), np.ones(2),
+                           0.0, 1.0)
+  val = uci.validation_part(data, 0.1, seed=0)
+  assert val.x_train.shape == (45, 2) and val.x_test.shape == (5, 2)
+  rows = np.concatenate([val.x_train, val.x_test])
+  # A partition of the training rows; no test row appears.
+  np.testing.assert_array_equal(np.sort(rows[:, 0]), np.sort(data.x_train[:, 0]))
+  assert not np.isin(data.x_test[:, 0], rows[:, 0]).any()
+  again = uci.validation_part(data, 0.1, seed=0)
+  np.testing.assert_array_equal(again.x_test, val.x_test)
+  with pytest.raises(ValueError, match="fraction"):
+    uci.validation_part(data, 1.0)
+
+
+def test_student_lr_schedule_cosine_decays_to_zero_and_keeps_old_keys():
+  config = uci.UCIConfig(student_lr_schedule="cosine", student_epochs=2,
+                         student_batch_size=10)
+  optimizer = uci._student_optimizer(config, 95)          # 10 steps per epoch, 20 in all
+  schedule = optimizer._learning_rate   # pylint: disable=protected-access
+  np.testing.assert_allclose(float(schedule(0)), 1e-2, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(10)), 0.5e-2, rtol=1e-5)   # half way
+  np.testing.assert_allclose(float(schedule(20)), 0.0, atol=1e-9)
+  constant = uci._student_optimizer(uci.UCIConfig(student_lr_schedule="constant"), 95)
+  np.testing.assert_allclose(float(constant.learning_rate), 1e-2, rtol=1e-6)
+  # "constant" is left out of the key: the 2026-11-30 table keeps its key.
+  assert uci.UCIConfig(student_lr_schedule="constant",
+                       student_hidden=(75,)).key() == "2d3c6f1ec0"
+  assert uci.UCIConfig(student_hidden=(75,)).key() != "2d3c6f1ec0"
+  with pytest.raises(ValueError, match="student_lr_schedule"):
+    uci._student_optimizer(uci.UCIConfig(student_lr_schedule="step"), 10)

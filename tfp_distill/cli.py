@@ -3,10 +3,12 @@
 ```none
 tfp-distill toy [--out reports/toy] [--fast] [--seed S] [--members M]
                 [--member-epochs E] [--student-epochs E] [--distill-samples N]
-tfp-distill uci [--dataset NAME|all] [--splits N] [--members M] [--out reports/uci]
+tfp-distill uci [--dataset NAME|all] [--splits N] [--members M] [--ood] [--out reports/uci]
 tfp-distill images [--dataset fashion_mnist] [--members M] [--out reports/images]
 tfp-distill ods [--methods kd,kd-ods,...] [--seeds 0,1] [--out reports/ods]
 tfp-distill bench [--suite inference,decompose,distill,train] [--repeats N] [--out DIR]
+tfp-distill many-classes [--classes 10,100,1000] [--seeds 0,1,2] [--student-epochs E]
+                         [--out reports/many_classes]
 ```
 The flags live here; the experiments are library functions (`tfp_distill.experiments`),
 imported only when their subcommand runs so that `--help` is quick.
@@ -89,6 +91,17 @@ def _parser():
                    help="the protocol of the 2026-11-25 table: members side by side (not "
                         "vectorized), each student alone on an element-wise tf.data "
                         "pipeline, no XLA (slower; other random draws, same distributions)")
+  uci.add_argument("--ood", action="store_true",
+                   help="out-of-distribution protocol: hold out the 10%% of rows farthest "
+                        "along the first principal component, train on random 90/10 "
+                        "splits of the rest (--splits, default 5), and report the AUROC "
+                        "of each model's epistemic variance for held-out vs test points")
+  uci.add_argument("--student-lr-schedule", choices=("cosine", "constant"), default=None,
+                   help="students' Adam learning rate: decayed to 0 by a half cosine "
+                        "(default) or constant (the tables of 2026-11-25 and -30)")
+  uci.add_argument("--no-reference-ensemble", action="store_true",
+                   help="skip the second ensemble whose agreement with the first is the "
+                        "noise ceiling of the fidelity columns (faster)")
   uci.set_defaults(run=_run_uci)
 
   images = commands.add_parser(
@@ -196,11 +209,59 @@ def _parser():
   bench.add_argument("--fast", action="store_true",
                      help="tiny smoke-test configuration (seconds; not for results)")
   bench.set_defaults(run=_run_bench)
+
+  many = commands.add_parser(
+      "many-classes", help="EnD^2 vs proxy-Dirichlet students as the number of classes "
+                           "grows (Gaussian mixture, K = 10, 100, 1000)",
+      description="For each number of classes K and seed: draws a K-class Gaussian "
+                  "mixture in 32 dimensions (fixed Bayes accuracy), trains an ensemble "
+                  "of MLPs, distils an EnD^2 and a proxy-Dirichlet student (same "
+                  "network, weights at start, batches and schedule), and reports "
+                  "accuracy, NLL, OOD AUROC by mutual information and the fidelity of "
+                  "the students' MI (mean +- standard error over seeds) in "
+                  "report.json, report.md and figures in --out.")
+  many.add_argument("--classes", default=None,
+                    help="comma-separated numbers of classes (default: 10,100,1000)")
+  many.add_argument("--seeds", default=None,
+                    help="comma-separated seeds (default: 0,1,2)")
+  many.add_argument("--student-epochs", type=_positive_int, default=None,
+                    help="epochs of both students (default 8); the temperature is held "
+                         "for the first quarter of them and reaches 1 at three quarters, "
+                         "as in the default schedule (epochs 2 and 6 of 8)")
+  many.add_argument("--out", default=os.path.join("reports", "many_classes"),
+                    help="report folder (default: %(default)s)")
+  many.add_argument("--fast", action="store_true",
+                    help="tiny smoke-test configuration (K = 3, 5; seconds; not for "
+                         "results)")
+  many.set_defaults(run=_run_many_classes)
   return parser
 
 
 def _comma_list(text, convert=str):
   return tuple(convert(v.strip()) for v in text.split(",") if v.strip())
+
+
+def _run_many_classes(args):
+  from tfp_distill.experiments import many_classes  # pylint: disable=import-outside-toplevel
+  overrides = {"classes": args.classes and _comma_list(args.classes, int),
+               "seeds": args.seeds and _comma_list(args.seeds, int)}
+  if args.student_epochs:
+    epochs = args.student_epochs
+    overrides.update(student_epochs=epochs, anneal_start=round(epochs / 4),
+                     anneal_end=max(round(3 * epochs / 4), round(epochs / 4) + 1))
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  try:
+    config = (many_classes.ManyClassesConfig.fast(**overrides) if args.fast
+              else many_classes.ManyClassesConfig(**overrides))
+    report = many_classes.run_many_classes(args.out, config,
+                                           log=lambda line: print(line, flush=True))
+  except ValueError as error:
+    raise SystemExit(f"tfp-distill many-classes: {error}") from error
+  print(f"Report written to {os.path.join(args.out, report['files']['report_md'])} "
+        f"(total {report['wall_time_s']:.1f} s)")
+  print()
+  print(many_classes.format_markdown(report))
+  return 0
 
 
 def _run_bench(args):
@@ -273,7 +334,11 @@ def _run_uci(args):
   overrides = {"num_members": args.members, "seed": args.seed,
                "perturbation_step": args.perturbation_step}
   if args.no_fast_paths:
-    overrides.update(fast_paths=False, student_jit_compile=False, steps_per_execution=10)
+    overrides.update(uci.UCIConfig.PROTOCOLS["2026-11-25"])
+  if args.student_lr_schedule:
+    overrides.update(student_lr_schedule=args.student_lr_schedule)
+  if args.no_reference_ensemble:
+    overrides.update(reference_ensemble=False)
   config = dataclasses.replace(
       config, **{k: v for k, v in overrides.items() if v is not None})
   names = (sorted(uci_data.UCI_DATASETS) if args.dataset == "all"
@@ -283,10 +348,10 @@ def _run_uci(args):
       raise SystemExit(f"tfp-distill uci: unknown data set {name!r}; known: "
                        f"{', '.join(sorted(uci_data.UCI_DATASETS))}.")
   report = uci.run_uci(args.out, names, num_splits=args.splits, config=config,
-                       data_dir=args.data_dir)
+                       data_dir=args.data_dir, ood=args.ood)
   print(f"Report written to {os.path.join(args.out, 'report.md')}")
   print()
-  print(uci.format_markdown(report))
+  print((uci.format_ood_markdown if args.ood else uci.format_markdown)(report))
   return 0
 
 

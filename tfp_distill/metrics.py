@@ -11,7 +11,8 @@ metrics are those used to compare a distilled student with its ensemble in [2]:
 * uncertainty quality: `sparsification_curve`, `sparsification_error` and `ause`, the area
   under the sparsification error curve of [1];
 * agreement of two curves (e.g. a student's and an ensemble's uncertainty curves):
-  `pearson_correlation`, `mean_relative_error`;
+  `pearson_correlation`, `spearman_correlation` (Pearson of average ranks),
+  `mean_relative_error`;
 * classification, from integer labels [batch] and class probabilities [batch, classes]:
   `accuracy`, `categorical_nll` (probabilities clipped below at `epsilon`),
   `categorical_nll_from_logits`, `brier_score`, `expected_calibration_error` and
@@ -80,6 +81,7 @@ __all__ = [
     "sparsification_error",
     "ause",
     "pearson_correlation",
+    "spearman_correlation",
     "mean_relative_error",
     "accuracy",
     "categorical_nll",
@@ -600,6 +602,15 @@ def ause(errors, uncertainty, num_fractions=100):
 # ----------------------------------------------------------------------------------------
 
 
+def _paired_vectors(name, a, b):
+  """a, b as float Tensors [batch] of one shape, batch >= 2, finite (checked)."""
+  a, b = _to_float(name, a=a, b=b)
+  _check_rank(name, "a", a, (1,), "[batch]")
+  deps = _check_same_shape(name, "a", a, "b", b, "[batch]")
+  deps += _check_nonempty(name, "a", a, "[batch]", min_size=2)
+  return _with_deps(_finite(name, "a", a), deps), _finite(name, "b", b)
+
+
 def pearson_correlation(a, b):
   """Pearson correlation coefficient of two vectors.
 
@@ -621,18 +632,55 @@ def pearson_correlation(a, b):
     ValueError: if `a` or `b` is not [batch], their sizes differ, they have fewer than 2
       elements, or (eagerly) an input contains NaN or Inf.
   """
-  name = "pearson_correlation"
-  a, b = _to_float(name, a=a, b=b)
-  _check_rank(name, "a", a, (1,), "[batch]")
-  deps = _check_same_shape(name, "a", a, "b", b, "[batch]")
-  deps += _check_nonempty(name, "a", a, "[batch]", min_size=2)
-  a = _with_deps(_finite(name, "a", a), deps)
-  b = _finite(name, "b", b)
+  a, b = _paired_vectors("pearson_correlation", a, b)
   a = a - tf.reduce_mean(a)
   b = b - tf.reduce_mean(b)
   a = a / tf.norm(a)
   b = b / tf.norm(b)
   return tf.clip_by_value(tf.reduce_sum(a * b), -1, 1)
+
+
+def _average_ranks(x):
+  """1-based ranks of the entries of x [n], tied entries sharing their mean rank."""
+  order = tf.argsort(x, stable=True)
+  sorted_x = tf.gather(x, order)
+  _, group = tf.unique(sorted_x)            # sorted: one id per run of equal values
+  positions = tf.range(1, tf.size(x) + 1, dtype=tf.float64)
+  mean_rank = tf.math.unsorted_segment_mean(positions, group, tf.reduce_max(group) + 1)
+  ranks_sorted = tf.gather(mean_rank, group)
+  return tf.scatter_nd(order[:, None], ranks_sorted, tf.shape(x, out_type=order.dtype))
+
+
+def spearman_correlation(a, b):
+  """Spearman rank correlation of two vectors: the Pearson correlation of their ranks.
+
+  ```none
+  rho = pearson_correlation(rank(a), rank(b))
+  ```
+  with 1-based ascending ranks, tied values getting the mean of the ranks they span (as
+  `scipy.stats.spearmanr`). It measures whether two uncertainties order examples alike,
+  whatever their scales: e.g. a student's epistemic variance against its ensemble's,
+  where a few large values dominate `pearson_correlation`. It is NaN if `a` or `b` is
+  constant.
+
+  Args:
+    a: float array or Tensor [batch].
+    b: float array or Tensor, the same shape as `a` ([batch]).
+
+  Returns:
+    rho: float Tensor [], a scalar in [-1, 1] (or NaN), the common dtype of a and b.
+
+  Raises:
+    ValueError: as `pearson_correlation`.
+
+  #### References
+
+  [1]: C. Spearman. The proof and measurement of association between two things. The
+       American Journal of Psychology, 1904.
+  """
+  a, b = _paired_vectors("spearman_correlation", a, b)
+  rho = pearson_correlation(_average_ranks(a), _average_ranks(b))
+  return tf.cast(rho, a.dtype)
 
 
 def mean_relative_error(estimate, reference):

@@ -2,6 +2,7 @@
 
 from tfp_distill.datasets import corruptions
 from tfp_distill.datasets import images
+from tfp_distill.datasets import mixture
 from tfp_distill.datasets import uci
 from tfp_distill.datasets.toy import grid
 from tfp_distill.datasets.toy import sinusoid
@@ -12,6 +13,7 @@ __all__ = [
     "corruptions",
     "grid",
     "images",
+    "mixture",
     "uci",
     "sinusoid",
     "sinusoid_mean",

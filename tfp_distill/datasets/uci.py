@@ -17,6 +17,16 @@ The data directory is, in order: the `data_dir` argument, the environment variab
 working directory). Normalisation statistics are fitted on the training split only;
 `UCISplit.y_std` and `y_mean` convert predictions back to original units.
 
+`load_uci_ood` makes an out-of-distribution protocol from the same files: the rows
+farthest along the first principal component of the standardized inputs are held out
+(`pca_holdout`), and random train/test splits are drawn from the rest:
+
+```none
+all rows ──► standardize x (all rows) ──► first principal component v ──► p = x_std v
+   ├─► OOD:  the ceil(0.1 n) rows with the largest p (one tail, sign of v fixed)
+   └─► rest ──► split i: random 90% train / 10% test (seeded by i) ──► normalise on train
+```
+
 #### References
 
 [1]: Hernandez-Lobato, Adams. Probabilistic backpropagation for scalable learning of
@@ -29,7 +39,8 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["UCI_DATASETS", "UCISplit", "data_dir", "load_uci", "num_splits"]
+__all__ = ["UCI_DATASETS", "UCISplit", "UCIOODSplit", "data_dir", "load_uci",
+           "load_uci_ood", "num_splits", "pca_holdout"]
 
 #: Short names -> folder names of the nine standard sets.
 UCI_DATASETS = {
@@ -124,6 +135,23 @@ class UCISplit:
     return self.y_test.astype(np.float64) * self.y_std + self.y_mean
 
 
+@dataclasses.dataclass
+class UCIOODSplit(UCISplit):
+  """A train/test split of the in-distribution rows plus the held-out OOD rows.
+
+  Attributes (beyond `UCISplit`'s; x_test / y_test are the in-distribution test rows):
+    x_ood, y_ood: float32 [n_ood, features] / [n_ood], the held-out rows normalised with
+      the training statistics.
+    train_rows, test_rows, ood_rows: int64 [n], row numbers in data.txt.
+  """
+
+  x_ood: np.ndarray = None
+  y_ood: np.ndarray = None
+  train_rows: np.ndarray = None
+  test_rows: np.ndarray = None
+  ood_rows: np.ndarray = None
+
+
 def load_uci(name, split=0, path=None, max_train=None):
   """Loads split `split` of UCI set `name`, normalised on its training part.
 
@@ -158,7 +186,11 @@ def load_uci(name, split=0, path=None, max_train=None):
     raise ValueError(f"{key}: data.txt holds NaN or Inf.")
   if max_train is not None:
     train = train[:max_train]
-  x, y = data[:, features], data[:, target]
+  return _normalised(UCISplit, key, split, data[:, features], data[:, target], train, test)
+
+
+def _normalised(cls, key, split, x, y, train, test, **extra):
+  """cls(...) with x and y normalised by the statistics of the rows `train`."""
   x_mean, x_std = x[train].mean(0), x[train].std(0)
   x_std = np.where(x_std > 0, x_std, 1.0)
   y_mean, y_std = float(y[train].mean()), float(y[train].std())
@@ -169,5 +201,96 @@ def load_uci(name, split=0, path=None, max_train=None):
   def norm_y(rows):
     return ((y[rows] - y_mean) / y_std).astype(np.float32)
 
-  return UCISplit(key, split, norm_x(train), norm_y(train), norm_x(test), norm_y(test),
-                  x_mean, x_std, y_mean, y_std)
+  if "ood_rows" in extra:
+    extra.update(x_ood=norm_x(extra["ood_rows"]), y_ood=norm_y(extra["ood_rows"]))
+  return cls(key, split, norm_x(train), norm_y(train), norm_x(test), norm_y(test),
+             x_mean, x_std, y_mean, y_std, **extra)
+
+
+def pca_holdout(x, fraction=0.1):
+  """Rows farthest along the first principal component of the standardized inputs.
+
+  ```none
+  s = (x - mean(x)) / std(x)          (per feature over all rows; constant features: 0)
+  v = first right singular vector of s, its largest-magnitude entry made positive
+  p = s v;   ood = the ceil(fraction n) rows with the largest p (ties: lower row first)
+  ```
+  The sign convention makes the split deterministic (an SVD may return v or -v), and p
+  is rounded to 9 decimals before ranking, so rows tied up to floating-point error (UCI
+  sets repeat feature values: yacht's rows differ in one column) are ordered by row
+  number whatever the BLAS or the array layout. Holding
+  out one tail, not both, makes the OOD rows an extrapolation in one direction, away
+  from every training row.
+
+  Args:
+    x: float array [n, features], n >= 2.
+    fraction: float in (0, 1), the share of rows held out.
+
+  Returns:
+    (in_rows, ood_rows): int64 arrays, sorted, disjoint, together range(n);
+    len(ood_rows) = ceil(fraction n), at least 1 and at most n - 1.
+
+  Raises:
+    ValueError: x not 2-D with at least 2 rows, non-finite x, or fraction not in (0, 1).
+  """
+  x = np.ascontiguousarray(x, np.float64)
+  if x.ndim != 2 or len(x) < 2:
+    raise ValueError(f"pca_holdout: x must be [n >= 2, features]; got shape {x.shape}.")
+  if not np.all(np.isfinite(x)):
+    raise ValueError("pca_holdout: x holds NaN or Inf.")
+  if isinstance(fraction, bool) or not 0 < fraction < 1:
+    raise ValueError(f"pca_holdout: fraction must be in (0, 1); got {fraction!r}.")
+  std = x.std(0)
+  s = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
+  _, _, vt = np.linalg.svd(s, full_matrices=False)
+  v = vt[0]
+  v = v * np.sign(v[np.argmax(np.abs(v))])
+  p = np.round(s @ v, 9)
+  n_ood = min(max(int(np.ceil(fraction * len(x))), 1), len(x) - 1)
+  order = np.lexsort((np.arange(len(x)), -p))     # largest p first, then lower row
+  ood = np.sort(order[:n_ood])
+  return np.setdiff1d(np.arange(len(x)), ood), ood
+
+
+def load_uci_ood(name, split=0, path=None, holdout_fraction=0.1, test_fraction=0.1,
+                 seed=0):
+  """An OOD split of UCI set `name`: PCA hold-out plus a random split of the rest.
+
+  The held-out rows are the same for every split (`pca_holdout` of all inputs); split i
+  draws test_fraction of the remaining rows as the in-distribution test set, with the
+  generator `np.random.default_rng([seed, i])`, and trains on the others. All arrays
+  are normalised with the training rows' statistics.
+
+  Args:
+    name: short name (see `UCI_DATASETS`) or folder name.
+    split: int >= 0.
+    path: optional data directory (see `data_dir`).
+    holdout_fraction: float in (0, 1), share of all rows held out as OOD.
+    test_fraction: float in (0, 1), share of the remaining rows used as the test set.
+    seed: int, base seed of the random splits.
+
+  Returns:
+    `UCIOODSplit`.
+
+  Raises:
+    ValueError: unknown name, negative split, fractions outside (0, 1), NaN in the data.
+    FileNotFoundError: missing data.
+  """
+  key, folder = _folder(name, path)
+  if isinstance(split, bool) or not isinstance(split, (int, np.integer)) or split < 0:
+    raise ValueError(f"load_uci_ood: split must be an integer >= 0; got {split!r}.")
+  if isinstance(test_fraction, bool) or not 0 < test_fraction < 1:
+    raise ValueError(f"load_uci_ood: test_fraction must be in (0, 1); got "
+                     f"{test_fraction!r}.")
+  data = np.loadtxt(folder / "data.txt", ndmin=2)
+  features = _indices(folder / "index_features.txt")
+  target = int(_indices(folder / "index_target.txt")[0])
+  if not np.all(np.isfinite(data[:, list(features) + [target]])):
+    raise ValueError(f"{key}: data.txt holds NaN or Inf.")
+  x, y = data[:, features], data[:, target]
+  rest, ood = pca_holdout(x, holdout_fraction)
+  rest = np.random.default_rng([seed, split]).permutation(rest)
+  n_test = min(max(int(round(test_fraction * len(rest))), 1), len(rest) - 1)
+  test, train = np.sort(rest[:n_test]), np.sort(rest[n_test:])
+  return _normalised(UCIOODSplit, key, split, x, y, train, test, train_rows=train,
+                     test_rows=test, ood_rows=ood)

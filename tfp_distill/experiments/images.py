@@ -29,7 +29,6 @@ uncertainty and by mutual information; misclassification detection; figures.
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import time
@@ -42,6 +41,7 @@ import tfp_distill as td
 from tfp_distill._keras import keras
 from tfp_distill.datasets import corruptions as corruptions_lib
 from tfp_distill.datasets import images as images_data
+from tfp_distill.experiments import _common
 from tfp_distill.experiments import plots
 
 __all__ = ["ImagesConfig", "run_images", "format_markdown", "DATASETS"]
@@ -137,10 +137,7 @@ class ImagesConfig:
 
   def key(self, *fields):
     """A short hash of the named fields (all when none), naming cached models."""
-    values = dataclasses.asdict(self)
-    values = {k: values[k] for k in (fields or values)}
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()
-                        ).hexdigest()[:10]
+    return _common.config_key(self, fields)
 
 
 _ENSEMBLE_FIELDS = ("dataset", "num_train", "num_members", "filters", "dense_units",

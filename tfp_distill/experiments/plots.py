@@ -9,7 +9,8 @@ import numpy as np
 
 __all__ = ["plot_regression_uncertainty", "plot_sparsification", "plot_variances",
            "plot_histograms", "plot_roc_curves", "plot_severity_boxes", "plot_method_bars",
-           "plot_lines"]
+           "plot_lines", "plot_uci_fidelity", "plot_uci_ood_auroc", "plot_error_lines",
+           "plot_scatter_grid"]
 
 _COLORS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
 
@@ -19,6 +20,11 @@ def _pyplot():
   matplotlib.use("Agg")
   from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
   return pyplot
+
+
+def _null_formatter():
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+  return ticker.NullFormatter()
 
 
 def _save(plt, fig, path, title=None):
@@ -355,4 +361,177 @@ def plot_lines(path, panels, x_label, log_y=False, title=None):
     ax.set_xlabel(x_label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+  return _save(plt, fig, path, title)
+
+
+def _grouped_bars(ax, groups, series, values, errors):
+  """Bars of len(series) per group: values / errors [series][groups]."""
+  width = 0.8 / max(len(series), 1)
+  positions = np.arange(len(groups))
+  for i, (label, color) in enumerate(zip(series, _COLORS)):
+    ax.bar(positions + (i - (len(series) - 1) / 2) * width, values[i], width,
+           yerr=errors[i], color=color, label=label, capsize=2)
+  ax.set_xticks(positions)
+  ax.set_xticklabels(groups, rotation=30, ha="right")
+  ax.grid(axis="y", alpha=0.3)
+
+
+def plot_uci_fidelity(path, report):
+  """Spearman rho of the students' variances with the ensemble's, per data set.
+
+  One panel per part (epistemic, aleatoric); bars: each student with that part and the
+  second ensemble (the noise ceiling); error bars: standard error over splits.
+
+  Args:
+    path: str, the PNG file to write.
+    report: dict, `tfp_distill.experiments.uci.aggregate`'s report with "fidelity"
+      and "noise_ceiling".
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  names = list(report["fidelity"])
+  fig, axes = plt.subplots(1, 2, figsize=(11., 4.), sharey=True)
+  for ax, part in zip(axes, ("epistemic", "aleatoric")):
+    first = report["fidelity"][names[0]]
+    series = [k for k in first if part in first[k]]
+    trees = [[report["fidelity"][n][k][part]["spearman"] for n in names] for k in series]
+    if report.get("noise_ceiling"):
+      series.append("second ensemble")
+      trees.append([report["noise_ceiling"][n][part]["spearman"] for n in names])
+    _grouped_bars(ax, names, series, [[t["mean"] for t in row] for row in trees],
+                  [[t["stderr"] for t in row] for row in trees])
+    ax.set_title(f"{part} variance vs the ensemble's")
+    ax.axhline(0., color="black", lw=0.8)
+  axes[0].set_ylabel("Spearman rank correlation")
+  axes[0].legend(fontsize=8)
+  return _save(plt, fig, path)
+
+
+def plot_uci_ood_auroc(path, report):
+  """AUROC of each model's epistemic variance (mixture: total) for the PCA hold-out.
+
+  Args:
+    path: str, the PNG file to write.
+    report: dict, `tfp_distill.experiments.uci.aggregate_ood`'s report.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  names = list(report["ood_auroc"])
+  models = list(report["ood_auroc"][names[0]])
+  values, errors, labels = [], [], []
+  for model in models:
+    cells = [report["ood_auroc"][n][model] for n in names]
+    key = "epistemic" if "epistemic" in cells[0] else "total"
+    values.append([c[key]["mean"] for c in cells])
+    errors.append([c[key]["stderr"] for c in cells])
+    labels.append(model if key == "epistemic" else f"{model} (total)")
+  fig, ax = plt.subplots(figsize=(9., 4.))
+  _grouped_bars(ax, names, labels, values, errors)
+  ax.axhline(0.5, color="black", lw=0.8, ls="--")
+  ax.set_ylim(0., 1.)
+  ax.set_ylabel("AUROC, OOD vs test points")
+  ax.set_title("PCA hold-out: OOD detection by epistemic variance")
+  ax.legend(fontsize=8, ncol=2)
+  return _save(plt, fig, path)
+
+
+def plot_error_lines(path, panels, x_label, log_x=False, dashed=(), colors=None,
+                     title=None):
+  """Means with error bars against x, one panel per quantity, one line per series.
+
+  Args:
+    path: str, the PNG file to write.
+    panels: dict panel title -> dict series name -> (x [n], mean [n], error [n]); an
+      error that is NaN draws no bar, a NaN mean no point.
+    x_label: str.
+    log_x: bool, logarithmic x axes (ticks at the given x values).
+    dashed: collection of series names drawn as dashed lines without markers (references
+      such as a Bayes-optimal value).
+    colors: None or dict series name -> matplotlib color (default: black for the first
+      series, then the house colors; one color per series in every panel).
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  names = list(dict.fromkeys(n for series in panels.values() for n in series))
+  colors = {**dict(zip(names, ("k",) + _COLORS * 3)), **(colors or {})}
+  columns = min(len(panels), 4)
+  rows = -(-len(panels) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(4.3 * columns, 3.5 * rows),
+                           squeeze=False)
+  for ax in axes.flat[len(panels):]:
+    ax.set_visible(False)
+  for ax, (name, series) in zip(axes.flat, panels.items()):
+    ticks = set()
+    for label, (xs, means, errors) in series.items():
+      xs, means = np.asarray(xs, np.float64), np.asarray(means, np.float64)
+      errors = np.nan_to_num(np.asarray(errors, np.float64))
+      ticks.update(xs.tolist())
+      if label in dashed:
+        ax.plot(xs, means, ls="--", lw=1.2, color=colors[label], label=label)
+      else:
+        ax.errorbar(xs, means, yerr=errors, marker="o", ms=4, lw=1.5, capsize=3,
+                    color=colors[label], label=label)
+    if log_x:
+      ax.set_xscale("log")
+      ax.xaxis.set_minor_formatter(_null_formatter())
+      ax.set_xticks(sorted(ticks))
+      ax.set_xticklabels([f"{t:g}" for t in sorted(ticks)])
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel(x_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  return _save(plt, fig, path, title)
+
+
+def plot_scatter_grid(path, rows, x_label, y_label, log=False, colors=None, title=None):
+  """Scatter plots of y against x with the identity line, one panel per (row, series).
+
+  Args:
+    path: str, the PNG file to write.
+    rows: dict row title -> dict series name -> (x [n], y [n]); one row of panels per
+      entry, one column per series.
+    x_label, y_label: str.
+    log: bool, logarithmic axes (non-positive values are left out).
+    colors: None or dict series name -> matplotlib color (default: one per column).
+    title: None or str.
+
+  Returns:
+    path.
+  """
+  plt = _pyplot()
+  colors = colors or {}
+  columns = max(len(series) for series in rows.values())
+  fig, axes = plt.subplots(len(rows), columns, figsize=(3.8 * columns, 3.4 * len(rows)),
+                           squeeze=False)
+  for r, (row, series) in enumerate(rows.items()):
+    for c, (label, (xs, ys)) in enumerate(series.items()):
+      ax = axes[r][c]
+      xs, ys = np.asarray(xs, np.float64).reshape(-1), np.asarray(ys, np.float64).reshape(-1)
+      keep = np.isfinite(xs) & np.isfinite(ys)
+      if log:
+        keep &= (xs > 0) & (ys > 0)
+      xs, ys = xs[keep], ys[keep]
+      ax.scatter(xs, ys, s=3, alpha=0.4, lw=0,
+                 color=colors.get(label, _COLORS[c % len(_COLORS)]))
+      if xs.size:
+        low, high = min(xs.min(), ys.min()), max(xs.max(), ys.max())
+        ax.plot([low, high], [low, high], color="0.4", lw=1, ls=":")
+      if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(_null_formatter())
+        ax.yaxis.set_minor_formatter(_null_formatter())
+      ax.set_title(f"{row}: {label}", fontsize=10)
+      ax.set_xlabel(x_label)
+      ax.set_ylabel(y_label)
+      ax.grid(alpha=0.3)
+    for c in range(len(series), columns):
+      axes[r][c].set_visible(False)
   return _save(plt, fig, path, title)

@@ -8,7 +8,16 @@ split i of data set D (normalised on its training part)
   ├─► "diagonal": v(z | x) = N(m(x), diag s(x)^2),             EnsembleNLL
   └─► "mixture":  N(y; mu(x), s(x)^2),                           MixtureKL
 metrics per split in original units: RMSE, NLL, AUSE; mean and standard error over splits
+fidelity on the test points: each student's epistemic / aleatoric / total variance
+  against the ensemble's (Pearson, Spearman, mean relative error), beside the same
+  agreement between two independent ensembles (the noise ceiling)
 ```
+
+The OOD protocol (`run_uci(..., ood=True)`, `tfp-distill uci --ood`) holds out the 10% of
+rows farthest along the first principal component of the standardized inputs
+(`td.datasets.uci.load_uci_ood`), trains the same models on random 90/10 splits of the
+rest, and reports the AUROC of each model's epistemic variance for OOD against
+in-distribution test points, and the models' RMSE / NLL on both.
 
 How each model's predictive (for NLL) is formed: the ensemble's is the equally weighted
 mixture of its members' Normals; a distribution-distilled student's is
@@ -44,11 +53,21 @@ import tfp_distill as td
 from tfp_distill._keras import keras
 from tfp_distill.datasets import uci as uci_data
 
-__all__ = ["UCIConfig", "run_split", "run_uci", "aggregate", "format_markdown",
-           "PUBLISHED"]
+__all__ = ["UCIConfig", "validation_part", "run_split", "run_ood_split", "run_uci",
+           "aggregate",
+           "aggregate_ood", "format_markdown", "format_ood_markdown",
+           "format_fidelity_markdown", "PUBLISHED"]
 
 STUDENTS = ("full", "diagonal", "mixture")
 MODELS = ("ensemble",) + STUDENTS
+#: What a model's uncertainty output holds: the mixture student predicts y only.
+PARTS = {"ensemble": ("epistemic", "aleatoric", "total"),
+         "full": ("epistemic", "aleatoric", "total"),
+         "diagonal": ("epistemic", "aleatoric", "total"),
+         "mixture": ("total",)}
+#: The second, independent ensemble of the noise ceiling (seed offset from the first).
+REFERENCE = "second_ensemble"
+REFERENCE_SEED_OFFSET = 500
 
 #: Published numbers (mean over splits), marked as such in every report.
 #: Lindqvist et al. 2020, Table 1: ensemble (M = 10) and distilled, RMSE / NLL / AUSE.
@@ -88,8 +107,11 @@ class UCIConfig:
 
   Members follow the Hernandez-Lobato & Adams / Deep Ensembles setup (one hidden layer of
   50 units, 100 for protein; 40 epochs; batch 100; Adam). Students have one hidden layer
-  of 75 units, as in the framework paper, and see the training inputs plus
-  `jitter_copies` jittered copies of them per epoch (within the bounds below).
+  of 150 units (the framework paper's 75 until 2026-11-30) with a cosine-decayed learning
+  rate: both chosen on validation rows carved from the training splits
+  (`scripts/uci_select.py`, naval / protein / boston, 3 splits), never on test rows. They
+  see the training inputs plus `jitter_copies` jittered copies of them per epoch (within
+  the bounds below).
 
   Attributes:
     num_members: int, M.
@@ -117,6 +139,13 @@ class UCIConfig:
       one graph; each student alone on an element-wise shuffled tf.data pipeline with a
       20,000-element buffer). Same distributions of inputs and orders, other draws.
     student_jit_compile: bool, compile the students' train step with XLA.
+    student_lr_schedule: "cosine" (decayed to 0 over the student's steps by a half
+      cosine; chosen on validation rows, `scripts/uci_select.py`) or "constant" (Adam at
+      student_learning_rate throughout: the tables of 2026-11-25 and 2026-11-30).
+    reference_ensemble: bool, also train a second ensemble (base seed + 500) after the
+      others are evaluated, and report its agreement with the first: how far two
+      ensembles of this protocol agree on per-point variances (the noise ceiling of the
+      students' fidelity). It changes no other result.
     seed: int, base seed (split i uses seed + 1000 i).
     verbose: int, 0 silent, 1 progress bars.
   """
@@ -127,7 +156,7 @@ class UCIConfig:
   member_batch_size: int = 100
   member_learning_rate: float = 1e-2
   min_variance: float = 1e-4
-  student_hidden: tuple = (75,)
+  student_hidden: tuple = (150,)
   student_epochs: int = 30
   student_batch_size: int = 100
   student_learning_rate: float = 1e-2
@@ -140,8 +169,18 @@ class UCIConfig:
   steps_per_execution: int = 100
   fast_paths: bool = True
   student_jit_compile: bool = True
+  student_lr_schedule: str = "cosine"
+  reference_ensemble: bool = True
   seed: int = 0
   verbose: int = 1
+
+  #: Settings that reproduce an earlier table: `UCIConfig(**UCIConfig.PROTOCOLS[date])`.
+  PROTOCOLS = {
+      "2026-11-25": {"fast_paths": False, "student_jit_compile": False,
+                     "steps_per_execution": 10, "student_lr_schedule": "constant",
+                     "student_hidden": (75,)},
+      "2026-11-30": {"student_lr_schedule": "constant", "student_hidden": (75,)},
+  }
 
   @classmethod
   def fast(cls, **overrides):
@@ -154,10 +193,11 @@ class UCIConfig:
   def key(self):
     """A short hash of the settings that change results (not `verbose`)."""
     fields = dataclasses.asdict(self)
-    fields.pop("verbose")
-    fields.pop("steps_per_execution")
+    for name in ("verbose", "steps_per_execution", "reference_ensemble"):
+      fields.pop(name)
     for name, old_default in (("perturbation_step", None), ("fast_paths", False),
-                              ("student_jit_compile", False)):
+                              ("student_jit_compile", False),
+                              ("student_lr_schedule", "constant")):
       if fields[name] == old_default:   # keeps the keys of results saved before them
         fields.pop(name)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
@@ -181,6 +221,18 @@ def _heads(family):
                   td.heads.NormalPredictiveHead.params_size(family.event_size),
                   td.losses.MixtureKL(family)),
   }
+
+
+def _student_optimizer(config, n):
+  """Adam for students that see n distillation inputs per epoch (see student_lr_schedule)."""
+  if config.student_lr_schedule == "constant":
+    return keras.optimizers.Adam(config.student_learning_rate)
+  if config.student_lr_schedule != "cosine":
+    raise ValueError(f"student_lr_schedule must be 'constant' or 'cosine'; got "
+                     f"{config.student_lr_schedule!r}.")
+  steps = config.student_epochs * -(-n // config.student_batch_size)
+  return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+      config.student_learning_rate, decay_steps=steps))
 
 
 def _num_jittered(config, n):
@@ -217,7 +269,8 @@ def _distil_together(kinds, data, ensemble, family, config, seed):
                   td.perturb.MeanDisagreement(config.perturbation_step, family))
   distiller = td.Distiller(panel, ensemble, loss=loss, perturbation=perturbation,
                            seed=seed)
-  distiller.compile(keras.optimizers.Adam(config.student_learning_rate),
+  n = len(data.x_train)
+  distiller.compile(_student_optimizer(config, n + _num_jittered(config, n)),
                     steps_per_execution=config.steps_per_execution,
                     jit_compile=config.student_jit_compile)
   batches = td.targets.jittered_batches(data.x_train, config.student_batch_size,
@@ -247,7 +300,7 @@ def _distil(kind, data, ensemble, family, config, seed):
                   td.perturb.MeanDisagreement(config.perturbation_step, family))
   distiller = td.Distiller(student, ensemble, loss=loss, perturbation=perturbation,
                            seed=seed)
-  distiller.compile(keras.optimizers.Adam(config.student_learning_rate),
+  distiller.compile(_student_optimizer(config, n + extra),
                     steps_per_execution=config.steps_per_execution,
                     jit_compile=config.student_jit_compile)
   bar = td.callbacks.ProgressBar(f"{data.name} {data.split} {kind}",
@@ -257,9 +310,9 @@ def _distil(kind, data, ensemble, family, config, seed):
   return student
 
 
-def _predictive(model_name, model, family, x, y):
-  """(prediction [n], total variance [n], mean NLL) in normalised units."""
-  if model_name == "ensemble":
+def _evaluate(model_name, model, family, x, y):
+  """({"prediction", "total"[, "aleatoric", "epistemic"]} NumPy [n], mean NLL), normalised."""
+  if model_name in ("ensemble", REFERENCE):
     z = model.predict_targets(x)
     u = td.decompose_ensemble(z, family)
     nll = td.metrics.gaussian_mixture_nll(y, family.mean(z)[..., 0],
@@ -271,33 +324,28 @@ def _predictive(model_name, model, family, x, y):
       nll = -tf.reduce_mean(dist.log_prob(y[:, None]))
     else:
       nll = -tf.reduce_mean(td.losses.predictive_log_prob(dist, family, y))
-  return np.asarray(u["prediction"]), np.asarray(u["total"]), float(nll)
+  keys = ("prediction",) + PARTS["ensemble" if model_name == REFERENCE else model_name]
+  return {k: np.asarray(u[k]) for k in keys}, float(nll)
 
 
-def run_split(name, split, config=None, data_dir=None):
-  """Runs the protocol on one split; returns metrics in original units.
+def _agreement(estimate, reference):
+  """How well per-point variances [n] match a reference's: Pearson, Spearman, MRE."""
+  return {"pearson": float(td.metrics.pearson_correlation(estimate, reference)),
+          "spearman": float(td.metrics.spearman_correlation(estimate, reference)),
+          "mean_relative_error": float(td.metrics.mean_relative_error(estimate,
+                                                                      reference))}
 
-  Args:
-    name: UCI data set short name.
-    split: int, split index.
-    config: `UCIConfig` or None.
-    data_dir: optional UCI data directory.
 
-  Returns:
-    dict: "metrics" (model -> {"rmse", "nll", "ause"}), "sparsification" (model ->
-      {"fractions", "curve", "oracle"} lists), "timings_s", "n_train", "n_test".
+def _fidelity(u, names):
+  """{model: {part: agreement with the ensemble's part}} for every model in names."""
+  return {name: {part: _agreement(u[name][part], u["ensemble"][part])
+                 for part in PARTS["ensemble" if name == REFERENCE else name]}
+          for name in names if name in u}
 
-  Raises:
-    FloatingPointError: if any metric is NaN or Inf (a diverged split).
-  """
-  config = config or UCIConfig()
-  data = uci_data.load_uci(name, split, data_dir)
-  family = td.families.HeteroscedasticNormal(1, min_variance=config.min_variance)
-  seed = config.seed + 1000 * split
-  timings = {}
-  tic = time.perf_counter()
+
+def _train_ensemble(data, family, config, seed):
   hidden = _hidden(config, data.name)
-  ensemble = td.train_ensemble(
+  return td.train_ensemble(
       lambda s: td.models.mlp(data.x_train.shape[1:], hidden, family.params_size,
                               seed=1000 * s),
       (data.x_train, data.y_train), family, num_members=config.num_members,
@@ -305,23 +353,95 @@ def run_split(name, split, config=None, data_dir=None):
       learning_rate=config.member_learning_rate, seed=seed, verbose=config.verbose,
       steps_per_execution=config.steps_per_execution,
       vectorize="auto" if config.fast_paths else False)
+
+
+def _train_models(data, family, config, seed):
+  """The ensemble and the students of one split: ({name: model}, {stage: seconds})."""
+  timings = {}
+  tic = time.perf_counter()
+  models = {"ensemble": _train_ensemble(data, family, config, seed)}
   timings["ensemble"] = time.perf_counter() - tic
-  models = {"ensemble": ensemble}
   if config.fast_paths:
     tic = time.perf_counter()
-    models.update(_distil_together(config.students, data, ensemble, family, config, seed))
+    models.update(_distil_together(config.students, data, models["ensemble"], family,
+                                   config, seed))
     timings["students"] = time.perf_counter() - tic
   else:
     for i, kind in enumerate(config.students):
       tic = time.perf_counter()
-      models[kind] = _distil(kind, data, ensemble, family, config, seed + 100 * (i + 1))
+      models[kind] = _distil(kind, data, models["ensemble"], family, config,
+                             seed + 100 * (i + 1))
       timings[kind] = time.perf_counter() - tic
+  return models, timings
+
+
+def _add_reference(models, timings, data, family, config, seed):
+  """Trains the noise ceiling's second ensemble (after everything else is evaluated)."""
+  tic = time.perf_counter()
+  models[REFERENCE] = _train_ensemble(data, family, config, seed + REFERENCE_SEED_OFFSET)
+  timings[REFERENCE] = time.perf_counter() - tic
+
+
+def validation_part(data, fraction=0.1, seed=0):
+  """The split with a random `fraction` of its training rows as the test set.
+
+  For choosing a method without looking at the test rows: the returned split trains on
+  the other training rows and evaluates on the held-out ones (normalisation unchanged).
+
+  Args:
+    data: `UCISplit`.
+    fraction: float in (0, 1).
+    seed: int; rows drawn by `np.random.default_rng([seed, data.split])`.
+
+  Returns:
+    `UCISplit` whose x_test / y_test are validation rows from x_train / y_train.
+  """
+  if not 0 < fraction < 1:
+    raise ValueError(f"validation fraction must be in (0, 1); got {fraction!r}.")
+  order = np.random.default_rng([seed, data.split]).permutation(len(data.x_train))
+  n_val = max(int(round(fraction * len(order))), 1)
+  val, train = order[:n_val], order[n_val:]
+  return dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
+                             x_test=data.x_train[val], y_test=data.y_train[val])
+
+
+def run_split(name, split, config=None, data_dir=None, validation=False):
+  """Runs the protocol on one split; returns metrics in original units.
+
+  Args:
+    name: UCI data set short name.
+    split: int, split index.
+    config: `UCIConfig` or None.
+    data_dir: optional UCI data directory.
+    validation: bool, train on 90% of the split's training rows and evaluate on the
+      other 10% (`validation_part`), never touching its test rows: for method choices.
+
+  Returns:
+    dict: "metrics" (model -> {"rmse", "nll", "ause"}), "sparsification" (model ->
+      {"fractions", "curve", "oracle"} lists), "fidelity" (student -> part ->
+      {"pearson", "spearman", "mean_relative_error"}: the student's per-test-point
+      "epistemic" / "aleatoric" / "total" variance against the ensemble's; the mixture
+      student has "total" only), "noise_ceiling" (the same for a second ensemble, part ->
+      agreement; absent unless `config.reference_ensemble`), "timings_s", "n_train",
+      "n_test".
+
+  Raises:
+    FloatingPointError: if any metric is NaN or Inf (a diverged split).
+  """
+  config = config or UCIConfig()
+  data = uci_data.load_uci(name, split, data_dir)
+  if validation:
+    data = validation_part(data, seed=config.seed)
+  family = td.families.HeteroscedasticNormal(1, min_variance=config.min_variance)
+  seed = config.seed + 1000 * split
+  models, timings = _train_models(data, family, config, seed)
 
   y = data.y_test
   log_scale = float(np.log(data.y_std))
-  metrics, curves = {}, {}
+  metrics, curves, u = {}, {}, {}
   for model_name, model in models.items():
-    prediction, total, nll = _predictive(model_name, model, family, data.x_test, y)
+    u[model_name], nll = _evaluate(model_name, model, family, data.x_test, y)
+    prediction, total = u[model_name]["prediction"], u[model_name]["total"]
     errors = np.square(y - prediction)
     metrics[model_name] = {
         "rmse": float(td.metrics.rmse(y, prediction)) * data.y_std,
@@ -336,46 +456,145 @@ def run_split(name, split, config=None, data_dir=None):
     if not all(np.isfinite(v) for v in metrics[model_name].values()):
       raise FloatingPointError(f"{name} split {split}: {model_name} diverged: "
                                f"{metrics[model_name]}")
-  return {"dataset": data.name, "split": split, "metrics": metrics,
-          "sparsification": curves, "timings_s": timings,
-          "n_train": len(data.x_train), "n_test": len(data.x_test)}
+  result = {"dataset": data.name, "split": split, "evaluated_on": (
+                "validation" if validation else "test"), "metrics": metrics,
+            "sparsification": curves, "fidelity": _fidelity(u, config.students),
+            "timings_s": timings, "n_train": len(data.x_train), "n_test": len(data.x_test)}
+  if config.reference_ensemble:
+    _add_reference(models, timings, data, family, config, seed)
+    u[REFERENCE], _ = _evaluate(REFERENCE, models[REFERENCE], family, data.x_test, y)
+    result["noise_ceiling"] = _fidelity(u, [REFERENCE])[REFERENCE]
+  return result
 
 
-def _split_file(out_dir, name, split):
-  return os.path.join(out_dir, name, f"split_{split:02d}.json")
+def run_ood_split(name, split, config=None, data_dir=None, holdout_fraction=0.1,
+                  test_fraction=0.1):
+  """The OOD protocol on one split (`td.datasets.uci.load_uci_ood`).
+
+  Args:
+    name: UCI data set short name.
+    split: int >= 0, the random split of the in-distribution rows.
+    config: `UCIConfig` or None (its `reference_ensemble` adds the second ensemble's
+      AUROC and agreement).
+    data_dir: optional UCI data directory.
+    holdout_fraction, test_fraction: see `load_uci_ood`.
+
+  Returns:
+    dict: "metrics" (model -> {"rmse_in", "nll_in", "rmse_ood", "nll_ood"}, original
+      units), "ood_auroc" (model -> {"epistemic", "total"}: AUROC of that variance for
+      OOD (positive) against in-distribution test points; the mixture student has
+      "total" only), "fidelity_in" / "fidelity_ood" (as `run_split`'s "fidelity", on
+      the test and on the OOD points), "noise_ceiling_in" / "noise_ceiling_ood",
+      "timings_s", "n_train", "n_test", "n_ood".
+
+  Raises:
+    FloatingPointError: if any metric is NaN or Inf.
+  """
+  config = config or UCIConfig()
+  data = uci_data.load_uci_ood(name, split, data_dir, holdout_fraction, test_fraction,
+                               seed=config.seed)
+  family = td.families.HeteroscedasticNormal(1, min_variance=config.min_variance)
+  seed = config.seed + 1000 * split
+  models, timings = _train_models(data, family, config, seed)
+  if config.reference_ensemble:
+    _add_reference(models, timings, data, family, config, seed)
+  log_scale = float(np.log(data.y_std))
+  metrics, aurocs, u_in, u_ood = {}, {}, {}, {}
+  for model_name, model in models.items():
+    u_in[model_name], nll_in = _evaluate(model_name, model, family, data.x_test,
+                                         data.y_test)
+    u_ood[model_name], nll_ood = _evaluate(model_name, model, family, data.x_ood,
+                                           data.y_ood)
+    metrics[model_name] = {
+        "rmse_in": float(td.metrics.rmse(data.y_test, u_in[model_name]["prediction"]))
+                   * data.y_std,
+        "nll_in": nll_in + log_scale,
+        "rmse_ood": float(td.metrics.rmse(data.y_ood, u_ood[model_name]["prediction"]))
+                    * data.y_std,
+        "nll_ood": nll_ood + log_scale,
+    }
+    aurocs[model_name] = {
+        part: float(td.metrics.ood_detection(u_in[model_name][part],
+                                             u_ood[model_name][part])["auroc"])
+        for part in ("epistemic", "total") if part in u_in[model_name]}
+    values = list(metrics[model_name].values()) + list(aurocs[model_name].values())
+    if not all(np.isfinite(v) for v in values):
+      raise FloatingPointError(f"{name} OOD split {split}: {model_name} diverged: "
+                               f"{metrics[model_name]} {aurocs[model_name]}")
+  result = {"dataset": data.name, "split": split, "metrics": metrics,
+            "ood_auroc": aurocs,
+            "fidelity_in": _fidelity(u_in, config.students),
+            "fidelity_ood": _fidelity(u_ood, config.students),
+            "timings_s": timings, "n_train": len(data.x_train), "n_test": len(data.x_test),
+            "n_ood": len(data.x_ood),
+            "protocol": {"holdout_fraction": holdout_fraction,
+                         "test_fraction": test_fraction}}
+  if config.reference_ensemble:
+    result["noise_ceiling_in"] = _fidelity(u_in, [REFERENCE])[REFERENCE]
+    result["noise_ceiling_ood"] = _fidelity(u_ood, [REFERENCE])[REFERENCE]
+  return result
 
 
-def run_uci(out_dir, datasets, num_splits=None, config=None, data_dir=None):
+def _split_file(out_dir, name, split, ood=False, validation=False):
+  prefix = "ood_" if ood else "val_" if validation else ""
+  return os.path.join(out_dir, name, f"{prefix}split_{split:02d}.json")
+
+
+def _complete(saved, config, ood):
+  """Whether a saved split can be reused: same key, and every section this config asks."""
+  if saved.get("config_key") != config.key():
+    return False
+  wanted = ["ood_auroc", "fidelity_in"] if ood else ["fidelity"]
+  if config.reference_ensemble:
+    wanted.append("noise_ceiling_in" if ood else "noise_ceiling")
+  return all(k in saved for k in wanted)
+
+
+def run_uci(out_dir, datasets, num_splits=None, config=None, data_dir=None, ood=False,
+            validation=False):
   """Runs (or resumes) the benchmark and writes the report folder.
 
-  Each finished split is saved as `<out_dir>/<dataset>/split_<i>.json` together with the
-  config's key; a rerun with the same config skips finished splits.
+  Each finished split is saved as `<out_dir>/<dataset>/split_<i>.json` (OOD protocol:
+  `ood_split_<i>.json`) together with the config's key; a rerun with the same config
+  skips finished splits.
 
   Args:
     out_dir: str, report folder.
     datasets: list of short names.
-    num_splits: int or None (all standard splits); the first num_splits are run.
+    num_splits: int or None (standard protocol: all standard splits; OOD: 5); the
+      first num_splits are run.
     config: `UCIConfig` or None.
     data_dir: optional UCI data directory.
+    ood: bool, run the PCA hold-out protocol (`run_ood_split`) instead of the standard
+      splits; the report is `aggregate_ood`'s and `format_ood_markdown`'s.
+    validation: bool, evaluate on validation rows carved from each split's training
+      rows (`run_split(..., validation=True)`; files `val_split_<i>.json`).
 
   Returns:
-    report dict (see `aggregate`).
+    report dict (see `aggregate` / `aggregate_ood`).
   """
   config = config or UCIConfig()
+  if ood and validation:
+    raise ValueError("run_uci: ood and validation are separate protocols; pick one.")
   results = {}
+  wall = time.perf_counter()
   for name in datasets:
-    total = uci_data.num_splits(name, data_dir)
-    splits = range(min(total, num_splits) if num_splits else total)
+    if ood:
+      splits = range(num_splits or 5)
+    else:
+      total = uci_data.num_splits(name, data_dir)
+      splits = range(min(total, num_splits) if num_splits else total)
     results[name] = []
     for split in splits:
-      path = _split_file(out_dir, name, split)
+      path = _split_file(out_dir, name, split, ood, validation)
       if os.path.exists(path):
         with open(path) as f:
           saved = json.load(f)
-        if saved.get("config_key") == config.key():
+        if _complete(saved, config, ood):
           results[name].append(saved)
           continue
-      result = run_split(name, split, config, data_dir)
+      result = (run_ood_split(name, split, config, data_dir) if ood else
+                run_split(name, split, config, data_dir, validation=validation))
       # Free the split's models, graphs and compiled clusters before the next one (the
       # 178-split table otherwise grows past 10 GB of resident memory).
       keras.backend.clear_session()
@@ -388,16 +607,24 @@ def run_uci(out_dir, datasets, num_splits=None, config=None, data_dir=None):
       results[name].append(result)
       if config.verbose:
         m = result["metrics"]
-        print(f"{name} split {split}: " + "; ".join(
-            f"{k} rmse {v['rmse']:.3f} nll {v['nll']:.3f}" for k, v in m.items()),
-            flush=True)
-  report = aggregate(results, config)
+        if ood:
+          line = "; ".join(f"{k} auroc {v.get('epistemic', v['total']):.3f}"
+                           for k, v in result["ood_auroc"].items())
+        else:
+          line = "; ".join(f"{k} rmse {v['rmse']:.3f} nll {v['nll']:.3f}"
+                           for k, v in m.items())
+        print(f"{name} {'OOD ' if ood else ''}split {split}: {line}", flush=True)
+  report = (aggregate_ood if ood else aggregate)(results, config)
+  report["wall_time_s_this_call"] = time.perf_counter() - wall
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "report.json"), "w") as f:
     json.dump(report, f, indent=2)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write(format_markdown(report))
+    f.write((format_ood_markdown if ood else format_markdown)(report))
   from tfp_distill.experiments import plots  # pylint: disable=import-outside-toplevel
+  if ood:
+    plots.plot_uci_ood_auroc(os.path.join(out_dir, "ood_auroc.png"), report)
+    return report
   for name, splits in results.items():
     if splits:
       first = splits[0]["sparsification"]
@@ -406,7 +633,38 @@ def run_uci(out_dir, datasets, num_splits=None, config=None, data_dir=None):
           {m: (np.array(c["fractions"]), np.array(c["curve"]), np.array(c["oracle"]))
            for m, c in first.items()},
           title=f"{name}, split 0: sparsification (squared error by total variance)")
+  if any(splits and "noise_ceiling" in splits[0] for splits in results.values()):
+    plots.plot_uci_fidelity(os.path.join(out_dir, "fidelity.png"), report)
   return report
+
+
+def _summary(values):
+  values = np.asarray(values, np.float64)
+  stderr = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+  return {"mean": float(values.mean()), "stderr": float(stderr), "values": values.tolist()}
+
+
+def _summarise(items):
+  """Nested dicts with float leaves (one per split) -> the same tree of `_summary`s.
+
+  Keys missing from some splits (e.g. a section older results lack) are summarised over
+  the splits that have them.
+  """
+  first = next(item for item in items if item is not None)
+  if not isinstance(first, dict):
+    return _summary([item for item in items if item is not None])
+  return {key: _summarise([item.get(key) if item else None for item in items])
+          for key in first}
+
+
+def _timings(splits):
+  stages = splits[0]["timings_s"]
+  return {stage: float(np.mean([s["timings_s"].get(stage, np.nan) for s in splits]))
+          for stage in stages}
+
+
+def _date():
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def aggregate(results, config):
@@ -418,29 +676,99 @@ def aggregate(results, config):
 
   Returns:
     dict with "config", "results" (name -> model -> metric -> {"mean", "stderr",
-    "values"}), "num_splits", "timings_s" (name -> mean seconds per split and stage),
-    "published", "date".
+    "values"}), "fidelity" (name -> student -> part -> statistic -> {"mean", "stderr",
+    "values"}; see `run_split`), "noise_ceiling" (name -> part -> statistic -> ...),
+    "num_splits", "timings_s" (name -> mean seconds per split and stage), "published",
+    "date". Splits saved before a section existed are left out of its summary.
   """
-  table, timings, counts = {}, {}, {}
+  table, fidelity, ceiling, timings, counts = {}, {}, {}, {}, {}
   for name, splits in results.items():
     if not splits:
       continue
     counts[name] = len(splits)
-    table[name] = {}
-    for model in splits[0]["metrics"]:
-      table[name][model] = {}
-      for metric in ("rmse", "nll", "ause"):
-        values = np.array([s["metrics"][model][metric] for s in splits])
-        stderr = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-        table[name][model][metric] = {"mean": float(values.mean()), "stderr": float(stderr),
-                                      "values": values.tolist()}
-    timings[name] = {stage: float(np.mean([s["timings_s"][stage] for s in splits]))
-                     for stage in splits[0]["timings_s"]}
+    table[name] = {
+        model: {metric: _summary([s["metrics"][model][metric] for s in splits])
+                for metric in ("rmse", "nll", "ause")}
+        for model in splits[0]["metrics"]}
+    with_fidelity = [s["fidelity"] for s in splits if "fidelity" in s]
+    if with_fidelity:
+      fidelity[name] = _summarise(with_fidelity)
+    with_ceiling = [s["noise_ceiling"] for s in splits if "noise_ceiling" in s]
+    if with_ceiling:
+      ceiling[name] = _summarise(with_ceiling)
+    timings[name] = _timings(splits)
   return {"config": dataclasses.asdict(config), "config_key": config.key(),
-          "results": table, "num_splits": counts, "timings_s": timings,
-          "published": PUBLISHED,
-          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-              timespec="seconds")}
+          "results": table, "fidelity": fidelity, "noise_ceiling": ceiling,
+          "num_splits": counts, "timings_s": timings, "published": PUBLISHED,
+          "date": _date()}
+
+
+def aggregate_ood(results, config):
+  """The OOD protocol's report: mean, standard error and values over splits.
+
+  Args:
+    results: dict name -> list of `run_ood_split` results.
+    config: the `UCIConfig` used.
+
+  Returns:
+    dict with "config", "protocol", "results" (name -> model -> {"rmse_in", "nll_in",
+    "rmse_ood", "nll_ood"} -> summary), "ood_auroc" (name -> model -> {"epistemic",
+    "total"} -> summary), "fidelity_in", "fidelity_ood", "noise_ceiling_in",
+    "noise_ceiling_ood", "num_splits", "n_ood", "timings_s", "date".
+  """
+  report = {"config": dataclasses.asdict(config), "config_key": config.key(),
+            "results": {}, "ood_auroc": {}, "fidelity_in": {}, "fidelity_ood": {},
+            "noise_ceiling_in": {}, "noise_ceiling_ood": {}, "num_splits": {},
+            "n_ood": {}, "timings_s": {}, "protocol": None, "date": _date()}
+  for name, splits in results.items():
+    if not splits:
+      continue
+    report["num_splits"][name] = len(splits)
+    report["n_ood"][name] = splits[0]["n_ood"]
+    report["protocol"] = splits[0]["protocol"]
+    for section in ("metrics", "ood_auroc", "fidelity_in", "fidelity_ood",
+                    "noise_ceiling_in", "noise_ceiling_ood"):
+      present = [s[section] for s in splits if section in s]
+      if present:
+        report["results" if section == "metrics" else section][name] = _summarise(present)
+    report["timings_s"][name] = _timings(splits)
+  return report
+
+
+def _cell(summary, digits=3):
+  """'mean +- stderr' with `digits` decimals, more where the standard error needs them."""
+  if summary["stderr"] > 0:
+    digits = int(min(6, max(digits, 1 - np.floor(np.log10(summary["stderr"])))))
+  return f"{summary['mean']:.{digits}f} +- {summary['stderr']:.{digits}f}"
+
+
+def format_fidelity_markdown(report, part="epistemic"):
+  """One table over data sets: Spearman / Pearson of a variance part, students and ceiling.
+
+  Columns: for each student with that part and for the second ensemble, Spearman rho and
+  Pearson r of its per-test-point variance against the ensemble's (mean +- s.e. over
+  splits), then the students' mean relative error.
+  """
+  names = [n for n in report["fidelity"]]
+  if not names:
+    return ""
+  first = report["fidelity"][names[0]]
+  students = [k for k in first if part in first[k]]
+  columns = students + ([REFERENCE] if report.get("noise_ceiling") else [])
+  header = ["data set"] + [f"{c} rho" for c in columns] + [f"{c} r" for c in columns] + [
+      f"{c} MRE" for c in students]
+  lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+  for name in names:
+    def stat(column, statistic):
+      tree = (report["noise_ceiling"].get(name) if column == REFERENCE
+              else report["fidelity"][name].get(column))
+      if not tree or part not in tree:
+        return "-"
+      return _cell(tree[part][statistic], 2)
+    row = ([stat(c, "spearman") for c in columns] + [stat(c, "pearson") for c in columns]
+           + [stat(c, "mean_relative_error") for c in students])
+    lines.append(f"| {name} | " + " | ".join(row) + " |")
+  return "\n".join(lines)
 
 
 def format_markdown(report):
@@ -465,4 +793,58 @@ def format_markdown(report):
         lines.append(f"| {label} (*published*) | " + " | ".join(cells) + " |")
     stages = ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"][name].items())
     lines += ["", f"Seconds per split: {stages}.", ""]
+  if report.get("fidelity"):
+    lines += ["## Fidelity of the uncertainty split", "",
+              "Agreement of each student's per-test-point variance with the ensemble's "
+              "(Spearman rho, Pearson r, mean relative error MRE; mean +- s.e. over "
+              f"splits). `{REFERENCE}` is a second ensemble of the same protocol and "
+              "other seeds: its agreement with the first is the noise ceiling.", ""]
+    for part in ("epistemic", "aleatoric"):
+      lines += [f"### {part.capitalize()} variance", "",
+                format_fidelity_markdown(report, part), ""]
+  return "\n".join(lines)
+
+
+def format_ood_markdown(report):
+  """The OOD protocol's report: AUROC by epistemic variance, then RMSE / NLL in and out."""
+  protocol = report["protocol"] or {}
+  lines = ["# UCI out-of-distribution: PCA hold-out", "",
+           f"The {protocol.get('holdout_fraction', 0.1):.0%} of rows farthest along the "
+           "first principal component of the standardized inputs are held out as OOD; "
+           "models train on random "
+           f"{1 - protocol.get('test_fraction', 0.1):.0%}/"
+           f"{protocol.get('test_fraction', 0.1):.0%} splits of the rest. AUROC of each "
+           "model's variance for OOD (positive) against in-distribution test points; "
+           "mean +- standard error over splits. The mixture student has no epistemic "
+           f"part: its column uses its total variance. `{REFERENCE}`: a second ensemble "
+           "(other seeds).", ""]
+  names = list(report["ood_auroc"])
+  if not names:
+    return "\n".join(lines)
+  models = list(report["ood_auroc"][names[0]])
+  lines += ["| data set (splits, OOD points) | " + " | ".join(models) + " |",
+            "|---" + "|---:" * len(models) + "|"]
+  for name in names:
+    cells = []
+    for model in models:
+      a = report["ood_auroc"][name][model]
+      cells.append(_cell(a.get("epistemic", a["total"])) + ("" if "epistemic" in a
+                                                              else " (total)"))
+    lines.append(f"| {name} ({report['num_splits'][name]}, {report['n_ood'][name]}) | "
+                 + " | ".join(cells) + " |")
+  lines += ["", "## RMSE and NLL in distribution and on the held-out rows", "",
+            "| data set | model | RMSE in | RMSE OOD | NLL in | NLL OOD |",
+            "|---|---|---:|---:|---:|---:|"]
+  for name in names:
+    for model, m in report["results"][name].items():
+      lines.append(f"| {name} | {model} | " + " | ".join(
+          _cell(m[k]) for k in ("rmse_in", "rmse_ood", "nll_in", "nll_ood")) + " |")
+  if report.get("fidelity_ood"):
+    lines += ["", "## Fidelity of the epistemic variance on the OOD points", "",
+              format_fidelity_markdown({"fidelity": report["fidelity_ood"],
+                                        "noise_ceiling": report["noise_ceiling_ood"]},
+                                       "epistemic"), ""]
+  lines += ["", "Seconds per split: " + "; ".join(
+      f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items())
+      for name, t in report["timings_s"].items()) + ".", ""]
   return "\n".join(lines)
