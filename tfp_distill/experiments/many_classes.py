@@ -51,7 +51,7 @@ from tfp_distill.experiments import _common
 from tfp_distill.experiments import plots
 
 __all__ = ["ManyClassesConfig", "run_many_classes", "run_one", "format_markdown",
-           "METRICS"]
+           "metrics_figure", "METRICS"]
 
 _STUDENTS = ("end2", "proxy")
 _MODELS = ("ensemble",) + _STUDENTS
@@ -372,6 +372,28 @@ def _aggregate(config, runs):
 
 
 def _figures(out_dir, files, config, results, scatter):
+  metrics_figure(os.path.join(out_dir, files["metrics"]), config, results)
+  rows = {f"K={k}": {_LABELS[name]: (scatter[k]["ensemble"], scatter[k][name])
+                     for name in _STUDENTS} for k in config.classes}
+  plots.plot_scatter_grid(
+      os.path.join(out_dir, files["scatter"]), rows, "ensemble MI (nats)",
+      "student MI (nats)", log=True,
+      colors={_LABELS[name]: color for name, color in zip(_STUDENTS, _PLOT_COLORS[2:])},
+      title=f"Mutual information on the test set, seed {config.seeds[0]} "
+            f"({config.scatter_points} points per panel)")
+
+
+def metrics_figure(path, config, results):
+  """The metrics-against-K figure from a report's "results" (redraws a saved report).
+
+  Args:
+    path: str, the PNG file to write.
+    config: `ManyClassesConfig`.
+    results: dict, `report["results"]` (str(K) -> model -> metric -> {"mean", "sem"}).
+
+  Returns:
+    path.
+  """
   ks = np.asarray(config.classes, np.float64)
   panels = {}
   for key, title, models in METRICS:
@@ -383,19 +405,11 @@ def _figures(out_dir, files, config, results, scatter):
                         np.array([results[str(k)][name][key]["sem"]
                                   for k in config.classes]))
         for name in models}
-  plots.plot_error_lines(
-      os.path.join(out_dir, files["metrics"]), panels, "number of classes K", log_x=True,
-      dashed=(_LABELS["bayes"],),
+  return plots.plot_error_lines(
+      path, panels, "number of classes K", log_x=True, dashed=(_LABELS["bayes"],),
       colors=dict(zip((_LABELS[name] for name in ("bayes",) + _MODELS), _PLOT_COLORS)),
-      title=f"Many classes: mean +- standard error over {len(config.seeds)} seeds")
-  rows = {f"K={k}": {_LABELS[name]: (scatter[k]["ensemble"], scatter[k][name])
-                     for name in _STUDENTS} for k in config.classes}
-  plots.plot_scatter_grid(
-      os.path.join(out_dir, files["scatter"]), rows, "ensemble MI (nats)",
-      "student MI (nats)", log=True,
-      colors={_LABELS[name]: color for name, color in zip(_STUDENTS, _PLOT_COLORS[2:])},
-      title=f"Mutual information on the test set, seed {config.seeds[0]} "
-            f"({config.scatter_points} points per panel)")
+      title=f"Many classes: mean +- standard error over {len(config.seeds)} seeds",
+      log_y=("MI rel. error", "mean MI, test"))
 
 
 def _versions():

@@ -440,7 +440,7 @@ def plot_uci_ood_auroc(path, report):
 
 
 def plot_error_lines(path, panels, x_label, log_x=False, dashed=(), colors=None,
-                     title=None):
+                     title=None, log_y=()):
   """Means with error bars against x, one panel per quantity, one line per series.
 
   Args:
@@ -454,6 +454,8 @@ def plot_error_lines(path, panels, x_label, log_x=False, dashed=(), colors=None,
     colors: None or dict series name -> matplotlib color (default: black for the first
       series, then the house colors; one color per series in every panel).
     title: None or str.
+    log_y: collection of panel titles drawn with a logarithmic y axis (quantities that
+      span orders of magnitude across series).
 
   Returns:
     path.
@@ -483,7 +485,9 @@ def plot_error_lines(path, panels, x_label, log_x=False, dashed=(), colors=None,
       ax.xaxis.set_minor_formatter(_null_formatter())
       ax.set_xticks(sorted(ticks))
       ax.set_xticklabels([f"{t:g}" for t in sorted(ticks)])
-    ax.set_title(name, fontsize=10)
+    if name in log_y:
+      ax.set_yscale("log")
+    ax.set_title(name + (" (log scale)" if name in log_y else ""), fontsize=10)
     ax.set_xlabel(x_label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
