@@ -46,6 +46,38 @@ def _mean_stderr(mean, stderr):
   return f"{mean:.{decimals}f} +- {stderr:.{decimals}f}"
 
 
+def targets_markdown(report, rmse_ratio=1.10, nll_gap=0.2):
+  """The UCI targets per data set: students vs our ensemble.
+
+  (a) every student within 10% RMSE and 0.2 nats of the ensemble (means over splits);
+  (b) the full-covariance student's mean NLL at most one standard error (the ensemble's,
+  over splits) above the ensemble's mean NLL.
+  """
+  lines = [f"**Targets**: (a) every student's RMSE <= {rmse_ratio:.2f} x the ensemble's "
+           f"and NLL <= the ensemble's + {nll_gap} nats; (b) the full student's NLL <= the "
+           "ensemble's + one standard error (the ensemble's, over splits)", "",
+           "| data set | RMSE / ensemble (full, diagonal, mixture) | NLL - ensemble (full, "
+           "diagonal, mixture) | (a) | full NLL - ensemble vs s.e. | (b) |",
+           "|---|---|---|---|---|---|"]
+  met_a = met_b = 0
+  for name, models in report["results"].items():
+    ens = models["ensemble"]
+    students = [m for m in uci.STUDENTS if m in models]
+    ratios = [models[m]["rmse"]["mean"] / ens["rmse"]["mean"] for m in students]
+    gaps = [models[m]["nll"]["mean"] - ens["nll"]["mean"] for m in students]
+    a = all(r <= rmse_ratio for r in ratios) and all(g <= nll_gap for g in gaps)
+    b = "full" in models and gaps[students.index("full")] <= ens["nll"]["stderr"]
+    met_a, met_b = met_a + a, met_b + b
+    full_gap = (f"{gaps[students.index('full')]:+.3f} vs {ens['nll']['stderr']:.3f}"
+                if "full" in models else "-")
+    lines.append(f"| {name} | " + ", ".join(f"{r:.3f}" for r in ratios) + " | "
+                 + ", ".join(f"{g:+.3f}" for g in gaps) + f" | {'met' if a else 'not met'} | "
+                 f"{full_gap} | {'met' if b else 'not met'} |")
+  n = len(report["results"])
+  lines += ["", f"(a) met on {met_a} of {n} sets; (b) met on {met_b} of {n}.", ""]
+  return lines
+
+
 def summary_markdown(report):
   """One row per data set: RMSE and NLL of ours and the published models."""
   pub = report["published"]
@@ -79,6 +111,7 @@ def summary_markdown(report):
     lines.append(f"| {name} | {report['num_splits'][name]} | {per_split:.0f} | "
                  f"{per_split * report['num_splits'][name]:.0f} |")
   lines.append("")
+  lines += targets_markdown(report)
   for part in ("epistemic", "aleatoric"):
     table = uci.format_fidelity_markdown(report, part)
     if table:

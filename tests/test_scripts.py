@@ -77,6 +77,30 @@ def test_uci_unimodal_gap_smoke(tmp_path):
   assert json.loads((tmp_path / "g.json").read_text())["yacht"][0] == row
 
 
+def test_uci_targets_against_hand_computed_verdicts():
+  def cell(mean, stderr=0.0):
+    return {"mean": mean, "stderr": stderr}
+
+  def models(ratio, gap, ens_se):
+    return {"ensemble": {"rmse": cell(2.0), "nll": cell(1.0, ens_se)},
+            **{m: {"rmse": cell(2.0 * ratio), "nll": cell(1.0 + gap)}
+               for m in ("full", "diagonal", "mixture")}}
+
+  report = {"results": {
+      "a": models(1.05, 0.01, 0.02),    # (a) met, (b) met: +0.01 <= 0.02
+      "b": models(1.05, 0.03, 0.02),    # (a) met, (b) not: +0.03 > 0.02
+      "c": models(1.12, 0.01, 0.02),    # (a) not (RMSE 12% worse), (b) met
+      "d": models(1.00, 0.25, 0.30)}}   # (a) not (0.25 nats), (b) met
+  text = "\n".join(_load("uci_table").targets_markdown(report))
+  rows = {line.split(" | ")[0][2:]: line for line in text.splitlines()
+          if line.startswith("| ") and not line.startswith("| data set")}
+  assert rows["a"].endswith("| met | +0.010 vs 0.020 | met |")
+  assert rows["b"].endswith("| met | +0.030 vs 0.020 | not met |")
+  assert "| not met | +0.010 vs 0.020 | met |" in rows["c"]
+  assert "| not met | +0.250 vs 0.300 | met |" in rows["d"]
+  assert "(a) met on 2 of 4 sets; (b) met on 3 of 4." in text
+
+
 def test_ods_throughput_smoke(tmp_path):
   result = _load("ods_throughput").main(["--smoke", "--json", str(tmp_path / "o.json")])
   for name in ("none", "gaussian", "ods"):
