@@ -154,6 +154,12 @@ def test_cli_no_fast_paths_selects_the_old_protocol(tmp_path, monkeypatch):
   assert seen["ood"] and not seen["config"].reference_ensemble
   # The second ensemble changes no other result, so it leaves the key alone.
   assert seen["config"].key() == uci.UCIConfig().key()
+  assert cli.main(["uci", "--dataset", "yacht", "--protocol", "2026-11-30", "--out",
+                   str(tmp_path)]) == 0
+  assert seen["config"].key() == "2d3c6f1ec0"   # the 2026-11-30 table's key
+  assert cli.main(["uci", "--dataset", "yacht", "--student-lr-schedule", "constant",
+                   "--out", str(tmp_path)]) == 0
+  assert seen["config"].student_lr_schedule == "constant"
 
 
 # ----------------------------------------------------------------------------------------

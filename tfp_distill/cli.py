@@ -98,7 +98,11 @@ def _parser():
                         "of each model's epistemic variance for held-out vs test points")
   uci.add_argument("--student-lr-schedule", choices=("cosine", "constant"), default=None,
                    help="students' Adam learning rate: decayed to 0 by a half cosine "
-                        "(default) or constant (the tables of 2026-11-25 and -30)")
+                        "(default) or constant")
+  uci.add_argument("--protocol", choices=("2026-11-25", "2026-11-30"), default=None,
+                   help="the settings of an earlier table (UCIConfig.PROTOCOLS): "
+                        "2026-11-25 is --no-fast-paths; 2026-11-30 has the fast paths "
+                        "with 75-unit students at a constant learning rate")
   uci.add_argument("--no-reference-ensemble", action="store_true",
                    help="skip the second ensemble whose agreement with the first is the "
                         "noise ceiling of the fidelity columns (faster)")
@@ -334,7 +338,9 @@ def _run_uci(args):
   overrides = {"num_members": args.members, "seed": args.seed,
                "perturbation_step": args.perturbation_step}
   if args.no_fast_paths:
-    overrides.update(uci.UCIConfig.PROTOCOLS["2026-11-25"])
+    args.protocol = "2026-11-25"
+  if args.protocol:
+    overrides.update(uci.UCIConfig.PROTOCOLS[args.protocol])
   if args.student_lr_schedule:
     overrides.update(student_lr_schedule=args.student_lr_schedule)
   if args.no_reference_ensemble:
