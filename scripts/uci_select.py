@@ -2,7 +2,7 @@
 
 Each variant is a set of `UCIConfig` overrides applied to every data set alike (a method,
 not a per-set tuning). For every split, 10% of the training rows are held out as the
-validation set (`uci.validation_part`); the ensemble and the students train on the rest.
+validation set (`td.datasets.uci.validation_part`); the ensemble and the students train on the rest.
 The summary gives, per data set and variant, each student's RMSE relative to its own
 ensemble's and its NLL minus the ensemble's (mean +- standard error over splits), the
 figures that the UCI targets are stated in.

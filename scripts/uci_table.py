@@ -16,7 +16,6 @@ Usage:
 import argparse
 import glob
 import json
-import math
 import os
 
 from tfp_distill.datasets import uci as uci_data
@@ -36,14 +35,6 @@ def _load_finished(out_dir, config):
     if splits:
       results[name] = splits
   return results
-
-
-def _mean_stderr(mean, stderr):
-  """'mean +- stderr' with 3 decimals, more where the standard error needs them (naval)."""
-  decimals = 3
-  if stderr > 0:
-    decimals = int(min(6, max(3, 1 - math.floor(math.log10(stderr)))))
-  return f"{mean:.{decimals}f} +- {stderr:.{decimals}f}"
 
 
 def targets_markdown(report, rmse_ratio=1.10, nll_gap=0.2):
@@ -84,7 +75,7 @@ def summary_markdown(report):
 
   def ours(name, model, metric):
     cell = report["results"][name].get(model, {}).get(metric)
-    return _mean_stderr(cell["mean"], cell["stderr"]) if cell else "-"
+    return uci.format_mean_stderr(cell["mean"], cell["stderr"]) if cell else "-"
 
   def published(source, name, metric):
     value = pub[source].get(name, {}).get(metric)
@@ -104,7 +95,8 @@ def summary_markdown(report):
               ("lindqvist2020_ensemble", "lindqvist2020_distilled", "deep_ensembles2017")]
       lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-  lines += ["**Seconds per split** (mean over splits; ensemble + three students)", "",
+  lines += ["**Seconds per split** (mean over splits; all stages: ensemble, students and "
+            "the second ensemble where there is one)", "",
             "| data set | splits | s / split | total s |", "|---|---:|---:|---:|"]
   for name in report["results"]:
     per_split = sum(report["timings_s"][name].values())

@@ -29,7 +29,8 @@ from tfp_distill.experiments import uci
 
 def gap(name, split, config, data_dir=None):
   """{"mixture_nll", "normal_nll", "gap", "median_epistemic_over_aleatoric"} (orig. units)."""
-  data = uci.validation_part(uci_data.load_uci(name, split, data_dir), seed=config.seed)
+  data = uci_data.validation_part(uci_data.load_uci(name, split, data_dir),
+                                  seed=config.seed)
   family = td.families.HeteroscedasticNormal(1, min_variance=config.min_variance)
   ensemble = uci._train_ensemble(  # pylint: disable=protected-access
       data, family, config, config.seed + 1000 * split)

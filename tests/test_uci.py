@@ -304,16 +304,16 @@ def test_validation_part_never_touches_the_test_rows():
                            rng.normal(size=(9, 2)).astype(np.float32),
                            rng.normal(size=9).astype(np.float32), np.zeros(2), np.ones(2),
                            0.0, 1.0)
-  val = uci.validation_part(data, 0.1, seed=0)
+  val = uci_data.validation_part(data, 0.1, seed=0)
   assert val.x_train.shape == (45, 2) and val.x_test.shape == (5, 2)
   rows = np.concatenate([val.x_train, val.x_test])
   # A partition of the training rows; no test row appears.
   np.testing.assert_array_equal(np.sort(rows[:, 0]), np.sort(data.x_train[:, 0]))
   assert not np.isin(data.x_test[:, 0], rows[:, 0]).any()
-  again = uci.validation_part(data, 0.1, seed=0)
+  again = uci_data.validation_part(data, 0.1, seed=0)
   np.testing.assert_array_equal(again.x_test, val.x_test)
   with pytest.raises(ValueError, match="fraction"):
-    uci.validation_part(data, 1.0)
+    uci_data.validation_part(data, 1.0)
 
 
 def test_student_lr_schedule_cosine_decays_to_zero_and_keeps_old_keys():

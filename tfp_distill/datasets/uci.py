@@ -40,7 +40,7 @@ import pathlib
 import numpy as np
 
 __all__ = ["UCI_DATASETS", "UCISplit", "UCIOODSplit", "data_dir", "load_uci",
-           "load_uci_ood", "num_splits", "pca_holdout"]
+           "load_uci_ood", "num_splits", "pca_holdout", "validation_part"]
 
 #: Short names -> folder names of the nine standard sets.
 UCI_DATASETS = {
@@ -294,3 +294,26 @@ def load_uci_ood(name, split=0, path=None, holdout_fraction=0.1, test_fraction=0
   test, train = np.sort(rest[:n_test]), np.sort(rest[n_test:])
   return _normalised(UCIOODSplit, key, split, x, y, train, test, train_rows=train,
                      test_rows=test, ood_rows=ood)
+
+
+def validation_part(data, fraction=0.1, seed=0):
+  """The split with a random `fraction` of its training rows as the test set.
+
+  For choosing a method without looking at the test rows: the returned split trains on
+  the other training rows and evaluates on the held-out ones (normalisation unchanged).
+
+  Args:
+    data: `UCISplit`.
+    fraction: float in (0, 1).
+    seed: int; rows drawn by `np.random.default_rng([seed, data.split])`.
+
+  Returns:
+    `UCISplit` whose x_test / y_test are validation rows from x_train / y_train.
+  """
+  if not 0 < fraction < 1:
+    raise ValueError(f"validation fraction must be in (0, 1); got {fraction!r}.")
+  order = np.random.default_rng([seed, data.split]).permutation(len(data.x_train))
+  n_val = max(int(round(fraction * len(order))), 1)
+  val, train = order[:n_val], order[n_val:]
+  return dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
+                             x_test=data.x_train[val], y_test=data.y_train[val])

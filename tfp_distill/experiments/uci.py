@@ -53,20 +53,21 @@ import tfp_distill as td
 from tfp_distill._keras import keras
 from tfp_distill.datasets import uci as uci_data
 
-__all__ = ["UCIConfig", "validation_part", "run_split", "run_ood_split", "run_uci",
+__all__ = ["UCIConfig", "run_split", "run_ood_split", "run_uci",
            "aggregate",
            "aggregate_ood", "format_markdown", "format_ood_markdown",
-           "format_fidelity_markdown", "PUBLISHED"]
+           "format_fidelity_markdown", "format_mean_stderr", "PUBLISHED"]
 
 STUDENTS = ("full", "diagonal", "mixture")
 MODELS = ("ensemble",) + STUDENTS
 #: What a model's uncertainty output holds: the mixture student predicts y only.
+#: The second, independent ensemble of the noise ceiling (seed offset from the first).
+REFERENCE = "second_ensemble"
 PARTS = {"ensemble": ("epistemic", "aleatoric", "total"),
+         REFERENCE: ("epistemic", "aleatoric", "total"),
          "full": ("epistemic", "aleatoric", "total"),
          "diagonal": ("epistemic", "aleatoric", "total"),
          "mixture": ("total",)}
-#: The second, independent ensemble of the noise ceiling (seed offset from the first).
-REFERENCE = "second_ensemble"
 REFERENCE_SEED_OFFSET = 500
 
 #: Published numbers (mean over splits), marked as such in every report.
@@ -324,7 +325,7 @@ def _evaluate(model_name, model, family, x, y):
       nll = -tf.reduce_mean(dist.log_prob(y[:, None]))
     else:
       nll = -tf.reduce_mean(td.losses.predictive_log_prob(dist, family, y))
-  keys = ("prediction",) + PARTS["ensemble" if model_name == REFERENCE else model_name]
+  keys = ("prediction",) + PARTS[model_name]
   return {k: np.asarray(u[k]) for k in keys}, float(nll)
 
 
@@ -339,7 +340,7 @@ def _agreement(estimate, reference):
 def _fidelity(u, names):
   """{model: {part: agreement with the ensemble's part}} for every model in names."""
   return {name: {part: _agreement(u[name][part], u["ensemble"][part])
-                 for part in PARTS["ensemble" if name == REFERENCE else name]}
+                 for part in PARTS[name]}
           for name in names if name in u}
 
 
@@ -382,29 +383,6 @@ def _add_reference(models, timings, data, family, config, seed):
   timings[REFERENCE] = time.perf_counter() - tic
 
 
-def validation_part(data, fraction=0.1, seed=0):
-  """The split with a random `fraction` of its training rows as the test set.
-
-  For choosing a method without looking at the test rows: the returned split trains on
-  the other training rows and evaluates on the held-out ones (normalisation unchanged).
-
-  Args:
-    data: `UCISplit`.
-    fraction: float in (0, 1).
-    seed: int; rows drawn by `np.random.default_rng([seed, data.split])`.
-
-  Returns:
-    `UCISplit` whose x_test / y_test are validation rows from x_train / y_train.
-  """
-  if not 0 < fraction < 1:
-    raise ValueError(f"validation fraction must be in (0, 1); got {fraction!r}.")
-  order = np.random.default_rng([seed, data.split]).permutation(len(data.x_train))
-  n_val = max(int(round(fraction * len(order))), 1)
-  val, train = order[:n_val], order[n_val:]
-  return dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
-                             x_test=data.x_train[val], y_test=data.y_train[val])
-
-
 def run_split(name, split, config=None, data_dir=None, validation=False):
   """Runs the protocol on one split; returns metrics in original units.
 
@@ -414,7 +392,8 @@ def run_split(name, split, config=None, data_dir=None, validation=False):
     config: `UCIConfig` or None.
     data_dir: optional UCI data directory.
     validation: bool, train on 90% of the split's training rows and evaluate on the
-      other 10% (`validation_part`), never touching its test rows: for method choices.
+      other 10% (`td.datasets.uci.validation_part`), never touching its test rows:
+      for method choices.
 
   Returns:
     dict: "metrics" (model -> {"rmse", "nll", "ause"}), "sparsification" (model ->
@@ -431,7 +410,7 @@ def run_split(name, split, config=None, data_dir=None, validation=False):
   config = config or UCIConfig()
   data = uci_data.load_uci(name, split, data_dir)
   if validation:
-    data = validation_part(data, seed=config.seed)
+    data = uci_data.validation_part(data, seed=config.seed)
   family = td.families.HeteroscedasticNormal(1, min_variance=config.min_variance)
   seed = config.seed + 1000 * split
   models, timings = _train_models(data, family, config, seed)
@@ -735,11 +714,16 @@ def aggregate_ood(results, config):
   return report
 
 
+def format_mean_stderr(mean, stderr, digits=3):
+  """'mean +- stderr' with `digits` decimals, more (up to 6) where the standard error
+  needs them for two significant digits (naval's RMSE is ~0.002 +- 0.0003)."""
+  if stderr > 0:
+    digits = int(min(6, max(digits, 1 - np.floor(np.log10(stderr)))))
+  return f"{mean:.{digits}f} +- {stderr:.{digits}f}"
+
+
 def _cell(summary, digits=3):
-  """'mean +- stderr' with `digits` decimals, more where the standard error needs them."""
-  if summary["stderr"] > 0:
-    digits = int(min(6, max(digits, 1 - np.floor(np.log10(summary["stderr"])))))
-  return f"{summary['mean']:.{digits}f} +- {summary['stderr']:.{digits}f}"
+  return format_mean_stderr(summary["mean"], summary["stderr"], digits)
 
 
 def format_fidelity_markdown(report, part="epistemic"):
