@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+import tfp_distill as td
 from tfp_distill import cli
 from tfp_distill.datasets import images as images_data
 from tfp_distill.experiments import images
@@ -88,3 +89,41 @@ def test_mixup_inputs_are_convex_combinations_of_training_images():
   assert len(images._extra_inputs(images.ImagesConfig.fast(extra_inputs="none"), x)) == 0
   with pytest.raises(ValueError, match="extra_inputs"):
     images._extra_inputs(images.ImagesConfig.fast(extra_inputs="noise"), x)
+
+
+def test_select_students_on_validation_images(tmp_path, load_or_skip):
+  load_or_skip(images_data.load_fashion_mnist)
+  table = {"a": {}, "b": {"predictive_weight": 1.0, "student_lr_schedule": "cosine"}}
+  config = images.ImagesConfig.fast()
+  result = images.select_students(str(tmp_path), config, variants=("a", "b"),
+                                  num_validation=200, variant_table=table)
+  # 600 images: 400 to train on (and 300 mixup inputs made from them), 200 held out.
+  assert result["train"] == 400 and result["validation"] == 200
+  assert result["distillation"] == 700
+  for variant in ("a", "b"):
+    for name in ("dirichlet", "gaussian"):
+      m = result["variants"][variant]["metrics"][name]
+      assert all(math.isfinite(v) for v in m.values()) and -1 <= m["epistemic_pearson"] <= 1
+  # The chosen variant is the one with the lowest validation NLL, per student.
+  for name, chosen in result["choice"].items():
+    nlls = {v: result["variants"][v]["metrics"][name]["nll"] for v in ("a", "b")}
+    assert chosen == min(nlls, key=nlls.get)
+  # The validation images are the held-out ones: the ensemble's accuracy there is what
+  # a fresh evaluation of those images gives.
+  x, y, _, _ = images._load_data(config)  # pylint: disable=protected-access
+  ensemble = td.Ensemble.load(next(
+      str(p) for p in tmp_path.iterdir() if p.name.startswith("ensemble_")))
+  probs = td.decompose_ensemble(
+      ensemble(x[-200:]), td.families.CategoricalLogits(10))
+  assert result["reference"]["ensemble"]["accuracy"] == pytest.approx(
+      float(np.mean(np.argmax(probs["prediction"], -1) == y[-200:])))
+  # A rerun reuses the finished variants (same keys, no training).
+  again = images.select_students(str(tmp_path), config, variants=("a",),
+                                 num_validation=200, variant_table=table)
+  assert again["variants"]["a"] == result["variants"]["a"]
+  assert "(chosen)" in (tmp_path / "selection.md").read_text()
+  with pytest.raises(ValueError, match="Unknown variants"):
+    images.select_students(str(tmp_path), config, variants=("zzz",), variant_table=table)
+  with pytest.raises(ValueError, match="num_validation"):
+    images.select_students(str(tmp_path), config, num_validation=600, variant_table=table,
+                           variants=("a",))

@@ -65,3 +65,12 @@ def test_every_file_the_readme_points_to_exists():
     assert paths, doc
     missing = [p for p in paths if not os.path.exists(p)]
     assert not missing, (doc, missing)
+
+
+def test_readme_distill_command_parses():
+  import shlex  # pylint: disable=import-outside-toplevel
+  from tfp_distill import cli  # pylint: disable=import-outside-toplevel
+  block = next(b for b in _blocks("bash") if "tfp-distill distill" in b)
+  command = block.split("\n#")[0].replace("\\\n", " ")
+  args = cli._parser().parse_args(shlex.split(command)[1:])  # pylint: disable=protected-access
+  assert args.command == "distill" and len(args.teacher) == 3 and args.ood == "other.npz"

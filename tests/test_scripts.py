@@ -144,3 +144,34 @@ def test_uci_compare_against_hand_computed_values(tmp_path):
   assert math.isclose(result["timing"]["yacht"]["speedup"], 12.0 / 4.0)
   assert math.isclose(result["total"]["old_s"], 240.0)
   assert "1 of 1" in (tmp_path / "c.md").read_text()
+
+
+def test_images_select_smoke(tmp_path, capsys):
+  import pytest
+  from tfp_distill.datasets import images as images_data
+  try:
+    images_data.load_fashion_mnist()
+  except FileNotFoundError as error:  # pragma: no cover - CI installs the Debian package
+    pytest.skip(f"data source missing: {error}")
+  _load("images_select").main(["--smoke", "--variants", "published", "--students",
+                               "dirichlet", "--out", str(tmp_path)])
+  printed = capsys.readouterr().out
+  assert "| EnD^2 Dirichlet | published (chosen) |" in printed
+  assert (tmp_path / "selection.json").exists()
+  with pytest.raises(SystemExit):
+    _load("images_select").main(["--smoke", "--variants", "nope", "--out", str(tmp_path)])
+
+
+def test_own_ensemble_example_smoke(tmp_path):
+  import pytest
+  from tfp_distill.datasets import images as images_data
+  for loader in (images_data.load_fashion_mnist, images_data.load_mnist_ood):
+    try:
+      loader()
+    except FileNotFoundError as error:  # pragma: no cover - CI installs both
+      pytest.skip(f"data source missing: {error}")
+  report = _load("own_ensemble_example").main(["--smoke", "--out", str(tmp_path)])
+  assert report["task"] == "classification" and report["num_members"] == 2
+  assert report["teacher_outputs_from"] == "this process"
+  assert all(math.isfinite(v) for v in report["student"].values())
+  assert (tmp_path / "student" / "saved_model").exists()

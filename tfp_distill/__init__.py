@@ -19,6 +19,7 @@ from tfp_distill import metrics
 from tfp_distill import models
 from tfp_distill import perturb
 from tfp_distill import targets
+from tfp_distill import teachers
 from tfp_distill import vectorized
 from tfp_distill.distiller import Distiller
 from tfp_distill.ensemble import Ensemble
@@ -48,6 +49,7 @@ __all__ = [
     "predict_uncertainty",
     "targets",
     "teacher_targets",
+    "teachers",
     "train_ensemble",
     "vectorized",
 ]

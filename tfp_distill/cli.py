@@ -9,6 +9,12 @@ tfp-distill ods [--methods kd,kd-ods,...] [--seeds 0,1] [--out reports/ods]
 tfp-distill bench [--suite inference,decompose,distill,train] [--repeats N] [--out DIR]
 tfp-distill many-classes [--classes 10,100,1000] [--seeds 0,1,2] [--student-epochs E]
                          [--out reports/many_classes]
+tfp-distill distill --teacher PATH [PATH ...] --train DATA [--test DATA] [--ood DATA]
+                    [--method M] [--student S] [--epochs N] [--batch-size B]
+                    [--config FILE.toml] [--resume] [--strategy S]
+                    [--data-service ADDRESS] --out DIR
+tfp-distill data-service dispatcher --port P [--work-dir DIR]
+tfp-distill data-service worker --port Q --dispatcher HOST:P
 ```
 The flags live here; the experiments are library functions (`tfp_distill.experiments`),
 imported only when their subcommand runs so that `--help` is quick.
@@ -108,6 +114,8 @@ def _parser():
                         "noise ceiling of the fidelity columns (faster)")
   uci.set_defaults(run=_run_uci)
 
+  _add_distill(commands)
+
   images = commands.add_parser(
       "images", help="image classification study: EnD^2, Gaussian-over-logits and "
                      "mixture students on Fashion-MNIST",
@@ -139,6 +147,14 @@ def _parser():
                            "cost (proxy), or the reverse KL to that target without the "
                            "division by its precision (proxy_kl, this library's 'proxy' "
                            "before 2026-11-30)")
+  images.add_argument("--predictive-weight", type=float, default=None,
+                      help="weight of the ensemble's predictive as a soft target added to "
+                           "the EnD^2 and Gaussian students' losses "
+                           "(td.losses.predictive_kl; default 0, the papers' losses)")
+  images.add_argument("--student-lr-schedule", choices=("constant", "cosine"),
+                      default=None,
+                      help="students' Adam learning rate: constant (default) or decayed "
+                           "to 0 by a half cosine")
   images.set_defaults(run=_run_images)
 
   ods = commands.add_parser(
@@ -311,13 +327,195 @@ def _run_ods(args):
   return 0
 
 
+#: `tfp-distill distill` flags (argparse dest) that a --config TOML file may set.
+_DISTILL_KEYS = ("teacher", "train", "test", "ood", "task", "method", "student", "epochs",
+                 "batch_size", "learning_rate", "patience", "validation_fraction",
+                 "test_fraction", "extra_inputs", "jitter_copies", "jitter_scale",
+                 "min_variance", "num_samples", "strategy", "resume", "data_service",
+                 "seed", "limit", "out")
+
+
+def _add_distill(commands):
+  distill = commands.add_parser(
+      "distill", help="distil your own ensemble into one student",
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      description="Distils an ensemble you trained (Keras 3 or tf_keras .keras files, "
+                  "SavedModel folders, or its members' outputs in an .npz) into one "
+                  "student that predicts the ensemble's prediction and its split of "
+                  "uncertainty. Writes student.keras, saved_model/, report.json, "
+                  "report.md and figures to --out.",
+      epilog="DATA is a .npz with array x (and y), tfds:NAME[:SPLIT], a folder of images "
+             "with one subfolder per class, or a .csv with a header row (the target is "
+             "the last column).\nThe task comes from the labels: integer labels mean "
+             "classification (members give logits), float labels regression (members "
+             "give z = [mu, rho] of td.families.HeteroscedasticNormal).\n"
+             "Every flag can also be set in --config FILE.toml (key = flag name without "
+             "the dashes, e.g. batch_size = 256); flags on the command line win.")
+  distill.add_argument("--teacher", nargs="+", default=None, metavar="PATH",
+                       help="the members: .keras files (Keras 3 or tf_keras; which is read "
+                            "from the file), SavedModel folders, or ONE .npz holding the "
+                            "members' outputs z [n, members, params] aligned with --train "
+                            "(optional z_test / z_ood aligned with --test / --ood)")
+  distill.add_argument("--train", default=None, metavar="DATA",
+                       help="training inputs (and labels): the student learns the "
+                            "members' outputs at these inputs")
+  distill.add_argument("--test", default=None, metavar="DATA",
+                       help="test data for the report (default: 10%% of --train held out, "
+                            "seeded; the report says which)")
+  distill.add_argument("--ood", default=None, metavar="DATA",
+                       help="out-of-distribution inputs: the report gives the AUROC of "
+                            "the epistemic uncertainty (mutual information / variance) "
+                            "for these vs the test inputs")
+  distill.add_argument("--task", choices=("classification", "regression"), default=None,
+                       help="override the task read from the labels")
+  distill.add_argument("--method", default=None,
+                       choices=("end2", "gaussian-logits", "kd", "mixture", "mvn",
+                                "diagonal"),
+                       help="classification: end2 (Dirichlet, EnD^2, default), "
+                            "gaussian-logits (full-covariance Normal over the logits), kd "
+                            "or mixture (one Categorical: no epistemic part); regression: "
+                            "mvn (full-covariance Normal over z, default), diagonal, "
+                            "mixture")
+  distill.add_argument("--student", default=None,
+                       help="builtin:mlp (feature vectors; 150 hidden units), "
+                            "builtin:small_cnn (images, default for images), "
+                            "builtin:resnet18, or a tf_keras .keras backbone x -> features "
+                            "to which the head is appended")
+  distill.add_argument("--epochs", type=_positive_int, default=None,
+                       help="maximum student epochs (default 30; early stopping on the "
+                            "held-out distillation loss may end sooner)")
+  distill.add_argument("--batch-size", type=_positive_int, default=None,
+                       help="student batch size (default 128)")
+  distill.add_argument("--learning-rate", type=float, default=None,
+                       help="Adam's initial learning rate, cosine-decayed (default 1e-3)")
+  distill.add_argument("--patience", type=_positive_int, default=None,
+                       help="epochs without a lower held-out loss before stopping "
+                            "(default 5)")
+  distill.add_argument("--extra-inputs", choices=("auto", "mixup", "jitter", "none"),
+                       default=None,
+                       help="distillation inputs beyond the training rows, labelled by "
+                            "the teacher: auto (default: mixup for classification, "
+                            "jittered copies for regression, none for precomputed outputs)")
+  distill.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"),
+                       default=None,
+                       help="default (one device), mirrored (all local devices) or "
+                            "multi-worker (MultiWorkerMirroredStrategy; TF_CONFIG per "
+                            "host, see docs/distributed.md)")
+  distill.add_argument("--resume", action="store_true", default=None,
+                       help="continue a killed run from its last finished epoch "
+                            "(--out/backup); without it a run starts afresh")
+  distill.add_argument("--data-service", default=None, metavar="ADDRESS",
+                       help="compute the teacher's outputs on tf.data service workers "
+                            "(the dispatcher's HOST:PORT; start them with tfp-distill "
+                            "data-service)")
+  distill.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+  distill.add_argument("--limit", type=_positive_int, default=None,
+                       help="read at most this many examples from each data source")
+  distill.add_argument("--config", default=None, metavar="FILE.toml",
+                       help="a TOML file of flag values (keys: flag names with "
+                            "underscores, e.g. batch_size)")
+  distill.add_argument("--out", default=None, metavar="DIR",
+                       help="report folder (default: reports/distill)")
+  distill.add_argument("--verbose", action="store_true",
+                       help="on an error, print the traceback too")
+  distill.add_argument("--quiet", action="store_true", help="no progress bars")
+  distill.set_defaults(run=_run_distill)
+
+  service = commands.add_parser(
+      "data-service", help="run a tf.data service dispatcher or worker (for --data-service)",
+      description="Starts one tf.data service server and serves until killed. A "
+                  "dispatcher coordinates; workers compute the teacher's outputs for "
+                  "`tfp-distill distill --data-service HOST:PORT`. See "
+                  "docs/distributed.md.")
+  service.add_argument("role", choices=("dispatcher", "worker"))
+  service.add_argument("--port", type=_positive_int, required=True,
+                       help="port this server listens on")
+  service.add_argument("--dispatcher", default=None, metavar="HOST:PORT",
+                       help="worker only: the dispatcher's address")
+  service.add_argument("--worker-address", default=None, metavar="HOST:PORT",
+                       help="worker only: the address the dispatcher reaches this worker "
+                            "at (default localhost:PORT; set it on multi-host setups)")
+  service.add_argument("--work-dir", default=None,
+                       help="dispatcher only: journal folder; with it the dispatcher runs "
+                            "in fault-tolerant mode and a restarted dispatcher resumes")
+  service.set_defaults(run=_run_data_service)
+
+
+def _run_data_service(args):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  service = tf.data.experimental.service
+  if args.role == "dispatcher":
+    if args.dispatcher or args.worker_address:
+      raise SystemExit("tfp-distill data-service: --dispatcher and --worker-address are "
+                       "for workers.")
+    server = service.DispatchServer(service.DispatcherConfig(
+        port=args.port, work_dir=args.work_dir,
+        fault_tolerant_mode=args.work_dir is not None))
+  else:
+    if not args.dispatcher:
+      raise SystemExit("tfp-distill data-service: a worker needs --dispatcher HOST:PORT.")
+    if args.work_dir:
+      raise SystemExit("tfp-distill data-service: --work-dir is for the dispatcher.")
+    server = service.WorkerServer(service.WorkerConfig(
+        dispatcher_address=args.dispatcher.replace("grpc://", ""), port=args.port,
+        worker_address=args.worker_address or f"localhost:{args.port}"))
+  print(f"tf.data service {args.role} serving on port {args.port}", flush=True)
+  server.join()
+  return 0
+
+
+def _read_toml(path):
+  import tomllib  # pylint: disable=import-outside-toplevel
+  try:
+    with open(path, "rb") as f:
+      values = tomllib.load(f)
+  except FileNotFoundError as error:
+    raise ValueError(f"--config {path} does not exist.") from error
+  except tomllib.TOMLDecodeError as error:
+    raise ValueError(f"--config {path} is not valid TOML: {error}") from error
+  out = {}
+  for key, value in values.items():
+    name = key.replace("-", "_")
+    if name not in _DISTILL_KEYS:
+      raise ValueError(f"--config {path}: {key!r} is not a flag of tfp-distill distill "
+                       f"(keys: {', '.join(_DISTILL_KEYS)}).")
+    out[name] = value
+  if isinstance(out.get("teacher"), str):
+    out["teacher"] = [out["teacher"]]
+  return out
+
+
+def _run_distill(args):
+  from tfp_distill.experiments import distill  # pylint: disable=import-outside-toplevel
+  try:
+    values = _read_toml(args.config) if args.config else {}
+    values.update({k: getattr(args, k) for k in _DISTILL_KEYS
+                   if getattr(args, k, None) is not None})
+    if "teacher" in values:
+      values["teacher"] = tuple(str(t) for t in values["teacher"])
+    config = distill.DistillConfig(verbose=0 if args.quiet else 1, **values)
+    report = distill.run_distill(config)
+  except (ValueError, FileNotFoundError) as error:
+    if args.verbose:
+      raise
+    message = " ".join(str(error).split()) or type(error).__name__
+    raise SystemExit(f"tfp-distill distill: {message}") from error
+  print(f"Report written to {os.path.join(config.out, report['files']['report_md'])} "
+        f"(total {report['timings_s']['total']:.1f} s)")
+  print()
+  print(distill.format_markdown(report))
+  return 0
+
+
 def _run_images(args):
   from tfp_distill.experiments import images  # pylint: disable=import-outside-toplevel
   config = images.ImagesConfig.fast() if args.fast else images.ImagesConfig()
   overrides = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed,
                "num_members": args.members, "member_epochs": args.member_epochs,
                "student_epochs": args.student_epochs,
-               "dirichlet_target": args.dirichlet_target}
+               "dirichlet_target": args.dirichlet_target,
+               "predictive_weight": args.predictive_weight,
+               "student_lr_schedule": args.student_lr_schedule}
   config = dataclasses.replace(
       config, **{k: v for k, v in overrides.items() if v is not None})
   try:

@@ -31,8 +31,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from tfp_distill import _keras3
 from tfp_distill import callbacks as callbacks_lib
 from tfp_distill import families as families_lib
+from tfp_distill import teachers as teachers_lib
 from tfp_distill import vectorized as vectorized_lib
 from tfp_distill._keras import keras
 
@@ -56,7 +58,13 @@ _MANIFEST = "ensemble.json"
 
 
 class Ensemble(keras.Model):
-  """M Keras members x -> z [batch, params], stacked to z [batch, members, params].
+  """M members x -> z [batch, params], stacked to z [batch, members, params].
+
+  Members may be tf_keras models, Keras 3 models (TensorFlow backend), SavedModels
+  (`teachers.SavedModelMember`) or any callable x -> z, mixed freely
+  (`teachers.member_function`); `Ensemble.from_files` loads them from `.keras` files of
+  either Keras and SavedModel folders. Only tf_keras members of one architecture can be
+  vectorized.
 
   The members run side by side in one graph, or as one vectorized model
   (`vectorized.StackedMembers`: weights stacked along a members axis, one batched op per
@@ -71,8 +79,9 @@ class Ensemble(keras.Model):
   built: after changing a member's weights call `refresh()` (or build a new Ensemble).
 
   Args:
-    members: non-empty list of Keras models, each mapping x to z [batch, params] with the
-      same params; or a `vectorized.StackedMembers` (its members are materialised).
+    members: non-empty list of members (tf_keras or Keras 3 models, or callables), each
+      mapping x to z [batch, params] with the same params; or a
+      `vectorized.StackedMembers` (its members are materialised).
     family: optional `families.Family` of the members; when given, each member's output
       size is checked against `family.params_size`.
     vectorize: "auto" (default: stack the members on a GPU when their architecture
@@ -85,8 +94,9 @@ class Ensemble(keras.Model):
     vectorize_reason: None, or why the members were not stacked (vectorize="auto").
 
   Raises:
-    ValueError: for an empty list, non-Keras members, or members whose output sizes differ
-      or do not fit the family.
+    ValueError: for an empty list, a member that is neither a model nor a callable, a
+      Keras 3 model on another backend (`teachers.TeacherError`), or (on the first call)
+      members whose output sizes differ or do not fit the family, or that cannot take x.
 
   #### Examples
 
@@ -106,16 +116,20 @@ class Ensemble(keras.Model):
     members = list(members)
     if not members:
       raise ValueError("An Ensemble needs at least one member, got an empty list.")
-    for i, m in enumerate(members):
-      if not isinstance(m, keras.Model):
-        raise ValueError(f"Ensemble members must be tf_keras models; member {i} is "
-                         f"{type(m).__name__}.")
+    self._member_fns = [teachers_lib.member_function(m, i) for i, m in enumerate(members)]
+    foreign = [i for i, m in enumerate(members) if not isinstance(m, keras.Model)]
     self.members = members
     self.family = None if family is None else families_lib.get(family)
     self.trainable = False
     self.jit_compile = bool(jit_compile)
     self.vectorize_reason = None
-    if stacked is None and vectorize == "auto" and not _accelerator_present():
+    if stacked is None and foreign and vectorize is not False:
+      reason = (f"member {foreign[0]} is a {teachers_lib.describe(members[foreign[0]])}; "
+                "only tf_keras members can be stacked")
+      if vectorize is True:
+        raise vectorized_lib.NotVectorizableError(reason)
+      self.vectorize_reason = reason
+    elif stacked is None and vectorize == "auto" and not _accelerator_present():
       self.vectorize_reason = ("on a CPU the separate members' graph is as fast or faster "
                                "(pass vectorize=True to stack anyway)")
     elif stacked is None and vectorize is not False:
@@ -127,7 +141,9 @@ class Ensemble(keras.Model):
         self.vectorize_reason = error.reason if error.layer is None else (
             f"layer {error.layer!r}: {error.reason}")
     self.stacked = stacked
-    self._graph_call = tf.function(self._forward, reduce_retracing=True,
+    # autograph=False: nothing in _forward needs it, and errors raised while tracing a
+    # member (`teachers.TeacherError`, shape errors) reach the caller as they are.
+    self._graph_call = tf.function(self._forward, reduce_retracing=True, autograph=False,
                                    jit_compile=self.jit_compile)
 
   @classmethod
@@ -144,6 +160,11 @@ class Ensemble(keras.Model):
     return len(self.members)
 
   @property
+  def member_functions(self):
+    """The functions x -> z [batch, params] that run each member (`teachers.member_function`)."""
+    return list(self._member_fns)
+
+  @property
   def vectorized(self):
     return self.stacked is not None
 
@@ -153,13 +174,32 @@ class Ensemble(keras.Model):
       self.stacked.load_from(self.members)
 
   def _stack(self, x):
-    outputs = [m(x, training=False) for m in self.members]
-    sizes = {tf.compat.dimension_value(o.shape[-1]) for o in outputs}
-    ranks = {o.shape.rank for o in outputs}
-    if len(sizes) > 1 or ranks != {2}:
+    outputs = []
+    for i, fn in enumerate(self._member_fns):
+      try:
+        out = tf.convert_to_tensor(fn(x))
+      except teachers_lib.TeacherError:
+        raise
+      except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"Member {i} ({teachers_lib.describe(self.members[i])}) cannot take inputs "
+            f"of shape {list(x.shape)} and dtype {x.dtype.name}: {first}") from error
+      outputs.append(out)
+    for i, o in enumerate(outputs):
+      if o.shape.rank != 2:
+        raise ValueError(f"Every member must map x to z of shape [batch, params]; member "
+                         f"{i} ({teachers_lib.describe(self.members[i])}) gives shape "
+                         f"{list(o.shape)}.")
+    sizes = [tf.compat.dimension_value(o.shape[-1]) for o in outputs]
+    if len(set(sizes)) > 1:
+      common = max(set(sizes), key=sizes.count)
+      odd = next(i for i, size in enumerate(sizes) if size != common)
       raise ValueError(
-          "Every member must map x to z of shape [batch, params] with the same params; "
-          f"got output shapes {[list(o.shape) for o in outputs]}.")
+          f"The members' outputs differ in size: member {odd} "
+          f"({teachers_lib.describe(self.members[odd])}) gives shape "
+          f"{list(outputs[odd].shape)}, member {sizes.index(common)} gives "
+          f"{list(outputs[sizes.index(common)].shape)}.")
     dtypes = {o.dtype for o in outputs}
     if len(dtypes) > 1:
       outputs = [tf.cast(o, tf.float32) for o in outputs]
@@ -189,7 +229,16 @@ class Ensemble(keras.Model):
                            for i in range(0, len(x), batch_size)], axis=0)
 
   def save(self, path, overwrite=True):  # pylint: disable=arguments-differ
-    """Writes `path/ensemble.json` and one `member_<i>.keras` file per member."""
+    """Writes `path/ensemble.json` and one `member_<i>.keras` file per member.
+
+    Members that are tf_keras or Keras 3 models are saved by their own Keras; a callable
+    or a SavedModel member has no `.keras` form and raises a ValueError.
+    """
+    for i, m in enumerate(self.members):
+      if not (isinstance(m, keras.Model) or _keras3.is_keras3_object(m)):
+        raise ValueError(f"Ensemble.save writes .keras files; member {i} is a "
+                         f"{teachers_lib.describe(m)}. Keep its files and load the "
+                         "ensemble with Ensemble.from_files.")
     os.makedirs(path, exist_ok=True)
     manifest = os.path.join(path, _MANIFEST)
     if os.path.exists(manifest) and not overwrite:
@@ -224,12 +273,43 @@ class Ensemble(keras.Model):
       raise FileNotFoundError(f"No saved ensemble at {path!r} ({_MANIFEST} is missing).")
     with open(manifest) as f:
       meta = json.load(f)
-    members = [keras.models.load_model(os.path.join(path, name), compile=False,
-                                       custom_objects=custom_objects)
+    members = [teachers_lib.load_member(os.path.join(path, name), custom_objects)
                for name in meta["members"]]
     family = meta.get("family")
     return cls(members, family=None if family is None else families_lib.get(family),
                vectorize=vectorize)
+
+  @classmethod
+  def from_files(cls, paths, family=None, custom_objects=None, vectorize="auto",
+                 jit_compile=False):
+    """An ensemble of members loaded from files, one member per path.
+
+    Args:
+      paths: list of str: `.keras` files written by tf_keras or Keras 3 (which one is
+        read from the file), SavedModel folders (their serving signature, else their
+        restored `__call__`), or one folder written by `Ensemble.save`.
+      family, vectorize, jit_compile: as `Ensemble`.
+      custom_objects: dict, passed to the Keras loaders.
+
+    Returns:
+      `Ensemble`.
+
+    Raises:
+      teachers.TeacherError (a ValueError): a path that does not exist or is not a
+        model; the message names it.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+      paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+      raise ValueError("Ensemble.from_files needs at least one path.")
+    if len(paths) == 1 and os.path.exists(os.path.join(paths[0], _MANIFEST)):
+      ensemble = cls.load(paths[0], custom_objects, vectorize=vectorize)
+      if family is not None:
+        ensemble.family = families_lib.get(family)
+      return ensemble
+    members = [teachers_lib.load_member(p, custom_objects) for p in paths]
+    return cls(members, family=family, vectorize=vectorize, jit_compile=jit_compile)
 
   def get_config(self):
     raise NotImplementedError("Save an Ensemble with Ensemble.save(path); load it with "

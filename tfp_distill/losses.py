@@ -50,6 +50,7 @@ __all__ = [
     "proxy_dirichlet_kl",
     "proxy_dirichlet_target",
     "soft_target_kl",
+    "predictive_kl",
     "member_kl",
     "member_cross_entropy",
     "check_targets",
@@ -581,6 +582,71 @@ def _classification_log_prob(dist, family, labels, num_samples, seed):
       tf.cast(num_samples, picked.dtype))
 
 
+def _student_log_predictive(dist, family, num_samples, seed):
+  """log q~(k | x) [batch, K] of a classification student: closed form or Monte Carlo.
+
+  Dirichlet: log(alpha_k / alpha_0); Categorical: log softmax(s); a Normal over logits:
+  log of the mean of softmax over `num_samples` reparameterized draws with a fixed
+  stateless seed (common random numbers across steps, as `_classification_log_prob`).
+  """
+  dist = heads_lib.get_distribution(dist)
+  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  if isinstance(inner, tfd.Dirichlet):
+    log_alpha = tf.math.log(tf.convert_to_tensor(inner.concentration))
+    return log_alpha - tf.reduce_logsumexp(log_alpha, axis=-1, keepdims=True)
+  if isinstance(inner, (tfd.OneHotCategorical, tfd.Categorical)):
+    return tf.nn.log_softmax(inner.logits_parameter(), axis=-1)
+  z = dist.sample(num_samples, seed=_quadrature.stateless_seed(seed))   # [S, batch, P]
+  log_p = family.log_probs(z)                                            # [S, batch, K]
+  return tf.reduce_logsumexp(log_p, axis=0) - tf.math.log(
+      tf.cast(num_samples, log_p.dtype))
+
+
+def predictive_kl(z, dist, family=None, num_samples=64, seed=0):
+  """KL(ensemble predictive || student predictive) for classification, [batch].
+
+  ```none
+  p_bar = 1/M sum_m softmax(l_m)          (the ensemble's predictive, T = 1)
+  q~    = E_{pi ~ student}[pi]            (the student's predictive)
+  L     = sum_k p_bar_k (log p_bar_k - log q~_k)
+  ```
+  The soft-target term of mixture distillation ([1], eq 5), here added to a distribution
+  student's loss (`DirichletNLL(predictive_weight=...)`, `EnsembleNLL(...)`): the
+  distribution loss fits the spread of the members, this term the prediction they make
+  together. For a Dirichlet q~ = alpha / alpha_0 exactly; for a Gaussian over logits it is
+  a Monte Carlo mean of softmax over reparameterized draws.
+
+  Args:
+    z: float Tensor [batch, members, K or K - 1], the members' logits.
+    dist: the student's output (a `DirichletHead`, `CategoricalHead` or a Normal over the
+      family's logits).
+    family: the members' `families.CategoricalLogits` (required for a Normal over
+      logits; for the others None means K plain logits).
+    num_samples: int, draws for a Normal over logits.
+    seed: int, stateless seed of those draws.
+
+  Returns:
+    loss: float Tensor [batch], >= 0.
+  """
+  inner = heads_lib._unwrap(heads_lib.get_distribution(dist))  # pylint: disable=protected-access
+  if not isinstance(inner, (tfd.Dirichlet, tfd.OneHotCategorical, tfd.Categorical)):
+    if not isinstance(family, families_lib.CategoricalLogits):
+      raise ValueError("predictive_kl of a student over logits needs the members' "
+                       "CategoricalLogits family (to map its draws to probabilities).")
+  log_q = _student_log_predictive(dist, family, num_samples, seed)
+  num_classes = tf.compat.dimension_value(log_q.shape[-1])
+  log_p = _member_log_probs(z, num_classes, family, 1.0, 0., log_q.dtype)
+  log_p_bar = tf.reduce_logsumexp(log_p, axis=1) - tf.math.log(
+      tf.cast(tf.shape(log_p)[1], log_q.dtype))
+  return tf.reduce_sum(tf.exp(log_p_bar) * (log_p_bar - log_q), axis=-1)
+
+
+def _check_weight(name, value):
+  if not (np.isfinite(value) and value >= 0):
+    raise ValueError(f"{name} must be a finite float >= 0, got {value}.")
+  return float(value)
+
+
 def _family_config(family):
   return None if family is None else families_lib.serialize(family)
 
@@ -591,9 +657,12 @@ class EnsembleNLL(keras.losses.Loss):
 
   ```none
   L = - 1/M sum_m log v(z_m | g(x))  +  label_weight * ( - log q~(y; g(x)) )
+      + predictive_weight * KL(p_bar || q~)                    (classification only)
   ```
   The second term is used only when targets carry labels
   (`{"ensemble": z, "label": y}`) and `label_weight > 0`; it needs the members' family.
+  The third (`predictive_kl`, default off: the paper's loss is the first term) adds the
+  ensemble's predictive as a soft target for the student's Monte Carlo predictive.
 
   Classification: the student is a Normal over logits (`NormalHead` or
   `MultivariateNormalTriLHead` with event size `family.params_size`); with a
@@ -607,7 +676,9 @@ class EnsembleNLL(keras.losses.Loss):
       centring), or None.
     label_weight: float >= 0, lambda of eq 20.
     num_quadrature_points: int, Gauss-Hermite nodes for q~ (see `predictive_log_prob`).
-    num_label_samples: int, Monte Carlo samples for the classification labelled term.
+    num_label_samples: int, Monte Carlo samples for the classification labelled term
+      and the predictive term.
+    predictive_weight: float >= 0, weight of `predictive_kl` (classification families).
     reduction, name: as for `keras.losses.Loss`.
 
   #### Examples
@@ -619,10 +690,15 @@ class EnsembleNLL(keras.losses.Loss):
   """
 
   def __init__(self, family=None, label_weight=0.0, num_quadrature_points=40,
-               num_label_samples=64, reduction=keras.losses.Reduction.AUTO,
-               name="ensemble_nll"):
+               num_label_samples=64, predictive_weight=0.0,
+               reduction=keras.losses.Reduction.AUTO, name="ensemble_nll"):
     super().__init__(reduction=reduction, name=name)
     self.family = None if family is None else families_lib.get(family)
+    self.predictive_weight = _check_weight("predictive_weight", predictive_weight)
+    if self.predictive_weight > 0 and not isinstance(self.family,
+                                                      families_lib.CategoricalLogits):
+      raise ValueError("predictive_weight > 0 needs a CategoricalLogits family (the "
+                       "predictive term is a soft target over classes).")
     if not label_weight >= 0:
       raise ValueError(f"label_weight must be >= 0, got {label_weight}.")
     if label_weight > 0 and self.family is None:
@@ -646,6 +722,9 @@ class EnsembleNLL(keras.losses.Loss):
       check_targets(z, heads_lib.get_distribution(y_pred),
                     expected_params=self.family.params_size)
     loss = ensemble_nll(z, y_pred)
+    if self.predictive_weight > 0:
+      loss += self.predictive_weight * predictive_kl(
+          z, y_pred, self.family, self.num_label_samples, seed=1)
     if labels is not None and self.label_weight > 0:
       loss += self.label_term(labels, y_pred)
     return loss
@@ -673,7 +752,8 @@ class EnsembleNLL(keras.losses.Loss):
     config = super().get_config()
     config.update(family=_family_config(self.family), label_weight=self.label_weight,
                   num_quadrature_points=self.num_quadrature_points,
-                  num_label_samples=self.num_label_samples)
+                  num_label_samples=self.num_label_samples,
+                  predictive_weight=self.predictive_weight)
     return config
 
 
@@ -730,7 +810,11 @@ class DirichletNLL(keras.losses.Loss):
   target="proxy":     L = proxy_dirichlet_cost(z, alpha; T, eps, offset)   (as published)
   target="proxy_kl":  L = proxy_dirichlet_kl(z, alpha; T, eps, offset)     (undivided KL)
   + label_weight * ( - log(alpha_y / alpha_0) )       (labelled targets only, T = 1)
+  + predictive_weight * KL(p_bar || alpha / alpha_0)    (`predictive_kl`, T = 1)
   ```
+  The last term (default off: the papers' losses are the first lines) makes the
+  ensemble's predictive a soft target for the Dirichlet's mean; its temperature stays 1
+  while the Dirichlet term is annealed.
 
   The temperature lives in a non-trainable `tf.Variable` (`loss.temperature`) so that
   `callbacks.TemperatureAnnealing` can change it between epochs without retracing the
@@ -749,6 +833,7 @@ class DirichletNLL(keras.losses.Loss):
     proxy_offset: float >= 0, offset of the proxy target's concentrations.
     compute_dtype: None or "float64": dtype of the lgamma/digamma terms (None: the
       student's dtype for EnD^2, float64 for the proxy target; see `proxy_dirichlet_kl`).
+    predictive_weight: float >= 0, weight of `predictive_kl`.
     reduction, name: as for `keras.losses.Loss`.
 
   #### Examples
@@ -763,8 +848,10 @@ class DirichletNLL(keras.losses.Loss):
 
   def __init__(self, temperature=1.0, smoothing=1e-4, family=None, label_weight=0.0,
                target="ensemble", proxy_offset=1.0, compute_dtype=None,
-               reduction=keras.losses.Reduction.AUTO, name="dirichlet_nll"):
+               predictive_weight=0.0, reduction=keras.losses.Reduction.AUTO,
+               name="dirichlet_nll"):
     super().__init__(reduction=reduction, name=name)
+    self.predictive_weight = _check_weight("predictive_weight", predictive_weight)
     if not 0. <= smoothing < 1.:
       raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
     if target not in _DIRICHLET_TARGETS:
@@ -795,6 +882,9 @@ class DirichletNLL(keras.losses.Loss):
     else:
       loss = proxy_dirichlet_kl(z, y_pred, self.family, temperature, self.smoothing,
                                 self.proxy_offset, compute_dtype=self.compute_dtype)
+    if self.predictive_weight > 0:
+      loss += tf.cast(self.predictive_weight * predictive_kl(z, y_pred, self.family),
+                      loss.dtype)
     if labels is not None and self.label_weight > 0:
       loss += self.label_term(labels, y_pred)
     return loss
@@ -814,7 +904,8 @@ class DirichletNLL(keras.losses.Loss):
     config.update(temperature=float(self.temperature.numpy()), smoothing=self.smoothing,
                   family=_family_config(self.family), label_weight=self.label_weight,
                   target=self.target, proxy_offset=self.proxy_offset,
-                  compute_dtype=self.compute_dtype)
+                  compute_dtype=self.compute_dtype,
+                  predictive_weight=self.predictive_weight)
     return config
 
 

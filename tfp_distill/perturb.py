@@ -155,6 +155,14 @@ class ODS(_Perturbation):
     return list(members) if members is not None else [teacher]
 
   @staticmethod
+  def member_functions_of(teacher):
+    """Functions x -> logits of the teacher's members (an Ensemble's, or the model's)."""
+    functions = getattr(teacher, "member_functions", None)
+    if functions is not None:
+      return list(functions)
+    return [lambda x: teacher(x, training=False)]
+
+  @staticmethod
   def draw(seed, batch_size, num_classes, num_members):
     """(j, w): the teacher index (int32 scalar) and directions w [batch, K] for a seed."""
     seed_j, seed_w = _split(seed, 2)
@@ -168,13 +176,14 @@ class ODS(_Perturbation):
     """(g, p): the gradient g [batch, ...] of sum_k w_k p_k and p [batch, K] of teacher j."""
     x = tf.convert_to_tensor(x)
     members = self.members_of(teacher)
+    functions = self.member_functions_of(teacher)
     num_classes = None
     try:
       num_classes = members[0].output_shape[-1]
     except (AttributeError, RuntimeError):
       pass
-    if num_classes is None:   # a subclassed model: ask it once
-      num_classes = tf.compat.dimension_value(members[0](x[:1], training=False).shape[-1])
+    if num_classes is None:   # a subclassed model or a callable: ask it once
+      num_classes = tf.compat.dimension_value(functions[0](x[:1]).shape[-1])
     j, w = self.draw(seed, tf.shape(x)[0], num_classes, len(members))
     w = tf.cast(w, x.dtype)
 
@@ -182,15 +191,15 @@ class ODS(_Perturbation):
       def run():
         with tf.GradientTape() as tape:
           tape.watch(x)
-          logits = tf.cast(member(x, training=False), x.dtype)
+          logits = tf.cast(member(x), x.dtype)
           p = tf.nn.softmax(logits / tf.cast(self.temperature, x.dtype), axis=-1)
           objective = tf.reduce_sum(w * p)
         return tape.gradient(objective, x), p
       return run
 
-    if len(members) == 1:
-      return branch(members[0])()
-    return tf.switch_case(j, [branch(m) for m in members])
+    if len(functions) == 1:
+      return branch(functions[0])()
+    return tf.switch_case(j, [branch(f) for f in functions])
 
   def __call__(self, x, teacher, seed=0):
     """x [batch, ...] -> x' [batch, ...], a step toward teacher disagreement."""

@@ -16,7 +16,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["jittered_batches", "jittered_inputs", "teacher_targets", "uniform_inputs"]
+__all__ = ["jittered_batches", "jittered_inputs", "service_targets", "teacher_targets",
+           "uniform_inputs"]
 
 _CACHE_MANIFEST = "targets.json"
 
@@ -358,3 +359,54 @@ def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_i
   seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
   ds = tf.data.Dataset.zip((seeds, ds)).map(with_targets)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def service_targets(ensemble, x, service, batch_size=1024, job_name=None):
+  """The teacher's outputs at x, computed by tf.data service workers.
+
+  ```none
+  batch index b ──► (b, ensemble(x[b B:(b + 1) B]))   on the service's workers
+                         (the dataset graph carries the teacher and x)
+  here: reassemble by b ──► z [n, members, params], the rows of x in order
+  ```
+  The batches are split among the workers ("distributed_epoch": each batch is computed
+  once, by whichever worker is free) and put back in order here, so the result equals
+  `ensemble.predict_targets(x)`. Start the servers with `tfp-distill data-service
+  dispatcher --port P` and `tfp-distill data-service worker --port Q --dispatcher
+  HOST:P` (or TensorFlow's `DispatchServer` / `WorkerServer`). The graph sent to the
+  workers holds x and the teacher's weights as constants: for inputs or teachers of
+  gigabytes, let workers read the data themselves (not built here).
+
+  Args:
+    ensemble: `td.Ensemble` (or a callable x -> z [batch, members, params]).
+    x: float array [n, ...].
+    service: str, the dispatcher's address ("grpc://host:port" or "host:port").
+    batch_size: int, rows per task sent to a worker.
+    job_name: None or str; workers share the work of one job name.
+
+  Returns:
+    float32 NumPy array [n, members, params].
+
+  Raises:
+    ValueError: an empty x, batch_size < 1, or a batch missing from the service's answer.
+  """
+  x = np.asarray(x, np.float32)
+  if len(x) == 0:
+    raise ValueError("service_targets got an empty input.")
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  n = len(x)
+  num_batches = -(-n // batch_size)
+  x_t = tf.constant(x)
+  data = tf.data.Dataset.range(num_batches).map(
+      lambda b: (b, ensemble(x_t[b * batch_size:(b + 1) * batch_size])))
+  data = data.apply(tf.data.experimental.service.distribute(
+      processing_mode="distributed_epoch", service=service, job_name=job_name))
+  parts = {}
+  for b, z in data:
+    parts[int(b)] = z.numpy()
+  missing = [b for b in range(num_batches) if b not in parts]
+  if missing:
+    raise ValueError(f"The tf.data service at {service} returned no outputs for "
+                     f"{len(missing)} of {num_batches} batches (first: {missing[0]}).")
+  return np.concatenate([parts[b] for b in range(num_batches)], axis=0).astype(np.float32)

@@ -605,7 +605,7 @@ def _ms(t):
 def format_markdown(report):
   """The report as Markdown tables (times: min / median of the repeats)."""
   m = report["machine"]
-  lines = [f"# tfp-distill bench", "",
+  lines = ["# tfp-distill bench", "",
            f"{m['date']}; {m['cpu']}, {m['cores']} cores"
            + (f", GPUs {m['gpus']}" if m["gpus"] else ", no GPU")
            + f"; TensorFlow {m['tensorflow']}, TFP {m['tensorflow_probability']}; "

@@ -38,13 +38,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_distill as td
-from tfp_distill._keras import keras
 from tfp_distill.datasets import corruptions as corruptions_lib
 from tfp_distill.datasets import images as images_data
 from tfp_distill.experiments import _common
 from tfp_distill.experiments import plots
 
-__all__ = ["ImagesConfig", "run_images", "format_markdown", "DATASETS"]
+__all__ = ["ImagesConfig", "run_images", "format_markdown", "select_students",
+           "selection_markdown", "DATASETS", "VARIANTS"]
 
 #: In-distribution data sets the study knows.
 DATASETS = ("fashion_mnist",)
@@ -90,6 +90,11 @@ class ImagesConfig:
     smoothing: float, EnD^2 target smoothing.
     dirichlet_target: "ensemble" (EnD^2), "proxy" (proxy-Dirichlet of Ryabinin et al.,
       their published cost) or "proxy_kl" (the undivided reverse KL to that target).
+    predictive_weight: float >= 0, weight of the ensemble's predictive as a soft target
+      added to the EnD^2 and Gaussian-over-logits losses (`td.losses.predictive_kl`;
+      0: the papers' losses).
+    student_lr_schedule: "constant" (Adam at `learning_rate`) or "cosine" (decayed to 0
+      over the student's steps by a half cosine).
     num_samples: int, Monte Carlo samples for the Gaussian-over-logits decomposition.
     corruption_test_size: int, test images per corruption and severity.
     corruptions: tuple of names in `datasets.corruptions.CORRUPTIONS` (empty: none).
@@ -118,6 +123,8 @@ class ImagesConfig:
   anneal_end: int = 15
   smoothing: float = 1e-4
   dirichlet_target: str = "ensemble"
+  predictive_weight: float = 0.0
+  student_lr_schedule: str = "constant"
   num_samples: int = 100
   corruption_test_size: int = 2000
   corruptions: tuple = tuple(sorted(corruptions_lib.CORRUPTIONS))
@@ -210,7 +217,7 @@ def _students(config, family):
   reference = td.families.CategoricalLogits(k, reference_class=True)
   dirichlet_loss = td.losses.DirichletNLL(
       temperature=config.initial_temperature, smoothing=config.smoothing, family=family,
-      target=config.dirichlet_target)
+      target=config.dirichlet_target, predictive_weight=config.predictive_weight)
   annealing = td.callbacks.TemperatureAnnealing(
       dirichlet_loss, config.initial_temperature, 1.0, config.anneal_start,
       max(config.anneal_end, config.anneal_start + 1))
@@ -225,10 +232,17 @@ def _students(config, family):
                     dirichlet_loss, [annealing]),
       "gaussian": (_cnn(config, gaussian_head.params_size(k - 1), gaussian_head(k - 1),
                         seed, "gaussian"),
-                   td.losses.EnsembleNLL(reference), []),
+                   td.losses.EnsembleNLL(reference,
+                                         predictive_weight=config.predictive_weight), []),
       "mixture": (_cnn(config, k, td.heads.CategoricalHead(k), seed, "mixture"),
                   td.losses.MixtureKL(family), []),
   }
+
+
+def _student_optimizer(config, n):
+  """Adam for a student that sees n inputs per epoch (see `student_lr_schedule`)."""
+  return _common.adam(config.learning_rate, config.student_lr_schedule,
+                      config.student_epochs, n, config.student_batch_size)
 
 
 def _fit_student(student, loss, extra_callbacks, x, z, config, description):
@@ -237,7 +251,7 @@ def _fit_student(student, loss, extra_callbacks, x, z, config, description):
   data = (tf.data.Dataset.from_tensor_slices((x, z))
           .shuffle(len(x), seed=int(order.integers(2 ** 31)), reshuffle_each_iteration=True)
           .batch(config.student_batch_size).prefetch(tf.data.AUTOTUNE))
-  student.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+  student.compile(optimizer=_student_optimizer(config, len(x)), loss=loss)
   bar = td.callbacks.ProgressBar(description, disable=not config.verbose)
   history = student.fit(data, epochs=config.student_epochs, verbose=0,
                         callbacks=list(extra_callbacks) + [bar])
@@ -294,13 +308,7 @@ def _predictors(ensemble, students, family, config):
 
 
 def _classification_metrics(labels, probs):
-  m = td.metrics
-  return {"accuracy": float(m.accuracy(labels, probs)),
-          "nll": float(m.categorical_nll(labels, probs)),
-          "brier": float(m.brier_score(labels, probs)),
-          "ece": float(m.expected_calibration_error(labels, probs, num_bins=15)),
-          "ece_quantile": float(m.expected_calibration_error(
-              labels, probs, num_bins=15, binning="quantile"))}
+  return _common.classification_metrics(labels, probs, quantile_ece=True)
 
 
 def _uncertainty_keys(u):
@@ -471,11 +479,142 @@ def run_images(out_dir, config=None):
       "versions": _versions(),
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
-  with open(os.path.join(out_dir, files["report_json"]), "w") as f:
-    json.dump(report, f, indent=2, default=float)
-  with open(os.path.join(out_dir, files["report_md"]), "w") as f:
-    f.write(format_markdown(report))
+  _common.write_report(out_dir, files, report, format_markdown(report))
   return report
+
+
+#: name -> `ImagesConfig` overrides: the student methods `select_students` compares. Each
+#: is applied to both distribution students alike (a method, not a per-student tuning).
+VARIANTS = {
+    "published": {},
+    "predictive": {"predictive_weight": 1.0},
+    "cosine": {"student_lr_schedule": "cosine"},
+    "predictive_cosine": {"predictive_weight": 1.0, "student_lr_schedule": "cosine"},
+    "long": {"student_epochs": 40, "anneal_start": 10, "anneal_end": 30},
+}
+
+
+def select_students(out_dir, config=None, variants=tuple(VARIANTS), num_validation=5000,
+                    students=("dirichlet", "gaussian"), variant_table=None):
+  """Compares student methods on validation images, never on the test set.
+
+  The last `num_validation` of the (first `num_train`) training images are held out; the
+  ensemble, the teacher targets (with their mixup inputs) and every student use the rest.
+  Each variant's result is written to `<out_dir>/variant_<name>.json` as it finishes, and
+  a rerun with the same settings reuses it (the ensemble too), so the run is resumable.
+
+  Args:
+    out_dir: str, folder for the results (created).
+    config: `ImagesConfig`, the base configuration (default: the full one).
+    variants: names in `variant_table`.
+    num_validation: int > 0, held-out training images.
+    students: names among "dirichlet", "gaussian", "mixture".
+    variant_table: dict name -> overrides (default `VARIANTS`).
+
+  Returns:
+    dict: {"validation": n, "reference": {"ensemble": metrics, "member": metrics},
+    "variants": {name: {"overrides", "metrics": {student: metrics}, "timings_s"}},
+    "choice": {student: the variant with the lowest validation NLL}}. Metrics are
+    accuracy, NLL, Brier, ECE and (students) the Pearson r of their epistemic
+    uncertainty (mutual information) with the ensemble's.
+  """
+  config = config or ImagesConfig()
+  variant_table = VARIANTS if variant_table is None else variant_table
+  unknown = [v for v in variants if v not in variant_table]
+  if unknown:
+    raise ValueError(f"Unknown variants {unknown}; known: {sorted(variant_table)}.")
+  unknown = [n for n in students if n not in _STUDENTS]
+  if unknown:
+    raise ValueError(f"Unknown students {unknown}; known: {_STUDENTS}.")
+  os.makedirs(out_dir, exist_ok=True)
+  family = td.families.CategoricalLogits(10)
+  x_all, y_all, _, _ = _load_data(dataclasses.replace(config, num_test=1))
+  if not 0 < num_validation < len(x_all):
+    raise ValueError(f"num_validation must be in (0, {len(x_all)}), got {num_validation}.")
+  x_train, y_train = x_all[:-num_validation], y_all[:-num_validation]
+  x_val, y_val = x_all[-num_validation:], y_all[-num_validation:]
+  base = dataclasses.replace(config, num_train=len(x_train))
+  ensemble, _ = _train_or_load_ensemble(base, family, x_train, y_train, out_dir)
+  x_distil = np.concatenate([x_train, _extra_inputs(base, x_train)], axis=0)
+  z_distil = ensemble.predict_targets(x_distil, batch_size=2000)
+  predictors = _predictors(ensemble, {}, family, base)
+  reference = {name: _batched(predictors[name], x_val) for name in ("ensemble", "member")}
+  result = {"validation": int(num_validation), "train": int(len(x_train)),
+            "distillation": int(len(x_distil)),
+            "reference": {name: _classification_metrics(y_val, u["prediction"])
+                          for name, u in reference.items()},
+            "variants": {}}
+  for variant in variants:
+    variant_config = dataclasses.replace(base, **variant_table[variant])
+    key = variant_config.key()
+    path = os.path.join(out_dir, f"variant_{variant}.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        saved = json.load(f)
+      if saved.get("key") == key and all(n in saved["metrics"] for n in students):
+        result["variants"][variant] = saved
+        continue
+    entry = {"key": key, "overrides": variant_table[variant], "metrics": {},
+             "timings_s": {}}
+    built = _students(variant_config, family)
+    fitted = {}
+    for name in students:
+      student, loss, extra = built[name]
+      t = time.perf_counter()
+      _fit_student(student, loss, extra, x_distil, z_distil, variant_config,
+                   f"{variant}: {name} student")
+      entry["timings_s"][name] = time.perf_counter() - t
+      fitted[name] = student
+    for name, fn in _predictors(ensemble, fitted, family, variant_config).items():
+      if name not in fitted:
+        continue
+      u = _batched(fn, x_val)
+      metrics = _classification_metrics(y_val, u["prediction"])
+      if "epistemic" in u:
+        metrics["epistemic_pearson"] = float(td.metrics.pearson_correlation(
+            u["epistemic"], reference["ensemble"]["epistemic"]))
+      entry["metrics"][name] = metrics
+    with open(path, "w") as f:
+      json.dump(entry, f, indent=2)
+    result["variants"][variant] = entry
+  result["choice"] = {
+      name: min((v for v in result["variants"] if name in result["variants"][v]["metrics"]),
+                key=lambda v, n=name: result["variants"][v]["metrics"][n]["nll"])
+      for name in students}
+  result["config"] = dataclasses.asdict(base)
+  result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec="seconds")
+  result["versions"] = _versions()
+  with open(os.path.join(out_dir, "selection.json"), "w") as f:
+    json.dump(result, f, indent=2, default=float)
+  with open(os.path.join(out_dir, "selection.md"), "w") as f:
+    f.write(selection_markdown(result))
+  return result
+
+
+def selection_markdown(result):
+  """`select_students`' result as a Markdown table (validation images)."""
+  ref = result["reference"]
+  lines = [f"Validation: the last {result['validation']} training images (students and "
+           f"ensemble trained on the other {result['train']}).", "",
+           "| model | variant | accuracy | NLL | ECE | epistemic r | student s |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+  for name in ("ensemble", "member"):
+    m = ref[name]
+    lines.append(f"| {_LABELS[name]} | - | {m['accuracy']:.4f} | {m['nll']:.4f} | "
+                 f"{m['ece']:.4f} | - | - |")
+  for student in _STUDENTS:
+    for variant, entry in result["variants"].items():
+      m = entry["metrics"].get(student)
+      if m is None:
+        continue
+      chosen = " (chosen)" if result["choice"].get(student) == variant else ""
+      r = m.get("epistemic_pearson")
+      lines.append(f"| {_LABELS[student]} | {variant}{chosen} | {m['accuracy']:.4f} | "
+                   f"{m['nll']:.4f} | {m['ece']:.4f} | "
+                   f"{'-' if r is None else f'{r:.3f}'} | "
+                   f"{entry['timings_s'].get(student, float('nan')):.0f} |")
+  return "\n".join(lines) + "\n"
 
 
 def _fidelity(clean):

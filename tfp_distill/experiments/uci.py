@@ -52,6 +52,7 @@ import tensorflow as tf
 import tfp_distill as td
 from tfp_distill._keras import keras
 from tfp_distill.datasets import uci as uci_data
+from tfp_distill.experiments import _common
 
 __all__ = ["UCIConfig", "run_split", "run_ood_split", "run_uci",
            "aggregate",
@@ -226,14 +227,8 @@ def _heads(family):
 
 def _student_optimizer(config, n):
   """Adam for students that see n distillation inputs per epoch (see student_lr_schedule)."""
-  if config.student_lr_schedule == "constant":
-    return keras.optimizers.Adam(config.student_learning_rate)
-  if config.student_lr_schedule != "cosine":
-    raise ValueError(f"student_lr_schedule must be 'constant' or 'cosine'; got "
-                     f"{config.student_lr_schedule!r}.")
-  steps = config.student_epochs * -(-n // config.student_batch_size)
-  return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-      config.student_learning_rate, decay_steps=steps))
+  return _common.adam(config.student_learning_rate, config.student_lr_schedule,
+                      config.student_epochs, n, config.student_batch_size)
 
 
 def _num_jittered(config, n):

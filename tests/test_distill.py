@@ -1,0 +1,364 @@
+"""`tfp-distill distill` end to end: teachers from every kind of file, data from every
+source, and a one-line error for every bad input."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_distill as td
+from tfp_distill import cli
+from tfp_distill._keras import keras
+
+keras3 = pytest.importorskip("keras")
+
+CLASSES, FEATURES = 3, 6
+
+
+def _blobs(n, seed):
+  rng = np.random.default_rng(seed)
+  centres = np.random.default_rng(0).normal(size=(CLASSES, FEATURES)) * 2.5
+  y = rng.integers(0, CLASSES, n)
+  return (centres[y] + rng.normal(size=(n, FEATURES))).astype(np.float32), y
+
+
+@pytest.fixture(scope="module", name="files")
+def files_fixture(tmp_path_factory):
+  """Three trained Keras 3 members as .keras files, one as tf_keras, one SavedModel, the
+  members' outputs as an .npz, and the data as .npz files."""
+  root = tmp_path_factory.mktemp("distill")
+  x, y = _blobs(400, 1)
+  x_test, y_test = _blobs(120, 2)
+  np.savez(root / "train.npz", x=x, y=y)
+  np.savez(root / "test.npz", x=x_test, y=y_test)
+  np.savez(root / "ood.npz", x=np.random.default_rng(3).normal(
+      size=(80, FEATURES)).astype(np.float32) * 8)
+  paths, outputs = [], []
+  for m in range(3):
+    keras3.utils.set_random_seed(m)
+    model = keras3.Sequential([keras3.Input((FEATURES,)),
+                               keras3.layers.Dense(16, activation="relu"),
+                               keras3.layers.Dense(CLASSES)], name=f"member_{m}")
+    model.compile(keras3.optimizers.Adam(1e-2),
+                  keras3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=8, batch_size=64, verbose=0)
+    paths.append(str(root / f"k3_{m}.keras"))
+    model.save(paths[-1])
+    outputs.append((np.asarray(model(x)), np.asarray(model(x_test))))
+  np.savez(root / "z.npz", z=np.stack([o[0] for o in outputs], 1),
+           z_test=np.stack([o[1] for o in outputs], 1))
+  keras.utils.set_random_seed(7)
+  tk = keras.Sequential([keras.layers.Dense(16, activation="relu",
+                                            input_shape=(FEATURES,)),
+                         keras.layers.Dense(CLASSES)])
+  tk.compile(keras.optimizers.Adam(1e-2),
+             keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  tk.fit(x, y, epochs=8, batch_size=64, verbose=0)
+  tk.save(root / "tk.keras")
+  keras3.models.load_model(paths[0]).export(str(root / "k3_saved"), verbose=False)
+  return root, paths
+
+
+def _run(*argv):
+  return cli.main(["distill", "--quiet", "--epochs", "3", *map(str, argv)])
+
+
+def _report(out):
+  with open(os.path.join(out, "report.json")) as f:
+    return json.load(f)
+
+
+def test_keras3_members_end_to_end(files, tmp_path):
+  root, paths = files
+  out = tmp_path / "k3"
+  assert _run("--teacher", *paths, "--train", root / "train.npz", "--test",
+              root / "test.npz", "--ood", root / "ood.npz", "--out", out) == 0
+  report = _report(out)
+  assert report["task"] == "classification" and report["method"] == "end2"
+  assert report["num_members"] == 3 and report["data"]["extra_inputs"] == "mixup"
+  for name in ("ensemble", "student"):
+    assert set(report[name]) == {"accuracy", "nll", "brier", "ece"}
+    assert all(np.isfinite(v) for v in report[name].values())
+  assert report["ensemble"]["accuracy"] > 0.8        # the blobs are well separated
+  assert set(report["fidelity"]) == {"total", "aleatoric", "epistemic"}
+  assert set(report["ood"]) == {"ensemble", "student"} and report["speedup"] > 0
+  for name in report["files"].values():
+    assert os.path.exists(out / name), name
+  # The ensemble's figures are what td computes from the members themselves.
+  ensemble = td.Ensemble.from_files(paths)
+  x_test = np.load(root / "test.npz")["x"]
+  y_test = np.load(root / "test.npz")["y"]
+  u = td.predict_uncertainty(ensemble, td.families.CategoricalLogits(CLASSES), x_test)
+  assert report["ensemble"]["accuracy"] == pytest.approx(
+      np.mean(np.argmax(u["prediction"], -1) == y_test))
+  # The exported SavedModel serves the student's decomposition without tfp_distill.
+  served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+  student = keras.models.load_model(out / "student.keras", compile=False)
+  expected = td.predict_uncertainty(student, td.families.CategoricalLogits(CLASSES), x_test)
+  (name,) = served.structured_input_signature[1]
+  got = served(**{name: tf.constant(x_test)})
+  np.testing.assert_allclose(got["epistemic"].numpy(), expected["epistemic"], rtol=1e-4,
+                             atol=1e-6)
+  assert "Speed" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("teacher", ["tf_keras", "saved_model", "npz"])
+def test_other_teachers_end_to_end(files, tmp_path, teacher):
+  root, paths = files
+  argv = {"tf_keras": [root / "tk.keras", paths[1]],
+          "saved_model": [root / "k3_saved", paths[1]],
+          "npz": [root / "z.npz"]}[teacher]
+  out = tmp_path / teacher
+  assert _run("--teacher", *argv, "--train", root / "train.npz", "--test",
+              root / "test.npz", "--method", "gaussian-logits", "--out", out) == 0
+  report = _report(out)
+  assert report["method"] == "gaussian-logits"
+  assert report["num_members"] == (3 if teacher == "npz" else len(argv))
+  assert np.isfinite(report["student"]["nll"])
+  if teacher == "npz":
+    # No teacher model: the ensemble's test metrics come from z_test; no speed figure.
+    assert report["speed"] is None and report["data"]["extra_inputs"] == "none"
+    z_test = np.load(root / "z.npz")["z_test"]
+    probs = td.decompose_ensemble(z_test, td.families.CategoricalLogits(CLASSES))
+    assert report["ensemble"]["accuracy"] == pytest.approx(float(np.mean(
+        np.argmax(probs["prediction"], -1) == np.load(root / "test.npz")["y"])))
+  else:
+    assert report["speedup"] > 0
+
+
+def test_regression_from_csv_with_a_held_out_test_split_and_a_toml_config(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-2, 2, size=(300, 2)).astype(np.float32)
+  y = np.sin(x[:, 0]) + 0.1 * rng.normal(size=300)
+  with open(tmp_path / "data.csv", "w") as f:
+    f.write("a,b,target\n")
+    for row, target in zip(x, y):
+      f.write(f"{row[0]},{row[1]},{target}\n")
+  paths = []
+  for m in range(2):
+    keras3.utils.set_random_seed(m)
+    model = keras3.Sequential([keras3.Input((2,)),
+                               keras3.layers.Dense(16, activation="tanh"),
+                               keras3.layers.Dense(2)])
+    paths.append(str(tmp_path / f"reg_{m}.keras"))
+    model.save(paths[-1])
+  (tmp_path / "job.toml").write_text(
+      f"teacher = {json.dumps(paths)}\ntrain = \"{tmp_path / 'data.csv'}\"\n"
+      f"batch-size = 32\nmethod = \"diagonal\"\nout = \"{tmp_path / 'ignored'}\"\n")
+  out = tmp_path / "reg"
+  assert cli.main(["distill", "--quiet", "--epochs", "2", "--config",
+                   str(tmp_path / "job.toml"), "--out", str(out)]) == 0
+  report = _report(out)
+  assert report["task"] == "regression" and report["method"] == "diagonal"
+  assert report["config"]["batch_size"] == 32 and report["config"]["out"] == str(out)
+  assert "held out" in report["data"]["test"] and report["data"]["sizes"]["test"] == 30
+  assert report["data"]["extra_inputs"] == "jitter"
+  assert set(report["student"]) == {"rmse", "nll", "ause"}
+  assert all(np.isfinite(v) for v in report["ensemble"].values())
+
+
+def _error(capsys, *argv):
+  with pytest.raises(SystemExit) as error:
+    cli.main(["distill", "--quiet", "--epochs", "1", *map(str, argv)])
+  message = str(error.value.code)
+  assert message.startswith("tfp-distill distill: ") and "\n" not in message, message
+  assert "Traceback" not in capsys.readouterr().err
+  return message
+
+
+def test_bad_inputs_exit_with_one_line(files, tmp_path, capsys):
+  root, paths = files
+  train = root / "train.npz"
+  assert "nope.keras does not exist" in _error(capsys, "--teacher", tmp_path / "nope.keras",
+                                               "--train", train, "--out", tmp_path / "o")
+  (tmp_path / "notes.txt").write_text("hello")
+  assert "notes.txt is not a teacher model" in _error(
+      capsys, "--teacher", tmp_path / "notes.txt", "--train", train, "--out", tmp_path)
+  # Members whose outputs differ in size: the odd one and both shapes.
+  keras3.utils.set_random_seed(0)
+  odd = keras3.Sequential([keras3.Input((FEATURES,)), keras3.layers.Dense(5)], name="odd")
+  odd.save(tmp_path / "odd.keras")
+  message = _error(capsys, "--teacher", paths[0], tmp_path / "odd.keras", "--train", train,
+                   "--out", tmp_path)
+  assert "member 1 (Keras 3 model 'odd') gives shape [2, 5], member 0 gives [2, 3]" in message
+  np.savez(tmp_path / "no_x.npz", inputs=np.zeros((3, FEATURES)))
+  assert "no_x.npz has no array 'x'" in _error(capsys, "--teacher", *paths, "--train",
+                                               tmp_path / "no_x.npz", "--out", tmp_path)
+  np.savez(tmp_path / "wide.npz", x=np.zeros((10, FEATURES + 1), np.float32))
+  assert "do not fit the members" in _error(capsys, "--teacher", *paths, "--train",
+                                            tmp_path / "wide.npz", "--out", tmp_path)
+  x = np.load(train)["x"].copy()
+  x[4, 1] = np.nan
+  np.savez(tmp_path / "nan.npz", x=x, y=np.load(train)["y"])
+  assert "NaN/Inf values (first at row 4)" in _error(capsys, "--teacher", *paths, "--train",
+                                                     tmp_path / "nan.npz", "--out", tmp_path)
+  z = np.load(root / "z.npz")["z"].copy()
+  z[7, 2, 0] = np.inf
+  np.savez(tmp_path / "z_inf.npz", z=z)
+  assert "first at row 7, member 2" in _error(capsys, "--teacher", tmp_path / "z_inf.npz",
+                                              "--train", train, "--out", tmp_path)
+  y = np.load(train)["y"].copy()
+  y[9] = 5
+  np.savez(tmp_path / "labels.npz", x=np.load(train)["x"], y=y)
+  assert "label 5 at row 9 is outside the members' classes" in _error(
+      capsys, "--teacher", *paths, "--train", tmp_path / "labels.npz", "--test",
+      root / "test.npz", "--out", tmp_path)
+  (tmp_path / "bad.toml").write_text("learning_rat = 0.1\n")
+  assert "'learning_rat' is not a flag" in _error(capsys, "--config", tmp_path / "bad.toml")
+  assert "tensorflow-datasets does not know 'no_such_set'" in _error(
+      capsys, "--teacher", *paths, "--train", "tfds:no_such_set", "--out", tmp_path)
+  assert "--teacher is required" in _error(capsys, "--train", train)
+  assert "mvn is not a classification method" in _error(
+      capsys, "--teacher", *paths, "--train", train, "--method", "mvn", "--out", tmp_path)
+  # --verbose shows the traceback instead.
+  with pytest.raises(td.teachers.TeacherError):
+    cli.main(["distill", "--verbose", "--teacher", str(tmp_path / "nope.keras"),
+              "--train", str(train)])
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
+  """A run killed with SIGKILL in the middle of its 4th epoch and rerun with --resume
+  ends with the same student as a run that was never interrupted: the same weights to
+  float32 rounding (every epoch's batch order is a function of the epoch, and the
+  optimizer, the backup and the early-stopping state are restored)."""
+  root, paths = files
+  common = ["distill", "--quiet", "--teacher", *paths, "--train", str(root / "train.npz"),
+            "--test", str(root / "test.npz"), "--epochs", "6", "--patience", "3"]
+  assert cli.main(common + ["--out", str(tmp_path / "whole")]) == 0
+  killer = textwrap.dedent("""
+      import os, signal, sys
+      from tfp_distill import cli
+      from tfp_distill.experiments import distill
+      original = distill._FiniteLoss.on_train_batch_end
+      def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 3 and batch == 2:
+          os.kill(os.getpid(), signal.SIGKILL)
+        original(self, batch, logs)
+      distill._FiniteLoss.on_train_batch_end = on_train_batch_end
+      sys.exit(cli.main(sys.argv[1:]))
+  """)
+  killed = tmp_path / "killed"
+  proc = subprocess.run([sys.executable, "-c", killer, *common, "--out", str(killed)],
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  assert (killed / "backup").exists() and not (killed / "student.keras").exists()
+  assert cli.main(common + ["--out", str(killed), "--resume"]) == 0
+  report = _report(killed)
+  assert report["resumed_from_epoch"] == 3 and report["epochs_run"] == _report(
+      tmp_path / "whole")["epochs_run"]
+  whole = keras.models.load_model(tmp_path / "whole" / "student.keras", compile=False)
+  resumed = keras.models.load_model(killed / "student.keras", compile=False)
+  for a, b in zip(whole.get_weights(), resumed.get_weights()):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert not (killed / "backup").exists()       # a finished run leaves nothing to resume
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_mirrored_strategy_over_two_local_devices(files, tmp_path):
+  root, paths = files
+  code = textwrap.dedent("""
+      import sys
+      import tensorflow as tf
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      from tfp_distill import cli
+      sys.exit(cli.main(sys.argv[1:]))
+  """)
+  out = tmp_path / "mirrored"
+  proc = subprocess.run(
+      [sys.executable, "-c", code, "distill", "--quiet", "--teacher", *paths, "--train",
+       str(root / "train.npz"), "--test", str(root / "test.npz"), "--epochs", "2",
+       "--strategy", "mirrored", "--out", str(out)],
+      capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = _report(out)
+  assert report["strategy"] == {"name": "mirrored", "replicas": 2}
+  assert np.isfinite(report["student"]["nll"])
+
+
+def test_two_workers_train_in_sync(files, tmp_path):
+  """MultiWorkerMirroredStrategy: two processes on loopback ports (TF_CONFIG) all-reduce
+  every step and end with the same student."""
+  root, paths = files
+  ports = _free_ports(2)
+  cluster = {"worker": [f"localhost:{p}" for p in ports]}
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "tfp_distill", "distill", "--quiet", "--teacher", *paths,
+         "--train", str(root / "train.npz"), "--test", str(root / "test.npz"), "--epochs",
+         "2", "--strategy", "multi-worker", "--out", str(tmp_path / f"worker_{index}")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  for proc in procs:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+  reports = [_report(tmp_path / f"worker_{i}") for i in range(2)]
+  assert all(r["strategy"] == {"name": "multi-worker", "replicas": 2} for r in reports)
+  students = [keras.models.load_model(tmp_path / f"worker_{i}" / "student.keras",
+                                      compile=False) for i in range(2)]
+  for a, b in zip(*(s.get_weights() for s in students)):
+    np.testing.assert_array_equal(a, b)
+
+
+def _wait_for_line(proc, text, timeout=120):
+  """Reads the process's stdout until a line containing text (the server is up)."""
+  import select  # pylint: disable=import-outside-toplevel
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+    if ready:
+      line = proc.stdout.readline()
+      if text in line:
+        return
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+  raise AssertionError(f"no {text!r} from the server within {timeout} s")
+
+
+def test_data_service_worker_process_serves_the_local_targets(files, tmp_path):
+  """A dispatcher and a worker started with `tfp-distill data-service` in other
+  processes compute the teacher's outputs; they equal the local ones, and the CLI
+  distils from them."""
+  root, paths = files
+  dispatcher_port, worker_port = _free_ports(2)
+  servers = []
+  try:
+    for argv in (["dispatcher", "--port", str(dispatcher_port)],
+                 ["worker", "--port", str(worker_port), "--dispatcher",
+                  f"localhost:{dispatcher_port}"]):
+      servers.append(subprocess.Popen(
+          [sys.executable, "-m", "tfp_distill", "data-service", *argv],
+          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+      _wait_for_line(servers[-1], "serving on port")
+    address = f"localhost:{dispatcher_port}"
+    ensemble = td.Ensemble.from_files(paths)
+    x = np.load(root / "train.npz")["x"]
+    served = td.targets.service_targets(ensemble, x, address, batch_size=64)
+    np.testing.assert_allclose(served, ensemble.predict_targets(x), rtol=1e-6, atol=1e-6)
+    out = tmp_path / "service"
+    assert _run("--teacher", *paths, "--train", root / "train.npz", "--test",
+                root / "test.npz", "--data-service", address, "--out", out) == 0
+    assert _report(out)["teacher_outputs_from"] == address
+  finally:
+    for server in servers:
+      server.kill()
+      server.wait()
