@@ -29,3 +29,23 @@ def load_or_skip(loader, *args, **kwargs):
 def load_or_skip_fixture():
   """`load_or_skip` as a fixture (session scope: module-scoped data fixtures use it)."""
   return load_or_skip
+
+
+# Hypothesis profiles (tests/test_properties.py): "ci", the default, runs a bounded,
+# derandomized set of examples so CI is reproducible; `pytest --hypothesis-profile
+# thorough` explores 300 random examples a test. Neither keeps an example database (no
+# .hypothesis/ in the working tree; a failure prints its example). The guard keeps the
+# other test files running where hypothesis (the `test` extra) is not installed.
+try:
+  from hypothesis import HealthCheck
+  from hypothesis import settings as hypothesis_settings
+except ImportError:
+  pass
+else:
+  hypothesis_settings.register_profile(
+      "ci", max_examples=25, deadline=None, derandomize=True, database=None,
+      suppress_health_check=[HealthCheck.too_slow])
+  hypothesis_settings.register_profile(
+      "thorough", max_examples=300, deadline=None, database=None,
+      suppress_health_check=[HealthCheck.too_slow])
+  hypothesis_settings.load_profile("ci")

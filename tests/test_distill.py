@@ -362,3 +362,21 @@ def test_data_service_worker_process_serves_the_local_targets(files, tmp_path):
     for server in servers:
       server.kill()
       server.wait()
+
+
+def test_a_users_backbone_gets_the_head(files, tmp_path, capsys):
+  root, paths = files
+  backbone = keras.Sequential([keras.layers.Dense(12, activation="relu",
+                                                  input_shape=(FEATURES,))], name="mine")
+  backbone.save(tmp_path / "backbone.keras")
+  out = tmp_path / "own_backbone"
+  assert _run("--teacher", *paths, "--train", root / "train.npz", "--test",
+              root / "test.npz", "--student", tmp_path / "backbone.keras", "--out",
+              out) == 0
+  assert _report(out)["student_model"] == str(tmp_path / "backbone.keras")
+  student = keras.models.load_model(out / "student.keras", compile=False)
+  assert any(layer.name == "mine" for layer in student.layers)
+  # A Keras 3 backbone cannot carry a tfp.layers head: a clear error.
+  assert "save the backbone with tf_keras" in _error(
+      capsys, "--teacher", *paths, "--train", root / "train.npz", "--student", paths[0],
+      "--out", tmp_path / "k3_backbone")

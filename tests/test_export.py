@@ -69,3 +69,58 @@ def test_export_classification_students(head_cls, family, tmp_path):
   assert served["prediction"].shape == (7, 4)
   for key, value in expected.items():
     np.testing.assert_allclose(served[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(name="served_mlp", scope="module")
+def served_mlp_fixture(tmp_path_factory):
+  """An exported x [batch, 1] -> MultivariateNormalTriL student, its signature reloaded."""
+  student = td.models.mlp((1,), [8], 5, head=td.heads.MultivariateNormalTriLHead(2), seed=6)
+  path = td.export_saved_model(student, FAMILY, str(tmp_path_factory.mktemp("bad") / "s"))
+  return path, tf.saved_model.load(path).signatures["serving_default"]
+
+
+@pytest.mark.parametrize("shape,dtype,says", [
+    ((0, 1), np.float32,
+     r"serving_default: empty batch \(0 examples\); send at least one"),
+    ((2, 1), np.int32, r"expected to be a float tensor but is a int32 tensor"),
+    ((2, 1), np.float64, r"expected to be a float tensor but is a double tensor"),
+    ((2, 3), np.float32,
+     r"Shape of tensor x \[2,3\] is not compatible with expected shape \[\?,1\]"),
+    ((2,), np.float32,
+     r"Shape of tensor x \[2\] is not compatible with expected shape \[\?,1\]"),
+    ((2, 1, 1), np.float32,
+     r"Shape of tensor x \[2,1,1\] is not compatible with expected shape \[\?,1\]"),
+], ids=["empty", "int32", "float64", "features", "rank1", "rank3"])
+def test_bad_requests_say_what_is_wrong(served_mlp, shape, dtype, says):
+  _, served = served_mlp
+  with pytest.raises(tf.errors.InvalidArgumentError, match=says):
+    served(x=tf.constant(np.zeros(shape, dtype)))  # tf.constant keeps the dtype
+
+
+def test_a_batch_of_one_is_served(served_mlp):
+  _, served = served_mlp
+  out = served(x=tf.constant([[0.5]]))
+  assert out["prediction"].shape == (1,) and out["scale_tril"].shape == (1, 2, 2)
+
+
+def test_bad_requests_are_refused_without_tfp_distill(served_mlp):
+  """The checks are ops in the served graph: a process without tfp_distill or TFP gets
+  the same errors."""
+  path, _ = served_mlp
+  code = textwrap.dedent(f"""
+      import sys, tensorflow as tf
+      f = tf.saved_model.load({path!r}).signatures["serving_default"]
+      for x in (tf.zeros((0, 1)), tf.zeros((2, 1), tf.int32), tf.zeros((2, 3))):
+        try:
+          f(x=x)
+          print("SERVED")
+        except tf.errors.InvalidArgumentError as error:
+          print(str(error).replace("\\n", " "))
+      assert "tfp_distill" not in sys.modules and "tensorflow_probability" not in sys.modules
+  """)
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+  empty, dtype, shape = result.stdout.strip().splitlines()
+  assert "serving_default: empty batch (0 examples); send at least one" in empty
+  assert "expected to be a float tensor but is a int32 tensor" in dtype
+  assert "Shape of tensor x [2,3] is not compatible with expected shape [?,1]" in shape

@@ -127,3 +127,10 @@ def test_select_students_on_validation_images(tmp_path, load_or_skip):
   with pytest.raises(ValueError, match="num_validation"):
     images.select_students(str(tmp_path), config, num_validation=600, variant_table=table,
                            variants=("a",))
+
+
+def test_cli_variant_choices_are_the_compared_variants():
+  parser = cli._parser()  # pylint: disable=protected-access
+  images_parser = parser._subparsers._group_actions[0].choices["images"]  # pylint: disable=protected-access
+  variant = next(a for a in images_parser._actions if a.dest == "variant")  # pylint: disable=protected-access
+  assert set(variant.choices) == set(images.VARIANTS)

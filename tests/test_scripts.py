@@ -175,3 +175,28 @@ def test_own_ensemble_example_smoke(tmp_path):
   assert report["teacher_outputs_from"] == "this process"
   assert all(math.isfinite(v) for v in report["student"].values())
   assert (tmp_path / "student" / "saved_model").exists()
+
+
+def test_serve_load_smoke(tmp_path, capsys):
+  import numpy as np
+  module = _load("serve_load")
+  # The identity check is bit for bit: one ulp apart is not identical.
+  one = {"p": np.float32([1.0, 2.0])}
+  assert module._identical(one, {"p": np.float32([1.0, 2.0])})
+  ulp_up = np.nextafter(np.float32(2), np.float32(3))
+  assert not module._identical(one, {"p": np.float32([1.0, ulp_up])})
+  result = module.main(["--smoke", "--json", str(tmp_path / "s.json")])
+  assert result["untrained"] and set(result["results"]) == {"small_cnn_dirichlet",
+                                                            "mlp_full_covariance"}
+  for model, rows in result["results"].items():
+    assert [r["threads"] for r in rows] == [1, 2], model
+    for r in rows:
+      for key in ("p50_ms", "p99_ms", "requests_per_s", "examples_per_s"):
+        assert math.isfinite(r[key]) and r[key] > 0, (model, r["threads"], key)
+      assert r["p50_ms"] <= r["p99_ms"]
+      assert r["errors"] == 0 and r["first_error"] is None, (model, r)
+      assert r["identical_outputs"] and r["threads_with_identical_outputs"] == r["threads"]
+  assert json.loads((tmp_path / "s.json").read_text())["results"] == result["results"]
+  printed = capsys.readouterr().out
+  assert "| small_cnn_dirichlet | 2 |" in printed and "untrained" in printed
+  assert f"TensorFlow {result['machine']['tensorflow']}" in printed

@@ -147,6 +147,13 @@ def _parser():
                            "cost (proxy), or the reverse KL to that target without the "
                            "division by its precision (proxy_kl, this library's 'proxy' "
                            "before 2026-11-30)")
+  images.add_argument("--variant", default=None,
+                      choices=("published", "predictive", "cosine", "predictive_cosine",
+                               "long"),
+                      help="a student method compared on validation images by "
+                           "scripts/images_select.py (images.VARIANTS); long: 40 student "
+                           "epochs, EnD^2 temperature held to epoch 10, 1 at epoch 30 "
+                           "(chosen 2026-11-30)")
   images.add_argument("--predictive-weight", type=float, default=None,
                       help="weight of the ensemble's predictive as a soft target added to "
                            "the EnD^2 and Gaussian students' losses "
@@ -378,7 +385,8 @@ def _add_distill(commands):
                             "mixture")
   distill.add_argument("--student", default=None,
                        help="builtin:mlp (feature vectors; 150 hidden units), "
-                            "builtin:small_cnn (images, default for images), "
+                            "builtin:small_cnn (images, default for images: two 3x3 conv "
+                            "layers of 16 and 32 filters, dense 64), "
                             "builtin:resnet18, or a tf_keras .keras backbone x -> features "
                             "to which the head is appended")
   distill.add_argument("--epochs", type=_positive_int, default=None,
@@ -510,6 +518,8 @@ def _run_distill(args):
 def _run_images(args):
   from tfp_distill.experiments import images  # pylint: disable=import-outside-toplevel
   config = images.ImagesConfig.fast() if args.fast else images.ImagesConfig()
+  if args.variant:
+    config = dataclasses.replace(config, **images.VARIANTS[args.variant])
   overrides = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed,
                "num_members": args.members, "member_epochs": args.member_epochs,
                "student_epochs": args.student_epochs,

@@ -9,6 +9,8 @@ served = tf.saved_model.load(path).signatures["serving_default"]
 out = served(x=tf.constant(x))   # {"prediction", "total", "aleatoric", "epistemic",
                                  #  "loc", "scale" or "scale_tril"}
 ```
+A request of the wrong dtype or shape, or an empty batch, raises InvalidArgumentError
+with a message that says which.
 """
 
 import tensorflow as tf
@@ -17,6 +19,9 @@ from tfp_distill import heads as heads_lib
 from tfp_distill import uncertainty
 
 __all__ = ["export_saved_model"]
+
+#: What `serving_default` says (InvalidArgumentError) when it is sent an empty batch.
+_EMPTY_BATCH_MESSAGE = "serving_default: empty batch (0 examples); send at least one"
 
 
 def export_saved_model(student, family, path, num_samples=100, method=None, seed=0,
@@ -46,6 +51,12 @@ def export_saved_model(student, family, path, num_samples=100, method=None, seed
   parameters: "loc" [batch, P] and "scale" [batch, P] or "scale_tril" [batch, P, P],
   "concentration" [batch, K] (Dirichlet) or "logits" [batch, K] (Categorical).
 
+  The served signature refuses a bad request with an error that says what is wrong
+  (`tf.errors.InvalidArgumentError`): a wrong dtype ("expected to be a float tensor but
+  is a int32 tensor"), a wrong shape ("Shape of tensor x [2,3] is not compatible with
+  expected shape [?,1]") and an empty batch ("serving_default: empty batch (0 examples);
+  send at least one").
+
   Raises:
     ValueError: if no input signature can be found (pass `input_signature`).
   """
@@ -59,6 +70,14 @@ def export_saved_model(student, family, path, num_samples=100, method=None, seed
     spec = tf.TensorSpec(input_signature.shape, input_signature.dtype, name="x")
 
   def serve(x):
+    # A served signature checks the dtype of what it is sent, not its shape: a request of
+    # the wrong shape failed deep inside the student ("In[0] is not a matrix").
+    # EnsureShape names both shapes. An empty batch, which served empty tensors, is
+    # refused too. Both checks are ops in the graph: serving needs no tfp_distill.
+    x = tf.ensure_shape(x, spec.shape)
+    check = tf.debugging.assert_positive(tf.shape(x)[0], message=_EMPTY_BATCH_MESSAGE)
+    with tf.control_dependencies([check]):
+      x = tf.identity(x)
     dist = student(x, training=False)
     out = dict(uncertainty.decompose(dist, family, num_samples=num_samples, seed=seed,
                                      method=method, common_noise=common_noise))

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_distill import _dtypes
 from tfp_distill._keras import keras
 
 tfd = tfp.distributions
@@ -116,7 +117,7 @@ class HeteroscedasticNormal(Family):
 
   def variance_from_rho(self, rho):
     """sigma^2 = softplus(rho) + min_variance, same shape as rho."""
-    return tf.math.softplus(rho) + tf.cast(self.min_variance, rho.dtype)
+    return tf.math.softplus(rho) + _dtypes.cast(self.min_variance, rho.dtype)
 
   def mean(self, z):
     """mu: [..., E]."""

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_distill import _dtypes
 from tfp_distill import families as families_lib
 from tfp_distill._keras import keras
 
@@ -137,7 +138,7 @@ class DistributionHead(tfpl.DistributionLambda):
 
 
 def _scale(raw, min_scale):
-  return tf.math.softplus(raw) + tf.cast(min_scale, raw.dtype)
+  return tf.math.softplus(raw) + _dtypes.cast(min_scale, raw.dtype)
 
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
@@ -280,7 +281,7 @@ class DirichletHead(_ClassHead):
   @staticmethod
   def new(params, event_size, min_scale=1e-3):
     params = tf.convert_to_tensor(params)
-    alpha = tf.exp(tf.minimum(params, MAX_LOG_CONCENTRATION)) + tf.cast(min_scale,
+    alpha = tf.exp(tf.minimum(params, MAX_LOG_CONCENTRATION)) + _dtypes.cast(min_scale,
                                                                          params.dtype)
     return tfd.Dirichlet(concentration=alpha)
 

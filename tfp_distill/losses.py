@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_distill import _dtypes
 from tfp_distill import _quadrature
 from tfp_distill import families as families_lib
 from tfp_distill import heads as heads_lib
@@ -263,10 +264,10 @@ def _member_log_probs(z, num_classes, family, temperature, smoothing, dtype):
         f"student's distribution is over {num_classes} classes. (Members with a reference "
         "class give K - 1 logits: pass their CategoricalLogits family to the loss.)")
   z = tf.cast(z, dtype)
-  log_p = tf.nn.log_softmax(z / tf.cast(temperature, dtype), axis=-1)
+  log_p = tf.nn.log_softmax(z / _dtypes.cast(temperature, dtype), axis=-1)
   if smoothing:
     # pi <- (1 - eps) pi + eps / K, in log space: finite even where pi underflows to 0.
-    eps = tf.cast(smoothing, dtype)
+    eps = _dtypes.cast(smoothing, dtype)
     log_p = tf.reduce_logsumexp(tf.stack(
         [log_p + tf.math.log1p(-eps),
          tf.broadcast_to(tf.math.log(eps / num_classes), tf.shape(log_p))]), axis=0)
@@ -286,7 +287,7 @@ def _dirichlet(dist):
 def _heated_log_concentration(dist, temperature, dtype):
   """log alpha / T, i.e. the student's concentration at temperature T: [batch, K]."""
   log_alpha = tf.math.log(tf.cast(tf.convert_to_tensor(dist.concentration), dtype))
-  return log_alpha / tf.cast(temperature, dtype)
+  return log_alpha / _dtypes.cast(temperature, dtype)
 
 
 def dirichlet_nll(z, dist, family=None, temperature=1.0, smoothing=1e-4,
@@ -325,7 +326,7 @@ def dirichlet_nll(z, dist, family=None, temperature=1.0, smoothing=1e-4,
   nll = (tf.reduce_sum(tf.math.lgamma(alpha), axis=-1)
          - tf.math.lgamma(tf.reduce_sum(alpha, axis=-1))
          - tf.reduce_sum((alpha - 1.) * mean_log_p, axis=-1))
-  return tf.cast(tf.square(tf.cast(temperature, dtype)) * nll, out_dtype)
+  return tf.cast(tf.square(_dtypes.cast(temperature, dtype)) * nll, out_dtype)
 
 
 def _dirichlet_kl(a, b):
@@ -360,7 +361,7 @@ def proxy_dirichlet_target(z, num_classes, family=None, temperature=1.0, smoothi
   """
   dtype = tf.as_dtype(compute_dtype)
   p_bar, beta_0 = _proxy_statistics(z, num_classes, family, temperature, smoothing, dtype)
-  return tf.stop_gradient(p_bar * beta_0[:, None] + tf.cast(offset, dtype))
+  return tf.stop_gradient(p_bar * beta_0[:, None] + _dtypes.cast(offset, dtype))
 
 
 def _proxy_statistics(z, num_classes, family, temperature, smoothing, dtype):
@@ -413,7 +414,7 @@ def proxy_dirichlet_kl(z, dist, family=None, temperature=1.0, smoothing=1e-4, of
                                 dtype)
   alpha = tf.exp(_heated_log_concentration(dirichlet, temperature, dtype))
   kl = _dirichlet_kl(alpha, beta) if direction == "reverse" else _dirichlet_kl(beta, alpha)
-  return tf.cast(tf.square(tf.cast(temperature, dtype)) * kl, out_dtype)
+  return tf.cast(tf.square(_dtypes.cast(temperature, dtype)) * kl, out_dtype)
 
 
 def proxy_dirichlet_cost(z, dist, family=None, temperature=1.0, smoothing=1e-4, offset=1.0,
@@ -450,7 +451,7 @@ def proxy_dirichlet_cost(z, dist, family=None, temperature=1.0, smoothing=1e-4, 
   dtype = tf.as_dtype(compute_dtype or tf.float64)
   num_classes = tf.compat.dimension_value(dirichlet.event_shape[-1])
   p_bar, beta_0 = _proxy_statistics(z, num_classes, family, temperature, smoothing, dtype)
-  precision = beta_0 + num_classes * tf.cast(offset, dtype)          # sum_k beta_k
+  precision = beta_0 + num_classes * _dtypes.cast(offset, dtype)          # sum_k beta_k
   alpha = tf.exp(_heated_log_concentration(dirichlet, temperature, dtype))
   alpha_0 = tf.reduce_sum(alpha, axis=-1)
   expected_log_p = tf.math.digamma(alpha) - tf.math.digamma(alpha_0)[:, None]
@@ -458,7 +459,7 @@ def proxy_dirichlet_cost(z, dist, family=None, temperature=1.0, smoothing=1e-4, 
   entropy = (tf.reduce_sum(tf.math.lgamma(alpha), axis=-1) - tf.math.lgamma(alpha_0)
              - tf.reduce_sum((alpha - 1.) * expected_log_p, axis=-1))
   cost = cross_entropy - entropy / precision
-  return tf.cast(tf.square(tf.cast(temperature, dtype)) * cost, out_dtype)
+  return tf.cast(tf.square(_dtypes.cast(temperature, dtype)) * cost, out_dtype)
 
 
 def _student_logits(y_pred):
@@ -497,9 +498,9 @@ def soft_target_kl(z, student_logits, family=None, temperature=1.0):
   log_p = _member_log_probs(z, num_classes, family, temperature, 0., dtype)
   log_p_bar = tf.reduce_logsumexp(log_p, axis=1) - tf.math.log(
       tf.cast(tf.shape(log_p)[1], dtype))
-  log_q = tf.nn.log_softmax(student_logits / tf.cast(temperature, dtype), axis=-1)
+  log_q = tf.nn.log_softmax(student_logits / _dtypes.cast(temperature, dtype), axis=-1)
   kl = tf.reduce_sum(tf.exp(log_p_bar) * (log_p_bar - log_q), axis=-1)
-  return tf.square(tf.cast(temperature, dtype)) * kl
+  return tf.square(_dtypes.cast(temperature, dtype)) * kl
 
 
 def member_kl(z, student_logits, family=None, temperature=1.0):
@@ -533,9 +534,9 @@ def member_kl(z, student_logits, family=None, temperature=1.0):
   if e is not None and m is not None and e != m:
     raise ValueError(f"A per-member student needs one member per teacher: the student has "
                      f"{e} members, the teacher {m}.")
-  log_q = tf.nn.log_softmax(student_logits / tf.cast(temperature, dtype), axis=-1)
+  log_q = tf.nn.log_softmax(student_logits / _dtypes.cast(temperature, dtype), axis=-1)
   kl = tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)     # [batch, E]
-  return tf.square(tf.cast(temperature, dtype)) * tf.reduce_mean(kl, axis=-1)
+  return tf.square(_dtypes.cast(temperature, dtype)) * tf.reduce_mean(kl, axis=-1)
 
 
 def member_cross_entropy(labels, logits):
@@ -793,8 +794,12 @@ class MixtureKL(keras.losses.Loss):
 
 
 def _check_temperature(value):
-  if not (np.isfinite(value) and value > 0):
-    raise ValueError(f"temperature must be a finite float > 0, got {value}.")
+  # The temperature lives in a float32 variable: check the value it will hold (1e39
+  # would become inf, 1e-46 zero).
+  if not (np.isfinite(value) and value > 0 and np.isfinite(np.float32(value))
+          and np.float32(value) > 0):
+    raise ValueError(f"temperature must be a finite float > 0 that float32 can hold, got "
+                     f"{value}.")
   return float(value)
 
 

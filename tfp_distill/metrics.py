@@ -71,6 +71,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from tfp_distill import _dtypes
 from tfp_distill._keras import keras
 
 __all__ = [
@@ -635,6 +636,10 @@ def pearson_correlation(a, b):
   a, b = _paired_vectors("pearson_correlation", a, b)
   a = a - tf.reduce_mean(a)
   b = b - tf.reduce_mean(b)
+  # Divide by the largest magnitude first: the norm squares its inputs, which overflows
+  # from ~1e19 (float32) and underflows below ~1e-19.
+  a = tf.math.divide_no_nan(a, tf.reduce_max(tf.abs(a)))
+  b = tf.math.divide_no_nan(b, tf.reduce_max(tf.abs(b)))
   a = a / tf.norm(a)
   b = b / tf.norm(b)
   return tf.clip_by_value(tf.reduce_sum(a * b), -1, 1)
@@ -942,7 +947,7 @@ def categorical_nll(labels, probs, epsilon=1e-12):
                      f"{epsilon!r}.")
   labels, probs = _classification_inputs(name, labels, probs)
   label_probs = tf.gather(probs, labels, axis=1, batch_dims=1)        # [batch]
-  label_probs = tf.maximum(label_probs, tf.cast(epsilon, probs.dtype))
+  label_probs = tf.maximum(label_probs, _dtypes.cast(epsilon, probs.dtype))
   return -tf.reduce_mean(tf.math.log(label_probs))
 
 

@@ -15,7 +15,9 @@ dict with one entry (a SavedModel signature) gives that entry. Only the student 
 be tf_keras; the teacher only has to map TF tensors to TF tensors.
 """
 
+import json
 import os
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -134,11 +136,61 @@ def _is_saved_model(path):
                                   os.path.exists(os.path.join(path, "saved_model.pbtxt")))
 
 
+#: Modules a `.keras` file's config may name (beyond those of `custom_objects`).
+_SAFE_MODULE_ROOTS = ("keras", "tf_keras", "tfp_distill")
+
+
+def _refuse_unsafe_config(path, version, custom_objects):
+  """Raises TeacherError if a `.keras` file's config.json could run code on loading.
+
+  Keras' safe mode refuses Lambda bytecode, but tf_keras resolves the `module` a config
+  names with importlib, whatever it is: a config naming TensorFlow's legacy Keras Lambda
+  (`tensorflow.python.keras.layers.core`) loads bytecode with no safe-mode check, and
+  the file's own metadata picks the loader. So every module named must lie under keras,
+  tf_keras or tfp_distill (or be the module of one of `custom_objects`), and no function
+  may be stored as a Python lambda.
+  """
+  try:
+    with zipfile.ZipFile(path) as archive:
+      config = json.loads(archive.read("config.json"))
+  except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
+    raise TeacherError(f"{path} has no readable config.json ({error}).") from error
+  allowed = {getattr(o, "__module__", None) or type(o).__module__
+             for o in (custom_objects or {}).values()}
+  roots = _SAFE_MODULE_ROOTS + (("builtins",) if version.startswith("3") else ())
+
+  def walk(node):
+    if isinstance(node, dict):
+      if node.get("class_name") == "__lambda__":
+        raise TeacherError(f"{path} stores a Python lambda (refused: it would run code "
+                           "from the file).")
+      for key, value in node.items():
+        if isinstance(value, str):
+          if key.endswith("_type") and value == "lambda":
+            raise TeacherError(f"{path} stores a Python lambda in {key!r} (refused: it "
+                               "would run code from the file).")
+          if (key == "module" or key.endswith("_module")) and value not in allowed and (
+              value.split(".")[0] not in roots):
+            raise TeacherError(f"{path} names the module {value!r}, outside keras, "
+                               "tf_keras and tfp_distill (refused: loading it could run "
+                               "code; pass the class in custom_objects if you trust it).")
+        else:
+          walk(value)
+    elif isinstance(node, list):
+      for value in node:
+        walk(value)
+
+  walk(config)
+
+
 def load_member(path, custom_objects=None):
   """Loads one member from a file: a `.keras` file of either Keras, or a SavedModel folder.
 
   Which Keras wrote a `.keras` file is read from its metadata (tf_keras writes 2.x, Keras 3
-  writes 3.x); both load with safe mode on (no code from the file runs).
+  writes 3.x); both load with safe mode on, after a check of the file's config that
+  closes a hole in tf_keras' safe mode (see `_refuse_unsafe_config`): no code from the
+  file runs. A SavedModel is a program (TensorFlow's security model): load only
+  SavedModels you trust.
 
   Args:
     path: str.
@@ -168,6 +220,7 @@ def load_member(path, custom_objects=None):
     version = _keras3.keras_file_version(path)
   except ValueError as error:
     raise TeacherError(str(error)) from error
+  _refuse_unsafe_config(path, version, custom_objects)
   try:
     if version.startswith("3"):
       return _keras3.load_model(path, custom_objects=custom_objects)

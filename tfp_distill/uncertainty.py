@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_distill import _dtypes
 from tfp_distill import _quadrature
 from tfp_distill import families as families_lib
 from tfp_distill import heads as heads_lib
@@ -80,7 +81,7 @@ def _normal_quadrature(loc, var, min_variance, event_size, num_points):
   mu_var = var[..., :event_size]
   rho, log_w = _quadrature.normal_nodes(loc[..., event_size:],
                                         tf.sqrt(var[..., event_size:]), num_points)
-  sigma2 = tf.math.softplus(rho) + tf.cast(min_variance, loc.dtype)   # [points, batch, E]
+  sigma2 = tf.math.softplus(rho) + _dtypes.cast(min_variance, loc.dtype)   # [points, batch, E]
   w = tf.reshape(tf.exp(log_w), [-1, 1, 1])
   aleatoric = tf.reduce_sum(tf.reduce_sum(w * sigma2, axis=0), axis=-1)
   epistemic = tf.reduce_sum(mu_var, axis=-1)
@@ -118,7 +119,7 @@ def _normal_monte_carlo(loc, scale, diagonal, min_variance, event_size, num_samp
                         common_noise):
   z = _draw(loc, scale, _noise(loc, num_samples, seed, common_noise), diagonal)
   mu = z[..., :event_size]
-  sigma2 = tf.math.softplus(z[..., event_size:]) + tf.cast(min_variance, loc.dtype)
+  sigma2 = tf.math.softplus(z[..., event_size:]) + _dtypes.cast(min_variance, loc.dtype)
   aleatoric = tf.reduce_sum(tf.reduce_mean(sigma2, axis=0), axis=-1)
   epistemic = tf.reduce_sum(tf.math.reduce_variance(mu, axis=0), axis=-1)
   return {"prediction": _event(tf.reduce_mean(mu, axis=0), event_size),

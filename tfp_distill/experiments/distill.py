@@ -217,7 +217,7 @@ def _infer_task(config, z, train, test):
           raise DistillError(
               f"{part.name}: label {int(part.y[outside[0]])} at row {int(outside[0])} is "
               f"outside the members' classes (they give {params} logits: labels 0.."
-              f"{params - 1}).")
+              f"{params - 1}; integer regression targets need --task regression).")
   else:
     if params % 2:
       raise DistillError(f"Regression members give z = [mu, rho] (2 d values for d "
@@ -304,8 +304,8 @@ def _build_student(config, input_shape, head, params_size):
       raise DistillError(f"{name} takes images [height, width, channels]; these inputs "
                          f"have shape {list(input_shape)} (try builtin:mlp).")
     if name == "builtin:small_cnn":
-      return name, td.models.small_cnn(input_shape, params_size, head=head, filters=(32, 64),
-                                       dense_units=128, seed=seed, name="student")
+      return name, td.models.small_cnn(input_shape, params_size, head=head, filters=(16, 32),
+                                       dense_units=64, seed=seed, name="student")
     return name, td.models.resnet18_cifar(input_shape, params_size, head=head, seed=seed,
                                           name="student")
   if not name.endswith(".keras"):
@@ -538,6 +538,21 @@ def _regression_nll(model_kind, family, x, y, student=None, z=None, method=None)
   return -total / len(x)
 
 
+def fidelity_figure(path, ensemble_u, student_u):
+  """Scatter plots (log axes) of the student's uncertainties against the ensemble's.
+
+  Args:
+    path: str, the PNG file.
+    ensemble_u, student_u: dicts of NumPy arrays [n] ("total", "aleatoric",
+      "epistemic"; those both have are drawn), as `td.predict_uncertainty` returns.
+  """
+  parts = [p for p in ("total", "aleatoric", "epistemic")
+           if p in ensemble_u and p in student_u]
+  rows = {"test set": {part: (ensemble_u[part], student_u[part]) for part in parts}}
+  return plots.plot_scatter_grid(path, rows, "ensemble", "student", log=True,
+                                 title="The student's uncertainties vs the ensemble's")
+
+
 def _agreement(estimate, reference):
   return {"pearson": float(td.metrics.pearson_correlation(estimate, reference)),
           "spearman": float(td.metrics.spearman_correlation(estimate, reference)),
@@ -667,12 +682,7 @@ def run_distill(config):
     timings["speed"] = time.perf_counter() - t
 
   if fidelity:
-    rows = {part: {"student vs ensemble": (u["ensemble"][part], u["student"][part])}
-            for part in fidelity}
-    plots.plot_scatter_grid(os.path.join(out_dir, files["fidelity"]), rows,
-                            "ensemble", "student", log=True,
-                            title=f"{test.name}: the student's uncertainties vs the "
-                                  "ensemble's")
+    fidelity_figure(os.path.join(out_dir, files["fidelity"]), u["ensemble"], u["student"])
   else:
     del files["fidelity"]
   if roc_panels:
