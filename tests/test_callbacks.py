@@ -77,3 +77,18 @@ def test_temperature_annealing_with_the_distiller_and_round_trip():
   with pytest.raises(ValueError, match="no loss with a `temperature`"):
     plain.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0,
               callbacks=[td.callbacks.TemperatureAnnealing()])
+
+
+def test_stop_on_non_finite_loss_says_where():
+  x = np.ones((64, 2), np.float32)
+  x[40] = np.inf                                    # batch 2 (0-based, batches of 16)
+  model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
+  model.compile("sgd", "mse")
+  stop = td.callbacks.StopOnNonFiniteLoss()
+  history = model.fit(x, np.zeros(64, np.float32), batch_size=16, epochs=3, shuffle=False,
+                      verbose=0, callbacks=[stop])
+  assert stop.where[:2] == (0, 2) and not np.isfinite(stop.where[2])
+  assert stop.message().startswith("The training loss became ") and stop.message().endswith(
+      "at epoch 1, batch 3.")
+  assert len(history.history["loss"]) == 1          # stopped in the first epoch
+  assert td.callbacks.StopOnNonFiniteLoss().message() is None

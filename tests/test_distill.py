@@ -236,13 +236,13 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
   killer = textwrap.dedent("""
       import os, signal, sys
       from tfp_distill import cli
-      from tfp_distill.experiments import distill
-      original = distill._FiniteLoss.on_train_batch_end
+      import tfp_distill as td
+      original = td.callbacks.StopOnNonFiniteLoss.on_train_batch_end
       def on_train_batch_end(self, batch, logs=None):
         if self.epoch == 3 and batch == 2:
           os.kill(os.getpid(), signal.SIGKILL)
         original(self, batch, logs)
-      distill._FiniteLoss.on_train_batch_end = on_train_batch_end
+      td.callbacks.StopOnNonFiniteLoss.on_train_batch_end = on_train_batch_end
       sys.exit(cli.main(sys.argv[1:]))
   """)
   killed = tmp_path / "killed"

@@ -167,3 +167,37 @@ def test_samplers_report_their_size():
   assert int(td.targets.uniform_inputs(0., 1., 300).cardinality()) == 300
   assert int(td.targets.jittered_inputs(np.zeros((5, 2)), 0.1, 3000).cardinality()) == 3000
   assert len(list(td.targets.jittered_inputs(np.zeros((5, 2)), 0.1, 3000))) == 3000
+
+
+def test_a_cache_whose_writer_was_killed_is_rebuilt(ensemble, tmp_path):
+  """The manifest is written last (atomically), so a writer killed mid-write leaves a
+  folder without one: it is never read as complete, but removed and rebuilt. Emulated:
+  a finished cache loses its manifest and half of one shard."""
+  x = np.linspace(-1, 1, 50, dtype=np.float32)[:, None]
+  folder = tmp_path / "cache"
+  list(td.teacher_targets(x, ensemble, batch_size=50, cache_dir=str(folder)))
+  (folder / "targets.json").unlink()
+  shard = sorted(folder.rglob("*.snapshot"))[0]
+  shard.write_bytes(shard.read_bytes()[:len(shard.read_bytes()) // 2])
+  with pytest.warns(RuntimeWarning, match="has no manifest: its writer was stopped"):
+    ds = td.teacher_targets(x, ensemble, batch_size=50, cache_dir=str(folder),
+                            shuffle=False)
+  (xb, zb), = list(ds)
+  order = np.argsort(xb.numpy()[:, 0])
+  np.testing.assert_allclose(zb.numpy()[order], ensemble(x).numpy(), rtol=0, atol=1e-6)
+  assert "sha256" in json.loads((folder / "targets.json").read_text())
+
+
+def test_a_corrupted_cache_shard_is_named(ensemble, tmp_path):
+  x = np.linspace(-1, 1, 50, dtype=np.float32)[:, None]
+  folder = tmp_path / "cache"
+  list(td.teacher_targets(x, ensemble, batch_size=50, cache_dir=str(folder)))
+  shard = sorted(folder.rglob("*.snapshot"))[0]
+  data = bytearray(shard.read_bytes())
+  data[len(data) // 2] ^= 0xFF                       # one flipped byte
+  shard.write_bytes(bytes(data))
+  with pytest.raises(ValueError, match=rf"cache file .*{shard.name} is corrupted"):
+    td.teacher_targets(x, ensemble, batch_size=50, cache_dir=str(folder))
+  shard.unlink()
+  with pytest.raises(ValueError, match=rf"is missing .*{shard.name}"):
+    td.teacher_targets(x, ensemble, batch_size=50, cache_dir=str(folder))

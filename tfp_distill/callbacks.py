@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from tfp_distill._keras import keras
 
-__all__ = ["ProgressBar", "TemperatureAnnealing", "annealed_temperature"]
+__all__ = ["ProgressBar", "StopOnNonFiniteLoss", "TemperatureAnnealing",
+           "annealed_temperature"]
 
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
@@ -152,3 +153,34 @@ class TemperatureAnnealing(keras.callbacks.Callback):
   @classmethod
   def from_config(cls, config):
     return cls(**config)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+  """Stops training at the first batch whose loss is NaN or Inf, and records where.
+
+  Unlike `keras.callbacks.TerminateOnNaN` it keeps the place (`where`: (epoch, batch,
+  loss), 0-based) so the caller can say it, and the caller decides what to save: nothing,
+  in `tfp-distill distill`, so no NaN weights are ever written. Checking every batch
+  reads the loss back from the device once per step.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.where = None
+    self.epoch = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = (logs or {}).get("loss")
+    if loss is not None and not np.isfinite(loss):
+      self.where = (self.epoch, batch, float(loss))
+      self.model.stop_training = True
+
+  def message(self):
+    """One line saying where the loss became non-finite (None if it did not)."""
+    if self.where is None:
+      return None
+    epoch, batch, value = self.where
+    return f"The training loss became {value} at epoch {epoch + 1}, batch {batch + 1}."

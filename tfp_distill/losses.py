@@ -796,8 +796,9 @@ class MixtureKL(keras.losses.Loss):
 def _check_temperature(value):
   # The temperature lives in a float32 variable: check the value it will hold (1e39
   # would become inf, 1e-46 zero).
-  if not (np.isfinite(value) and value > 0 and np.isfinite(np.float32(value))
-          and np.float32(value) > 0):
+  with np.errstate(over="ignore", under="ignore"):
+    stored = np.float32(value) if np.isfinite(value) else np.float32(np.nan)
+  if not (np.isfinite(value) and value > 0 and np.isfinite(stored) and stored > 0):
     raise ValueError(f"temperature must be a finite float > 0 that float32 can hold, got "
                      f"{value}.")
   return float(value)

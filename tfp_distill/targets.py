@@ -10,8 +10,11 @@ building a disk cache. To evaluate the teacher on an accelerator inside the trai
 use `td.Distiller` instead (same losses, same targets).
 """
 
+import hashlib
 import json
 import os
+import shutil
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -225,6 +228,53 @@ def _label_targets(x, z, y):
 _CHUNK = 1024   # rows per element of a cache (format 2)
 
 
+def _cache_files(cache_dir):
+  """{relative path: sha256 hex} of every file of a cache but its manifest."""
+  out = {}
+  for root, _, names in os.walk(cache_dir):
+    for name in sorted(names):
+      path = os.path.join(root, name)
+      relative = os.path.relpath(path, cache_dir)
+      if relative == _CACHE_MANIFEST:
+        continue
+      digest = hashlib.sha256()
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+      out[relative] = digest.hexdigest()
+  return out
+
+
+def _read_manifest(cache_dir):
+  manifest = os.path.join(cache_dir, _CACHE_MANIFEST)
+  try:
+    with open(manifest, encoding="utf-8") as f:
+      meta = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise ValueError(f"The target cache manifest {manifest} is unreadable ({error}): "
+                     "delete the folder to rebuild.") from error
+  if not isinstance(meta, dict):
+    raise ValueError(f"The target cache manifest {manifest} is not a JSON object: delete "
+                     "the folder to rebuild.")
+  return meta
+
+
+def _verify_cache(cache_dir, meta):
+  """Raises ValueError naming the first file whose checksum differs from the manifest's."""
+  expected = meta.get("sha256")
+  if expected is None:           # caches written before checksums: nothing to compare
+    return
+  found = _cache_files(cache_dir)
+  for relative, digest in sorted(expected.items()):
+    if relative not in found:
+      raise ValueError(f"The target cache in {cache_dir!r} is missing {relative}: delete "
+                       "the folder to rebuild.")
+    if found[relative] != digest:
+      raise ValueError(f"The target cache file {os.path.join(cache_dir, relative)} is "
+                       "corrupted (its SHA-256 differs from the manifest's): delete the "
+                       "folder to rebuild.")
+
+
 def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
   """Computes (x, z[, y]) once into a sharded tf.data snapshot on disk; reloads it.
 
@@ -232,17 +282,25 @@ def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
   on), so reading an epoch costs a few hundred element reads, not one per example.
   Returns (dataset, chunked): chunked datasets yield row chunks, format-1 caches single
   rows.
+
+  The manifest is written last, with the SHA-256 of every file: a folder without one is
+  a cache whose writer was killed (it is removed and rebuilt, with a warning), and a file
+  whose checksum differs is named in a ValueError.
   """
   manifest = os.path.join(cache_dir, _CACHE_MANIFEST)
   members = getattr(teacher, "num_members", None)
   if os.path.exists(manifest):
-    with open(manifest) as f:
-      meta = json.load(f)
+    meta = _read_manifest(cache_dir)
     if members is not None and meta.get("members") not in (None, members):
       raise ValueError(
           f"The target cache in {cache_dir!r} was made by an ensemble of "
           f"{meta['members']} members, this one has {members}: delete the folder to rebuild.")
+    _verify_cache(cache_dir, meta)
     return _load_cache(cache_dir), meta.get("format_version", 1) >= 2
+  if os.path.isdir(cache_dir) and os.listdir(cache_dir):
+    warnings.warn(f"The target cache in {cache_dir!r} has no manifest: its writer was "
+                  "stopped before finishing. Rebuilding it.", RuntimeWarning, stacklevel=3)
+    shutil.rmtree(cache_dir)
 
   def with_z(*e):
     x = e[0]
@@ -252,8 +310,12 @@ def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
 
   computed = ds.batch(_CHUNK).map(with_z).enumerate()
   computed.save(cache_dir, shard_func=lambda i, e: i % num_shards)
-  with open(manifest, "w") as f:
-    json.dump({"members": members, "format_version": 2, "rows_per_element": _CHUNK}, f)
+  meta = {"members": members, "format_version": 2, "rows_per_element": _CHUNK,
+          "sha256": _cache_files(cache_dir)}
+  tmp = manifest + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(meta, f)
+  os.replace(tmp, manifest)       # atomic: a manifest is whole or absent
   return _load_cache(cache_dir), True
 
 

@@ -337,24 +337,6 @@ def _strategy(name):
   return tf.distribute.get_strategy()
 
 
-class _FiniteLoss(keras.callbacks.Callback):
-  """Stops at the first non-finite batch loss and records where (no NaN student saved)."""
-
-  def __init__(self):
-    super().__init__()
-    self.where = None
-    self.epoch = 0
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self.epoch = epoch
-
-  def on_train_batch_end(self, batch, logs=None):
-    loss = (logs or {}).get("loss")
-    if loss is not None and not np.isfinite(loss):
-      self.where = (self.epoch, batch, float(loss))
-      self.model.stop_training = True
-
-
 class ResumableEarlyStopping(keras.callbacks.Callback):
   """Early stopping on `val_loss` whose state survives a killed run.
 
@@ -468,7 +450,7 @@ def _train(config, strategy, task, method, family, x_fit, z_fit, x_val, z_val, o
   train_data, steps_per_epoch = epoch_batches(x_fit, z_fit, config.batch_size,
                                               config.seed + 7, start_epoch, config.epochs)
   val_data = tf.data.Dataset.from_tensor_slices((x_val, z_val)).batch(1024)
-  finite = _FiniteLoss()
+  finite = td.callbacks.StopOnNonFiniteLoss()
   anneal_end = 0
   callbacks = []
   if anneal:
@@ -485,9 +467,8 @@ def _train(config, strategy, task, method, family, x_fit, z_fit, x_val, z_val, o
   history = student.fit(train_data, validation_data=val_data, epochs=config.epochs,
                         steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks)
   if finite.where is not None:
-    epoch, batch, value = finite.where
-    raise DistillError(f"The distillation loss became {value} at epoch {epoch + 1}, batch "
-                       f"{batch + 1}; nothing was saved. Try a lower --learning-rate.")
+    raise DistillError(f"{finite.message()} Nothing was saved; try a lower "
+                       "--learning-rate.")
   shutil.rmtree(backup, ignore_errors=True)      # finished: nothing left to resume
   return student, student_family, student_name, start_epoch, {
       k: [float(v) for v in values] for k, values in history.history.items()}
