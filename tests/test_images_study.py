@@ -130,7 +130,7 @@ def test_select_students_on_validation_images(tmp_path, load_or_skip):
 
 
 def test_cli_variant_choices_are_the_compared_variants():
-  parser = cli._parser()  # pylint: disable=protected-access
-  images_parser = parser._subparsers._group_actions[0].choices["images"]  # pylint: disable=protected-access
-  variant = next(a for a in images_parser._actions if a.dest == "variant")  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  commands = cli._parser()._subparsers._group_actions[0].choices
+  variant = next(a for a in commands["images"]._actions if a.dest == "variant")
   assert set(variant.choices) == set(images.VARIANTS)
