@@ -23,8 +23,7 @@ import time
 import numpy as np
 
 
-def _keras3_member(seed, filters, dense_units):
-  import keras  # pylint: disable=import-outside-toplevel
+def _keras3_member(keras, seed, filters, dense_units):
   keras.utils.set_random_seed(seed)
   return keras.Sequential([
       keras.Input((28, 28, 1)),
@@ -46,10 +45,11 @@ def main(argv=None):
   parser.add_argument("--student-epochs", type=int, default=15)
   parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
   args = parser.parse_args(argv)
-  import keras  # pylint: disable=import-outside-toplevel
+  from tfp_distill import _keras3  # pylint: disable=import-outside-toplevel
   from tfp_distill import cli  # pylint: disable=import-outside-toplevel
   from tfp_distill.datasets import images  # pylint: disable=import-outside-toplevel
 
+  keras = _keras3.module()        # Keras 3, as the user's own code would import it
   os.makedirs(args.out, exist_ok=True)
   (x, y), (x_test, y_test) = images.load_fashion_mnist()
   x, x_test = images.preprocess(x), images.preprocess(x_test)
@@ -68,7 +68,7 @@ def main(argv=None):
   start = time.perf_counter()
   paths = []
   for m in range(members):
-    model = _keras3_member(m, filters, dense_units)
+    model = _keras3_member(keras, m, filters, dense_units)
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=member_epochs, batch_size=128, verbose=0)

@@ -47,14 +47,23 @@ def test_all_is_complete():
 
 
 def test_no_tf_keras_or_keras3_import_in_the_package():
+  """tf_keras only in _keras.py, Keras 3 only in _keras3.py (also indented, lazy imports),
+  in the package and in the scripts."""
   import pathlib
+  import re
   root = pathlib.Path(td.__file__).parent
-  for path in root.rglob("*.py"):
+  keras3 = re.compile(r"^\s*(import keras\b|from keras\b)", re.M)
+  tf_keras = re.compile(r"^\s*(import tf_keras\b|from tf_keras\b)", re.M)
+  paths = list(root.rglob("*.py")) + list((root.parent / "scripts").glob("*.py"))
+  assert len(paths) > 20
+  for path in paths:
     text = path.read_text()
     assert "tf.keras" not in text.replace("`tf.keras`", "").replace(
         "``tf.keras``", "").replace("tf.keras.version", ""), path
     if path.name != "_keras.py":
-      assert "import tf_keras" not in text and "\nimport keras" not in text, path
+      assert not tf_keras.search(text), path
+    if path.name != "_keras3.py":
+      assert not keras3.search(text), path
 
 
 SNIPPET = """

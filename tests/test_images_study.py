@@ -122,6 +122,8 @@ def test_select_students_on_validation_images(tmp_path, load_or_skip):
                                  num_validation=200, variant_table=table)
   assert again["variants"]["a"] == result["variants"]["a"]
   assert "(chosen)" in (tmp_path / "selection.md").read_text()
+  for name in ("ensemble", "member"):
+    assert 0.1 <= result["reference"][name]["mean_confidence"] <= 1.0
   with pytest.raises(ValueError, match="Unknown variants"):
     images.select_students(str(tmp_path), config, variants=("zzz",), variant_table=table)
   with pytest.raises(ValueError, match="num_validation"):

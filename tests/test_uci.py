@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tfp_distill.datasets import uci as uci_data
+from tfp_distill.experiments import _common
 from tfp_distill.experiments import uci
 
 try:
@@ -223,7 +224,7 @@ def test_agreement_matches_numpy_and_scipy():
   rng = np.random.default_rng(3)
   reference = rng.lognormal(size=60).astype(np.float32)
   estimate = (reference * rng.lognormal(sigma=0.5, size=60)).astype(np.float32)
-  got = uci._agreement(estimate, reference)
+  got = _common.agreement(estimate, reference)
   r64, e64 = np.float64(reference), np.float64(estimate)
   np.testing.assert_allclose(got["pearson"], np.corrcoef(e64, r64)[0, 1], rtol=1e-5)
   np.testing.assert_allclose(got["spearman"], scipy.stats.spearmanr(e64, r64).statistic,

@@ -13,7 +13,7 @@ import sys
 import zipfile
 
 __all__ = ["Keras3Error", "is_keras3_object", "check_backend", "keras_file_version",
-           "load_model"]
+           "load_model", "module"]
 
 
 class Keras3Error(ValueError):
@@ -29,6 +29,15 @@ def _keras3():
   if not hasattr(keras, "Layer") or not str(keras.__version__).startswith("3"):
     raise Keras3Error(f"`import keras` gives Keras {keras.__version__}, not Keras 3.")
   return keras
+
+
+def module():
+  """The Keras 3 package (`import keras`), imported now; `Keras3Error` if it is missing.
+
+  For code outside the library that builds Keras 3 models (a teacher written the way a
+  user would), so that Keras 3 is imported in this one place.
+  """
+  return _keras3()
 
 
 def is_keras3_object(obj):

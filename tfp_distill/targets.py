@@ -19,8 +19,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["jittered_batches", "jittered_inputs", "service_targets", "teacher_targets",
-           "uniform_inputs"]
+__all__ = ["jittered_batches", "jittered_inputs", "mixup_inputs", "service_targets",
+           "teacher_targets", "uniform_inputs"]
 
 _CACHE_MANIFEST = "targets.json"
 
@@ -112,6 +112,26 @@ def jittered_inputs(x, scale, num_samples, seed=0):
       chunks).map(draw, num_parallel_calls=tf.data.AUTOTUNE).unbatch().take(
           int(num_samples)).apply(  # unbatch hides the size; Keras needs it per epoch
               tf.data.experimental.assert_cardinality(int(num_samples)))
+
+
+def mixup_inputs(x, num_samples, rng):
+  """Convex combinations lam x_i + (1 - lam) x_j of random pairs of rows, drawn once.
+
+  Inputs between the training points, where members disagree: distilling on them shows
+  a student epistemic uncertainty that the training points alone barely show.
+
+  Args:
+    x: float array [n, ...].
+    num_samples: int >= 0.
+    rng: `np.random.Generator`; i, j and then lam ~ U(0, 1) are drawn from it in that order.
+
+  Returns:
+    float array [num_samples, ...] of x's dtype.
+  """
+  x = np.asarray(x)
+  i, j = rng.integers(0, len(x), num_samples), rng.integers(0, len(x), num_samples)
+  lam = rng.uniform(size=(num_samples,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+  return lam * x[i] + (1. - lam) * x[j]
 
 
 def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=False):

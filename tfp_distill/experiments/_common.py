@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 
-__all__ = ["adam", "classification_metrics", "config_key", "write_report"]
+__all__ = ["adam", "agreement", "classification_metrics", "config_key", "write_report"]
 
 
 def config_key(config, fields=()):
@@ -48,6 +48,15 @@ def classification_metrics(labels, probs, quantile_ece=False):
     out["ece_quantile"] = float(m.expected_calibration_error(labels, probs, num_bins=15,
                                                              binning="quantile"))
   return out
+
+
+def agreement(estimate, reference):
+  """How well per-point uncertainties [n] match a reference's: Pearson, Spearman, MRE."""
+  import tfp_distill as td  # pylint: disable=import-outside-toplevel
+  m = td.metrics
+  return {"pearson": float(m.pearson_correlation(estimate, reference)),
+          "spearman": float(m.spearman_correlation(estimate, reference)),
+          "mean_relative_error": float(m.mean_relative_error(estimate, reference))}
 
 
 def write_report(out_dir, files, report, markdown):

@@ -246,10 +246,7 @@ def _extra_inputs(config, task, x, ensemble, rng):
     raise DistillError(f"extra_inputs={kind!r} needs the teacher's models to label the "
                        "extra inputs; precomputed outputs cover the training rows only.")
   if kind == "mixup":
-    n = len(x)
-    i, j = rng.integers(0, n, n), rng.integers(0, n, n)
-    lam = rng.uniform(size=(n,) + (1,) * (x.ndim - 1)).astype(np.float32)
-    return kind, lam * x[i] + (1. - lam) * x[j]
+    return kind, td.targets.mixup_inputs(x, len(x), rng)
   if kind == "jitter":
     scale = config.jitter_scale * x.std(axis=0, keepdims=True)
     rows = np.repeat(x, config.jitter_copies, axis=0)
@@ -411,7 +408,7 @@ def _saved_epoch(backup):
 def epoch_batches(x, z, batch_size, seed, start_epoch, epochs):
   """Batches (x, z) for epochs start_epoch .. epochs - 1, each in its own fixed order.
 
-  Epoch e reads the rows in the order `stateless_shuffle(range(n), [seed, e])`: the order
+  Epoch e reads the rows in the order `td.ensemble.member_permutation(n, seed, e)`: the order
   is a function of the epoch, not of how many epochs this process has run, so a run
   resumed at epoch e (`--resume`) sees exactly the batches an uninterrupted run sees.
 
@@ -423,8 +420,7 @@ def epoch_batches(x, z, batch_size, seed, start_epoch, epochs):
   x_t, z_t = tf.constant(x), tf.constant(z)
 
   def one_epoch(epoch):
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    order = td.ensemble.member_permutation(n, seed, epoch)
     return tf.data.Dataset.range(steps).map(
         lambda b: (tf.gather(x_t, order[b * batch_size:(b + 1) * batch_size]),
                    tf.gather(z_t, order[b * batch_size:(b + 1) * batch_size])))
@@ -534,12 +530,6 @@ def fidelity_figure(path, ensemble_u, student_u):
                                  title="The student's uncertainties vs the ensemble's")
 
 
-def _agreement(estimate, reference):
-  return {"pearson": float(td.metrics.pearson_correlation(estimate, reference)),
-          "spearman": float(td.metrics.spearman_correlation(estimate, reference)),
-          "mean_relative_error": float(td.metrics.mean_relative_error(estimate, reference))}
-
-
 def run_distill(config):
   """Runs `tfp-distill distill` and writes its report folder; returns the report dict.
 
@@ -632,7 +622,7 @@ def run_distill(config):
         metrics[name] = _regression_metrics(test.y, uu, nll)
   fidelity = {}
   if u["ensemble"] is not None:
-    fidelity = {part: _agreement(u["student"][part], u["ensemble"][part])
+    fidelity = {part: _common.agreement(u["student"][part], u["ensemble"][part])
                 for part in ("total", "aleatoric", "epistemic")
                 if part in u["student"] and part in u["ensemble"]}
   ood_result, roc_panels = {}, {}

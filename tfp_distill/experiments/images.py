@@ -183,10 +183,7 @@ def _extra_inputs(config, x):
     raise ValueError(f"extra_inputs must be 'mixup' or 'none', got "
                      f"{config.extra_inputs!r}.")
   n = config.num_extra if config.num_extra is not None else len(x)
-  rng = np.random.default_rng([config.seed, 11])
-  i, j = rng.integers(0, len(x), n), rng.integers(0, len(x), n)
-  lam = rng.uniform(size=(n,) + (1,) * (x.ndim - 1)).astype(x.dtype)
-  return lam * x[i] + (1. - lam) * x[j]
+  return td.targets.mixup_inputs(x, n, np.random.default_rng([config.seed, 11]))
 
 
 def _cnn(config, output_size, head, seed, name):
@@ -544,6 +541,9 @@ def select_students(out_dir, config=None, variants=tuple(VARIANTS), num_validati
             "reference": {name: _classification_metrics(y_val, u["prediction"])
                           for name, u in reference.items()},
             "variants": {}}
+  for name, u in reference.items():   # below the accuracy: underconfident
+    result["reference"][name]["mean_confidence"] = float(np.mean(np.max(u["prediction"],
+                                                                        axis=-1)))
   for variant in variants:
     variant_config = dataclasses.replace(base, **variant_table[variant])
     key = variant_config.key()
@@ -614,6 +614,11 @@ def selection_markdown(result):
                    f"{m['nll']:.4f} | {m['ece']:.4f} | "
                    f"{'-' if r is None else f'{r:.3f}'} | "
                    f"{entry['timings_s'].get(student, float('nan')):.0f} |")
+  confidence = "; ".join(f"{_LABELS[n]} {ref[n]['mean_confidence']:.4f} at accuracy "
+                         f"{ref[n]['accuracy']:.4f}" for n in ("ensemble", "member")
+                         if "mean_confidence" in ref[n])
+  if confidence:
+    lines += ["", f"Mean confidence (largest probability) on these images: {confidence}."]
   return "\n".join(lines) + "\n"
 
 

@@ -324,17 +324,9 @@ def _evaluate(model_name, model, family, x, y):
   return {k: np.asarray(u[k]) for k in keys}, float(nll)
 
 
-def _agreement(estimate, reference):
-  """How well per-point variances [n] match a reference's: Pearson, Spearman, MRE."""
-  return {"pearson": float(td.metrics.pearson_correlation(estimate, reference)),
-          "spearman": float(td.metrics.spearman_correlation(estimate, reference)),
-          "mean_relative_error": float(td.metrics.mean_relative_error(estimate,
-                                                                      reference))}
-
-
 def _fidelity(u, names):
   """{model: {part: agreement with the ensemble's part}} for every model in names."""
-  return {name: {part: _agreement(u[name][part], u["ensemble"][part])
+  return {name: {part: _common.agreement(u[name][part], u["ensemble"][part])
                  for part in PARTS[name]}
           for name in names if name in u}
 
