@@ -408,7 +408,7 @@ def _add_distill(commands):
                        default=None,
                        help="default (one device), mirrored (all local devices) or "
                             "multi-worker (MultiWorkerMirroredStrategy; TF_CONFIG per "
-                            "host, see docs/distributed.md)")
+                            "host, see docs/guide/distributed.md)")
   distill.add_argument("--resume", action="store_true", default=None,
                        help="continue a killed run from its last finished epoch "
                             "(--out/backup); without it a run starts afresh")
@@ -434,7 +434,7 @@ def _add_distill(commands):
       description="Starts one tf.data service server and serves until killed. A "
                   "dispatcher coordinates; workers compute the teacher's outputs for "
                   "`tfp-distill distill --data-service HOST:PORT`. See "
-                  "docs/distributed.md.")
+                  "docs/guide/distributed.md.")
   service.add_argument("role", choices=("dispatcher", "worker"))
   service.add_argument("--port", type=_positive_int, required=True,
                        help="port this server listens on")

@@ -1,0 +1,139 @@
+"""The docs site is checked, not hoped: it builds strictly, its examples run, it loads.
+
+- `mkdocs build --strict` (broken links, missing pages and references fail it);
+- every ```python block of the pages runs, in order, one namespace per page, unless the
+  line before its fence is `<!-- docs-test: skip (reason) -->` (getting-started.md
+  repeats the README's quickstarts, which tests/test_readme.py runs);
+- the built index and API reference pages load in headless Chromium (Debian's
+  `chromium`), and the reference lists `td.Distiller` and `td.predict_uncertainty`.
+  Without Chromium (or without mkdocs) the tests skip and say why, except where
+  TFP_DISTILL_REQUIRE_DATA=1 (as in .ci/run): there they fail.
+"""
+
+import importlib.util
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+REQUIRE_ENV = "TFP_DISTILL_REQUIRE_DATA"
+SKIP_MARK = "<!-- docs-test: skip"
+_FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def _skip_or_fail(reason):
+  if os.environ.get(REQUIRE_ENV) == "1":
+    pytest.fail(f"{reason} (and {REQUIRE_ENV}=1)")
+  pytest.skip(reason)
+
+
+def _python_blocks(text):
+  """(code, skipped) for each ```python block of a Markdown page."""
+  blocks = []
+  for m in _FENCE.finditer(text):
+    before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+    blocks.append((m.group(1), before.startswith(SKIP_MARK)))
+  return blocks
+
+
+def _pages():
+  """The hand-written pages (the study commands' reports are not examples)."""
+  return sorted([DOCS / "index.md", DOCS / "getting-started.md",
+                 *DOCS.glob("guide/*.md"), *DOCS.glob("api/*.md"),
+                 *DOCS.glob("studies/*.md")])
+
+
+def _runnable_pages():
+  return [p for p in _pages()
+          if any(not skipped for _, skipped in _python_blocks(p.read_text()))]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+  missing = [m for m in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers")
+             if importlib.util.find_spec(m) is None]
+  if missing:
+    _skip_or_fail(f"not installed: {', '.join(missing)}; pip install -e '.[docs]'")
+  out = tmp_path_factory.mktemp("site")
+  result = subprocess.run(
+      [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, check=False)
+  return out, result
+
+
+def test_site_builds_strictly(site):
+  out, result = site
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+  assert (out / "index.html").exists() and (out / "api" / "index.html").exists()
+  for page in ("getting-started", "guide/teacher", "studies/ods", "studies/reliability"):
+    assert (out / f"{page}.html").exists(), page
+
+
+@pytest.mark.parametrize("page", _runnable_pages(), ids=lambda p: str(p.relative_to(DOCS)))
+def test_page_examples_run(page, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  namespace = {"__name__": "__docs__"}
+  for i, (code, skipped) in enumerate(_python_blocks(page.read_text())):
+    if not skipped:
+      exec(compile(code, f"{page.relative_to(ROOT)} block {i}", "exec"), namespace)  # noqa: S102
+
+
+def test_every_guide_page_has_a_runnable_example():
+  pages = {p.name for p in _runnable_pages()}
+  guide = {p.name for p in DOCS.glob("guide/*.md")}
+  # Pages of prose, measurements and commands only:
+  assert guide - pages == {"design-notes.md", "distributed.md", "own-ensemble.md"}
+
+
+def test_skipped_blocks_say_why_and_repeat_the_readme():
+  readme_blocks = [code for code, _ in _python_blocks(README.read_text())]
+  for page in _pages():
+    text = page.read_text()
+    for line in text.splitlines():
+      if line.startswith(SKIP_MARK):
+        assert re.match(r"<!-- docs-test: skip \(.+\) -->$", line), (page, line)
+  started = [code for code, skipped in _python_blocks((DOCS / "getting-started.md").read_text())
+             if skipped]
+  # The getting-started page shows the README's quickstarts, unchanged.
+  assert started == readme_blocks and len(started) == 2
+
+
+def test_repository_paths_named_in_the_pages_exist():
+  """`docs/...` paths quoted in the pages (the studies name their reports) exist."""
+  missing = []
+  for page in _pages():
+    for path in re.findall(r"`(docs/[^`\s]+)`", page.read_text()):
+      if not (ROOT / path).exists():
+        missing.append((str(page.relative_to(ROOT)), path))
+  assert not missing, missing
+
+
+def _dump_dom(browser, html, tmp_path):
+  result = subprocess.run(
+      [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+       f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", html.as_uri()],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def test_site_loads_in_headless_chromium(site, tmp_path):
+  out, result = site
+  assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
+  browser = shutil.which("chromium") or shutil.which("chromium-browser")
+  if browser is None:
+    _skip_or_fail("headless Chromium is not installed (Debian: apt-get install chromium)")
+  index = _dump_dom(browser, out / "index.html", tmp_path)
+  assert "<title>tfp_distill</title>" in index
+  assert 'href="api/index.html"' in index and "Getting started" in index
+  api = _dump_dom(browser, out / "api" / "index.html", tmp_path)
+  for name in ("Distiller", "predict_uncertainty"):
+    assert re.search(rf'<h2 id="tfp_distill\.{name}"[^>]*>.*?{name}', api, re.S), name
