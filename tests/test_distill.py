@@ -3,11 +3,13 @@ source, and a one-line error for every bad input."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 import time
 
 import numpy as np
@@ -174,7 +176,7 @@ def _error(capsys, *argv):
   return message
 
 
-def test_bad_inputs_exit_with_one_line(files, tmp_path, capsys):
+def test_bad_inputs_exit_with_one_line(files, tmp_path, capsys, monkeypatch):
   root, paths = files
   train = root / "train.npz"
   assert "nope.keras does not exist" in _error(capsys, "--teacher", tmp_path / "nope.keras",
@@ -205,6 +207,25 @@ def test_bad_inputs_exit_with_one_line(files, tmp_path, capsys):
   np.savez(tmp_path / "z_inf.npz", z=z)
   assert "first at row 7, member 2" in _error(capsys, "--teacher", tmp_path / "z_inf.npz",
                                               "--train", train, "--out", tmp_path)
+  # A loss that turns NaN at one marked row (the losses hold up even to logits of 3e38,
+  # so the divergence is injected): one line, the step and batch, nothing saved.
+  z = np.load(root / "z.npz")["z"].copy()
+  z[:40, 1, 0] = 1234.5           # some of these rows land in the training share
+  np.savez(tmp_path / "z_marked.npz", z=z)
+  original = td.losses.DirichletNLL.call
+
+  def diverging(self, y_true, y_pred):
+    marked = tf.reduce_any(tf.equal(y_true, 1234.5), axis=[1, 2])
+    return tf.where(marked, np.nan, original(self, y_true, y_pred))
+
+  monkeypatch.setattr(td.losses.DirichletNLL, "call", diverging)
+  message = _error(capsys, "--teacher", tmp_path / "z_marked.npz", "--train", train,
+                   "--out", tmp_path / "diverged")
+  monkeypatch.undo()
+  assert "The training loss became nan at epoch 1, batch" in message
+  assert re.search(r"\d+ of \d+ per-example losses non-finite, the first at row \d+",
+                   message) and "Nothing was saved" in message
+  assert not (tmp_path / "diverged" / "student.keras").exists()
   y = np.load(train)["y"].copy()
   y[9] = 5
   np.savez(tmp_path / "labels.npz", x=np.load(train)["x"], y=y)
@@ -362,6 +383,67 @@ def test_data_service_worker_process_serves_the_local_targets(files, tmp_path):
     for server in servers:
       server.kill()
       server.wait()
+
+
+def _slow_teacher(x):
+  """x [batch, 4] -> z [batch, 2, 3]: a few ms of work per batch, so a stream of many
+  batches is still running when a worker is killed."""
+  w = tf.random.stateless_normal([64, 64], [1, 2]) / 8.0
+  h = tf.tile(x, [1, 16])
+  h = tf.foldl(lambda acc, _: tf.tanh(acc @ w), tf.range(40), initializer=h)
+  return tf.reshape(h[:, :6], [-1, 2, 3])
+
+
+def test_a_worker_killed_mid_stream_loses_nothing(tmp_path, monkeypatch):
+  """A fault-tolerant dispatcher (--work-dir) and two workers; one worker is killed with
+  SIGKILL after the 5th batch arrives and restarted at the same address, as an
+  orchestrator would. The batches it held are lost from the job and asked for again:
+  the targets equal the local ones and a student trains on them."""
+  dispatcher_port, port_a, port_b = _free_ports(3)
+  address = f"localhost:{dispatcher_port}"
+
+  def start(*argv):
+    proc = subprocess.Popen([sys.executable, "-m", "tfp_distill", "data-service", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_line(proc, "serving on port")
+    return proc
+
+  worker = ["worker", "--dispatcher", address, "--port"]
+  servers = [start("dispatcher", "--port", str(dispatcher_port), "--work-dir",
+                   str(tmp_path / "journal")),
+             start(*worker, str(port_a)), start(*worker, str(port_b))]
+  events = []
+
+  class KillingBar(td.targets.tqdm):
+    def update(self, n=1):
+      super().update(n)
+      events.append(n)
+      if len(events) == 5:
+        servers[1].send_signal(signal.SIGKILL)
+        servers[1].wait()
+        servers.append(start(*worker, str(port_a)))   # back at the same address
+
+  monkeypatch.setattr(td.targets, "tqdm", KillingBar)
+  x = np.random.default_rng(0).normal(size=(4000, 4)).astype(np.float32)
+  try:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      served = td.targets.service_targets(_slow_teacher, x, address, batch_size=16)
+  finally:
+    for server in servers:
+      server.kill()
+      server.wait()
+  assert servers[1].returncode == -signal.SIGKILL
+  local = np.concatenate([_slow_teacher(x[i:i + 16]).numpy() for i in range(0, 4000, 16)])
+  np.testing.assert_allclose(served, local, rtol=1e-5, atol=1e-6)
+  lost = [str(w.message) for w in caught if "asking for them again" in str(w.message)]
+  print("lost and retried:", lost)
+  head = td.heads.MultivariateNormalTriLHead
+  student = td.models.mlp((4,), [8], head.params_size(3), head=head(3))
+  distiller = td.Distiller(student, None, td.losses.EnsembleNLL())
+  distiller.compile(keras.optimizers.Adam(1e-3))
+  history = distiller.fit(x, served, batch_size=256, epochs=1, verbose=0)
+  assert np.isfinite(history.history["loss"][-1])
 
 
 def test_a_users_backbone_gets_the_head(files, tmp_path, capsys):

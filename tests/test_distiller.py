@@ -92,6 +92,17 @@ ref = single.evaluate(data, verbose=0)
 mirrored = distiller.evaluate(data, verbose=0)
 assert abs(ref - mirrored) < 1e-4 * max(1.0, abs(ref)), (ref, mirrored)
 assert losses[-1] < losses[0], losses
+# A divergent batch under two replicas: the run raises, and the weights stay finite
+# (zero-gradient updates: the optimizer's all-reduce cannot sit in a branch).
+bad = x.copy()
+bad[70] = 1e30                                    # step 2 (0-based), replica 0's share
+try:
+  distiller.fit(tf.data.Dataset.from_tensor_slices(bad).batch(32), epochs=2, verbose=0)
+  raise AssertionError("no NonFiniteLossError")
+except td.callbacks.NonFiniteLossError as error:
+  assert "at epoch 1, batch 3 (step 3)" in str(error), error
+  assert "zero gradients" in str(error), error
+assert all(np.isfinite(w).all() for w in student.get_weights())
 print("ok", losses)
 """
 
@@ -103,3 +114,66 @@ def test_distiller_under_mirrored_strategy_on_two_logical_cpus():
                        text=True)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.startswith("ok")
+
+
+def _divergent_data(rows=160, bad_row=75, batch=16):
+  x = np.random.default_rng(0).normal(size=(rows, 1)).astype(np.float32)
+  x[bad_row] = 1e30                  # finite, but the student's loss there overflows
+  return x, tf.data.Dataset.from_tensor_slices(x).batch(batch)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_divergent_step_stops_fit_loudly_and_is_not_applied(jit_compile):
+  """Row 75 is row 11 of batch 4 (0-based): fit raises at that step with its statistics,
+  and the student's weights are exactly those after the four batches before it."""
+  ens, student = _setup()
+  initial = student.get_weights()
+  x, data = _divergent_data()
+  distiller = td.Distiller(student, ens, loss=td.losses.EnsembleNLL())
+  distiller.compile(keras.optimizers.Adam(1e-2), jit_compile=jit_compile,
+                    steps_per_execution=3)   # the bad step is inside a group of three
+  with pytest.raises(td.callbacks.NonFiniteLossError) as raised:
+    distiller.fit(data, epochs=3, verbose=0)
+  message = str(raised.value)
+  assert "at epoch 1, batch 5 (step 5)" in message
+  assert "1 of 16 per-example losses non-finite, the first at row 11" in message
+  assert "inputs min" in message and "max 1e+30" in message
+  assert "were not applied" in message and "learning rate 0.01" in message
+  report = distiller.nonfinite_report()
+  assert report["step"] == 4 and report["first_nonfinite_example"] == 11
+  assert report["input_max"] == pytest.approx(1e30, rel=1e-6)
+  assert int(distiller.optimizer.iterations.numpy()) == 4   # steps 0-3 only
+  # The same student trained on the first four batches alone.
+  ens2, reference = _setup()
+  reference.set_weights(initial)
+  clean = td.Distiller(reference, ens2, loss=td.losses.EnsembleNLL())
+  clean.compile(keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
+  clean.fit(tf.data.Dataset.from_tensor_slices(x[:64]).batch(16), epochs=1, verbose=0)
+  for a, b in zip(student.get_weights(), reference.get_weights()):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  # Until reset, later fits apply nothing and raise again at their first step.
+  with pytest.raises(td.callbacks.NonFiniteLossError):
+    distiller.fit(tf.data.Dataset.from_tensor_slices(x[:32]).batch(16), verbose=0)
+  distiller.reset_nonfinite()
+  distiller.fit(tf.data.Dataset.from_tensor_slices(x[:32]).batch(16), verbose=0)
+  assert int(distiller.optimizer.iterations.numpy()) == 6
+
+
+def test_on_nonfinite_ignore_is_plain_keras_and_a_users_callback_decides():
+  ens, student = _setup()
+  _, data = _divergent_data()
+  distiller = td.Distiller(student, ens, loss=td.losses.EnsembleNLL(), on_nonfinite="ignore")
+  distiller.compile(keras.optimizers.Adam(1e-2))
+  history = distiller.fit(data, epochs=1, verbose=0)           # no error: Keras' behaviour
+  assert not np.isfinite(history.history["loss"][-1])
+  assert not all(np.isfinite(w).all() for w in student.get_weights())
+  # A StopOnNonFiniteLoss of the user's (raise_error=False) replaces the raising one.
+  ens, student = _setup()
+  distiller = td.Distiller(student, ens, loss=td.losses.EnsembleNLL())
+  distiller.compile(keras.optimizers.Adam(1e-2))
+  stop = td.callbacks.StopOnNonFiniteLoss()
+  distiller.fit(data, epochs=2, verbose=0, callbacks=[stop])
+  assert stop.where[:2] == (0, 4) and stop.details["step"] == 4
+  assert all(np.isfinite(w).all() for w in student.get_weights())
+  with pytest.raises(ValueError, match="on_nonfinite"):
+    td.Distiller(student, ens, loss=td.losses.EnsembleNLL(), on_nonfinite="warn")

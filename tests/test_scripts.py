@@ -18,6 +18,7 @@ def _load(name):
 def test_throughput_smoke(tmp_path):
   result = _load("throughput").main(["--smoke", "--json", str(tmp_path / "t.json")])
   for key in ("teacher_in_tf_data_examples_per_s", "teacher_in_train_step_examples_per_s",
+              "teacher_in_train_step_unguarded_examples_per_s",
               "student_quadrature_ms", "student_monte_carlo_ms", "ensemble_ms"):
     assert math.isfinite(result[key]) and result[key] > 0, key
   assert (tmp_path / "t.json").exists()
@@ -160,6 +161,52 @@ def test_images_select_smoke(tmp_path, capsys):
   assert (tmp_path / "selection.json").exists()
   with pytest.raises(SystemExit):
     _load("images_select").main(["--smoke", "--variants", "nope", "--out", str(tmp_path)])
+
+
+def test_divergence_sweep_smoke_and_its_counts(tmp_path):
+  import pytest
+  from tfp_distill.datasets import images as images_data
+  from tfp_distill.datasets import uci as uci_data
+  try:
+    uci_data.data_dir()
+    images_data.load_fashion_mnist()
+  except FileNotFoundError as error:  # pragma: no cover - CI has both
+    pytest.skip(f"data source missing: {error}")
+  module = _load("divergence_sweep")
+  summary = module.main(["--smoke", "--quiet", "--datasets", "yacht", "--out",
+                         str(tmp_path)])
+  for kind in ("full", "diagonal", "mixture"):
+    cell = summary["uci"]["yacht"][kind]
+    assert cell["runs"] == 2 and cell["non_finite"] == 0 and math.isfinite(
+        cell["nll"]["mean"])
+  assert {s: c["runs"] for s, c in summary["images"]["10x"].items()} == {
+      "dirichlet": 1, "gaussian": 1, "mixture": 1}
+  lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+  assert len(lines) == 5                       # 2 UCI seeds + 3 image students
+  module.main(["--smoke", "--quiet", "--datasets", "yacht", "--out", str(tmp_path)])
+  assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 5   # all reused
+  # The counts, on hand-made runs: one diverged UCI student, one diverged image student.
+  uci_runs = [{"dataset": "d", "seed": s, "ensemble_finite": True, "seconds": 1.0,
+               "ensemble_seconds": 2.0, "students": {
+                   "full": {"finite": s != 1, "nll": None if s == 1 else 1.0 + s,
+                            "error": "The training loss became nan" if s == 1 else None}}}
+              for s in range(3)]
+  image_runs = [{"student": "gaussian", "lr_factor": 3.0, "seed": s, "finite": s == 0,
+                 "accuracy": 0.5 if s == 0 else None, "nll": 1.0 if s == 0 else None,
+                 "error": None if s == 0 else "boom", "seconds": 1.0, "test_images": 7}
+                for s in range(2)]
+  args = module.argparse.Namespace(seeds=3, image_train=5, image_epochs=1, image_seeds=2,
+                                   image_lr_factors="3")
+  counted = module.summarize(uci_runs, image_runs, args)
+  cell = counted["uci"]["d"]["full"]
+  assert (cell["runs"], cell["non_finite"]) == (3, 1)
+  assert cell["nll"] == {"mean": 2.0, "sd": math.sqrt(2.0), "n": 2}   # seeds 0 and 2
+  assert counted["images"]["3x"]["gaussian"]["non_finite"] == 1
+  assert counted["uci_seconds"] == 5.0
+  text = module.markdown(counted)
+  assert "| d | yes | 1/3, NLL 2.000 ± 1.414 |" in text
+  assert "- UCI d full seed 1: The training loss became nan" in text
+  assert "- images 3x gaussian seed 1: boom" in text
 
 
 def test_own_ensemble_example_smoke(tmp_path):

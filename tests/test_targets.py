@@ -188,6 +188,54 @@ def test_a_cache_whose_writer_was_killed_is_rebuilt(ensemble, tmp_path):
   assert "sha256" in json.loads((folder / "targets.json").read_text())
 
 
+SLOW_TEACHER = """
+import tensorflow as tf
+
+def slow_teacher(x):       # x [batch, 1] -> z [batch, 3, 2], about 1 ms per row
+  w = tf.random.stateless_normal([64, 64], [1, 2]) / 8.0
+  h = tf.foldl(lambda acc, _: tf.tanh(acc @ w), tf.range(200),
+               initializer=tf.tile(x, [1, 64]))
+  return tf.reshape(h[:, :6], [-1, 3, 2])
+"""
+
+
+def test_a_cache_writer_killed_with_sigkill_is_detected_and_rebuilt(tmp_path):
+  """A real kill: a process writing the cache is sent SIGKILL once its first shard file
+  exists. The next run finds no manifest, warns, rebuilds, and gets the teacher's outputs
+  (never the partial files)."""
+  import signal  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "cache"
+  writer = SLOW_TEACHER + f"""
+import numpy as np
+import tfp_distill as td
+x = np.linspace(-1, 1, 6000, dtype=np.float32)[:, None]
+list(td.teacher_targets(x, slow_teacher, batch_size=500, cache_dir={str(folder)!r}))
+"""
+  proc = subprocess.Popen([sys.executable, "-c", writer], stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while not any(p.stat().st_size for p in folder.rglob("*.snapshot")):
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.monotonic() < deadline, "the writer wrote nothing in 300 s"
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  assert proc.wait() == -signal.SIGKILL
+  assert not (folder / "targets.json").exists()       # killed before it finished
+  namespace = {}
+  exec(SLOW_TEACHER, namespace)  # noqa: S102
+  x = np.linspace(-1, 1, 6000, dtype=np.float32)[:, None]
+  with pytest.warns(RuntimeWarning, match="has no manifest: its writer was stopped"):
+    ds = td.teacher_targets(x, namespace["slow_teacher"], batch_size=6000,
+                            cache_dir=str(folder), shuffle=False)
+  (xb, zb), = list(ds)
+  order = np.argsort(xb.numpy()[:, 0], kind="stable")
+  np.testing.assert_allclose(zb.numpy()[order], namespace["slow_teacher"](x).numpy(),
+                             rtol=1e-5, atol=1e-6)
+  assert (folder / "targets.json").exists()
+
+
 def test_a_corrupted_cache_shard_is_named(ensemble, tmp_path):
   x = np.linspace(-1, 1, 50, dtype=np.float32)[:, None]
   folder = tmp_path / "cache"

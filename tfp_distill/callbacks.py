@@ -1,4 +1,5 @@
-"""Keras callbacks: a tqdm progress bar, and the temperature schedule of EnD^2.
+"""Keras callbacks: a tqdm progress bar, the temperature schedule of EnD^2, and a loud
+stop on a non-finite loss.
 
 #### References
 
@@ -11,8 +12,8 @@ from tqdm.auto import tqdm
 
 from tfp_distill._keras import keras
 
-__all__ = ["ProgressBar", "StopOnNonFiniteLoss", "TemperatureAnnealing",
-           "annealed_temperature"]
+__all__ = ["NonFiniteLossError", "ProgressBar", "StopOnNonFiniteLoss",
+           "TemperatureAnnealing", "annealed_temperature"]
 
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
@@ -155,32 +156,86 @@ class TemperatureAnnealing(keras.callbacks.Callback):
     return cls(**config)
 
 
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or Inf loss (or gradient); the message says where and why."""
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-  """Stops training at the first batch whose loss is NaN or Inf, and records where.
+  """Stops training at the first batch whose loss is NaN or Inf, and says where.
 
   Unlike `keras.callbacks.TerminateOnNaN` it keeps the place (`where`: (epoch, batch,
-  loss), 0-based) so the caller can say it, and the caller decides what to save: nothing,
-  in `tfp-distill distill`, so no NaN weights are ever written. Checking every batch
-  reads the loss back from the device once per step.
+  loss), 0-based) and, when the model is a `td.Distiller`, the batch's statistics
+  (`details`: `Distiller.nonfinite_report()`: the step, how many examples were
+  non-finite and the first of them, the inputs', targets' and gradient's ranges), and
+  `message()` says all of it in one paragraph. With `raise_error=True` it raises
+  `NonFiniteLossError` at once, so code after `fit` (a `save`) does not run; otherwise
+  the caller decides (in `tfp-distill distill`: nothing is saved). `td.Distiller.fit`
+  adds one with `raise_error=True` by itself. Checking every batch reads one value back
+  from the device per `steps_per_execution` group.
   """
 
-  def __init__(self):
+  def __init__(self, raise_error=False):
     super().__init__()
+    self.raise_error = bool(raise_error)
     self.where = None
+    self.details = None
     self.epoch = 0
+    self._first_step = 0
 
   def on_epoch_begin(self, epoch, logs=None):
     self.epoch = epoch
+    counter = getattr(self.model, "_train_counter", None)
+    self._first_step = int(counter.numpy()) if counter is not None else 0
 
   def on_train_batch_end(self, batch, logs=None):
+    report = getattr(self.model, "nonfinite_report", None)
+    details = report() if callable(report) else None
     loss = (logs or {}).get("loss")
-    if loss is not None and not np.isfinite(loss):
-      self.where = (self.epoch, batch, float(loss))
-      self.model.stop_training = True
+    if details is None and (loss is None or np.isfinite(loss)):
+      return
+    if details is not None:
+      self.details = details
+      batch = details["step"] - self._first_step
+      if not np.isfinite(details["loss"]) or loss is None:
+        loss = details["loss"]
+    self.where = (self.epoch, int(batch), float(loss))
+    self.model.stop_training = True
+    if self.raise_error:
+      raise NonFiniteLossError(self.message())
 
   def message(self):
-    """One line saying where the loss became non-finite (None if it did not)."""
+    """One paragraph saying where the loss became non-finite (None if it did not)."""
     if self.where is None:
       return None
     epoch, batch, value = self.where
-    return f"The training loss became {value} at epoch {epoch + 1}, batch {batch + 1}."
+    text = f"The training loss became {value} at epoch {epoch + 1}, batch {batch + 1}."
+    d = self.details
+    if d is None:
+      return text
+    rows = (f"{d['nonfinite_examples']} of {d['batch_size']} per-example losses "
+            f"non-finite" + (f", the first at row {d['first_nonfinite_example']}"
+                             if d["first_nonfinite_example"] >= 0 else ""))
+    stats = "; ".join(
+        f"{name} min {d[key + '_min']:.4g}, max {d[key + '_max']:.4g}, mean |.| "
+        f"{d[key + '_mean_abs']:.4g}, {d[key + '_nonfinite']} non-finite"
+        for name, key in (("inputs", "input"), ("targets", "target")))
+    if np.isfinite(d["loss"]):   # a multi-replica step: the record is the first replica's
+      rows = (f"(the statistics are of the first replica's share, whose loss "
+              f"{d['loss']:.4g} was finite) " + rows)
+    lr = _learning_rate(self.model)
+    return (f"{text[:-1]} (step {d['step'] + 1}): {rows}; {stats}; gradient norm "
+            f"{d['gradient_norm']:.4g} over its finite entries, {d['gradient_nonfinite']} "
+            f"non-finite" + (f"; learning rate {lr:.4g}" if lr is not None else "")
+            + (". That step's update and any after it were not applied: the student keeps "
+               "the weights it had before it." if d.get("update") == "skipped" else
+               ". That step and any after it were applied with zero gradients: the "
+               "student's weights stay finite.")
+            + " Lower the learning rate or check those inputs.")
+
+
+def _learning_rate(model):
+  """The optimizer's current learning rate as a float, or None."""
+  try:
+    return float(np.asarray(model.optimizer.learning_rate))
+  except Exception:  # pylint: disable=broad-except
+    return None

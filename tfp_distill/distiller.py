@@ -12,6 +12,8 @@ perturbation, which may need the teacher's gradients) runs inside the compiled t
 step, on the accelerator when there is one, and under `tf.distribute` strategies.
 """
 
+import inspect
+
 import tensorflow as tf
 
 from tfp_distill._keras import keras
@@ -29,6 +31,14 @@ class Distiller(keras.Model):
       (`td.losses.EnsembleNLL()`, `td.losses.MixtureKL(family)`, ...).
     perturbation: None, or callable `(x, teacher, seed) -> x'` applied before the teacher.
     seed: int, base of the per-step perturbation seeds.
+    on_nonfinite: "raise" (the default) or "ignore". With "raise", a step whose loss (or,
+      outside mixed precision, whose gradient) is NaN or Inf is not applied, nor is any
+      step after it, so the student keeps the weights it had before that step; the
+      step's batch statistics are recorded (`nonfinite_report`; under a multi-replica
+      strategy those updates are made with zero gradients instead of skipped) and `fit` raises
+      `td.callbacks.NonFiniteLossError` at the end of that step (of its
+      `steps_per_execution` group), saying which step and what the batch held.
+      "ignore" applies every update as plain Keras does.
     labels_on: "clean" or "perturbed": which input the loss's labelled term sees when a
       perturbation is set and batches carry labels. "clean" (the default, as in Nam et
       al.'s code [1]) runs the student on x and on x' and adds `loss.label_term(y,
@@ -58,19 +68,30 @@ class Distiller(keras.Model):
   """
 
   def __init__(self, student, teacher, loss, perturbation=None, seed=0, labels_on="clean",
-               **kwargs):
+               on_nonfinite="raise", **kwargs):
     super().__init__(**kwargs)
     if not callable(loss):
       raise TypeError(f"loss must be a callable loss, got {loss!r}.")
     if labels_on not in ("clean", "perturbed"):
       raise ValueError(f'labels_on must be "clean" or "perturbed", got {labels_on!r}.')
+    if on_nonfinite not in ("raise", "ignore"):
+      raise ValueError(f'on_nonfinite must be "raise" or "ignore", got {on_nonfinite!r}.')
     self.labels_on = labels_on
+    self.on_nonfinite = on_nonfinite
     self.student = student
     self.teacher = teacher
     self.distill_loss = loss
     self.perturbation = perturbation
     self.seed = int(seed)
     self.loss_tracker = keras.metrics.Mean(name="loss")
+    # Per replica (no collective to assign them inside a branch); read from the first.
+    on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    self._nonfinite_step = tf.Variable(tf.constant(-1, tf.int64), name="nonfinite_step",
+                                       **on_read)
+    self._nonfinite_stats = tf.Variable(tf.zeros([len(_STATS)], tf.float32),
+                                        name="nonfinite_stats", **on_read)
+    self._zeroed_updates = False    # set when traced under a multi-replica strategy
 
   @property
   def metrics(self):
@@ -131,10 +152,87 @@ class Distiller(keras.Model):
       dist = self.student(x, training=True)
       clean_dist = None if x_clean is None else self.student(x_clean, training=True)
       loss, per_example = self._loss(targets, dist, training=True, clean_dist=clean_dist)
-    # minimize() scales the loss when the optimizer is a LossScaleOptimizer (float16).
-    self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
+    if self.on_nonfinite == "ignore":
+      # minimize() scales the loss when the optimizer is a LossScaleOptimizer (float16).
+      self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
+    else:
+      self._guarded_step(tape, loss, per_example, x, targets)
     self.loss_tracker.update_state(per_example)
     return {"loss": self.loss_tracker.result()}
+
+  def _guarded_step(self, tape, loss, per_example, x, targets):
+    """Applies the update unless this or an earlier step was non-finite (on_nonfinite)."""
+    variables = self.student.trainable_variables
+    scaled = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
+    if scaled:
+      with tape:
+        scaled_loss = self.optimizer.get_scaled_loss(loss)
+      grads = self.optimizer.get_unscaled_gradients(tape.gradient(scaled_loss, variables))
+    else:
+      grads = tape.gradient(loss, variables)
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    grads = [g for g, _ in pairs]
+    bad_grads = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32))
+                          for g in grads]) if grads else tf.constant(0.0)
+    # A LossScaleOptimizer skips steps with non-finite gradients itself (float16 overflow
+    # is expected there); only a non-finite loss is divergence then.
+    bad = tf.cast(~tf.math.is_finite(loss), tf.float32) + (0.0 if scaled else bad_grads)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+      bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)   # one decision for all
+    healthy = tf.logical_and(bad == 0.0, self._nonfinite_step < 0)
+    first = tf.logical_and(bad > 0.0, self._nonfinite_step < 0)
+
+    def record():
+      self._nonfinite_stats.assign(_batch_statistics(x, targets, per_example, loss, grads,
+                                                     bad_grads))
+      self._nonfinite_step.assign(tf.cast(self._train_counter, tf.int64))
+      return tf.constant(True)
+
+    def apply():
+      self.optimizer.apply_gradients(pairs)
+      return tf.constant(True)
+
+    tf.cond(first, record, lambda: tf.constant(False))
+    if context is not None and context.num_replicas_in_sync > 1:
+      # The optimizer's gradient all-reduce cannot sit inside a branch: every replica
+      # applies zero gradients instead (finite weights; Adam's momentum still moves them).
+      self._zeroed_updates = True
+      self.optimizer.apply_gradients(
+          [(tf.where(healthy, g, tf.zeros_like(g)), v) for g, v in pairs])
+    else:
+      tf.cond(healthy, apply, lambda: tf.constant(False))
+
+  def nonfinite_report(self):
+    """None, or {"step": the 0-based train step whose loss/gradient was non-finite, and
+    that batch's statistics (see `_STATS`)}. Read by `td.callbacks.StopOnNonFiniteLoss`."""
+    step = int(self._nonfinite_step.numpy())
+    if step < 0:
+      return None
+    report = dict(zip(_STATS, (float(v) for v in self._nonfinite_stats.numpy())))
+    for key in ("batch_size", "nonfinite_examples", "first_nonfinite_example",
+                "input_nonfinite", "target_nonfinite", "gradient_nonfinite"):
+      report[key] = int(report[key])
+    report["step"] = step
+    report["update"] = "zeroed" if self._zeroed_updates else "skipped"
+    return report
+
+  def reset_nonfinite(self):
+    """Forgets a recorded non-finite step, so that `fit` applies updates again."""
+    self._nonfinite_step.assign(-1)
+
+  def fit(self, *args, **kwargs):
+    """`keras.Model.fit`; with on_nonfinite="raise" a `StopOnNonFiniteLoss(raise_error=
+    True)` is added unless the callbacks already hold a `StopOnNonFiniteLoss`."""
+    if self.on_nonfinite == "raise":
+      from tfp_distill import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
+      bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+      given = list(bound.arguments.get("callbacks") or [])
+      if not any(isinstance(c, callbacks_lib.StopOnNonFiniteLoss) for c in given):
+        bound.arguments["callbacks"] = given + [
+            callbacks_lib.StopOnNonFiniteLoss(raise_error=True)]
+      args, kwargs = bound.args[1:], bound.kwargs
+    return super().fit(*args, **kwargs)
 
   def test_step(self, data):
     x, x_clean, targets = self._targets(data)
@@ -143,3 +241,41 @@ class Distiller(keras.Model):
     _, per_example = self._loss(targets, dist, training=False, clean_dist=clean_dist)
     self.loss_tracker.update_state(per_example)
     return {"loss": self.loss_tracker.result()}
+
+
+# What `nonfinite_report` gives about the first non-finite step's batch (per replica).
+_STATS = ("loss", "batch_size", "nonfinite_examples", "first_nonfinite_example",
+          "input_min", "input_max", "input_mean_abs", "input_nonfinite",
+          "target_min", "target_max", "target_mean_abs", "target_nonfinite",
+          "gradient_norm", "gradient_nonfinite")
+
+
+def _summary(tensors):
+  """[min, max, mean |.|, non-finite count] over the finite entries of float tensors."""
+  flat = [tf.reshape(tf.cast(t, tf.float32), [-1]) for t in tf.nest.flatten(tensors)
+          if t is not None and (t.dtype.is_floating or t.dtype.is_integer)]
+  if not flat:
+    return [tf.constant(float("nan"))] * 3 + [tf.constant(0.0)]
+  values = tf.concat(flat, 0)
+  finite = tf.math.is_finite(values)
+  count = tf.reduce_sum(tf.cast(finite, tf.float32))
+  return [tf.reduce_min(tf.where(finite, values, float("inf"))),
+          tf.reduce_max(tf.where(finite, values, -float("inf"))),
+          tf.reduce_sum(tf.where(finite, tf.abs(values), 0.0)) / tf.maximum(count, 1.0),
+          tf.cast(tf.size(values), tf.float32) - count]
+
+
+def _batch_statistics(x, targets, per_example, loss, grads, bad_grads):
+  """The `_STATS` of one step as a float32 vector (XLA-friendly: no boolean masks)."""
+  bad_rows = ~tf.math.is_finite(per_example)
+  grad_norm = (tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.where(tf.math.is_finite(g), g,
+                                                                    tf.zeros_like(g))))
+                                 for g in grads])) if grads else tf.constant(0.0))
+  first_bad = tf.cond(tf.reduce_any(bad_rows),
+                      lambda: tf.cast(tf.argmax(tf.cast(bad_rows, tf.int32)), tf.float32),
+                      lambda: tf.constant(-1.0))
+  return tf.stack([tf.cast(loss, tf.float32),
+                   tf.cast(tf.size(per_example), tf.float32),
+                   tf.reduce_sum(tf.cast(bad_rows, tf.float32)), first_bad,
+                   *_summary(x), *_summary(targets), tf.cast(grad_norm, tf.float32),
+                   bad_grads])

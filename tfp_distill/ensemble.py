@@ -612,7 +612,9 @@ def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
   trainer.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   steps_per_execution=steps_per_execution)
   bar = callbacks_lib.ProgressBar(f"ensemble of {num_members}", disable=not verbose)
-  history = trainer.fit(stream, epochs=epochs, verbose=0, callbacks=[bar])
+  # A member whose loss turns NaN/Inf stops training at once, saying where.
+  history = trainer.fit(stream, epochs=epochs, verbose=0, callbacks=[
+      bar, callbacks_lib.StopOnNonFiniteLoss(raise_error=True)])
   ensemble = Ensemble(members, family=family, vectorize=vectorize)
   ensemble.history = history
   ensemble.training_vectorized = False

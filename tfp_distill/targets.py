@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 __all__ = ["jittered_batches", "jittered_inputs", "mixup_inputs", "service_targets",
            "teacher_targets", "uniform_inputs"]
@@ -443,52 +444,81 @@ def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_i
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def service_targets(ensemble, x, service, batch_size=1024, job_name=None):
+def service_targets(ensemble, x, service, batch_size=1024, job_name=None, retries=3,
+                    verbose=0):
   """The teacher's outputs at x, computed by tf.data service workers.
 
   ```none
   batch index b ──► (b, ensemble(x[b B:(b + 1) B]))   on the service's workers
                          (the dataset graph carries the teacher and x)
   here: reassemble by b ──► z [n, members, params], the rows of x in order
+        batches lost to a worker failure ──► asked for again, in a new job
   ```
   The batches are split among the workers ("distributed_epoch": each batch is computed
   once, by whichever worker is free) and put back in order here, so the result equals
   `ensemble.predict_targets(x)`. Start the servers with `tfp-distill data-service
-  dispatcher --port P` and `tfp-distill data-service worker --port Q --dispatcher
-  HOST:P` (or TensorFlow's `DispatchServer` / `WorkerServer`). The graph sent to the
-  workers holds x and the teacher's weights as constants: for inputs or teachers of
-  gigabytes, let workers read the data themselves (not built here).
+  dispatcher --port P [--work-dir DIR]` and `tfp-distill data-service worker --port Q
+  --dispatcher HOST:P` (or TensorFlow's `DispatchServer` / `WorkerServer`). The graph
+  sent to the workers holds x and the teacher's weights as constants: for inputs or
+  teachers of gigabytes, let workers read the data themselves (not built here).
+
+  Faults: "distributed_epoch" visits each batch at most once, so the batches a worker
+  held when it died are lost from the job; they are asked for again in a new job (up to
+  `retries` times). TensorFlow's client waits for a dead worker to come back at the same
+  address (as an orchestrator restarts it), and the dispatcher survives its own restart
+  with `--work-dir` (fault-tolerant mode); a worker that never comes back stalls the job.
 
   Args:
     ensemble: `td.Ensemble` (or a callable x -> z [batch, members, params]).
     x: float array [n, ...].
     service: str, the dispatcher's address ("grpc://host:port" or "host:port").
     batch_size: int, rows per task sent to a worker.
-    job_name: None or str; workers share the work of one job name.
+    job_name: None or str; workers share the work of one job name (retries use
+      job_name + "/retry-k").
+    retries: int >= 0, further jobs for batches missing from the answer.
+    verbose: int, 1 shows a progress bar over the batches.
 
   Returns:
     float32 NumPy array [n, members, params].
 
   Raises:
-    ValueError: an empty x, batch_size < 1, or a batch missing from the service's answer.
+    ValueError: an empty x, batch_size < 1, retries < 0, or batches still missing after
+      the retries.
   """
   x = np.asarray(x, np.float32)
   if len(x) == 0:
     raise ValueError("service_targets got an empty input.")
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  if retries < 0:
+    raise ValueError(f"retries must be >= 0, got {retries}.")
   n = len(x)
   num_batches = -(-n // batch_size)
   x_t = tf.constant(x)
-  data = tf.data.Dataset.range(num_batches).map(
-      lambda b: (b, ensemble(x_t[b * batch_size:(b + 1) * batch_size])))
-  data = data.apply(tf.data.experimental.service.distribute(
-      processing_mode="distributed_epoch", service=service, job_name=job_name))
   parts = {}
-  for b, z in data:
-    parts[int(b)] = z.numpy()
+  bar = tqdm(total=num_batches, desc="teacher on the tf.data service",
+             disable=not verbose, leave=False)
+  for attempt in range(retries + 1):
+    todo = [b for b in range(num_batches) if b not in parts]
+    if not todo:
+      break
+    if attempt:
+      warnings.warn(f"The tf.data service at {service} lost {len(todo)} of {num_batches} "
+                    f"batches (a worker failed?); asking for them again (retry {attempt} "
+                    f"of {retries}).", RuntimeWarning, stacklevel=2)
+    name = job_name if job_name is None or attempt == 0 else f"{job_name}/retry-{attempt}"
+    data = tf.data.Dataset.from_tensor_slices(np.asarray(todo, np.int64)).map(
+        lambda b: (b, ensemble(x_t[b * batch_size:(b + 1) * batch_size])))
+    data = data.apply(tf.data.experimental.service.distribute(
+        processing_mode="distributed_epoch", service=service, job_name=name))
+    for b, z in data:
+      if int(b) not in parts:
+        parts[int(b)] = z.numpy()
+        bar.update()
+  bar.close()
   missing = [b for b in range(num_batches) if b not in parts]
   if missing:
     raise ValueError(f"The tf.data service at {service} returned no outputs for "
-                     f"{len(missing)} of {num_batches} batches (first: {missing[0]}).")
+                     f"{len(missing)} of {num_batches} batches (first: {missing[0]}), "
+                     f"after {retries} retries.")
   return np.concatenate([parts[b] for b in range(num_batches)], axis=0).astype(np.float32)

@@ -329,7 +329,7 @@ def _strategy(name):
   if name == "multi-worker":
     if not os.environ.get("TF_CONFIG"):
       raise DistillError("--strategy multi-worker needs TF_CONFIG in the environment "
-                         "(see docs/distributed.md).")
+                         "(see docs/guide/distributed.md).")
     return tf.distribute.MultiWorkerMirroredStrategy()
   return tf.distribute.get_strategy()
 
@@ -437,8 +437,12 @@ def _train(config, strategy, task, method, family, x_fit, z_fit, x_val, z_val, o
   head, params_size, loss, student_family, anneal = _head(task, method, family)
   with strategy.scope():
     student_name, student = _build_student(config, x_fit.shape[1:], head, params_size)
-    student.compile(optimizer=_common.adam(config.learning_rate, "cosine", config.epochs,
-                                           len(x_fit), config.batch_size), loss=loss)
+    # Targets are precomputed: the Distiller never runs a teacher, but its train step
+    # stops a divergent run at the step, with the batch's statistics.
+    trainer = td.Distiller(student, None, loss)
+    trainer(x_fit[:1])            # built, as BackupAndRestore needs before fit
+    trainer.compile(optimizer=_common.adam(config.learning_rate, "cosine", config.epochs,
+                                           len(x_fit), config.batch_size))
   backup = os.path.join(out_dir, "backup")
   if not config.resume and os.path.exists(backup):
     shutil.rmtree(backup)
@@ -460,7 +464,7 @@ def _train(config, strategy, task, method, family, x_fit, z_fit, x_val, z_val, o
                 keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"),
                                             write_graph=False),
                 td.callbacks.ProgressBar("student", disable=not config.verbose)]
-  history = student.fit(train_data, validation_data=val_data, epochs=config.epochs,
+  history = trainer.fit(train_data, validation_data=val_data, epochs=config.epochs,
                         steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks)
   if finite.where is not None:
     raise DistillError(f"{finite.message()} Nothing was saved; try a lower "
@@ -554,7 +558,8 @@ def run_distill(config):
 
   def teacher_outputs(x):
     if config.data_service:
-      return td.targets.service_targets(ensemble, x, config.data_service)
+      return td.targets.service_targets(ensemble, x, config.data_service,
+                                        verbose=config.verbose)
     return ensemble.predict_targets(x)
 
   if config.data_service and ensemble is None:

@@ -248,15 +248,17 @@ def _fit_student(student, loss, extra_callbacks, x, z, config, description):
   data = (tf.data.Dataset.from_tensor_slices((x, z))
           .shuffle(len(x), seed=int(order.integers(2 ** 31)), reshuffle_each_iteration=True)
           .batch(config.student_batch_size).prefetch(tf.data.AUTOTUNE))
-  student.compile(optimizer=_student_optimizer(config, len(x)), loss=loss)
+  # A Distiller on precomputed targets: the same loss, and a divergent run stops at once
+  # with td.callbacks.NonFiniteLossError (a FloatingPointError) naming the step.
+  distiller = td.Distiller(student, None, loss)
+  distiller.compile(optimizer=_student_optimizer(config, len(x)))
   bar = td.callbacks.ProgressBar(description, disable=not config.verbose)
-  history = student.fit(data, epochs=config.student_epochs, verbose=0,
-                        callbacks=list(extra_callbacks) + [bar])
-  losses = history.history["loss"]
-  if not np.all(np.isfinite(losses)):
-    raise FloatingPointError(f"{description}: the training loss became non-finite "
-                             f"({losses}).")
-  return [float(v) for v in losses]
+  try:
+    history = distiller.fit(data, epochs=config.student_epochs, verbose=0,
+                            callbacks=list(extra_callbacks) + [bar])
+  except td.callbacks.NonFiniteLossError as error:
+    raise td.callbacks.NonFiniteLossError(f"{description}: {error}") from None
+  return [float(v) for v in history.history["loss"]]
 
 
 def _batched(fn, x, batch_size=2000):

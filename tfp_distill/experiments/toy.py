@@ -149,7 +149,11 @@ def _distil(student, loss, ensemble, config, description):
   else:
     raise ValueError(f"teacher_in must be 'train_step' or 'tf_data', got "
                      f"{config.teacher_in!r}.")
-  return model.fit(data, epochs=config.student_epochs, verbose=0, callbacks=[bar])
+  # Either way a non-finite loss stops the run at once (td.Distiller adds its own
+  # check, with the batch's statistics).
+  stop = [] if model is not student else [td.callbacks.StopOnNonFiniteLoss(True)]
+  return model.fit(data, epochs=config.student_epochs, verbose=0,
+                   callbacks=[bar] + stop)
 
 
 def _numpy(u):
