@@ -227,9 +227,11 @@ class Distiller(keras.Model):
     if self.on_nonfinite == "raise":
       from tfp_distill import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
       bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
-      given = list(bound.arguments.get("callbacks") or [])
-      if not any(isinstance(c, callbacks_lib.StopOnNonFiniteLoss) for c in given):
-        bound.arguments["callbacks"] = given + [
+      given = bound.arguments.get("callbacks") or []
+      if isinstance(given, keras.callbacks.CallbackList):   # the caller's own container
+        given.append(callbacks_lib.StopOnNonFiniteLoss(raise_error=True))
+      elif not any(isinstance(c, callbacks_lib.StopOnNonFiniteLoss) for c in given):
+        bound.arguments["callbacks"] = list(given) + [
             callbacks_lib.StopOnNonFiniteLoss(raise_error=True)]
       args, kwargs = bound.args[1:], bound.kwargs
     return super().fit(*args, **kwargs)

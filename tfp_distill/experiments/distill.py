@@ -467,8 +467,8 @@ def _train(config, strategy, task, method, family, x_fit, z_fit, x_val, z_val, o
   history = trainer.fit(train_data, validation_data=val_data, epochs=config.epochs,
                         steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks)
   if finite.where is not None:
-    raise DistillError(f"{finite.message()} Nothing was saved; try a lower "
-                       "--learning-rate.")
+    raise DistillError(f"{finite.message()} Nothing was saved (--learning-rate sets "
+                       "the rate).")
   shutil.rmtree(backup, ignore_errors=True)      # finished: nothing left to resume
   return student, student_family, student_name, start_epoch, {
       k: [float(v) for v in values] for k, values in history.history.items()}
