@@ -177,3 +177,21 @@ def test_on_nonfinite_ignore_is_plain_keras_and_a_users_callback_decides():
   assert all(np.isfinite(w).all() for w in student.get_weights())
   with pytest.raises(ValueError, match="on_nonfinite"):
     td.Distiller(student, ens, loss=td.losses.EnsembleNLL(), on_nonfinite="warn")
+
+
+def test_the_guard_handles_sparse_gradients_of_an_embedding_student():
+  """An Embedding layer's gradient is an IndexedSlices: the checks read its values."""
+  ids = np.arange(64, dtype=np.int32)[:, None] % 10
+  z = np.random.default_rng(0).normal(size=(64, 3, 2)).astype(np.float32)
+  inputs = keras.Input((1,), dtype="int32")
+  hidden = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(inputs))
+  student = keras.Model(inputs, HEAD(2)(keras.layers.Dense(HEAD.params_size(2))(hidden)))
+  distiller = td.Distiller(student, None, td.losses.EnsembleNLL())
+  distiller.compile(keras.optimizers.Adam(1e-2))
+  before = student.get_weights()[0].copy()
+  history = distiller.fit(ids, z, batch_size=16, epochs=2, verbose=0)
+  assert np.isfinite(history.history["loss"]).all()
+  assert not np.allclose(before, student.get_weights()[0])     # the embedding trained
+  z[40, 1] = 3e38                                               # batch 2: overflows
+  with pytest.raises(td.callbacks.NonFiniteLossError, match="at epoch 1, batch 3"):
+    distiller.fit(ids, z, batch_size=16, epochs=1, verbose=0, shuffle=False)

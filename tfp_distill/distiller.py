@@ -33,9 +33,9 @@ class Distiller(keras.Model):
     seed: int, base of the per-step perturbation seeds.
     on_nonfinite: "raise" (the default) or "ignore". With "raise", a step whose loss (or,
       outside mixed precision, whose gradient) is NaN or Inf is not applied, nor is any
-      step after it, so the student keeps the weights it had before that step; the
-      step's batch statistics are recorded (`nonfinite_report`; under a multi-replica
-      strategy those updates are made with zero gradients instead of skipped) and `fit` raises
+      step after it, so the student keeps the weights it had before that step (under a
+      multi-replica strategy those steps are applied with zero gradients instead); the
+      step's batch statistics are recorded (`nonfinite_report`), and `fit` raises
       `td.callbacks.NonFiniteLossError` at the end of that step (of its
       `steps_per_execution` group), saying which step and what the batch held.
       "ignore" applies every update as plain Keras does.
@@ -172,7 +172,8 @@ class Distiller(keras.Model):
       grads = tape.gradient(loss, variables)
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     grads = [g for g, _ in pairs]
-    bad_grads = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32))
+    bad_grads = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(_dense_values(g)),
+                                                tf.float32))
                           for g in grads]) if grads else tf.constant(0.0)
     # A LossScaleOptimizer skips steps with non-finite gradients itself (float16 overflow
     # is expected there); only a non-finite loss is divergence then.
@@ -198,8 +199,7 @@ class Distiller(keras.Model):
       # The optimizer's gradient all-reduce cannot sit inside a branch: every replica
       # applies zero gradients instead (finite weights; Adam's momentum still moves them).
       self._zeroed_updates = True
-      self.optimizer.apply_gradients(
-          [(tf.where(healthy, g, tf.zeros_like(g)), v) for g, v in pairs])
+      self.optimizer.apply_gradients([(_zero_unless(healthy, g), v) for g, v in pairs])
     else:
       tf.cond(healthy, apply, lambda: tf.constant(False))
 
@@ -252,6 +252,19 @@ _STATS = ("loss", "batch_size", "nonfinite_examples", "first_nonfinite_example",
           "gradient_norm", "gradient_nonfinite")
 
 
+def _dense_values(grad):
+  """The gradient's entries: the values of an IndexedSlices (embeddings), else itself."""
+  return grad.values if isinstance(grad, tf.IndexedSlices) else grad
+
+
+def _zero_unless(keep, grad):
+  """grad where keep, else zeros (of the same kind, IndexedSlices included)."""
+  if isinstance(grad, tf.IndexedSlices):
+    return tf.IndexedSlices(tf.where(keep, grad.values, tf.zeros_like(grad.values)),
+                            grad.indices, grad.dense_shape)
+  return tf.where(keep, grad, tf.zeros_like(grad))
+
+
 def _summary(tensors):
   """[min, max, mean |.|, non-finite count] over the finite entries of float tensors."""
   flat = [tf.reshape(tf.cast(t, tf.float32), [-1]) for t in tf.nest.flatten(tensors)
@@ -270,9 +283,10 @@ def _summary(tensors):
 def _batch_statistics(x, targets, per_example, loss, grads, bad_grads):
   """The `_STATS` of one step as a float32 vector (XLA-friendly: no boolean masks)."""
   bad_rows = ~tf.math.is_finite(per_example)
+  values = [_dense_values(g) for g in grads]
   grad_norm = (tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.where(tf.math.is_finite(g), g,
                                                                     tf.zeros_like(g))))
-                                 for g in grads])) if grads else tf.constant(0.0))
+                                 for g in values])) if values else tf.constant(0.0))
   first_bad = tf.cond(tf.reduce_any(bad_rows),
                       lambda: tf.cast(tf.argmax(tf.cast(bad_rows, tf.int32)), tf.float32),
                       lambda: tf.constant(-1.0))
