@@ -436,8 +436,10 @@ def test_a_worker_killed_mid_stream_loses_nothing(tmp_path, monkeypatch):
   assert servers[1].returncode == -signal.SIGKILL
   local = np.concatenate([_slow_teacher(x[i:i + 16]).numpy() for i in range(0, 4000, 16)])
   np.testing.assert_allclose(served, local, rtol=1e-5, atol=1e-6)
+  # How many batches the dead worker held varies from run to run (4 of 250 in the run
+  # the reliability page quotes); the retry itself is pinned down in test_targets.py.
   lost = [str(w.message) for w in caught if "asking for them again" in str(w.message)]
-  print("lost and retried:", lost)
+  assert all("of 250 batches" in message for message in lost), lost
   head = td.heads.MultivariateNormalTriLHead
   student = td.models.mlp((4,), [8], head.params_size(3), head=head(3))
   distiller = td.Distiller(student, None, td.losses.EnsembleNLL())

@@ -249,3 +249,30 @@ def test_a_corrupted_cache_shard_is_named(ensemble, tmp_path):
   shard.unlink()
   with pytest.raises(ValueError, match=rf"is missing .*{shard.name}"):
     td.teacher_targets(x, ensemble, batch_size=50, cache_dir=str(folder))
+
+
+def test_service_targets_asks_again_for_lost_batches(ensemble, monkeypatch):
+  """The retry path, made deterministic: a stand-in for the service's `distribute` that
+  drops batches 1 and 3 from the first job (as a dying worker would) and serves every
+  later job whole. The lost batches come back from a second job, with a warning; with
+  retries=0 they are reported missing."""
+  jobs = []
+
+  def lossy_distribute(processing_mode, service, job_name=None):
+    assert processing_mode == "distributed_epoch"
+    jobs.append(job_name)
+    if len(jobs) > 1:
+      return lambda ds: ds
+    return lambda ds: ds.filter(lambda b, z: tf.logical_and(b != 1, b != 3))
+
+  monkeypatch.setattr(tf.data.experimental.service, "distribute", lossy_distribute)
+  x = np.linspace(-2, 2, 50, dtype=np.float32)[:, None]
+  with pytest.warns(RuntimeWarning, match=r"lost 2 of 5 batches .* \(retry 1 of 3\)"):
+    z = td.targets.service_targets(ensemble, x, "localhost:1", batch_size=10,
+                                   job_name="job")
+  np.testing.assert_allclose(z, ensemble.predict_targets(x), rtol=1e-6, atol=1e-6)
+  assert jobs == ["job", "job/retry-1"]
+  jobs.clear()
+  with pytest.raises(ValueError, match=r"no outputs for 2 of 5 batches \(first: 1\), "
+                                       r"after 0 retries"):
+    td.targets.service_targets(ensemble, x, "localhost:1", batch_size=10, retries=0)
