@@ -1,8 +1,9 @@
-"""Data sets: NumPy loaders that know no model."""
+"""Data sets: NumPy loaders that know no model; `sources` reads a user's own files."""
 
 from tfp_distill.datasets import corruptions
 from tfp_distill.datasets import images
 from tfp_distill.datasets import mixture
+from tfp_distill.datasets import sources
 from tfp_distill.datasets import uci
 from tfp_distill.datasets.toy import grid
 from tfp_distill.datasets.toy import sinusoid
@@ -14,6 +15,7 @@ __all__ = [
     "grid",
     "images",
     "mixture",
+    "sources",
     "uci",
     "sinusoid",
     "sinusoid_mean",

