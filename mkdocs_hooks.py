@@ -1,18 +1,30 @@
-"""MkDocs hook: Markdown lists may start right under a line of text, as on GitHub.
+"""MkDocs hooks of the docs site, registered in `mkdocs.yml` (`hooks:`).
 
-The docstrings (TFP's style) and the study pages start bullet lists on the line after a
-sentence; Python-Markdown needs a blank line there and would run the items into the
-paragraph. This preprocessor inserts that blank line, outside fenced code only (so the
-formulas in ```none blocks are left as they are). Registered in `mkdocs.yml` (`hooks:`);
-the extension is added before mkdocstrings reads the Markdown configuration, so the API
-pages get it too.
+1. Lists may start right under a line of text, as on GitHub. The docstrings (TFP's
+   style) and the study pages start bullet lists on the line after a sentence;
+   Python-Markdown needs a blank line there and would run the items into the paragraph.
+   A preprocessor inserts that blank line, outside fenced code only (so the formulas in
+   ```none blocks are left as they are). The extension is added before mkdocstrings reads
+   the Markdown configuration, so the API pages get it too.
+2. The CLI reference (`cli.md`) is written at build time from the parsers of
+   `tfp_distill/cli.py`, so it never goes stale. The parsers are read without importing
+   the package's `__init__` (TensorFlow): the docs build needs only the docs extra.
 """
 
+import argparse
+import copy
+import importlib
+import os
 import re
+import sys
+import types
 
 from markdown.extensions import Extension
 from markdown.preprocessors import Preprocessor
 from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
 
 _ITEM = re.compile(r"^ *(\d+\.|[*+-]) +\S")
 _FENCE = re.compile(r"^ *(```|~~~)")
@@ -46,3 +58,114 @@ class ListsAfterText(Extension):
 def on_config(config):
   config.markdown_extensions.append(ListsAfterText())
   return config
+
+
+# ----------------------------------------------------------------------------------------
+# 2. The CLI reference, from the parsers
+
+
+def _cli_module():
+  """`tfp_distill.cli`, imported without running `tfp_distill/__init__.py` (which imports
+  TensorFlow) unless the package is imported already; `sys.modules` is left as it was."""
+  if "tfp_distill" in sys.modules:
+    return importlib.import_module("tfp_distill.cli")
+  before = set(sys.modules)
+  package = types.ModuleType("tfp_distill")
+  package.__path__ = [os.path.join(ROOT, "tfp_distill")]
+  sys.modules["tfp_distill"] = package
+  try:
+    return importlib.import_module("tfp_distill.cli")
+  finally:
+    for name in set(sys.modules) - before:
+      if name == "tfp_distill" or name.startswith("tfp_distill."):
+        del sys.modules[name]
+
+
+def _subcommands(parser):
+  """[(name, parser, one-line help)] of a parser's subcommands, in the order added."""
+  out = []
+  for action in parser._actions:  # pylint: disable=protected-access
+    if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+      helps = {a.dest: a.help for a in action._choices_actions}  # pylint: disable=protected-access
+      out += [(name, sub, helps.get(name) or "") for name, sub in action.choices.items()]
+  return out
+
+
+def _text(text):
+  """Help text as Markdown: HTML and table characters escaped, code-like words kept."""
+  text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+  text = re.sub(r"([|*\\])", r"\\\1", text)
+  return re.sub(r"\bdocs/([\w/-]+\.md)\b", r"[\1](\1)", text)   # pages the help names
+
+
+def _invocation(action, formatter):
+  """`--flag METAVAR` (choices go to the description, not into the name)."""
+  if not action.option_strings:
+    shown = copy.copy(action)
+    shown.metavar = action.metavar or action.dest
+    return formatter._format_args(shown, action.dest)  # pylint: disable=protected-access
+  name = ", ".join(action.option_strings)
+  if action.nargs == 0:
+    return name
+  shown = copy.copy(action)
+  shown.metavar = action.metavar or action.dest.upper()
+  return f"{name} {formatter._format_args(shown, shown.metavar)}"  # pylint: disable=protected-access
+
+
+def _command_section(path, parser):
+  formatter = parser._get_formatter()  # pylint: disable=protected-access
+  usage = parser.format_usage().strip()
+  lines = [f"## {path} {{#{path.replace(' ', '-')}}}", ""]
+  if parser.description:
+    lines += [_text(parser.description), ""]
+  lines += ["```text", usage, "```", ""]
+  rows = []
+  for action in parser._actions:  # pylint: disable=protected-access
+    if isinstance(action, (argparse._HelpAction,  # pylint: disable=protected-access
+                           argparse._SubParsersAction)):  # pylint: disable=protected-access
+      continue
+    meaning = _text(formatter._expand_help(action)) if action.help else ""  # pylint: disable=protected-access
+    if action.choices is not None:
+      meaning = ("one of " + ", ".join(f"`{c}`" for c in action.choices)
+                 + (f": {meaning}" if meaning else ""))
+    if action.required and action.option_strings:
+      meaning = "required; " + meaning
+    rows.append(f"| `{_invocation(action, formatter)}` | {meaning} |")
+  if rows:
+    lines += ["| argument | meaning |", "| --- | --- |", *rows, ""]
+  if parser.epilog:
+    lines += [_text(paragraph) + "\n" for paragraph in parser.epilog.split("\n")]
+  for name, sub, _ in _subcommands(parser):
+    lines += _command_section(f"{path} {name}", sub)
+  return lines
+
+
+def cli_reference():
+  """The Markdown of the CLI reference page."""
+  old_columns = os.environ.get("COLUMNS")
+  os.environ["COLUMNS"] = "88"   # usage lines wrapped as in a terminal of 88 columns
+  try:
+    parser = _cli_module()._parser()  # pylint: disable=protected-access
+    prog = parser.prog
+    commands = _subcommands(parser)
+    lines = [
+        "# CLI reference", "",
+        f"`{prog}` runs the studies and distils your own ensemble. This page is written "
+        "from the command's parsers each time the docs are built; "
+        f"`{prog} COMMAND --help` prints the same.", "",
+        "| command | what it does |", "| --- | --- |",
+        *[f"| [`{prog} {name}`](#{prog}-{name}) | {_text(summary)} |"
+          for name, _, summary in commands], ""]
+    for name, sub, _ in commands:
+      lines += _command_section(f"{prog} {name}", sub)
+  finally:
+    if old_columns is None:
+      del os.environ["COLUMNS"]
+    else:
+      os.environ["COLUMNS"] = old_columns
+  return "\n".join(lines) + "\n"
+
+
+def on_files(files, config):
+  files.append(File.generated(config, "cli.md", content=cli_reference()))
+  return files

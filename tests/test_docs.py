@@ -4,12 +4,15 @@
 - every ```python block of the pages runs, in order, one namespace per page, unless the
   line before its fence is `<!-- docs-test: skip (reason) -->` (getting-started.md
   repeats the README's quickstarts, which tests/test_readme.py runs);
+- the CLI reference is generated from the parsers (a section per subcommand, every flag),
+  and the site builds with the docs extra alone (TensorFlow and the package unimportable);
 - the built index and API reference pages load in headless Chromium (Debian's
   `chromium`), and the reference lists `td.Distiller` and `td.predict_uncertainty`.
   Without Chromium (or without mkdocs) the tests skip and say why, except where
   TFP_DISTILL_REQUIRE_DATA=1 (as in .ci/run): there they fail.
 """
 
+import argparse
 import importlib.util
 import os
 import pathlib
@@ -17,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -114,6 +118,61 @@ def test_repository_paths_named_in_the_pages_exist():
       if not (ROOT / path).exists():
         missing.append((str(page.relative_to(ROOT)), path))
   assert not missing, missing
+
+
+def _commands(parser, path):
+  """(path, parser) of every subcommand of a parser, depth first."""
+  for action in parser._actions:  # pylint: disable=protected-access
+    if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+      for name, sub in action.choices.items():
+        yield f"{path} {name}", sub
+        yield from _commands(sub, f"{path} {name}")
+
+
+def test_cli_reference_is_generated_from_the_parsers(site):
+  """cli.html is written from `cli._parser()` at build time (mkdocs_hooks.py): a section
+  per subcommand with every flag; no hand-written copy can go stale."""
+  from tfp_distill import cli  # pylint: disable=import-outside-toplevel
+  out, result = site
+  assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
+  assert not (DOCS / "cli.md").exists()
+  page = (out / "cli.html").read_text()
+  commands = list(_commands(cli._parser(), "tfp-distill"))  # pylint: disable=protected-access
+  assert len(commands) >= 8
+  for path, parser in commands:
+    anchor = path.replace(" ", "-")
+    assert f'id="{anchor}"' in page, path
+    for action in parser._actions:  # pylint: disable=protected-access
+      if isinstance(action, argparse._HelpAction):  # pylint: disable=protected-access
+        continue
+      for option in action.option_strings:
+        assert f">{option}" in page or f" {option}" in page, (path, option)
+
+
+def test_site_builds_with_the_docs_extra_alone(tmp_path):
+  """The build reads the sources without importing them: with TensorFlow, TFP, Keras and
+  the studies' packages unimportable it still passes --strict (getting-started.md tells
+  how to install only the docs extra)."""
+  if importlib.util.find_spec("mkdocs") is None:
+    _skip_or_fail("not installed: mkdocs; pip install -e '.[docs]'")
+  blocked = {"tensorflow", "tf_keras", "tensorflow_probability", "keras", "matplotlib",
+             "tensorboard", "tensorflow_datasets"}
+  code = textwrap.dedent(f"""
+      import sys
+      class _Blocked:
+        def find_spec(self, name, path=None, target=None):
+          if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+      sys.meta_path.insert(0, _Blocked())
+      from mkdocs.__main__ import cli
+      cli()
+      """)
+  result = subprocess.run(
+      [sys.executable, "-c", code, "build", "--strict", "--site-dir", str(tmp_path / "s")],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+  assert (tmp_path / "s" / "cli.html").exists()
 
 
 def _dump_dom(browser, html, tmp_path):
