@@ -9,10 +9,15 @@
 2. The CLI reference (`cli.md`) is written at build time from the parsers of
    `tfp_distill/cli.py`, so it never goes stale. The parsers are read without importing
    the package's `__init__` (TensorFlow): the docs build needs only the docs extra.
+3. Tables fit a phone. Cells that hold a number ("0.9944", "-0.044 +- 0.006", "9.5x",
+   "35 s") get the class `num`, which `docs/stylesheets/extra.css` keeps on one line;
+   names in code may break after a dot; a table of mostly words is marked `data-stack`,
+   and on a narrow screen its rows become blocks, each cell under its column's name.
 """
 
 import argparse
 import copy
+import html
 import importlib
 import os
 import re
@@ -169,3 +174,61 @@ def cli_reference():
 def on_files(files, config):
   files.append(File.generated(config, "cli.md", content=cli_reference()))
   return files
+
+
+# ----------------------------------------------------------------------------------------
+# 3. Tables that fit a phone
+
+_TABLE = re.compile(r"<table>(.*?)</table>", re.S)
+_ROW = re.compile(r"<tr>(.*?)</tr>", re.S)
+_HEADER = re.compile(r"<th[^>]*>(.*?)</th>", re.S)
+_CELL = re.compile(r"<td([^>]*)>(.*?)</td>", re.S)
+_TAG = re.compile(r"<[^>]+>")
+_CODE = re.compile(r"(<code[^>]*>)(.*?)(</code>)", re.S)
+_NAME_BREAK = re.compile(r"(?<=[.(])(?=\w)")
+_NUMBER_WORDS = re.compile(r"\b(vs|s|ms|min|h|nats|total|of)\b")
+_NUMBER_TEXT = re.compile(r"[-+\d\s.,:;%()/=<>~*^xe\u00b1\u2212\u2013]*")
+
+
+def _plain(fragment):
+  return html.unescape(_TAG.sub("", fragment)).strip()
+
+
+def is_number_cell(text):
+  """Whether a cell's text is a number, a few numbers, or a number with its unit."""
+  text = _plain(text)
+  return (len(text) <= 40 and any(c.isdigit() for c in text)
+          and _NUMBER_TEXT.fullmatch(_NUMBER_WORDS.sub("", text)) is not None)
+
+
+def _table(m):
+  """One table: number cells get `class="num"`, names in code a break opportunity after
+  each dot and parenthesis, every cell its column's header in `data-label`; a table of
+  mostly words gets `data-stack` (on a phone its rows are stacked, extra.css)."""
+  body = m.group(1)
+  labels = [_plain(h) for h in _HEADER.findall(body)]
+  counts = {"cells": 0, "numbers": 0}
+
+  def cell(column, c):
+    attributes, text = c.group(1), c.group(2)
+    counts["cells"] += 1
+    if column < len(labels) and labels[column]:
+      attributes += f' data-label="{html.escape(labels[column])}"'
+    if is_number_cell(text):
+      counts["numbers"] += 1
+      return f'<td{attributes} class="num">{text}</td>'
+    text = _CODE.sub(
+        lambda k: k.group(1) + _NAME_BREAK.sub("<wbr>", k.group(2)) + k.group(3), text)
+    return f"<td{attributes}>{text}</td>"
+
+  def row(r):
+    cells = iter(range(10**6))
+    return "<tr>" + _CELL.sub(lambda c: cell(next(cells), c), r.group(1)) + "</tr>"
+
+  body = _ROW.sub(row, body)
+  stack = " data-stack" if counts["numbers"] * 2 < counts["cells"] else ""
+  return f"<table{stack}>{body}</table>"
+
+
+def on_page_content(content, page, config, files):  # pylint: disable=unused-argument
+  return _TABLE.sub(_table, content)

@@ -13,7 +13,9 @@
 """
 
 import argparse
+import html
 import importlib.util
+import json
 import os
 import pathlib
 import re
@@ -175,21 +177,87 @@ def test_site_builds_with_the_docs_extra_alone(tmp_path):
   assert (tmp_path / "s" / "cli.html").exists()
 
 
-def _dump_dom(browser, html, tmp_path):
+def _dump_dom(browser, page, tmp_path, width=1400):
   result = subprocess.run(
       [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-       f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", html.as_uri()],
+       f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},900",
+       "--allow-file-access-from-files",   # the layout probe reads its frames' pages
+       "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
       capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
 
 
-def test_site_loads_in_headless_chromium(site, tmp_path):
+# A page of the built site that loads each (page, width) in an iframe of that width
+# (headless Chromium's window is at least 500 px wide; a frame can be narrower) and
+# writes, for every table, how many px it is wider than its text column or scrolls
+# inside itself.
+_PROBE = """<!doctype html><html><body><pre id="table-layout"></pre><script>
+const jobs = %s, rows = [];
+let left = jobs.length;
+for (const [page, width] of jobs) {
+  const frame = document.createElement("iframe");
+  frame.style.cssText = `width: ${width}px; height: 900px; border: 0`;
+  frame.addEventListener("load", () => {
+    const doc = frame.contentDocument, column = doc.querySelector("article");
+    const right = column.getBoundingClientRect().right;
+    doc.querySelectorAll("article table").forEach((t, i) => {
+      const over = Math.max(t.scrollWidth - t.clientWidth,
+                            t.getBoundingClientRect().right - right);
+      rows.push({page, width, table: i, overflow: Math.round(over),
+                 table_px: t.scrollWidth, column_px: column.clientWidth,
+                 header: t.rows[0].innerText.replace(/\\s+/g, " ").slice(0, 50)});
+    });
+    if (--left === 0) {
+      document.getElementById("table-layout").textContent = JSON.stringify(rows);
+    }
+  });
+  frame.src = page;
+  document.body.appendChild(frame);
+}
+</script></body></html>
+"""
+
+
+def _layout_pages():
+  """The home page, getting started and the guide: tables of prose that must fit a phone."""
+  names = ["index", "getting-started", *sorted(f"guide/{p.stem}" for p in DOCS.glob("guide/*.md"))]
+  return [f"{n}.html" for n in names if (DOCS / f"{n}.md").exists()]
+
+
+def test_no_table_is_wider_than_its_column(site, tmp_path):
+  """At a desktop (1,400 px) and a phone (390 px) width, no table of the home and guide
+  pages is wider than the text column or scrolls inside it: numbers stay on one line,
+  words wrap (docs/stylesheets/extra.css, mkdocs_hooks.py)."""
   out, result = site
   assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
+  jobs = [(page, width) for page in _layout_pages() for width in (1400, 390)]
+  probe = out / "table-layout-probe.html"
+  probe.write_text(_PROBE % json.dumps(jobs))
+  try:
+    dom = _dump_dom(_browser(), probe, tmp_path)
+  finally:
+    probe.unlink()
+  m = re.search(r'<pre id="table-layout">(.+?)</pre>', dom, re.S)
+  assert m, "the layout probe did not finish: " + dom[-2000:]
+  rows = json.loads(html.unescape(m.group(1)))
+  assert {(r["page"], r["width"]) for r in rows} >= {
+      ("index.html", 1400), ("index.html", 390)}, rows   # the probe saw the tables
+  too_wide = [r for r in rows if r["overflow"] > 1]
+  assert not too_wide, too_wide
+
+
+def _browser():
   browser = shutil.which("chromium") or shutil.which("chromium-browser")
   if browser is None:
     _skip_or_fail("headless Chromium is not installed (Debian: apt-get install chromium)")
+  return browser
+
+
+def test_site_loads_in_headless_chromium(site, tmp_path):
+  out, result = site
+  assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
+  browser = _browser()
   index = _dump_dom(browser, out / "index.html", tmp_path)
   assert "<title>tfp_distill</title>" in index
   assert 'href="api/index.html"' in index and "Getting started" in index
