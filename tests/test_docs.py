@@ -6,13 +6,16 @@
   repeats the README's quickstarts, which tests/test_readme.py runs);
 - the CLI reference is generated from the parsers (a section per subcommand, every flag),
   and the site builds with the docs extra alone (TensorFlow and the package unimportable);
-- the built index and API reference pages load in headless Chromium (Debian's
-  `chromium`), and the reference lists `td.Distiller` and `td.predict_uncertainty`.
+- the built pages load in headless Chromium (Debian's `chromium`): `td.Distiller` and
+  `td.predict_uncertainty` have pages in the nav, the API pages show the source, no
+  signature runs off the page, and no table of the home or guide pages is wider than
+  its column at 1,400 or 390 px.
   Without Chromium (or without mkdocs) the tests skip and say why, except where
   TFP_DISTILL_REQUIRE_DATA=1 (as in .ci/run): there they fail.
 """
 
 import argparse
+import configparser
 import html
 import importlib.util
 import json
@@ -177,6 +180,17 @@ def test_site_builds_with_the_docs_extra_alone(tmp_path):
   assert (tmp_path / "s" / "cli.html").exists()
 
 
+def test_docs_only_install_is_the_docs_extra():
+  """getting-started.md's docs-only install names exactly the docs extra's packages."""
+  config = configparser.ConfigParser()
+  config.read(ROOT / "setup.cfg")
+  extra = sorted(config["options.extras_require"]["docs"].split())
+  text = (DOCS / "getting-started.md").read_text()
+  command = next(line for line in text.splitlines() if "-m venv .venv-docs" in line)
+  installed = re.search(r"pip install (.*?) &&", command).group(1)
+  assert sorted(p.strip('"') for p in installed.split()) == extra, command
+
+
 def _dump_dom(browser, page, tmp_path, width=1400):
   result = subprocess.run(
       [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -188,28 +202,28 @@ def _dump_dom(browser, page, tmp_path, width=1400):
   return result.stdout
 
 
-# A page of the built site that loads each (page, width) in an iframe of that width
-# (headless Chromium's window is at least 500 px wide; a frame can be narrower) and
-# writes, for every table, how many px it is wider than its text column or scrolls
-# inside itself.
-_PROBE = """<!doctype html><html><body><pre id="table-layout"></pre><script>
+# A page of the built site that loads each (page, width, selector) in an iframe of that
+# width (headless Chromium's window is at least 500 px wide; a frame can be narrower)
+# and writes, for every element the selector matches, how many px it is wider than the
+# text column or scrolls inside itself.
+_PROBE = """<!doctype html><html><body><pre id="layout"></pre><script>
 const jobs = %s, rows = [];
 let left = jobs.length;
-for (const [page, width] of jobs) {
+for (const [page, width, selector] of jobs) {
   const frame = document.createElement("iframe");
   frame.style.cssText = `width: ${width}px; height: 900px; border: 0`;
   frame.addEventListener("load", () => {
     const doc = frame.contentDocument, column = doc.querySelector("article");
     const right = column.getBoundingClientRect().right;
-    doc.querySelectorAll("article table").forEach((t, i) => {
-      const over = Math.max(t.scrollWidth - t.clientWidth,
-                            t.getBoundingClientRect().right - right);
-      rows.push({page, width, table: i, overflow: Math.round(over),
-                 table_px: t.scrollWidth, column_px: column.clientWidth,
-                 header: t.rows[0].innerText.replace(/\\s+/g, " ").slice(0, 50)});
+    doc.querySelectorAll(selector).forEach((e, i) => {
+      const over = Math.max(e.scrollWidth - e.clientWidth,
+                            e.getBoundingClientRect().right - right);
+      rows.push({page, width, selector, index: i, overflow: Math.round(over),
+                 px: e.scrollWidth, column_px: column.clientWidth,
+                 text: e.innerText.replace(/\\s+/g, " ").slice(0, 60)});
     });
     if (--left === 0) {
-      document.getElementById("table-layout").textContent = JSON.stringify(rows);
+      document.getElementById("layout").textContent = JSON.stringify(rows);
     }
   });
   frame.src = page;
@@ -217,6 +231,19 @@ for (const [page, width] of jobs) {
 }
 </script></body></html>
 """
+
+
+def _measure(out, jobs, tmp_path):
+  """Rows of `_PROBE` for jobs [(page, width, selector)] of the built site `out`."""
+  probe = out / "layout-probe.html"
+  probe.write_text(_PROBE % json.dumps(jobs))
+  try:
+    dom = _dump_dom(_browser(), probe, tmp_path)
+  finally:
+    probe.unlink()
+  m = re.search(r'<pre id="layout">(.+?)</pre>', dom, re.S)
+  assert m, "the layout probe did not finish: " + dom[-2000:]
+  return json.loads(html.unescape(m.group(1)))
 
 
 def _layout_pages():
@@ -231,18 +258,21 @@ def test_no_table_is_wider_than_its_column(site, tmp_path):
   words wrap (docs/stylesheets/extra.css, mkdocs_hooks.py)."""
   out, result = site
   assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
-  jobs = [(page, width) for page in _layout_pages() for width in (1400, 390)]
-  probe = out / "table-layout-probe.html"
-  probe.write_text(_PROBE % json.dumps(jobs))
-  try:
-    dom = _dump_dom(_browser(), probe, tmp_path)
-  finally:
-    probe.unlink()
-  m = re.search(r'<pre id="table-layout">(.+?)</pre>', dom, re.S)
-  assert m, "the layout probe did not finish: " + dom[-2000:]
-  rows = json.loads(html.unescape(m.group(1)))
+  rows = _measure(out, [(page, width, "article table") for page in _layout_pages()
+                        for width in (1400, 390)], tmp_path)
   assert {(r["page"], r["width"]) for r in rows} >= {
       ("index.html", 1400), ("index.html", 390)}, rows   # the probe saw the tables
+  too_wide = [r for r in rows if r["overflow"] > 1]
+  assert not too_wide, too_wide
+
+
+def test_api_signatures_fit_the_page(site, tmp_path):
+  """Signatures are formatted (ruff, in the docs extra) to fit the API pages at 1,400 px."""
+  out, result = site
+  assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
+  pages = sorted(str(p.relative_to(out)) for p in (out / "api").glob("*.html"))
+  rows = _measure(out, [(page, 1400, ".doc-signature pre") for page in pages], tmp_path)
+  assert len(rows) > 100, len(rows)
   too_wide = [r for r in rows if r["overflow"] > 1]
   assert not too_wide, too_wide
 
@@ -261,6 +291,9 @@ def test_site_loads_in_headless_chromium(site, tmp_path):
   index = _dump_dom(browser, out / "index.html", tmp_path)
   assert "<title>tfp_distill</title>" in index
   assert 'href="api/index.html"' in index and "Getting started" in index
-  api = _dump_dom(browser, out / "api" / "index.html", tmp_path)
-  for name in ("Distiller", "predict_uncertainty"):
+  # td.Distiller and td.predict_uncertainty have their own pages, in the nav.
+  for name, page in (("Distiller", "distiller"), ("predict_uncertainty", "predict")):
+    assert f'href="api/{page}.html"' in index, name
+    api = _dump_dom(browser, out / "api" / f"{page}.html", tmp_path)
     assert re.search(rf'<h2 id="tfp_distill\.{name}"[^>]*>.*?{name}', api, re.S), name
+    assert "Source code in" in api, name   # the API pages show the source
