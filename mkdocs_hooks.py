@@ -13,23 +13,30 @@
    "35 s") get the class `num`, which `docs/stylesheets/extra.css` keeps on one line;
    names in code may break after a dot; a table of mostly words is marked `data-stack`,
    and on a narrow screen its rows become blocks, each cell under its column's name.
+4. Cross-links: an inline `td.NAME` (also `td.NAME(...)`) links to its API reference
+   (an optional autorefs reference to `tfp_distill.NAME`: a name the reference does not
+   render stays plain code), and every "arXiv:ID" links to arxiv.org; neither inside
+   links, headings or code blocks.
 """
 
 import argparse
 import copy
 import html
 import importlib
+import logging
 import os
 import re
 import sys
 import types
 
+import griffe
 from markdown.extensions import Extension
 from markdown.preprocessors import Preprocessor
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+_LOG = logging.getLogger("mkdocs.hooks.tfp_distill")
 
 _ITEM = re.compile(r"^ *(\d+\.|[*+-]) +\S")
 _FENCE = re.compile(r"^ *(```|~~~)")
@@ -230,5 +237,55 @@ def _table(m):
   return f"<table{stack}>{body}</table>"
 
 
+# ----------------------------------------------------------------------------------------
+# 4. Cross-links
+
+_TOKEN = re.compile(r"(<[^>]+>)")
+_TAG_NAME = re.compile(r"<(/?)([a-zA-Z][\w-]*)")
+_NO_LINKS_INSIDE = {"a", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "autoref", "script",
+                    "style"}
+_PUBLIC_NAME = re.compile(r"td((?:\.[A-Za-z]\w*)+)(?=\(|$)")
+_ARXIV = re.compile(r"\barXiv[: ](\d{4}\.\d{4,5})\b")
+
+
+_PACKAGE = []   # the package as griffe reads it (no import), loaded once per build
+
+
+def _canonical(name, page):
+  """`tfp_distill.ensemble.Ensemble.from_files` for "Ensemble.from_files"; a name the
+  package does not have is a warning (a failure under --strict): a page names it."""
+  if not _PACKAGE:
+    _PACKAGE.append(griffe.load("tfp_distill", search_paths=[ROOT], resolve_aliases=False))
+  try:
+    obj = _PACKAGE[0][name]
+  except (KeyError, griffe.AliasResolutionError):
+    _LOG.warning("%s names td.%s, which tfp_distill does not have", page, name)
+    return None
+  return obj.target_path if obj.is_alias else obj.canonical_path
+
+
+def _cross_links(content, page):
+  """Links `<code>td.NAME...</code>` to the API reference and arXiv ids to arxiv.org,
+  outside links, headings and code blocks."""
+  tokens = _TOKEN.split(content)
+  depth = 0   # how many elements we are inside that must not hold a link
+  for i, token in enumerate(tokens):
+    if token.startswith("<"):
+      m = _TAG_NAME.match(token)
+      if m and m.group(2).lower() in _NO_LINKS_INSIDE and not token.endswith("/>"):
+        depth += -1 if m.group(1) else 1
+      elif (depth == 0 and token == "<code>" and i + 2 < len(tokens)
+            and tokens[i + 2] == "</code>"):
+        name = _PUBLIC_NAME.match(html.unescape(tokens[i + 1]))
+        target = name and _canonical(name.group(1)[1:], page)
+        if target:   # either the canonical path or the one the reference page renders
+          tokens[i] = (f'<autoref identifier="{target}" slug="tfp_distill{name.group(1)}"'
+                       " optional><code>")
+          tokens[i + 2] = "</code></autoref>"
+    elif depth == 0:
+      tokens[i] = _ARXIV.sub(r'<a href="https://arxiv.org/abs/\1">arXiv:\1</a>', token)
+  return "".join(tokens)
+
+
 def on_page_content(content, page, config, files):  # pylint: disable=unused-argument
-  return _TABLE.sub(_table, content)
+  return _TABLE.sub(_table, _cross_links(content, page.file.src_uri))

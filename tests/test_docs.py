@@ -54,8 +54,7 @@ def _python_blocks(text):
 
 def _pages():
   """The hand-written pages (the study commands' reports are not examples)."""
-  return sorted([DOCS / "index.md", DOCS / "getting-started.md",
-                 *DOCS.glob("guide/*.md"), *DOCS.glob("api/*.md"),
+  return sorted([*DOCS.glob("*.md"), *DOCS.glob("guide/*.md"), *DOCS.glob("api/*.md"),
                  *DOCS.glob("studies/*.md")])
 
 
@@ -178,6 +177,47 @@ def test_site_builds_with_the_docs_extra_alone(tmp_path):
       env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, check=False)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
   assert (tmp_path / "s" / "cli.html").exists()
+
+
+def _built(out, page):
+  """A built page without its code blocks."""
+  return re.sub(r"<pre.*?</pre>", "", (out / page).read_text(), flags=re.S)
+
+
+def test_public_names_link_to_the_api_reference(site):
+  """Every inline `td.NAME` of the hand-written pages links to its API reference
+  (mkdocs_hooks.py; a name the package lacks fails the --strict build)."""
+  out, result = site
+  assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
+  unlinked = []
+  for page in _pages():
+    name = str(page.relative_to(DOCS).with_suffix(".html"))
+    text = _built(out, name)
+    for m in re.finditer(r"<code>(td\.[A-Za-z][^<]*)", text):
+      if not re.search(r'<a class="autorefs[^>]*>$', text[:m.start()]):
+        unlinked.append((name, m.group(1)))
+  assert not unlinked, unlinked
+  guide = (out / "guide" / "teacher.html").read_text()
+  assert 'href="../api/distiller.html#tfp_distill.Distiller"><code>td.Distiller' in guide
+
+
+def test_arxiv_ids_are_links_and_on_the_references_page(site):
+  """Every "arXiv:ID" of the site (pages and docstrings) links to arxiv.org, and every id
+  the package or the pages cite has its entry (and BibTeX) on the references page."""
+  out, result = site
+  assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
+  bare = []
+  for path in out.rglob("*.html"):
+    text = re.sub(r"<a [^>]*>.*?</a>", "", _built(out, path.relative_to(out)), flags=re.S)
+    bare += [(str(path.relative_to(out)), m) for m in re.findall(r"arXiv[: ]\d{4}\.\d+", text)]
+  assert not bare, bare
+  cited = set()
+  for path in [*(ROOT / "tfp_distill").rglob("*.py"), *_pages()]:
+    cited |= set(re.findall(r"arXiv[: ](\d{4}\.\d{4,5})", path.read_text()))
+  references = (DOCS / "references.md").read_text()
+  missing = [i for i in sorted(cited) if f"arXiv:{i}" not in references
+             or f"eprint = {{{i}}}" not in references]
+  assert len(cited) >= 15 and not missing, missing
 
 
 def test_docs_only_install_is_the_docs_extra():
