@@ -114,6 +114,29 @@ def test_skipped_blocks_say_why_and_repeat_the_readme():
   assert started == readme_blocks and len(started) == 2
 
 
+# How the project's history reads on a page; CHANGELOG.md holds the history instead.
+_HISTORY = re.compile(r"open issues?|this round|the issue|issue's|issue targets|"
+                      r"this session|lent to this task|\((?:\d+ )?before\)|\bwas \d+\)",
+                      re.I)
+
+
+def test_user_pages_have_no_project_history():
+  found = [(str(p.relative_to(DOCS)), m.group(0)) for p in _pages()
+           for m in _HISTORY.finditer(p.read_text())]
+  assert not found, found
+  assert (ROOT / "CHANGELOG.md").exists()
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.glob("studies/*.md")), ids=lambda p: p.name)
+def test_each_study_opens_with_a_three_line_result(page):
+  """Right under its title, a study page says what it found in a box of three lines."""
+  lines = page.read_text().splitlines()
+  assert lines[0].startswith("# ") and lines[1] == "", lines[:2]
+  assert lines[2] == '!!! abstract "Result"', lines[2]
+  items = [line for line in lines[3:6] if line.startswith("    - ")]
+  assert len(items) == 3 and not lines[6].strip(), lines[2:7]
+
+
 def test_repository_paths_named_in_the_pages_exist():
   """`docs/...` paths quoted in the pages (the studies name their reports) exist."""
   missing = []
