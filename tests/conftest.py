@@ -31,6 +31,24 @@ def load_or_skip_fixture():
   return load_or_skip
 
 
+def _file_tree(path):
+  """{relative path: bytes} of every file under `path`: compare before and after a run to
+  show that it changed nothing there."""
+  out = {}
+  for base, _, names in os.walk(path):
+    for name in names:
+      full = os.path.join(base, name)
+      with open(full, "rb") as f:
+        out[os.path.relpath(full, path)] = f.read()
+  return out
+
+
+@pytest.fixture(name="file_tree", scope="session")
+def file_tree_fixture():
+  """`_file_tree` as a fixture."""
+  return _file_tree
+
+
 # Hypothesis profiles (tests/test_properties.py): "ci", the default, runs a bounded,
 # derandomized set of examples so CI is reproducible; `pytest --hypothesis-profile
 # thorough` explores 300 random examples a test. Neither keeps an example database (no

@@ -183,30 +183,30 @@ def test_bad_inputs_exit_with_one_line(files, tmp_path, capsys, monkeypatch):
                                                "--train", train, "--out", tmp_path / "o")
   (tmp_path / "notes.txt").write_text("hello")
   assert "notes.txt is not a teacher model" in _error(
-      capsys, "--teacher", tmp_path / "notes.txt", "--train", train, "--out", tmp_path)
+      capsys, "--teacher", tmp_path / "notes.txt", "--train", train, "--out", tmp_path / "o")
   # Members whose outputs differ in size: the odd one and both shapes.
   keras3.utils.set_random_seed(0)
   odd = keras3.Sequential([keras3.Input((FEATURES,)), keras3.layers.Dense(5)], name="odd")
   odd.save(tmp_path / "odd.keras")
   message = _error(capsys, "--teacher", paths[0], tmp_path / "odd.keras", "--train", train,
-                   "--out", tmp_path)
+                   "--out", tmp_path / "o")
   assert "member 1 (Keras 3 model 'odd') gives shape [2, 5], member 0 gives [2, 3]" in message
   np.savez(tmp_path / "no_x.npz", inputs=np.zeros((3, FEATURES)))
   assert "no_x.npz has no array 'x'" in _error(capsys, "--teacher", *paths, "--train",
-                                               tmp_path / "no_x.npz", "--out", tmp_path)
+                                               tmp_path / "no_x.npz", "--out", tmp_path / "o")
   np.savez(tmp_path / "wide.npz", x=np.zeros((10, FEATURES + 1), np.float32))
   assert "do not fit the members" in _error(capsys, "--teacher", *paths, "--train",
-                                            tmp_path / "wide.npz", "--out", tmp_path)
+                                            tmp_path / "wide.npz", "--out", tmp_path / "o")
   x = np.load(train)["x"].copy()
   x[4, 1] = np.nan
   np.savez(tmp_path / "nan.npz", x=x, y=np.load(train)["y"])
   assert "NaN/Inf values (first at row 4)" in _error(capsys, "--teacher", *paths, "--train",
-                                                     tmp_path / "nan.npz", "--out", tmp_path)
+                                                     tmp_path / "nan.npz", "--out", tmp_path / "o")
   z = np.load(root / "z.npz")["z"].copy()
   z[7, 2, 0] = np.inf
   np.savez(tmp_path / "z_inf.npz", z=z)
   assert "first at row 7, member 2" in _error(capsys, "--teacher", tmp_path / "z_inf.npz",
-                                              "--train", train, "--out", tmp_path)
+                                              "--train", train, "--out", tmp_path / "o")
   # A loss that turns NaN at one marked row (the losses hold up even to logits of 3e38,
   # so the divergence is injected): one line, the step and batch, nothing saved.
   z = np.load(root / "z.npz")["z"].copy()
@@ -231,18 +231,30 @@ def test_bad_inputs_exit_with_one_line(files, tmp_path, capsys, monkeypatch):
   np.savez(tmp_path / "labels.npz", x=np.load(train)["x"], y=y)
   assert "label 5 at row 9 is outside the members' classes" in _error(
       capsys, "--teacher", *paths, "--train", tmp_path / "labels.npz", "--test",
-      root / "test.npz", "--out", tmp_path)
+      root / "test.npz", "--out", tmp_path / "o")
   (tmp_path / "bad.toml").write_text("learning_rat = 0.1\n")
   assert "'learning_rat' is not a flag" in _error(capsys, "--config", tmp_path / "bad.toml")
   assert "tensorflow-datasets does not know 'no_such_set'" in _error(
-      capsys, "--teacher", *paths, "--train", "tfds:no_such_set", "--out", tmp_path)
+      capsys, "--teacher", *paths, "--train", "tfds:no_such_set", "--out", tmp_path / "o")
   assert "--teacher is required" in _error(capsys, "--train", train)
   assert "mvn is not a classification method" in _error(
-      capsys, "--teacher", *paths, "--train", train, "--method", "mvn", "--out", tmp_path)
+      capsys, "--teacher", *paths, "--train", train, "--method", "mvn", "--out", tmp_path / "o")
   # --verbose shows the traceback instead.
   with pytest.raises(td.teachers.TeacherError):
     cli.main(["distill", "--verbose", "--teacher", str(tmp_path / "nope.keras"),
               "--train", str(train)])
+
+
+def _killed_run(patch, argv):
+  """Runs the CLI with argv in a subprocess after `patch` (code that makes it SIGKILL
+  itself somewhere); asserts it was killed and returns its PID."""
+  code = ("import os, signal, sys\nfrom tfp_distill import cli\nimport tfp_distill as td\n"
+          + textwrap.dedent(patch) + "\nsys.exit(cli.main(sys.argv[1:]))\n")
+  proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == -signal.SIGKILL, err[-3000:]
+  return proc.pid
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
@@ -254,24 +266,18 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
   common = ["distill", "--quiet", "--teacher", *paths, "--train", str(root / "train.npz"),
             "--test", str(root / "test.npz"), "--epochs", "6", "--patience", "3"]
   assert cli.main(common + ["--out", str(tmp_path / "whole")]) == 0
-  killer = textwrap.dedent("""
-      import os, signal, sys
-      from tfp_distill import cli
-      import tfp_distill as td
+  killed = tmp_path / "killed"
+  pid = _killed_run("""
       original = td.callbacks.StopOnNonFiniteLoss.on_train_batch_end
       def on_train_batch_end(self, batch, logs=None):
         if self.epoch == 3 and batch == 2:
           os.kill(os.getpid(), signal.SIGKILL)
         original(self, batch, logs)
       td.callbacks.StopOnNonFiniteLoss.on_train_batch_end = on_train_batch_end
-      sys.exit(cli.main(sys.argv[1:]))
-  """)
-  killed = tmp_path / "killed"
-  proc = subprocess.run([sys.executable, "-c", killer, *common, "--out", str(killed)],
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  """, common + ["--out", str(killed)])
   assert (killed / "backup").exists() and not (killed / "student.keras").exists()
-  assert cli.main(common + ["--out", str(killed), "--resume"]) == 0
+  with pytest.warns(RuntimeWarning, match=f"removed a stale lock left by PID {pid} "):
+    assert cli.main(common + ["--out", str(killed), "--resume"]) == 0
   report = _report(killed)
   assert report["resumed_from_epoch"] == 3 and report["epochs_run"] == _report(
       tmp_path / "whole")["epochs_run"]
@@ -280,6 +286,179 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
   for a, b in zip(whole.get_weights(), resumed.get_weights()):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert not (killed / "backup").exists()       # a finished run leaves nothing to resume
+
+
+def test_a_kill_while_the_stopping_epoch_is_saved_resumes_to_the_same_student(files,
+                                                                               tmp_path):
+  """Before: early stopping's state was written before the epoch's backup, and a kill
+  between the two made --resume train 13 epochs instead of 8. Now both are one atomic
+  write: killed while the epoch that decides to stop is saved, the resumed run redoes
+  that epoch, stops at the same place, and ends with the same student and history."""
+  root, paths = files
+  common = ["distill", "--quiet", "--teacher", *paths, "--train", str(root / "train.npz"),
+            "--test", str(root / "test.npz"), "--method", "gaussian-logits", "--epochs",
+            "12", "--patience", "2", "--learning-rate", "0.03"]
+  assert cli.main(common + ["--out", str(tmp_path / "whole")]) == 0
+  whole = _report(tmp_path / "whole")
+  assert whole["epochs_run"] < 12                 # early stopping did stop this run
+  killed = tmp_path / "killed"
+  pid = _killed_run("""
+      original = td.callbacks.EpochBackup.save
+      def save(self, epoch, finished=False):
+        if finished:                   # the epoch at which training stops
+          os.kill(os.getpid(), signal.SIGKILL)
+        original(self, epoch, finished)
+      td.callbacks.EpochBackup.save = save
+  """, common + ["--out", str(killed)])
+  with pytest.warns(RuntimeWarning, match=f"removed a stale lock left by PID {pid} "):
+    assert cli.main(common + ["--out", str(killed), "--resume"]) == 0
+  resumed = _report(killed)
+  assert resumed["epochs_run"] == whole["epochs_run"]
+  assert resumed["resumed_from_epoch"] == whole["epochs_run"] - 1
+  # The report holds every epoch's history, those before the kill included.
+  assert resumed["history"] == whole["history"]   # the same float32 steps, bit for bit
+  a = keras.models.load_model(tmp_path / "whole" / "student.keras", compile=False)
+  b = keras.models.load_model(killed / "student.keras", compile=False)
+  for wa, wb in zip(a.get_weights(), b.get_weights()):
+    np.testing.assert_array_equal(wa, wb)   # the same ops in the same order
+
+
+def test_out_never_deletes_or_overwrites_a_users_files(files, tmp_path, capsys,
+                                                      file_tree):
+  """Before: --out on a folder with a backup/ subfolder deleted it (at the start, and
+  again at the end), and report.json, student.keras, saved_model/ and logs/ of the user's
+  were overwritten. Now a folder tfp_distill did not make is refused, untouched."""
+  root, paths = files
+  users = tmp_path / "experiment"
+  for name in ("backup/chief", "saved_model", "logs"):
+    (users / name).mkdir(parents=True)
+  (users / "backup" / "chief" / "ckpt.index").write_bytes(b"the user's checkpoint")
+  (users / "report.json").write_text('{"accuracy": 0.99}')
+  (users / "student.keras").write_bytes(b"the user's model")
+  before = file_tree(users)
+  message = _error(capsys, "--teacher", *paths, "--train", root / "train.npz", "--out", users)
+  assert "already holds files tfp_distill did not write" in message
+  assert "Nothing in it was changed" in message
+  assert file_tree(users) == before
+  # Our own folder: a second run replaces our outputs, never a file the user added.
+  out = tmp_path / "ours"
+  assert _run("--teacher", *paths, "--train", root / "train.npz", "--out", out) == 0
+  (out / "my_notes.md").write_text("notes")
+  first = (out / "report.json").read_text()
+  assert _run("--teacher", *paths, "--train", root / "train.npz", "--seed", "3",
+              "--out", out) == 0
+  assert (out / "my_notes.md").read_text() == "notes"
+  assert (out / "report.json").read_text() != first
+  assert not (out / "backup").exists()
+  (out / "report.md").unlink()                    # ours, and gone: nothing to refuse
+  (out / "backup").mkdir()                        # not ours (the marker does not list it)
+  (out / "backup" / "x").write_text("user")
+  message = _error(capsys, "--teacher", *paths, "--train", root / "train.npz", "--out", out)
+  assert "backup was not written by tfp_distill; it is left in place" in message
+  assert (out / "backup" / "x").read_text() == "user"
+  (tmp_path / "a_file").write_text("x")
+  assert "is a file, not a folder" in _error(capsys, "--teacher", *paths, "--train",
+                                             root / "train.npz", "--out", tmp_path / "a_file")
+
+
+class _Interrupt(Exception):
+  """Stands in for a kill after the first epoch's backup (in this process)."""
+
+
+def test_resume_refuses_another_jobs_backup(files, tmp_path, capsys, monkeypatch):
+  """Before: --resume continued a backup made with another seed, learning rate, training
+  file, batch size, epoch count or method (exit 0, a hybrid student). Now it stops in one
+  line naming what differs, before any work."""
+  root, paths = files
+  out = tmp_path / "run"
+  base = ["--teacher", *paths, "--train", root / "train.npz", "--test", root / "test.npz",
+          "--epochs", "4", "--out", out]
+  original = td.callbacks.EpochBackup.save
+
+  def interrupted(self, epoch, finished=False):
+    original(self, epoch, finished)
+    raise _Interrupt()
+
+  monkeypatch.setattr(td.callbacks.EpochBackup, "save", interrupted)
+  with pytest.raises(_Interrupt):
+    _run(*base)
+  monkeypatch.undo()
+  assert (out / "backup" / "latest").exists()
+  other_train = tmp_path / "train2.npz"
+  data = dict(np.load(root / "train.npz"))
+  data["x"] = data["x"] + 0.5
+  np.savez(other_train, **data)
+  for flags, named in [(["--seed", "1"], "seed 0 -> 1"),
+                       (["--learning-rate", "0.01"], "learning_rate 0.001 -> 0.01"),
+                       (["--batch-size", "64"], "batch_size 128 -> 64"),
+                       (["--epochs", "5"], "epochs 4 -> 5"),
+                       (["--method", "gaussian-logits"], 'method null -> "gaussian-logits"'),
+                       (["--train", other_train], "the train file's contents")]:
+    message = _error(capsys, *base, *flags, "--resume")
+    assert "belongs to another job" in message and named in message, message
+  # The same settings resume (and finish).
+  assert _run(*base, "--resume") == 0
+  assert _report(out)["resumed_from_epoch"] == 1
+
+
+def test_config_values_are_checked_by_type_and_range_before_any_work(files, tmp_path,
+                                                                     capsys):
+  """Before: TOML resume = "false" resumed (any non-empty string is true)."""
+  root, paths = files
+  cases = {'resume = "false"': "resume must be true or false, got 'false' (str)",
+           'patience = "3"': "patience must be an integer, got '3' (str)",
+           "learning_rate = -0.1": "learning_rate must be a finite number > 0, got -0.1",
+           "batch_size = 0": "batch_size must be a positive integer, got 0",
+           'teacher = 3': "teacher must be a path or a list of paths"}
+  for line, expected in cases.items():
+    config = tmp_path / "job.toml"
+    config.write_text(f'train = "{root / "train.npz"}"\n'
+                      + ("" if line.startswith("teacher") else
+                         f"teacher = {json.dumps(paths)}\n") + line + "\n")
+    message = _error(capsys, "--config", config, "--out", tmp_path / "never")
+    assert expected in message, message
+    assert not (tmp_path / "never").exists()          # refused before the folder is made
+  assert "learning_rate must be a finite number > 0" in _error(
+      capsys, "--teacher", *paths, "--train", root / "train.npz", "--learning-rate", "-1",
+      "--out", tmp_path / "never")
+
+
+def test_a_second_run_on_the_same_folder_is_locked_out(files, tmp_path, capsys):
+  """Before: two runs on one --out both exited 0 with a hybrid student (4 of 22 trials).
+  Now the second stops in one line while the first holds the lock; the first finishes."""
+  root, paths = files
+  out, go = tmp_path / "shared", tmp_path / "go"
+  paused = textwrap.dedent(f"""
+      import os, sys, time
+      from tfp_distill import cli
+      import tfp_distill as td
+      original = td.callbacks.StopOnNonFiniteLoss.on_train_batch_end
+      def on_train_batch_end(self, batch, logs=None):
+        open({str(tmp_path / "training")!r}, "w").close()
+        while not os.path.exists({str(go)!r}):
+          time.sleep(0.05)
+        original(self, batch, logs)
+      td.callbacks.StopOnNonFiniteLoss.on_train_batch_end = on_train_batch_end
+      sys.exit(cli.main(sys.argv[1:]))
+  """)
+  first = subprocess.Popen(
+      [sys.executable, "-c", paused, "distill", "--quiet", "--teacher", *paths, "--train",
+       str(root / "train.npz"), "--epochs", "2", "--out", str(out)],
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "training").exists():
+      assert first.poll() is None, first.stderr.read()[-3000:]
+      assert time.monotonic() < deadline
+      time.sleep(0.1)
+    message = _error(capsys, "--teacher", *paths, "--train", root / "train.npz", "--out",
+                     out)
+    assert f"is in use by another run (PID {first.pid}" in message
+  finally:
+    go.write_text("")
+    _, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err[-3000:]
+  assert not (out / ".tfp_distill.lock").exists()
 
 
 def _free_ports(count):

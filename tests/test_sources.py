@@ -174,9 +174,36 @@ def test_csv_errors(tmp_path):
   path.write_text("a,b\n1,nan\n2,3\n")
   assert _error(str(path)) == f"{path}: y has 1 NaN/Inf values (first at row 0)."
   path.write_text("a,b\n")
-  assert "no examples" in _error(str(path))
+  assert "a header row and no data rows" in _error(str(path))
   path.write_text("a\n1\n")
   assert "at least 2 columns" in _error(str(path))
+  path.write_text("1,2,cat\n3,4,dog\n")
+  assert "row 2: label 'dog' is not one of classes (cat, bird)" in _error(
+      str(path), classes=["cat", "bird"])
+
+
+def test_csv_without_a_header_keeps_every_row(tmp_path):
+  """Before: the first row was always taken as the header, so a table without one lost
+  its first example silently."""
+  path = tmp_path / "table.csv"
+  path.write_text("0.5,1.5,2.0\n1.0,2.0,3.5\n")
+  data = sources.load_data(str(path))
+  np.testing.assert_array_equal(data.x, [[0.5, 1.5], [1.0, 2.0]])
+  np.testing.assert_array_equal(data.y, [2.0, 3.5])
+  # A header is a first row whose column is numeric below it but not in it.
+  path.write_text("width,height,kind\n0.5,1.5,2\n1.0,2.0,3\n")
+  assert len(sources.load_data(str(path)).x) == 2
+
+
+def test_csv_class_names_are_numbered_in_the_members_order(tmp_path):
+  path = tmp_path / "table.csv"
+  path.write_text("a,b,species\n1,2,setosa\n3,4,virginica\n5,6,setosa\n7,8,versicolor\n")
+  data = sources.load_data(str(path))          # sorted names by default
+  assert data.class_names == ("setosa", "versicolor", "virginica")
+  np.testing.assert_array_equal(data.y, [0, 2, 0, 1])
+  assert data.y.dtype == np.int64
+  data = sources.load_data(str(path), classes=("virginica", "setosa", "versicolor"))
+  np.testing.assert_array_equal(data.y, [1, 0, 1, 2])
 
 
 # ----------------------------------------------------------------------------------------
@@ -207,6 +234,15 @@ def test_image_folder(tmp_path):
   np.testing.assert_allclose(per_image.min(axis=1), per_image.max(axis=1), atol=1e-6)
   np.testing.assert_allclose(per_image[:, 0], [0, .2, .2, .2, 1, 1], atol=1e-6)
   assert sources.load_data(str(root), limit=2).y.tolist() == [0, 1]
+  assert data.pixel_scale == 1
+  # Raw, as keras.utils.image_dataset_from_directory gives them: the PNGs' own values.
+  raw = sources.load_data(str(root), image_scale="raw")
+  assert raw.pixel_scale == 255
+  np.testing.assert_array_equal(raw.x.reshape(6, -1)[:, 0], [0, 51, 51, 51, 255, 255])
+  # The members' class order renumbers the subfolders.
+  ordered = sources.load_data(str(root), classes=("cat", "bee", "ant"))
+  assert ordered.class_names == ("cat", "bee", "ant")
+  np.testing.assert_array_equal(ordered.y, [2, 1, 1, 1, 0, 0])
 
 
 def test_image_folder_rgb_and_image_size(tmp_path):

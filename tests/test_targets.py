@@ -74,17 +74,71 @@ def test_disk_cache_round_trip(ensemble, tmp_path):
   xb, t = next(iter(first))
   np.testing.assert_allclose(t["ensemble"].numpy(), ensemble(xb).numpy(), rtol=0, atol=1e-6)
   np.testing.assert_allclose(t["label"].numpy(), xb.numpy()[:, 0] * 2, rtol=0, atol=0)
-  # A second call reads the cache: a different teacher with as many members is not run.
-  other = td.Ensemble([td.models.mlp((1,), [8], 2, seed=s + 10) for s in range(3)])
-  xb2, t2 = next(iter(td.teacher_targets((x, y), other, batch_size=40, cache_dir=cache,
+  # A second call with the same inputs and teacher reads the cache: the teacher is not
+  # run (a wrapper that counts its calls sees none but the 64-row identity probe's).
+  xb2, t2 = next(iter(td.teacher_targets((x, y), ensemble, batch_size=40, cache_dir=cache,
                                          shuffle=False)))
-  np.testing.assert_allclose(np.sort(t2["ensemble"].numpy(), axis=0),
-                             np.sort(t["ensemble"].numpy(), axis=0), rtol=0, atol=0)
+  np.testing.assert_array_equal(np.sort(t2["ensemble"].numpy(), axis=0),
+                                np.sort(t["ensemble"].numpy(), axis=0))
   with pytest.raises(ValueError, match="members"):
     td.teacher_targets(x, td.Ensemble([td.models.mlp((1,), [8], 2, seed=0)]),
                        cache_dir=cache)
   with pytest.raises(ValueError, match="perturbation"):
     td.teacher_targets(x, ensemble, cache_dir=cache, perturbation=lambda x, t, s: x)
+
+
+def test_a_cache_is_reused_only_for_its_inputs_and_teacher(ensemble, tmp_path):
+  """Before: a complete cache was read for any inputs and any teacher with as many
+  members (targets of another job, silently). Now each reuse is checked."""
+  x = np.linspace(-1, 1, 40, dtype=np.float32)[:, None]
+  cache = str(tmp_path / "cache")
+  list(td.teacher_targets(x, ensemble, batch_size=40, cache_dir=cache))
+  other = td.Ensemble([td.models.mlp((1,), [8], 2, seed=s + 10) for s in range(3)])
+  with pytest.raises(ValueError, match="made by another teacher"):
+    td.teacher_targets(x, other, batch_size=40, cache_dir=cache)
+  with pytest.raises(ValueError, match="made from other inputs"):
+    td.teacher_targets(x + 1.0, ensemble, batch_size=40, cache_dir=cache)
+  # A plain callable has no weights to fingerprint: it is rerun on 64 cached inputs.
+  calls = []
+
+  def teacher(t):
+    calls.append(t.shape[0])             # None while traced in the pipeline
+    return ensemble(t)
+
+  folder = str(tmp_path / "callable")
+  list(td.teacher_targets(x, teacher, batch_size=40, cache_dir=folder))
+  calls.clear()
+  list(td.teacher_targets(x, teacher, batch_size=40, cache_dir=folder))
+  assert calls == [40]                         # the probe (all 40 rows < 64), nothing else
+  with pytest.raises(ValueError, match="made by another teacher"):
+    td.teacher_targets(x, lambda t: other(t), batch_size=40, cache_dir=folder)
+
+
+def test_a_folder_not_written_here_is_never_deleted(ensemble, tmp_path):
+  """Before: cache_dir on an existing folder without a manifest removed the whole folder
+  ("its writer was stopped"). Now a folder without our marker is refused and untouched."""
+  x = np.linspace(-1, 1, 20, dtype=np.float32)[:, None]
+  users = tmp_path / "my_results"
+  (users / "sub").mkdir(parents=True)
+  (users / "thesis.tex").write_text("months of work")
+  (users / "sub" / "data.csv").write_text("1,2,3")
+  with pytest.raises(ValueError, match="did not write"):
+    td.teacher_targets(x, ensemble, cache_dir=str(users))
+  assert (users / "thesis.tex").read_text() == "months of work"
+  assert (users / "sub" / "data.csv").read_text() == "1,2,3"
+  assert sorted(p.name for p in users.iterdir()) == ["sub", "thesis.tex"]
+  (tmp_path / "a_file").write_text("x")
+  with pytest.raises(ValueError, match="is a file"):
+    td.teacher_targets(x, ensemble, cache_dir=str(tmp_path / "a_file"))
+  # A stopped writer's folder is ours: only its data is rebuilt; a file the user put
+  # there since is left alone.
+  cache = tmp_path / "cache"
+  list(td.teacher_targets(x, ensemble, batch_size=20, cache_dir=str(cache)))
+  (cache / "targets.json").unlink()
+  (cache / "notes.txt").write_text("mine")
+  with pytest.warns(RuntimeWarning, match="has no manifest"):
+    list(td.teacher_targets(x, ensemble, batch_size=20, cache_dir=str(cache)))
+  assert (cache / "notes.txt").read_text() == "mine"
 
 
 def test_cache_epochs_are_permutations_of_the_cached_rows(ensemble, tmp_path):
@@ -93,7 +147,7 @@ def test_cache_epochs_are_permutations_of_the_cached_rows(ensemble, tmp_path):
   x = np.arange(2500, dtype=np.float32)[:, None] / 2500.
   y = np.arange(2500, dtype=np.float32)
   ds = td.teacher_targets((x, y), ensemble, batch_size=300, cache_dir=str(tmp_path / "c"))
-  assert json.loads((tmp_path / "c" / "targets.json").read_text())["format_version"] == 2
+  assert json.loads((tmp_path / "c" / "targets.json").read_text())["format_version"] == 3
   orders = []
   for _ in range(2):
     batches = list(ds)
@@ -226,9 +280,13 @@ list(td.teacher_targets(x, slow_teacher, batch_size=500, cache_dir={str(folder)!
   namespace = {}
   exec(SLOW_TEACHER, namespace)  # noqa: S102
   x = np.linspace(-1, 1, 6000, dtype=np.float32)[:, None]
-  with pytest.warns(RuntimeWarning, match="has no manifest: its writer was stopped"):
+  with pytest.warns(RuntimeWarning) as record:
     ds = td.teacher_targets(x, namespace["slow_teacher"], batch_size=6000,
                             cache_dir=str(folder), shuffle=False)
+  messages = " ".join(str(w.message) for w in record)
+  # The killed writer's lock (its PID is gone) is stale and replaced, then its data.
+  assert f"removed a stale lock left by PID {proc.pid}" in messages
+  assert "has no manifest: its writer was stopped" in messages
   (xb, zb), = list(ds)
   order = np.argsort(xb.numpy()[:, 0], kind="stable")
   np.testing.assert_allclose(zb.numpy()[order], namespace["slow_teacher"](x).numpy(),

@@ -220,9 +220,11 @@ def test_the_cache_holds_no_pickle(cache):
   carry code."""
   folder, _, _ = cache
   names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
-  fixed = {"dataset_spec.pb", "snapshot.metadata", "targets.json"}
+  # The JSON marker (written first) and manifest (last); the snapshot under data/.
+  fixed = {".tfp_distill.json", "data/dataset_spec.pb", "data/snapshot.metadata",
+           "targets.json"}
   assert fixed < names and all(n.endswith(".snapshot") for n in names - fixed)
-  assert json.loads((folder / "targets.json").read_text())["format_version"] == 2
+  assert json.loads((folder / "targets.json").read_text())["format_version"] == 3
 
 
 @pytest.mark.parametrize("part,says", [

@@ -11,13 +11,18 @@ u = td.predict_uncertainty(student, family, x)   # prediction, total, aleatoric,
 """
 
 from tfp_distill import callbacks
+from tfp_distill import conventions
 from tfp_distill import datasets
 from tfp_distill import families
 from tfp_distill import heads
+from tfp_distill import job
+from tfp_distill import job_folder
 from tfp_distill import losses
+from tfp_distill import methods
 from tfp_distill import metrics
 from tfp_distill import models
 from tfp_distill import perturb
+from tfp_distill import report
 from tfp_distill import targets
 from tfp_distill import teachers
 from tfp_distill import vectorized
@@ -25,6 +30,7 @@ from tfp_distill.distiller import Distiller
 from tfp_distill.ensemble import Ensemble
 from tfp_distill.ensemble import train_ensemble
 from tfp_distill.export import export_saved_model
+from tfp_distill.job import distill
 from tfp_distill.predict import predict_uncertainty
 from tfp_distill.targets import teacher_targets
 from tfp_distill.uncertainty import decompose
@@ -36,17 +42,23 @@ __all__ = [
     "Distiller",
     "Ensemble",
     "callbacks",
+    "conventions",
     "datasets",
     "decompose",
     "decompose_ensemble",
+    "distill",
     "export_saved_model",
     "families",
     "heads",
+    "job",
+    "job_folder",
     "losses",
+    "methods",
     "metrics",
     "models",
     "perturb",
     "predict_uncertainty",
+    "report",
     "targets",
     "teacher_targets",
     "teachers",

@@ -7,13 +7,19 @@ stop on a non-finite loss.
      arXiv:1905.00076.
 """
 
+import json
+import os
+import re
+import shutil
+
 import numpy as np
+import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfp_distill._keras import keras
 
-__all__ = ["NonFiniteLossError", "ProgressBar", "StopOnNonFiniteLoss",
-           "TemperatureAnnealing", "annealed_temperature"]
+__all__ = ["EpochBackup", "NonFiniteLossError", "ProgressBar", "ResumableEarlyStopping",
+           "StopOnNonFiniteLoss", "TemperatureAnnealing", "annealed_temperature"]
 
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
@@ -239,3 +245,253 @@ def _learning_rate(model):
     return float(np.asarray(model.optimizer.learning_rate))
   except Exception:  # pylint: disable=broad-except
     return None
+
+
+class ResumableEarlyStopping(keras.callbacks.Callback):
+  """Early stopping on a monitored loss whose state can be saved with a backup.
+
+  Keras' `EarlyStopping` keeps its best loss, patience count and best weights in memory
+  only, so a run resumed from a backup would forget them (and end with other weights than
+  an uninterrupted run). This one exposes them through `get_state` / `set_state`, which
+  `EpochBackup` saves in the same atomic step as the model and optimizer: a resumed run
+  continues with exactly the state the saved epoch ended with. At the end of training the
+  best epoch's weights are restored (`restore_best`).
+
+  Args:
+    monitor: str, the logged value to minimise (e.g. "val_loss").
+    patience: int >= 1, epochs without a lower value before stopping.
+    start_from_epoch: int, epochs (0-based) before the first comparison (e.g. while the
+      temperature is annealed the loss is not comparable across epochs).
+  """
+
+  def __init__(self, monitor="val_loss", patience=5, start_from_epoch=0):
+    super().__init__()
+    if int(patience) < 1:
+      raise ValueError(f"patience must be >= 1, got {patience}.")
+    self.monitor = monitor
+    self.patience = int(patience)
+    self.start_from_epoch = int(start_from_epoch)
+    self.state = {"best": None, "best_epoch": None, "wait": 0, "stopped_epoch": None}
+    self.best_weights = None
+
+  def get_state(self):
+    """(JSON dict, {name: array}) of what a resumed run needs."""
+    arrays = {}
+    if self.best_weights is not None:
+      arrays = {f"best_weight_{i}": w for i, w in enumerate(self.best_weights)}
+    return dict(self.state), arrays
+
+  def set_state(self, state, arrays):
+    """Restores what `get_state` returned."""
+    self.state = dict(state)
+    names = sorted((k for k in arrays if k.startswith("best_weight_")),
+                   key=lambda k: int(k.rsplit("_", 1)[1]))
+    self.best_weights = [arrays[k] for k in names] if names else None
+
+  def on_epoch_end(self, epoch, logs=None):
+    current = (logs or {}).get(self.monitor)
+    if current is None or not np.isfinite(current) or epoch < self.start_from_epoch:
+      return
+    if self.state["best"] is None or current < self.state["best"]:
+      self.state.update(best=float(current), best_epoch=int(epoch), wait=0)
+      self.best_weights = [np.array(w) for w in self.model.get_weights()]
+      return
+    self.state["wait"] += 1
+    if self.state["wait"] >= self.patience:
+      self.state["stopped_epoch"] = int(epoch)
+      self.model.stop_training = True
+
+  def restore_best(self, model=None):
+    """Sets the best epoch's weights on `model` (default: the model being trained)."""
+    if self.best_weights is not None:
+      (model or self.model).set_weights(self.best_weights)
+
+  def on_train_end(self, logs=None):
+    self.restore_best()
+
+
+class EpochBackup(keras.callbacks.Callback):
+  """Saves the whole training state at every epoch's end, atomically, to resume a run.
+
+  ```none
+  folder/fingerprint.json     the job's fingerprint (td.job_folder.job_fingerprint)
+  folder/epoch-000004/        the state after epoch 4 (0-based), complete:
+      ckpt.*                  model and optimizer variables (tf.train.Checkpoint)
+      state.json              epoch, history so far, each stateful callback's state
+      arrays.npz              the stateful callbacks' arrays (early stopping's weights)
+  folder/latest               "epoch-000004": the newest complete epoch
+  ```
+  Each epoch is written as `epoch-NNNNNN.tmp-PID` and renamed into place, then `latest`
+  is replaced: a run killed at any instant leaves the previous epoch or this one, never a
+  mixture. Keras' `BackupAndRestore` saves the model and optimizer only; a callback that
+  wrote its own state beside it (early stopping's best loss and weights) would disagree
+  with it after a kill between the two writes, and a resumed run would train other
+  epochs. Here they are one directory.
+
+  Before `fit`, call `restore(model)`: it checks the fingerprint (a backup made by another
+  job is refused, naming what differs), loads the newest epoch into the model, its
+  optimizer and the stateful callbacks, and returns where to start.
+
+  Args:
+    folder: str, the backup folder (created on the first save).
+    stateful: callbacks with `get_state() -> (dict, {name: array})` and
+      `set_state(dict, arrays)` (e.g. `ResumableEarlyStopping`).
+    fingerprint: None or a JSON dict describing the job; stored, and compared on restore.
+    keep: int >= 1, complete epochs kept on disk.
+  """
+
+  def __init__(self, folder, stateful=(), fingerprint=None, keep=1):
+    super().__init__()
+    self.folder = os.fspath(folder)
+    self.stateful = list(stateful)
+    self.fingerprint = fingerprint
+    self.keep = max(1, int(keep))
+    self.history = {}
+    self.finished = False
+
+  # -- reading ---------------------------------------------------------------------------
+
+  def latest(self):
+    """The newest complete epoch folder's path, or None."""
+    pointer = os.path.join(self.folder, "latest")
+    if os.path.exists(pointer):
+      with open(pointer, encoding="utf-8") as f:
+        name = f.read().strip()
+      if _EPOCH_DIR.fullmatch(name) and os.path.isdir(os.path.join(self.folder, name)):
+        return os.path.join(self.folder, name)
+    if not os.path.isdir(self.folder):
+      return None
+    done = sorted(n for n in os.listdir(self.folder) if _EPOCH_DIR.fullmatch(n))
+    return os.path.join(self.folder, done[-1]) if done else None
+
+  def check_fingerprint(self):
+    """Raises ValueError if the backup was made by another job (names what differs)."""
+    from tfp_distill import job_folder  # pylint: disable=import-outside-toplevel
+    path = os.path.join(self.folder, "fingerprint.json")
+    if self.fingerprint is None:
+      return
+    if not os.path.exists(path):
+      raise ValueError(f"The backup in {self.folder} has no fingerprint.json (made by an "
+                       "older version, or not by this job): it cannot be resumed safely. "
+                       "Run without --resume to start afresh.")
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    differences = job_folder.fingerprint_differences(saved, self.fingerprint)
+    if differences:
+      raise ValueError(
+          f"--resume: the backup in {self.folder} belongs to another job; it differs in "
+          f"{'; '.join(differences)}. Resume with the first run's settings, or run "
+          "without --resume to start afresh.")
+
+  def restore(self, model):
+    """Loads the newest saved epoch into `model` (built and compiled) and the callbacks.
+
+    Returns:
+      int, the first epoch to train (0 when there is nothing to restore). After the
+      call, `history` holds the saved epochs' logs and `finished` says whether the saved
+      run had already stopped (early stopping or its last epoch).
+
+    Raises:
+      ValueError: the fingerprint differs (see `check_fingerprint`).
+    """
+    self._remove_partial_epochs()
+    latest = self.latest()
+    if latest is None:
+      return 0
+    self.check_fingerprint()
+    with open(os.path.join(latest, "state.json"), encoding="utf-8") as f:
+      state = json.load(f)
+    arrays = {}
+    if os.path.exists(os.path.join(latest, "arrays.npz")):
+      with np.load(os.path.join(latest, "arrays.npz"), allow_pickle=False) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    if len(state["callbacks"]) != len(self.stateful):
+      raise ValueError(f"The backup in {self.folder} holds the state of "
+                       f"{len(state['callbacks'])} callbacks, this run has "
+                       f"{len(self.stateful)}: it was made by another job.")
+    _build_optimizer(model)
+    status = _checkpoint(model).read(os.path.join(latest, "ckpt"))
+    status.assert_existing_objects_matched()
+    for index, callback in enumerate(self.stateful):
+      prefix = f"{index}/"
+      callback.set_state(state["callbacks"][index],
+                         {k[len(prefix):]: v for k, v in arrays.items()
+                          if k.startswith(prefix)})
+    self.history = {k: list(v) for k, v in state["history"].items()}
+    self.finished = bool(state.get("finished", False))
+    return int(state["epoch"]) + 1
+
+  def _remove_partial_epochs(self):
+    """Removes epochs whose writing was interrupted (never renamed into place)."""
+    if os.path.isdir(self.folder):
+      for name in os.listdir(self.folder):
+        if _PARTIAL_EPOCH_DIR.fullmatch(name):
+          shutil.rmtree(os.path.join(self.folder, name), ignore_errors=True)
+
+  # -- writing ---------------------------------------------------------------------------
+
+  def on_train_begin(self, logs=None):
+    os.makedirs(self.folder, exist_ok=True)
+    self._remove_partial_epochs()
+    path = os.path.join(self.folder, "fingerprint.json")
+    if self.fingerprint is not None and not os.path.exists(path):
+      tmp = f"{path}.tmp-{os.getpid()}"
+      with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(self.fingerprint, f, indent=1, sort_keys=True)
+      os.replace(tmp, path)
+
+  def on_epoch_end(self, epoch, logs=None):
+    for key, value in (logs or {}).items():
+      self.history.setdefault(key, []).append(float(value))
+    finished = bool(self.model.stop_training) or epoch + 1 >= self.params.get("epochs", 0)
+    self.save(epoch, finished)
+
+  def save(self, epoch, finished=False):
+    """Writes the state after `epoch` (0-based) atomically (see the class docstring)."""
+    name = f"epoch-{int(epoch):06d}"
+    tmp = os.path.join(self.folder, f"{name}.tmp-{os.getpid()}")
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    _checkpoint(self.model).write(os.path.join(tmp, "ckpt"))
+    states, arrays = [], {}
+    for index, callback in enumerate(self.stateful):
+      state, parts = callback.get_state()
+      states.append(state)
+      arrays.update({f"{index}/{k}": np.asarray(v) for k, v in parts.items()})
+    if arrays:
+      np.savez(os.path.join(tmp, "arrays.npz"), **arrays)
+    with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
+      json.dump({"epoch": int(epoch), "finished": finished, "history": self.history,
+                 "callbacks": states}, f)
+    target = os.path.join(self.folder, name)
+    if os.path.isdir(target):                 # a resumed run redoing a saved epoch
+      shutil.rmtree(target)
+    os.replace(tmp, target)
+    pointer = os.path.join(self.folder, "latest")
+    with open(pointer + ".tmp", "w", encoding="utf-8") as f:
+      f.write(name)
+    os.replace(pointer + ".tmp", pointer)
+    done = sorted(n for n in os.listdir(self.folder) if _EPOCH_DIR.fullmatch(n))
+    for old in done[:-self.keep]:
+      shutil.rmtree(os.path.join(self.folder, old), ignore_errors=True)
+    self.finished = finished
+
+
+_EPOCH_DIR = re.compile(r"epoch-\d{6}")
+_PARTIAL_EPOCH_DIR = re.compile(r"epoch-\d{6}\.tmp-\d+")
+
+
+def _checkpoint(model):
+  optimizer = getattr(model, "optimizer", None)
+  if optimizer is None:
+    return tf.train.Checkpoint(model=model)
+  return tf.train.Checkpoint(model=model, optimizer=optimizer)
+
+
+def _build_optimizer(model):
+  """Creates the optimizer's slot variables (idempotent), so a checkpoint restores them
+  now rather than at the first step. Call inside the model's strategy scope."""
+  build = getattr(getattr(model, "optimizer", None), "build", None)
+  if callable(build):
+    build(model.trainable_variables)

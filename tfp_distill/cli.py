@@ -10,9 +10,10 @@ tfp-distill bench [--suite inference,decompose,distill,train] [--repeats N] [--o
 tfp-distill many-classes [--classes 10,100,1000] [--seeds 0,1,2] [--student-epochs E]
                          [--out reports/many_classes]
 tfp-distill distill --teacher PATH [PATH ...] --train DATA [--test DATA] [--ood DATA]
-                    [--method M] [--student S] [--epochs N] [--batch-size B]
-                    [--config FILE.toml] [--resume] [--strategy S]
-                    [--data-service ADDRESS] --out DIR
+                    [--aux DATA] [--method M] [--teacher-output K] [--variance V]
+                    [--image-scale S] [--classes A,B,C] [--student S] [--epochs N]
+                    [--batch-size B] [--config FILE.toml] [--resume] [--strategy S]
+                    [--data-service ADDRESS] [--force] --out DIR
 tfp-distill data-service dispatcher --port P [--work-dir DIR]
 tfp-distill data-service worker --port Q --dispatcher HOST:P
 ```
@@ -334,12 +335,23 @@ def _run_ods(args):
   return 0
 
 
-#: `tfp-distill distill` flags (argparse dest) that a --config TOML file may set.
-_DISTILL_KEYS = ("teacher", "train", "test", "ood", "task", "method", "student", "epochs",
-                 "batch_size", "learning_rate", "patience", "validation_fraction",
-                 "test_fraction", "extra_inputs", "jitter_copies", "jitter_scale",
-                 "min_variance", "num_samples", "strategy", "resume", "data_service",
-                 "seed", "limit", "out")
+def _distill_keys():
+  """`tfp-distill distill` flags (argparse dest) that a --config TOML file may set: the
+  fields of `td.job.DistillConfig` but verbose."""
+  from tfp_distill import job  # pylint: disable=import-outside-toplevel
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  return tuple(f.name for f in dataclasses.fields(job.DistillConfig) if f.name != "verbose")
+
+
+def _noise_variance(text):
+  if text == "auto":
+    return text
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected 'auto' or a number > 0, got {text}") \
+        from None
+  return value
 
 
 def _add_distill(commands):
@@ -350,18 +362,24 @@ def _add_distill(commands):
                   "SavedModel folders, or its members' outputs in an .npz) into one "
                   "student that predicts the ensemble's prediction and its split of "
                   "uncertainty. Writes student.keras, saved_model/, report.json, "
-                  "report.md and figures to --out.",
+                  "report.md and figures to --out. Every convention it assumes about your "
+                  "members and data (output kind, variance parameterization, pixel scale, "
+                  "task) is read from evidence and reported, or set by its flag; what the "
+                  "evidence cannot decide stops with one line naming the flag. The same "
+                  "job in Python: td.distill(...).",
       epilog="DATA is a .npz with array x (and y), tfds:NAME[:SPLIT], a folder of images "
-             "with one subfolder per class, or a .csv with a header row (the target is "
-             "the last column).\nThe task comes from the labels: integer labels mean "
-             "classification (members give logits), float labels regression (members "
-             "give z = [mu, rho] of td.families.HeteroscedasticNormal).\n"
+             "with one subfolder per class (read as raw 0-255 pixels, as Keras reads "
+             "them, unless the members score better on [0, 1] or --image-scale says), or "
+             "a .csv (a header row optional; the target is the last column: numbers, or "
+             "class names numbered in --classes order).\nThe task comes from the labels "
+             "and the members' outputs: integer labels or class names mean "
+             "classification, fractional targets regression.\n"
              "Every flag can also be set in --config FILE.toml (key = flag name without "
              "the dashes, e.g. batch_size = 256); flags on the command line win.")
   distill.add_argument("--teacher", nargs="+", default=None, metavar="PATH",
                        help="the members: .keras files (Keras 3 or tf_keras; which is read "
                             "from the file), SavedModel folders, or ONE .npz holding the "
-                            "members' outputs z [n, members, params] aligned with --train "
+                            "members' outputs z [n, members, outputs] aligned with --train "
                             "(optional z_test / z_ood aligned with --test / --ood)")
   distill.add_argument("--train", default=None, metavar="DATA",
                        help="training inputs (and labels): the student learns the "
@@ -373,32 +391,62 @@ def _add_distill(commands):
                        help="out-of-distribution inputs: the report gives the AUROC of "
                             "the epistemic uncertainty (mutual information / variance) "
                             "for these vs the test inputs")
+  distill.add_argument("--aux", default=None, metavar="DATA",
+                       help="unlabelled inputs the teacher labels as extra distillation "
+                            "inputs (labels in the file are not used)")
   distill.add_argument("--task", choices=("classification", "regression"), default=None,
-                       help="override the task read from the labels")
+                       help="override the task read from the labels and outputs")
   distill.add_argument("--method", default=None,
-                       choices=("end2", "gaussian-logits", "kd", "mixture", "mvn",
-                                "diagonal"),
-                       help="classification: end2 (Dirichlet, EnD^2, default), "
-                            "gaussian-logits (full-covariance Normal over the logits), kd "
-                            "or mixture (one Categorical: no epistemic part); regression: "
-                            "mvn (full-covariance Normal over z, default), diagonal, "
-                            "mixture")
+                       help="the student (td.methods): classification: end2 (Dirichlet, "
+                            "EnD^2, default), gaussian-logits (full-covariance Normal over "
+                            "the logits), gaussian-logits-diagonal, proxy-dirichlet, kd or "
+                            "mixture (one Categorical: no epistemic part); regression: mvn "
+                            "(full-covariance Normal over z, default), diagonal, mixture")
+  distill.add_argument("--teacher-output",
+                       choices=("auto", "logits", "probs", "log-probs"), default=None,
+                       help="what classification members output (default auto: read from "
+                            "their last layer and from the outputs: rows >= 0 summing to 1 "
+                            "are probabilities, rows with logsumexp 0 log-probabilities)")
+  distill.add_argument("--variance",
+                       choices=("auto", "softplus", "log-variance", "log-std", "variance",
+                                "std", "point"), default=None,
+                       help="how regression members' second output gives the variance "
+                            "(default auto: the likelihood of labelled training rows under "
+                            "each reading); point: one output per target (point "
+                            "predictions)")
+  distill.add_argument("--noise-variance", type=_noise_variance, default=None,
+                       metavar="auto|V",
+                       help="point-prediction members' noise variance (default auto: from "
+                            "the ensemble mean's residuals on labelled training rows)")
+  distill.add_argument("--image-scale", choices=("auto", "raw", "unit"), default=None,
+                       help="pixels as the members take them: raw 0-255 or unit [0, 1] "
+                            "(default auto: the scale the members score better on; raw "
+                            "when they score alike)")
+  distill.add_argument("--classes", type=lambda text: tuple(text.split(",")), default=None,
+                       metavar="A,B,C",
+                       help="class names in the members' order (class-name labels in a "
+                            ".csv, subfolders of an image folder); default: sorted names")
+  distill.add_argument("--target-column", default=None, metavar="NAME",
+                       help=".csv column to predict (default: the last)")
   distill.add_argument("--student", default=None,
-                       help="builtin:mlp (feature vectors; 150 hidden units), "
-                            "builtin:small_cnn (images, default for images: two 3x3 conv "
-                            "layers of 16 and 32 filters, dense 64), "
+                       help="builtin:mlp (feature vectors; 150 hidden units, standardises "
+                            "its inputs), builtin:small_cnn (images, default for images), "
                             "builtin:resnet18, or a tf_keras .keras backbone x -> features "
                             "to which the head is appended")
   distill.add_argument("--epochs", type=_positive_int, default=None,
-                       help="maximum student epochs (default 30; early stopping on the "
-                            "held-out distillation loss may end sooner)")
+                       help="maximum student epochs (default: from the data, at least "
+                            "--min-steps optimizer steps and 30 epochs; early stopping on "
+                            "the held-out distillation loss may end sooner)")
+  distill.add_argument("--min-steps", type=_positive_int, default=None,
+                       help="fewest optimizer steps the automatic schedule plans (default "
+                            "3000)")
   distill.add_argument("--batch-size", type=_positive_int, default=None,
                        help="student batch size (default 128)")
   distill.add_argument("--learning-rate", type=float, default=None,
                        help="Adam's initial learning rate, cosine-decayed (default 1e-3)")
   distill.add_argument("--patience", type=_positive_int, default=None,
                        help="epochs without a lower held-out loss before stopping "
-                            "(default 5)")
+                            "(default: from the schedule, at least 5)")
   distill.add_argument("--extra-inputs", choices=("auto", "mixup", "jitter", "none"),
                        default=None,
                        help="distillation inputs beyond the training rows, labelled by "
@@ -410,12 +458,16 @@ def _add_distill(commands):
                             "multi-worker (MultiWorkerMirroredStrategy; TF_CONFIG per "
                             "host, see docs/guide/distributed.md)")
   distill.add_argument("--resume", action="store_true", default=None,
-                       help="continue a killed run from its last finished epoch "
-                            "(--out/backup); without it a run starts afresh")
+                       help="continue a killed run of the same job from its last finished "
+                            "epoch (--out/backup); a backup of other settings, data or "
+                            "teachers is refused")
   distill.add_argument("--data-service", default=None, metavar="ADDRESS",
                        help="compute the teacher's outputs on tf.data service workers "
                             "(the dispatcher's HOST:PORT; start them with tfp-distill "
                             "data-service)")
+  distill.add_argument("--force", action="store_true", default=None,
+                       help="train even when the ensemble scores at chance level on "
+                            "labelled training rows")
   distill.add_argument("--seed", type=int, default=None, help="seed (default 0)")
   distill.add_argument("--limit", type=_positive_int, default=None,
                        help="read at most this many examples from each data source")
@@ -423,10 +475,13 @@ def _add_distill(commands):
                        help="a TOML file of flag values (keys: flag names with "
                             "underscores, e.g. batch_size)")
   distill.add_argument("--out", default=None, metavar="DIR",
-                       help="report folder (default: reports/distill)")
+                       help="report folder (default: reports/distill): new, empty, or one "
+                            "an earlier run wrote; a folder tfp-distill did not make is "
+                            "refused, nothing in it touched")
   distill.add_argument("--verbose", action="store_true",
                        help="on an error, print the traceback too")
-  distill.add_argument("--quiet", action="store_true", help="no progress bars")
+  distill.add_argument("--quiet", action="store_true",
+                       help="no progress bars and no log of decisions")
   distill.set_defaults(run=_run_distill)
 
   service = commands.add_parser(
@@ -473,7 +528,10 @@ def _run_data_service(args):
 
 
 def _read_toml(path):
-  import tomllib  # pylint: disable=import-outside-toplevel
+  try:
+    import tomllib  # pylint: disable=import-outside-toplevel
+  except ImportError:          # Python 3.10: the same parser, from PyPI (setup.cfg)
+    import tomli as tomllib  # pylint: disable=import-outside-toplevel
   try:
     with open(path, "rb") as f:
       values = tomllib.load(f)
@@ -481,37 +539,43 @@ def _read_toml(path):
     raise ValueError(f"--config {path} does not exist.") from error
   except tomllib.TOMLDecodeError as error:
     raise ValueError(f"--config {path} is not valid TOML: {error}") from error
+  keys = _distill_keys()
   out = {}
   for key, value in values.items():
     name = key.replace("-", "_")
-    if name not in _DISTILL_KEYS:
+    if name not in keys:
       raise ValueError(f"--config {path}: {key!r} is not a flag of tfp-distill distill "
-                       f"(keys: {', '.join(_DISTILL_KEYS)}).")
+                       f"(keys: {', '.join(keys)}).")
     out[name] = value
-  if isinstance(out.get("teacher"), str):
-    out["teacher"] = [out["teacher"]]
+  for name in ("teacher", "classes"):
+    if isinstance(out.get(name), str):
+      out[name] = [out[name]] if name == "teacher" else out[name].split(",")
   return out
 
 
 def _run_distill(args):
-  from tfp_distill.experiments import distill  # pylint: disable=import-outside-toplevel
+  from tfp_distill import job  # pylint: disable=import-outside-toplevel
+  from tfp_distill import report as report_lib  # pylint: disable=import-outside-toplevel
   try:
     values = _read_toml(args.config) if args.config else {}
-    values.update({k: getattr(args, k) for k in _DISTILL_KEYS
+    values.update({k: getattr(args, k) for k in _distill_keys()
                    if getattr(args, k, None) is not None})
-    if "teacher" in values:
-      values["teacher"] = tuple(str(t) for t in values["teacher"])
-    config = distill.DistillConfig(verbose=0 if args.quiet else 1, **values)
-    report = distill.run_distill(config)
+    for name in ("teacher", "classes"):
+      if isinstance(values.get(name), (list, tuple)):   # other types: refused below
+        values[name] = tuple(os.fspath(t) if isinstance(t, os.PathLike) else t
+                             for t in values[name])
+    values.setdefault("out", os.path.join("reports", "distill"))
+    config = job.DistillConfig(verbose=0 if args.quiet else 1, **values)
+    report = job.run(config).report
   except (ValueError, FileNotFoundError) as error:
     if args.verbose:
       raise
     message = " ".join(str(error).split()) or type(error).__name__
     raise SystemExit(f"tfp-distill distill: {message}") from error
   print(f"Report written to {os.path.join(config.out, report['files']['report_md'])} "
-        f"(total {report['timings_s']['total']:.1f} s)")
+        f"(total {report['wall_time_s']:.1f} s)")
   print()
-  print(distill.format_markdown(report))
+  print(report_lib.format_markdown(report))
   return 0
 
 

@@ -50,8 +50,23 @@ def _check_image_size(input_shape, filters):
     height, width = (height - 2) // 2, (width - 2) // 2
 
 
+def _input_layers(inputs, input_scale=None, input_normalization=None):
+  """The model's first layers: a Rescaling by `input_scale` (e.g. 1/255 for raw pixels)
+  and/or a Normalization to (x - mean) / sqrt(variance) (`input_normalization`: (mean,
+  variance) arrays of one row's shape). Both are saved with the model, so it takes the
+  inputs its members take."""
+  h = inputs
+  if input_scale is not None and float(input_scale) != 1.0:
+    h = keras.layers.Rescaling(float(input_scale), name="input_scale")(h)
+  if input_normalization is not None:
+    mean, variance = (np.asarray(a, np.float32) for a in input_normalization)
+    h = keras.layers.Normalization(mean=mean, variance=np.maximum(variance, 1e-12),
+                                   name="input_normalization")(h)
+  return h
+
+
 def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", seed=None,
-        name=None):
+        name=None, input_scale=None, input_normalization=None):
   """A multilayer perceptron x -> params [batch, output_size] (-> head(params)).
 
   Args:
@@ -62,6 +77,9 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
     activation: str, hidden activation.
     seed: int or None, seeds the Glorot initializers (layer i uses seed + i).
     name: model name.
+    input_scale: None or float, multiply the inputs by it first (a Rescaling layer).
+    input_normalization: None or (mean, variance), arrays of one input's shape: the
+      model standardises its inputs itself (a Normalization layer, saved with it).
 
   Returns:
     keras.Model.
@@ -70,7 +88,7 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
     return keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
 
   inputs = keras.Input(shape=tuple(input_shape))
-  h = inputs
+  h = _input_layers(inputs, input_scale, input_normalization)
   for i, units in enumerate(hidden_units):
     h = keras.layers.Dense(units, activation=activation, kernel_initializer=init(i))(h)
   out = keras.layers.Dense(output_size, kernel_initializer=init(len(hidden_units)))(h)
@@ -80,7 +98,7 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
 
 
 def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 64),
-              dense_units=128, dropout=0.0, seed=None, name=None):
+              dense_units=128, dropout=0.0, seed=None, name=None, input_scale=None):
   """A small CNN for 28x28 images x [batch, 28, 28, 1] -> params [batch, output_size].
 
   ```none
@@ -117,6 +135,8 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
     seed: int or None, seeds the Glorot initializers (the i-th conv or dense layer uses
       seed + i) and the dropout (seed + number of layers).
     name: model name.
+    input_scale: None or float, multiply the inputs by it first (e.g. 1/255 for raw
+      0-255 pixels; a Rescaling layer saved with the model).
 
   Returns:
     keras.Model: x [batch, height, width, channels] -> params [batch, output_size], or
@@ -139,7 +159,7 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
     raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
   _check_image_size(input_shape, filters)
   inputs = keras.Input(shape=tuple(input_shape))
-  h = inputs
+  h = _input_layers(inputs, input_scale)
   for i, f in enumerate(filters):
     h = keras.layers.Conv2D(
         int(f), 3, padding="valid", activation="relu",
@@ -165,7 +185,7 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
 
 
 def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64, l2=0.0,
-                   seed=None, name=None):
+                   seed=None, name=None, input_scale=None):
   """ResNet-18 for CIFAR [1]: x [batch, 32, 32, 3] -> params [batch, output_size].
 
   The CIFAR variant of ResNet-18 (as in the widely used CIFAR ResNet code): the ImageNet
@@ -202,6 +222,8 @@ def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64,
     seed: int or None, seeds the initializers (He normal for convs, Glorot uniform for
       the dense layer); the i-th conv or dense layer in construction order uses seed + i.
     name: model name.
+    input_scale: None or float, multiply the inputs by it first (e.g. 1/255 for raw
+      0-255 pixels; a Rescaling layer saved with the model).
 
   Returns:
     keras.Model: x [batch, height, width, channels] -> params [batch, output_size], or
@@ -265,7 +287,7 @@ def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64,
     return keras.layers.Activation("relu", name=f"{prefix}_out")(y)
 
   inputs = keras.Input(shape=tuple(input_shape))
-  h = conv(inputs, width, 3, 1, "stem_conv")
+  h = conv(_input_layers(inputs, input_scale), width, 3, 1, "stem_conv")
   h = keras.layers.Activation("relu", name="stem_relu")(bn(h, "stem_bn"))
   for stage, (multiplier, strides) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
     for block in range(2):

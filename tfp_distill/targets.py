@@ -13,12 +13,13 @@ use `td.Distiller` instead (same losses, same targets).
 import hashlib
 import json
 import os
-import shutil
 import warnings
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
+
+from tfp_distill import job_folder
 
 __all__ = ["jittered_batches", "jittered_inputs", "mixup_inputs", "service_targets",
            "teacher_targets", "uniform_inputs"]
@@ -250,13 +251,14 @@ _CHUNK = 1024   # rows per element of a cache (format 2)
 
 
 def _cache_files(cache_dir):
-  """{relative path: sha256 hex} of every file of a cache but its manifest."""
+  """{relative path: sha256 hex} of every file of a cache but its manifest and marker."""
   out = {}
-  for root, _, names in os.walk(cache_dir):
+  for root, dirs, names in os.walk(cache_dir):
+    dirs.sort()
     for name in sorted(names):
       path = os.path.join(root, name)
       relative = os.path.relpath(path, cache_dir)
-      if relative == _CACHE_MANIFEST:
+      if relative in (_CACHE_MANIFEST, job_folder.MARKER_NAME, job_folder.LOCK_NAME):
         continue
       digest = hashlib.sha256()
       with open(path, "rb") as f:
@@ -296,20 +298,110 @@ def _verify_cache(cache_dir, meta):
                        "folder to rebuild.")
 
 
-def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
+def _inputs_fingerprint(inputs, extra_inputs):
+  """What the cache's inputs are: SHA-256 of arrays; spec and size of a Dataset.
+
+  The contents of a `tf.data.Dataset` are not read here (it may draw new values each
+  time it is iterated): for those only the element spec and size are compared.
+  """
+  def one(data):
+    if data is None:
+      return None
+    if isinstance(data, tf.data.Dataset):
+      return {"dataset": str(data.element_spec), "cardinality": int(data.cardinality())}
+    parts = data if isinstance(data, (tuple, list)) else (data,)
+    digest = hashlib.sha256()
+    for part in parts:
+      array = np.ascontiguousarray(np.asarray(part, np.float32))
+      digest.update(str(array.shape).encode())
+      digest.update(array.tobytes())
+    return {"sha256": digest.hexdigest(), "rows": int(len(parts[0]))}
+  return {"inputs": one(inputs), "extra_inputs": one(extra_inputs)}
+
+
+def _teacher_digest(teacher):
+  """SHA-256 of a teacher's weights (an `Ensemble` or a model), or None for a callable."""
+  members = getattr(teacher, "members", None)
+  models = list(members) if members is not None else [teacher]
+  digest = hashlib.sha256()
+  for model in models:
+    if hasattr(model, "get_weights"):
+      arrays = model.get_weights()
+    elif hasattr(model, "variables") and not callable(model.variables):
+      arrays = [v.numpy() for v in model.variables]
+    else:
+      return None
+    for array in arrays:
+      array = np.ascontiguousarray(array)
+      digest.update(f"{array.dtype}{array.shape}".encode())
+      digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+#: The teacher probe's tolerance, relative to 1 + max|z|: a teacher recomputed on other
+#: batches agrees to rounding (float32 ~1e-6, bfloat16 members ~1e-2 at worst); a
+#: different teacher's outputs differ by O(1).
+_PROBE_RTOL = 2.0 ** -5
+
+
+def _probe_teacher(cache_dir, loaded, chunked, teacher):
+  """Reruns the teacher on up to 64 cached inputs; ValueError if it gives other outputs."""
+  element = next(iter(loaded if chunked else loaded.batch(64)))
+  x, z = element[0][:64], element[1][:64]
+  fresh = tf.convert_to_tensor(teacher(x))
+  if tuple(fresh.shape) != tuple(z.shape):
+    raise ValueError(f"cache_dir {cache_dir!r} holds teacher outputs of shape "
+                     f"{list(z.shape[1:])} per input; this teacher gives "
+                     f"{list(fresh.shape[1:])}: another teacher made it. Use a new "
+                     "cache_dir (or delete this one to rebuild).")
+  z = z.numpy().astype(np.float64)
+  gap = float(np.max(np.abs(fresh.numpy().astype(np.float64) - z)))
+  if not gap <= _PROBE_RTOL * (1.0 + float(np.max(np.abs(z)))):
+    raise ValueError(f"cache_dir {cache_dir!r} was made by another teacher: on its first "
+                     f"{len(z)} cached inputs this teacher's outputs differ by up to "
+                     f"{gap:.3g}. Use a new cache_dir (or delete this one to rebuild).")
+
+
+def _check_cache_identity(cache_dir, meta, inputs, teacher, loaded, chunked):
+  """Refuses a complete cache made from other inputs or by another teacher."""
+  saved = meta.get("inputs")
+  if saved is not None and saved != inputs:
+    which = [k for k in ("inputs", "extra_inputs") if saved.get(k) != inputs.get(k)]
+    raise ValueError(f"cache_dir {cache_dir!r} was made from other {' and '.join(which)} "
+                     "(their fingerprint differs): use a new cache_dir for these inputs "
+                     "(or delete this one to rebuild).")
+  digest = _teacher_digest(teacher)
+  if meta.get("teacher_sha256") is not None and digest is not None:
+    if meta["teacher_sha256"] != digest:
+      raise ValueError(f"cache_dir {cache_dir!r} was made by another teacher (its "
+                       "weights' SHA-256 differs): use a new cache_dir (or delete this "
+                       "one to rebuild).")
+    return
+  _probe_teacher(cache_dir, loaded, chunked, teacher)
+
+
+def _cached(ds, has_labels, teacher, cache_dir, inputs, num_shards=8):
   """Computes (x, z[, y]) once into a sharded tf.data snapshot on disk; reloads it.
 
-  Format 2 stores chunks of up to `_CHUNK` rows per element (the batches the teacher ran
-  on), so reading an epoch costs a few hundred element reads, not one per example.
+  ```none
+  cache_dir/.tfp_distill.json   marker: written first, the folder is ours
+  cache_dir/data/               the tf.data snapshot: chunks of up to 1024 rows
+  cache_dir/targets.json        manifest, written last: format, the SHA-256 of every
+                                file, the inputs' fingerprint, the teacher's weights' SHA-256
+  ```
   Returns (dataset, chunked): chunked datasets yield row chunks, format-1 caches single
   rows.
 
-  The manifest is written last, with the SHA-256 of every file: a folder without one is
-  a cache whose writer was killed (it is removed and rebuilt, with a warning), and a file
-  whose checksum differs is named in a ValueError.
+  A folder with a manifest is a complete cache: its files are checked against their
+  checksums, and it is used only for the same inputs and the same teacher (else a
+  ValueError says which differs). A folder with our marker but no manifest is a cache
+  whose writer was stopped: its data is removed and rebuilt, with a warning. A non-empty
+  folder without either was not written here: it is refused and nothing in it is touched.
   """
   manifest = os.path.join(cache_dir, _CACHE_MANIFEST)
   members = getattr(teacher, "num_members", None)
+  if os.path.lexists(cache_dir) and not os.path.isdir(cache_dir):
+    raise ValueError(f"cache_dir {cache_dir!r} is a file, not a folder.")
   if os.path.exists(manifest):
     meta = _read_manifest(cache_dir)
     if members is not None and meta.get("members") not in (None, members):
@@ -317,27 +409,36 @@ def _cached(ds, has_labels, teacher, cache_dir, num_shards=8):
           f"The target cache in {cache_dir!r} was made by an ensemble of "
           f"{meta['members']} members, this one has {members}: delete the folder to rebuild.")
     _verify_cache(cache_dir, meta)
-    return _load_cache(cache_dir), meta.get("format_version", 1) >= 2
-  if os.path.isdir(cache_dir) and os.listdir(cache_dir):
-    warnings.warn(f"The target cache in {cache_dir!r} has no manifest: its writer was "
-                  "stopped before finishing. Rebuilding it.", RuntimeWarning, stacklevel=3)
-    shutil.rmtree(cache_dir)
+    loaded = _load_cache(os.path.join(cache_dir, meta.get("data", "")))
+    chunked = meta.get("format_version", 1) >= 2
+    _check_cache_identity(cache_dir, meta, inputs, teacher, loaded, chunked)
+    return loaded, chunked
+  folder = job_folder.JobFolder(cache_dir, "cache_dir", "td.teacher_targets",
+                                kind="target cache")
+  with folder:     # claimed (a folder holding anything not written here is refused), locked
+    if folder.owns("data"):
+      warnings.warn(f"The target cache in {cache_dir!r} has no manifest: its writer was "
+                    "stopped before finishing. Rebuilding it.", RuntimeWarning,
+                    stacklevel=3)
+      folder.remove("data")
+    data_dir = folder.reserve("data")
 
-  def with_z(*e):
-    x = e[0]
-    z = teacher(x)
-    z = tf.debugging.assert_all_finite(z, "teacher_targets: the teacher produced NaN/Inf")
-    return (x, z, e[1]) if has_labels else (x, z)
+    def with_z(*e):
+      x = e[0]
+      z = teacher(x)
+      z = tf.debugging.assert_all_finite(z, "teacher_targets: the teacher produced NaN/Inf")
+      return (x, z, e[1]) if has_labels else (x, z)
 
-  computed = ds.batch(_CHUNK).map(with_z).enumerate()
-  computed.save(cache_dir, shard_func=lambda i, e: i % num_shards)
-  meta = {"members": members, "format_version": 2, "rows_per_element": _CHUNK,
-          "sha256": _cache_files(cache_dir)}
-  tmp = manifest + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(meta, f)
-  os.replace(tmp, manifest)       # atomic: a manifest is whole or absent
-  return _load_cache(cache_dir), True
+    computed = ds.batch(_CHUNK).map(with_z).enumerate()
+    computed.save(data_dir, shard_func=lambda i, e: i % num_shards)
+    meta = {"members": members, "format_version": 3, "rows_per_element": _CHUNK,
+            "data": "data", "inputs": inputs, "teacher_sha256": _teacher_digest(teacher),
+            "sha256": _cache_files(cache_dir)}
+    tmp = manifest + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(meta, f)
+    os.replace(tmp, manifest)       # atomic: a manifest is whole or absent
+  return _load_cache(data_dir), True
 
 
 def _load_cache(cache_dir):
@@ -374,11 +475,16 @@ def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_i
       label term on the clean x, as in Nam et al.'s students, use `td.Distiller`.
     extra_inputs: None, or unlabeled inputs in any form accepted for `inputs` (arrays or a
       Dataset), mixed into the stream (e.g. points on a wider box).
-    cache_dir: None, or a folder: (x, z) are computed once, saved as a sharded tf.data
-      snapshot of 1024-row chunks and reloaded on later calls (delete the folder to
-      rebuild). Each epoch reads the chunks in a random order, shuffles the rows within
-      each chunk and cuts batches (`shuffle_buffer` counts chunks there). Freezes the
-      inputs, so it cannot be combined with a perturbation.
+    cache_dir: None, or a new or empty folder (or one an earlier call filled): (x, z)
+      are computed once, saved as a sharded tf.data snapshot of 1024-row chunks and
+      reloaded on later calls with the same inputs and teacher (delete the folder to
+      rebuild). A reuse is checked: array inputs by their SHA-256 (a Dataset by its
+      element spec and size only: its contents are not read twice), the teacher by its
+      weights' SHA-256 (or, for a plain callable, by rerunning it on 64 cached inputs);
+      a mismatch raises. A non-empty folder this function did not write is refused and
+      left untouched. Each epoch reads the chunks in a random order, shuffles the rows
+      within each chunk and cuts batches (`shuffle_buffer` counts chunks there). Freezes
+      the inputs, so it cannot be combined with a perturbation.
     seed: int, for shuffling and perturbation seeds.
     shuffle: bool.
     shuffle_buffer: int or None (the whole data set when its size is known, else 10000).
@@ -409,7 +515,8 @@ def teacher_targets(inputs, ensemble, batch_size=128, perturbation=None, extra_i
     if perturbation is not None:
       raise ValueError("teacher_targets: a disk cache freezes (x, z); it cannot be "
                        "combined with a perturbation, which needs the teacher per batch.")
-    ds, chunked = _cached(ds, has_labels, ensemble, cache_dir)
+    ds, chunked = _cached(ds, has_labels, ensemble, cache_dir,
+                          _inputs_fingerprint(inputs, extra_inputs))
     if chunked:   # shuffle the chunks and the rows within each, then cut batches
       if shuffle:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)

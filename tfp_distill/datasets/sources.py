@@ -9,14 +9,16 @@ data.npz           np.load(allow_pickle=False): x, y    float32 [n, ...]      'y
 tfds:NAME[:SPLIT]  tfds builder, as_supervised=True     float32 [n, ...]      the label
 images/            keras image_dataset_from_directory   float32 [n, h, w, c]  int64 [n]
   <class>/*.png      (one subfolder per class)
-table.csv          csv module: header row, numbers      float32 [n, cols-1]   float32 [n]
+table.csv          csv module: numbers (header optional)  float32 [n, cols-1]  float32 [n],
+                     or class names in the target column                   or int64 [n]
 ```
 
 `tfds:` specs need tensorflow-datasets, which `pip install "tfp_distill[studies]"`
 installs; without it they raise a one-line `DataError` that says so.
 
 Integer labels come back int64 [n] (classification), float targets float32 [n] or
-[n, d] (regression); images scaled to [0, 1] (uint8 / 255), whatever the source. Every
+[n, d] (regression); images scaled to [0, 1] (uint8 / 255), whatever the source, or
+left as raw 0-255 values with `image_scale="raw"` (`DataSource.pixel_scale`). Every
 source is checked the same way afterwards: `x` numeric and not empty, as many labels as inputs,
 no NaN/Inf in `x` or in float `y`, class labels >= 0. `limit` keeps the first examples.
 
@@ -49,12 +51,12 @@ import numpy as np
 
 from tfp_distill import _optional
 
-__all__ = ["DataError", "DataSource", "holdout_split", "load_data"]
+__all__ = ["DataError", "DataSource", "check_source", "holdout_split", "load_data"]
 
 #: What `load_data` accepts, for error messages.
 ACCEPTED_FORMS = ("a .npz file with arrays 'x' (and 'y'), 'tfds:NAME[:SPLIT]', a folder "
-                  "of images with one subfolder per class, or a .csv table with a header "
-                  "row")
+                  "of images with one subfolder per class, or a .csv table (a header "
+                  "row optional)")
 
 #: Image file endings that Keras' `image_dataset_from_directory` reads.
 IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -86,12 +88,15 @@ class DataSource:
       (image folders: the subfolder names; tfds: the ClassLabel names).
     index: int64 array [n] or None: for a part made by `holdout_split`, the rows of the
       source it came from (to split arrays aligned with the source the same way).
+    pixel_scale: None (not images decoded here), 255 (raw 0-255 pixel values, as
+      `keras.utils.image_dataset_from_directory` gives them) or 1 (scaled to [0, 1]).
   """
   x: np.ndarray
   y: np.ndarray | None
   name: str
   class_names: tuple | None = None
   index: np.ndarray | None = None
+  pixel_scale: int | None = None
 
 
 def _first_line(error):
@@ -102,7 +107,8 @@ def _first_line(error):
   return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def load_data(spec, *, split=None, target_column=None, image_size=None, limit=None):
+def load_data(spec, *, split=None, target_column=None, image_size=None, limit=None,
+              image_scale="unit", classes=None):
   """Loads a user's data set from a `.npz` file, tfds, a folder of images or a `.csv`.
 
   Args:
@@ -111,7 +117,9 @@ def load_data(spec, *, split=None, target_column=None, image_size=None, limit=No
       `tfds:NAME[:SPLIT]` (a tensorflow-datasets set with (input, label) pairs; NAME may
         carry a config and version, `cifar10:3.0.2:test`; SPLIT may slice, `train[:10%]`);
       `DIR` (a folder with one subfolder of images per class, `.png/.jpg/.jpeg/.bmp/.gif`);
-      `PATH.csv` (a header row, then numeric rows; the target is one column).
+      `PATH.csv` (numeric rows, a header row optional: the first row is a header when
+        a column that is numeric below it is not numeric in it; the target is one column,
+        numbers or class names).
     split: str or None: the tfds split when `spec` names none (default "train"); only
       for `tfds:` specs.
     target_column: str or None: the `.csv` column to predict (default: the last column);
@@ -119,9 +127,16 @@ def load_data(spec, *, split=None, target_column=None, image_size=None, limit=No
     image_size: int, (height, width) or None: the size images are resized to (bilinear);
       default: the size of the first image found. Only for image folders.
     limit: int or None: keep only the first `limit` examples.
+    image_scale: "unit" (images scaled to [0, 1]) or "raw" (0-255 pixel values, as
+      `keras.utils.image_dataset_from_directory` reads them; `DataSource.pixel_scale`
+      says which). Applies to image folders and tfds images.
+    classes: None, or the class names in the order the labels should number them (a
+      `.csv` whose target column holds names: "cat" -> its index in `classes`). Without
+      it, names are numbered in sorted order (as Keras numbers class subfolders).
 
   Returns:
-    A `DataSource`: `x` float32 [n, ...] (images [n, height, width, channels] in [0, 1];
+    A `DataSource`: `x` float32 [n, ...] (images [n, height, width, channels] in [0, 1]
+    or 0-255, see `image_scale`;
     a flat `x` [n] becomes [n, 1]); `y` int64 [n] (integer labels), float32 [n] or
     [n, d] (regression targets), or None; `name`; `class_names` for image folders and
     tfds sets with class labels.
@@ -136,18 +151,27 @@ def load_data(spec, *, split=None, target_column=None, image_size=None, limit=No
   if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                             or limit < 1):
     raise DataError(f"limit must be a positive int or None; got {limit!r}.")
+  if image_scale not in ("unit", "raw"):
+    raise DataError(f"image_scale must be 'unit' or 'raw'; got {image_scale!r}.")
   raw = os.fspath(spec)
   kind = _kind(raw)
   _check_options(raw, kind, split=split, target_column=target_column,
                  image_size=image_size)
+  if classes is not None:
+    classes = tuple(str(c) for c in classes)
+    if kind not in ("csv", "folder"):
+      raise DataError(f"{raw}: classes applies to .csv tables and image folders (the "
+                      "names of their classes), not to this source.")
+    if len(set(classes)) != len(classes) or len(classes) < 2:
+      raise DataError(f"classes must name at least 2 distinct classes; got {classes!r}.")
   if kind == "npz":
     source = _load_npz(raw)
   elif kind == "tfds":
-    source = _load_tfds(raw, split, limit)
+    source = _load_tfds(raw, split, limit, image_scale)
   elif kind == "folder":
-    source = _load_folder(raw, image_size, limit)
+    source = _load_folder(raw, image_size, limit, image_scale, classes)
   else:
-    source = _load_csv(raw, target_column)
+    source = _load_csv(raw, target_column, classes)
   return _checked(source, limit)
 
 
@@ -189,7 +213,7 @@ def holdout_split(source, fraction=0.1, seed=0):
                       y=None if source.y is None else source.y[index],
                       name=name, class_names=source.class_names,
                       index=index.astype(np.int64) if source.index is None
-                      else source.index[index])
+                      else source.index[index], pixel_scale=source.pixel_scale)
 
   percent = round(100 * fraction, 2)
   return (part(train_index, f"{source.name} ({100 - percent:g}% train part)"),
@@ -264,7 +288,7 @@ def _load_npz(path):
 # tensorflow-datasets
 
 
-def _load_tfds(raw, split, limit):
+def _load_tfds(raw, split, limit, image_scale="unit"):
   match = _TFDS_SPEC.match(raw)
   if not match:
     raise DataError(f"{raw}: expected 'tfds:NAME' or 'tfds:NAME:SPLIT' "
@@ -316,15 +340,20 @@ def _load_tfds(raw, split, limit):
   if not xs:
     raise DataError(f"{label}: no examples.")
   x, y = np.concatenate(xs), np.concatenate(ys)
+  pixel_scale = None
   if x.dtype == np.uint8 and x.ndim == 4:  # images [n, h, w, c]
-    x = x.astype(np.float32) / np.float32(255.0)
+    x = x.astype(np.float32)
+    pixel_scale = 255
+    if image_scale == "unit":
+      x, pixel_scale = x / np.float32(255.0), 1
   class_names = None
   label_key = builder.info.supervised_keys[1]
   names = (getattr(builder.info.features[label_key], "names", None)
            if isinstance(label_key, str) else None)
   if names and np.issubdtype(y.dtype, np.integer):
     class_names = tuple(names)
-  return DataSource(x=x, y=y, name=label, class_names=class_names)
+  return DataSource(x=x, y=y, name=label, class_names=class_names,
+                    pixel_scale=pixel_scale)
 
 
 # ----------------------------------------------------------------------------------------
@@ -340,7 +369,7 @@ def _image_files(folder):
         yield os.path.join(root, file)
 
 
-def _load_folder(folder, image_size, limit):
+def _load_folder(folder, image_size, limit, image_scale="unit", classes=None):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfp_distill._keras import keras  # pylint: disable=g-import-not-at-top
   if os.path.exists(os.path.join(folder, "saved_model.pb")):
@@ -391,17 +420,53 @@ def _load_folder(folder, image_size, limit):
         break
   except tf.errors.OpError as e:
     raise DataError(f"{folder}: an image cannot be read ({_first_line(e)}).") from e
-  x = np.clip(np.concatenate(xs) / np.float32(255.0), 0.0, 1.0).astype(np.float32)
+  x = np.clip(np.concatenate(xs), 0.0, 255.0).astype(np.float32)
+  pixel_scale = 255
+  if image_scale == "unit":
+    x, pixel_scale = x / np.float32(255.0), 1
   y = np.concatenate(ys).astype(np.int64)
+  if classes is not None:         # renumber the subfolders in the members' class order
+    missing = [c for c in class_names if c not in classes]
+    if missing:
+      raise DataError(f"{folder}: subfolder {missing[0]!r} is not one of classes "
+                      f"({', '.join(classes)}).")
+    y = np.asarray([classes.index(class_names[i]) for i in range(len(class_names))],
+                   np.int64)[y]
+    class_names = classes
   return DataSource(x=x, y=y, name=f"folder {folder.rstrip(os.sep)}{os.sep} "
-                    f"({len(class_names)} classes)", class_names=class_names)
+                    f"({len(class_names)} classes)", class_names=class_names,
+                    pixel_scale=pixel_scale)
 
 
 # ----------------------------------------------------------------------------------------
 # .csv
 
 
-def _load_csv(path, target_column):
+def _is_number(cell):
+  try:
+    float(cell)
+  except ValueError:
+    return False
+  return True
+
+
+def _has_header(rows):
+  """Whether the first row names the columns: some column is numeric in the rows below
+  it (up to 100) but not in the first. A first row of numbers is always data."""
+  first = rows[0]
+  below = rows[1:101]
+  if all(_is_number(cell) for cell in first):
+    return False
+  if not below:
+    return True
+  for j, cell in enumerate(first):
+    if not _is_number(cell) and all(j < len(row) and _is_number(row[j]) for row in below):
+      return True
+  # No column tells: the first row is as non-numeric as the rest (e.g. text columns).
+  return all(not _is_number(cell) for cell in first)
+
+
+def _load_csv(path, target_column, classes=None):
   try:
     with open(path, newline="", encoding="utf-8-sig") as f:
       rows = [(line, row) for line, row in enumerate(csv.reader(f), start=1)
@@ -409,12 +474,20 @@ def _load_csv(path, target_column):
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise DataError(f"{path}: not a readable .csv table ({_first_line(e)}).") from e
   if not rows:
-    raise DataError(f"{path}: empty (expected a header row, then numeric rows).")
-  (_, header), rows = rows[0], rows[1:]
-  header = [name.strip() for name in header]
+    raise DataError(f"{path}: empty (expected rows of numbers, a header row optional).")
+  cells = [[cell.strip() for cell in row] for _, row in rows]
+  if _has_header(cells):
+    header, rows = cells[0], rows[1:]
+  else:
+    header = [f"column {j + 1}" for j in range(len(cells[0]))]
+    if target_column is not None:
+      raise DataError(f"{path} has no header row, so no column is named "
+                      f"{target_column!r}.")
   if len(header) < 2:
-    raise DataError(f"{path}: the header has {len(header)} column(s); need inputs and "
-                    "a target (at least 2 columns, comma-separated).")
+    raise DataError(f"{path}: {len(header)} column(s); need inputs and a target (at least "
+                    "2 columns, comma-separated).")
+  if not rows:
+    raise DataError(f"{path}: a header row and no data rows.")
   if target_column is None:
     target = len(header) - 1
   elif target_column in header:
@@ -423,11 +496,18 @@ def _load_csv(path, target_column):
     raise DataError(f"{path} has no column {target_column!r} "
                     f"(columns: {', '.join(header)}).")
   values = np.empty((len(rows), len(header)), np.float64)
+  names = []
+  text_target = not all(_is_number(row[target].strip()) for _, row in rows
+                        if len(row) == len(header))
   for i, (line, row) in enumerate(rows):
     if len(row) != len(header):
-      raise DataError(f"{path} line {line}: {len(row)} cells, but the header has "
+      raise DataError(f"{path} line {line}: {len(row)} cells, but the "
+                      f"{'header' if header[0] != 'column 1' else 'first row'} has "
                       f"{len(header)} columns.")
     for j, cell in enumerate(row):
+      if j == target and text_target:
+        names.append(cell.strip())
+        continue
       try:
         values[i, j] = float(cell)
       except ValueError:
@@ -435,7 +515,18 @@ def _load_csv(path, target_column):
         raise DataError(f"{path} line {line} (row {i + 1}), column {header[j]!r}: "
                         f"{shown} is not a number.") from None
   x = np.delete(values, target, axis=1)
-  return DataSource(x=x, y=values[:, target], name=path)
+  if not text_target:
+    return DataSource(x=x, y=values[:, target], name=path)
+  # Class names in the target column: numbered in the members' order (`classes`), or
+  # in sorted order.
+  order = classes if classes is not None else tuple(sorted(set(names)))
+  lookup = {name: k for k, name in enumerate(order)}
+  unknown = next((i for i, name in enumerate(names) if name not in lookup), None)
+  if unknown is not None:
+    raise DataError(f"{path} row {unknown + 1}: label {names[unknown]!r} is not one of "
+                    f"classes ({', '.join(order)}).")
+  y = np.asarray([lookup[name] for name in names], np.int64)
+  return DataSource(x=x, y=y, name=path, class_names=tuple(order))
 
 
 # ----------------------------------------------------------------------------------------
@@ -463,6 +554,12 @@ def _numeric(name, what, array):
     raise DataError(f"{name}: {what} is a scalar; expected an array with one row per "
                     "example.")
   return array
+
+
+def check_source(source, limit=None):
+  """Casts, limits and checks a `DataSource` made from arrays, as `load_data` checks what
+  it loads (one-line `DataError`s); returns the checked copy."""
+  return _checked(source, limit)
 
 
 def _checked(source, limit):
@@ -502,4 +599,5 @@ def _checked(source, limit):
         y32 = y.astype(np.float32)
       _non_finite(name, "y", y, y32)
       y = y32
-  return DataSource(x=x32, y=y, name=name, class_names=source.class_names)
+  return DataSource(x=x32, y=y, name=name, class_names=source.class_names,
+                    pixel_scale=source.pixel_scale)

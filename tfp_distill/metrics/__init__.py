@@ -23,6 +23,9 @@ name below is importable from `tfp_distill.metrics`, and lives in:
   (average precision), `roc_curve`, and the wrappers `misclassification_detection`
   (positive = misclassified, score = uncertainty) and `ood_detection` (positive =
   out-of-distribution) [4];
+* `fidelity`: `uncertainty_fidelity`, how faithfully one model's per-example
+  uncertainties follow another's (correlations, size ratio, relative errors defined
+  where the reference is zero): what reports compare a student with its ensemble by;
 * `temperature`, ensemble-size equivalents: `optimal_temperature`, `calibrated_nll` and
   `cross_validated_nll` (temperature scaling of logits or log-probabilities, the latter
   with the test-time cross-validation of [5]), `deep_ensemble_equivalent` (DEE of [5]);
@@ -70,6 +73,7 @@ finite, scores have no NaN.
 from tfp_distill.metrics.classification import (
     ExpectedCalibrationError, accuracy, brier_score, calibration_curve, categorical_nll,
     categorical_nll_from_logits, expected_calibration_error)
+from tfp_distill.metrics.fidelity import uncertainty_fidelity
 from tfp_distill.metrics.detection import (
     aupr, auroc, misclassification_detection, ood_detection, roc_curve)
 from tfp_distill.metrics.regression import (
@@ -89,6 +93,7 @@ __all__ = [
     "pearson_correlation",
     "spearman_correlation",
     "mean_relative_error",
+    "uncertainty_fidelity",
     "accuracy",
     "categorical_nll",
     "categorical_nll_from_logits",

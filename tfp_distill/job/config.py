@@ -1,0 +1,224 @@
+"""The settings of a distillation job (`DistillConfig`), checked by type and range
+before any work (`check_config`), and the job's one-line error (`DistillError`)."""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from tfp_distill import conventions as conventions_lib
+from tfp_distill import methods as methods_lib
+
+__all__ = ["DistillConfig", "DistillError", "EXTRA_INPUTS", "FIELD_TYPES", "NOT_FINGERPRINTED",
+           "STRATEGIES", "STUDENTS", "check_config"]
+
+
+STUDENTS = ("auto", "builtin:mlp", "builtin:small_cnn", "builtin:resnet18")
+
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+EXTRA_INPUTS = ("auto", "mixup", "jitter", "none")
+
+
+class DistillError(ValueError):
+  """A problem with the user's inputs or settings; the message is one line."""
+
+  def __init__(self, message):
+    super().__init__(" ".join(str(message).split()))
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+  """The settings of one distillation job; each is a `tfp-distill distill` flag and a
+  `--config` TOML key (the Python API takes them as keyword arguments of `distill`).
+
+  Attributes:
+    teacher: tuple of str: `.keras` files (tf_keras or Keras 3), SavedModel folders, or
+      one `.npz` of the members' outputs `z` [n, members, outputs] aligned with `train`
+      (optional `z_test`, `z_ood`). (`distill` also takes model objects or arrays.)
+    train, test, ood, aux: data specs (`datasets.sources.load_data`): the training rows;
+      the test rows (None: `test_fraction` of train held out); out-of-distribution
+      inputs (AUROC of the epistemic uncertainty); unlabelled inputs the teacher labels
+      as extra distillation inputs.
+    out: str or None, the report folder (None: nothing is written; `result.save`).
+    task: None (from the labels and outputs), "classification" or "regression".
+    method: None or "auto" (the task's default) or a `td.methods` name or alias.
+    teacher_output: classification members' outputs: "auto" (read from the models and
+      the outputs), "logits", "probs" or "log-probs".
+    variance: regression members' second output: "auto" (the likelihood of labelled
+      rows), "softplus", "log-variance", "log-std", "variance", "std", or "point"
+      (one output per target: point predictions).
+    noise_variance: point-prediction members' noise variance: "auto" (from the residuals
+      of held-out rows) or a float > 0.
+    image_scale: images' pixels as the members take them: "auto" (the scale the members
+      score best on, raw 0-255 when they score alike), "raw" or "unit" ([0, 1]).
+    classes: None, or the class names in the members' order (string labels in a .csv).
+    target_column: None (the last column) or the .csv column to predict.
+    student: "auto" (builtin:small_cnn for images, builtin:mlp otherwise), a name in
+      `STUDENTS`, or a tf_keras `.keras` backbone x -> features (a head is appended).
+    epochs: None (from the data: at least `min_steps` optimizer steps and 30 epochs) or
+      the maximum number of epochs.
+    min_steps: int, the fewest optimizer steps an automatic schedule plans for.
+    batch_size, learning_rate: student training (Adam, cosine-decayed).
+    patience: None (from the schedule) or epochs without a lower held-out distillation
+      loss before stopping.
+    validation_fraction, test_fraction: shares of `train` held out for early stopping
+      and (when `test` is None) as the test set.
+    extra_inputs: "auto" (the method's: mixup for classification, jitter for
+      regression; none with precomputed outputs), "mixup", "jitter" or "none".
+    jitter_copies, jitter_scale: jittered copies per row and their noise sd (a fraction
+      of each feature's standard deviation).
+    min_variance: the variance floor c of the softplus convention.
+    num_samples: Monte Carlo samples for students without a closed form.
+    strategy: "default", "mirrored" or "multi-worker" (TF_CONFIG).
+    resume: continue a killed run of the same job from its last finished epoch.
+    data_service: None or a tf.data service dispatcher's address (teacher outputs).
+    force: train even when the ensemble scores at chance on labelled rows.
+    seed: int.
+    limit: None or the number of examples read from each data source.
+    verbose: 0 silent, 1 progress bars and a log of each decision.
+  """
+
+  teacher: tuple = ()
+  train: str = None
+  out: str = None
+  test: str = None
+  ood: str = None
+  aux: str = None
+  task: str = None
+  method: str = None
+  teacher_output: str = "auto"
+  variance: str = "auto"
+  noise_variance: object = "auto"
+  image_scale: str = "auto"
+  classes: tuple = None
+  target_column: str = None
+  student: str = "auto"
+  epochs: int = None
+  min_steps: int = 3000
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  patience: int = None
+  validation_fraction: float = 0.1
+  test_fraction: float = 0.1
+  extra_inputs: str = "auto"
+  jitter_copies: int = 4
+  jitter_scale: float = 0.1
+  min_variance: float = 1e-3
+  num_samples: int = 100
+  strategy: str = "default"
+  resume: bool = False
+  data_service: str = None
+  force: bool = False
+  seed: int = 0
+  limit: int = None
+  verbose: int = 1
+
+
+#: The type of every DistillConfig field (a --config TOML value must have it).
+FIELD_TYPES = {
+    "teacher": "paths", "train": "str?", "out": "str?", "test": "str?", "ood": "str?",
+    "aux": "str?", "task": "str?", "method": "str?", "teacher_output": "str",
+    "variance": "str", "noise_variance": "auto|float", "image_scale": "str",
+    "classes": "strs?", "target_column": "str?", "student": "str", "epochs": "int?",
+    "min_steps": "int", "batch_size": "int", "learning_rate": "float", "patience": "int?",
+    "validation_fraction": "float", "test_fraction": "float", "extra_inputs": "str",
+    "jitter_copies": "int", "jitter_scale": "float", "min_variance": "float",
+    "num_samples": "int", "strategy": "str", "resume": "bool", "data_service": "str?",
+    "force": "bool", "seed": "int", "limit": "int?", "verbose": "int"}
+
+
+_TYPE_WORDS = {"paths": "a path or a list of paths", "str": "a string", "int": "an integer",
+               "float": "a number", "bool": "true or false", "strs": "a list of strings",
+               "auto|float": '"auto" or a number'}
+
+
+#: Settings that do not change the student (where and how verbosely it runs, and what
+#: is evaluated after training).
+NOT_FINGERPRINTED = ("out", "resume", "verbose", "strategy", "data_service", "ood",
+                     "num_samples", "force")
+
+
+def _is_int(value):
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _type_ok(kind, value):
+  if kind.endswith("?"):
+    return value is None or _type_ok(kind[:-1], value)
+  if kind == "paths":
+    return (isinstance(value, (tuple, list))
+            and all(isinstance(v, (str, os.PathLike)) for v in value))
+  if kind == "strs":
+    return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+  if kind == "str":
+    return isinstance(value, (str, os.PathLike))
+  if kind == "bool":
+    return isinstance(value, (bool, np.bool_))
+  if kind == "int":
+    return _is_int(value)
+  if kind == "auto|float":
+    return value == "auto" or _type_ok("float", value)
+  return (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, (bool, np.bool_)))
+
+
+def check_config(config):
+  """Checks every setting's type and range before any work; `DistillError` names it."""
+  for name, kind in FIELD_TYPES.items():
+    value = getattr(config, name)
+    if not _type_ok(kind, value):
+      raise DistillError(f"{name} must be {_TYPE_WORDS[kind.rstrip('?')]}, got "
+                         f"{value!r} ({type(value).__name__}).")
+  if not config.teacher:
+    raise DistillError("--teacher is required: .keras files, SavedModel folders or one "
+                       ".npz of the members' outputs.")
+  if not config.train:
+    raise DistillError("--train is required (a .npz, tfds:NAME[:SPLIT], an image folder "
+                       "or a .csv).")
+  for name in ("epochs", "batch_size", "patience", "num_samples", "jitter_copies", "limit",
+               "min_steps"):
+    value = getattr(config, name)
+    if value is not None and value < (0 if name == "jitter_copies" else 1):
+      raise DistillError(f"{name} must be a positive integer, got {value!r}.")
+  for name in ("learning_rate", "jitter_scale", "min_variance"):
+    value = getattr(config, name)
+    if not (np.isfinite(value) and (value >= 0 if name == "jitter_scale" else value > 0)):
+      raise DistillError(f"{name} must be a finite number "
+                         f"{'>= 0' if name == 'jitter_scale' else '> 0'}, got {value!r}.")
+  if config.noise_variance != "auto" and not (np.isfinite(config.noise_variance)
+                                              and config.noise_variance > 0):
+    raise DistillError(f"noise_variance must be \"auto\" or a number > 0, got "
+                       f"{config.noise_variance!r}.")
+  for name in ("validation_fraction", "test_fraction"):
+    if not 0 < getattr(config, name) < 1:
+      raise DistillError(f"{name} must be in (0, 1), got {getattr(config, name)!r}.")
+  choices = {"strategy": STRATEGIES, "extra_inputs": EXTRA_INPUTS,
+             "teacher_output": conventions_lib.CLASSIFICATION_OUTPUTS,
+             "variance": conventions_lib.VARIANCES,
+             "image_scale": conventions_lib.IMAGE_SCALES}
+  for name, allowed in choices.items():
+    if getattr(config, name) not in allowed:
+      raise DistillError(f"{name} must be one of {', '.join(allowed)}, got "
+                         f"{getattr(config, name)!r}.")
+  if config.task not in (None, "classification", "regression"):
+    raise DistillError(f"task must be classification or regression, got {config.task!r}.")
+  if config.method not in (None, "auto"):
+    tasks = [t for t in methods_lib.TASKS if t == config.task or config.task is None]
+    known = [t for t in tasks if _method_or_none(config.method, t) is not None]
+    if not known:
+      listing = "; ".join(f"{t}: {', '.join(methods_lib.names(t))}" for t in tasks)
+      raise DistillError(f"method {config.method!r} is not a method ({listing}).")
+  student = str(config.student)
+  if student not in STUDENTS and not student.endswith(".keras"):
+    raise DistillError(f"student must be one of {', '.join(STUDENTS)} or a .keras "
+                       f"backbone, got {student!r}.")
+
+
+def _method_or_none(name, task):
+  try:
+    return methods_lib.get(name, task)
+  except ValueError:
+    return None

@@ -1,0 +1,238 @@
+"""Stages 3 and 4 of a job: the distillation inputs, the schedule, the student, and its
+training (resumable by epoch, `td.callbacks.EpochBackup`)."""
+
+import importlib.util
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_distill import callbacks as callbacks_lib
+from tfp_distill import distiller as distiller_lib
+from tfp_distill import ensemble as ensemble_lib
+from tfp_distill import models as models_lib
+from tfp_distill import targets as targets_lib
+from tfp_distill import teachers as teachers_lib
+from tfp_distill._keras import keras
+from tfp_distill.job.config import DistillError
+
+__all__ = ["MIN_STEPS_PER_EPOCH", "Training", "build_student", "epoch_batches",
+           "extra_inputs_for", "make_strategy", "schedule"]
+
+
+def extra_inputs_for(config, method, x, teacher_models, aux, rng):
+  """(kind, extra inputs [k, ...]) beyond the training rows (see `extra_inputs`)."""
+  kind = config.extra_inputs
+  if kind == "auto":
+    kind = method.extra_inputs if teacher_models else "none"
+  if kind != "none" and not teacher_models:
+    raise DistillError(f"extra_inputs={kind!r} needs the teacher's models to label the "
+                       "extra inputs; precomputed outputs cover the training rows only.")
+  if aux is not None and not teacher_models:
+    raise DistillError("--aux inputs are labelled by the teacher: they need teacher "
+                       "models, not precomputed outputs.")
+  parts = []
+  if kind == "mixup":
+    parts.append(targets_lib.mixup_inputs(x, len(x), rng))
+  elif kind == "jitter":
+    scale = config.jitter_scale * x.std(axis=0, keepdims=True)
+    rows = np.repeat(x, config.jitter_copies, axis=0)
+    parts.append((rows + scale * rng.normal(size=rows.shape)).astype(np.float32))
+  if aux is not None:
+    if aux.x.shape[1:] != x.shape[1:]:
+      raise DistillError(f"--aux {aux.name}: inputs of shape {list(aux.x.shape[1:])}, the "
+                         f"training inputs have {list(x.shape[1:])}.")
+    parts.append(aux.x.astype(np.float32))
+    kind = kind + "+aux" if kind != "none" else "aux"
+  return kind, (np.concatenate(parts) if parts else x[:0])
+
+
+#: An epoch has at least this many optimizer steps (small data: several passes).
+MIN_STEPS_PER_EPOCH = 50
+
+
+def schedule(config, n_fit):
+  """(epochs, passes per epoch, patience, how): the training length, from the data
+  unless given."""
+  steps = -(-n_fit // config.batch_size)
+  passes = max(1, -(-MIN_STEPS_PER_EPOCH // steps))
+  per_epoch = steps * passes
+  if config.epochs is not None:
+    epochs, how = config.epochs, "given"
+  else:
+    epochs = int(min(1000, max(30, -(-config.min_steps // per_epoch))))
+    how = f"at least {config.min_steps} steps and 30 epochs"
+  how += (f"; an epoch is {passes} passes over the {n_fit} rows ({per_epoch} steps)"
+          if passes > 1 else f"; {per_epoch} steps per epoch")
+  patience = config.patience if config.patience is not None else 5
+  return epochs, passes, patience, how
+
+
+def make_strategy(name):
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi-worker":
+    if not os.environ.get("TF_CONFIG"):
+      raise DistillError("--strategy multi-worker needs TF_CONFIG in the environment "
+                         "(see docs/guide/distributed.md).")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
+def _image_filters(shape):
+  """The conv blocks of builtin:small_cnn that fit an image (each needs 4x4 or more)."""
+  filters, size = [], min(shape[0], shape[1])
+  for f in (16, 32):
+    if size < 4:
+      break
+    filters.append(f)
+    size = (size - 2) // 2
+  return tuple(filters)
+
+
+def build_student(config, input_shape, head, params_size, pixel_scale, x_fit):
+  name = config.student
+  if name == "auto":
+    name = "builtin:small_cnn" if len(input_shape) == 3 else "builtin:mlp"
+  seed = config.seed + 10 ** 6
+  scale = 1.0 / 255.0 if pixel_scale == 255 else None
+  if name == "builtin:mlp":
+    if len(input_shape) != 1:
+      raise DistillError(f"builtin:mlp takes feature vectors; these inputs have shape "
+                         f"{list(input_shape)} (try builtin:small_cnn).")
+    normalization = (x_fit.mean(0), x_fit.var(0))
+    return name, models_lib.mlp(input_shape, (150,), params_size, head=head, seed=seed,
+                                name="student", input_normalization=normalization)
+  if name in ("builtin:small_cnn", "builtin:resnet18"):
+    if len(input_shape) != 3:
+      raise DistillError(f"{name} takes images [height, width, channels]; these inputs "
+                         f"have shape {list(input_shape)} (try builtin:mlp).")
+    if name == "builtin:small_cnn":
+      filters = _image_filters(input_shape)
+      if not filters:
+        raise DistillError(f"builtin:small_cnn needs images of at least 4x4 pixels, got "
+                           f"{list(input_shape)}.")
+      return name, models_lib.small_cnn(input_shape, params_size, head=head,
+                                        filters=filters, dense_units=64, seed=seed,
+                                        name="student", input_scale=scale)
+    return name, models_lib.resnet18_cifar(input_shape, params_size, head=head, seed=seed,
+                                           name="student", input_scale=scale)
+  if not os.path.exists(name):
+    raise DistillError(f"Student backbone {name} does not exist.")
+  backbone = teachers_lib.load_member(name)
+  if not isinstance(backbone, keras.Model):
+    raise DistillError(f"Student backbone {name} is a {teachers_lib.describe(backbone)}; "
+                       "the student is built with tf_keras (tfp.layers needs it): save the "
+                       "backbone with tf_keras.")
+  inputs = keras.Input(input_shape)
+  features = backbone(inputs)
+  if features.shape.rank != 2:
+    features = keras.layers.Flatten()(features)
+  params = keras.layers.Dense(params_size, name="head_params")(features)
+  return name, keras.Model(inputs, head(params), name="student")
+
+
+def epoch_batches(x, z, batch_size, seed, start_epoch, epochs, passes=1):
+  """Batches (x, z) for epochs start_epoch .. epochs - 1, each in its own fixed order.
+
+  An epoch is `passes` passes over the rows (small data sets: enough steps per epoch
+  that Keras' per-epoch work, validation included, does not dominate); pass p of epoch
+  e reads the rows in the order `td.ensemble.member_permutation(n, seed, e * passes +
+  p)`. The order is a function of the epoch, not of how many epochs this process has
+  run, so a run resumed at epoch e sees exactly the batches an uninterrupted run sees.
+
+  Returns:
+    (tf.data.Dataset of all the remaining epochs' batches, batches per epoch).
+  """
+  n = len(x)
+  steps = -(-n // batch_size)
+  x_t, z_t = tf.constant(x), tf.constant(z)
+
+  def one_pass(index):
+    order = ensemble_lib.member_permutation(n, seed, index)
+    return tf.data.Dataset.range(steps).map(
+        lambda b: (tf.gather(x_t, order[b * batch_size:(b + 1) * batch_size]),
+                   tf.gather(z_t, order[b * batch_size:(b + 1) * batch_size])))
+
+  data = (tf.data.Dataset.range(start_epoch * passes, epochs * passes,
+                                output_type=tf.int64)
+          .flat_map(one_pass).prefetch(tf.data.AUTOTUNE))
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.DATA)
+  return data.with_options(options), steps * passes
+
+
+def _adam(learning_rate, epochs, examples, batch_size):
+  steps = epochs * -(-examples // batch_size)
+  return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+      learning_rate, decay_steps=steps))
+
+
+class Training:
+  """The student's training: built under the strategy, resumable by epoch."""
+
+  def __init__(self, config, strategy, method, family, pixel_scale, x_fit, z_fit, x_val,
+               z_val, epochs, passes, patience, folder, fingerprint):
+    self.config, self.strategy, self.method = config, strategy, method
+    self.x_fit, self.z_fit, self.x_val, self.z_val = x_fit, z_fit, x_val, z_val
+    self.epochs, self.passes, self.patience = epochs, passes, patience
+    head, params_size = method.head(family)
+    self.loss = method.loss(family)
+    self.decomposition_family = method.decomposition_family(family)
+    annealing = method.annealing(epochs)
+    self.callbacks = []
+    anneal_end = 0
+    if annealing is not None:
+      self.callbacks.append(callbacks_lib.TemperatureAnnealing(self.loss, *annealing))
+      anneal_end = annealing[3]
+    # The held-out loss is comparable across epochs only once the temperature is final.
+    self.stopping = callbacks_lib.ResumableEarlyStopping("val_loss", patience, anneal_end)
+    self.folder = folder
+    self.backup = None
+    if folder is not None:
+      self.backup = callbacks_lib.EpochBackup(folder.reserve("backup"),
+                                              stateful=[self.stopping],
+                                              fingerprint=fingerprint)
+    with strategy.scope():
+      self.student_name, self.student = build_student(
+          config, x_fit.shape[1:], head, params_size, pixel_scale, x_fit)
+      # Targets are precomputed: the Distiller never runs a teacher, but its train step
+      # stops a divergent run at the step, with the batch's statistics.
+      self.trainer = distiller_lib.Distiller(self.student, None, self.loss)
+      self.trainer(x_fit[:1])
+      self.trainer.compile(optimizer=_adam(config.learning_rate, epochs * passes,
+                                           len(x_fit), config.batch_size))
+      self.start_epoch = (self.backup.restore(self.trainer)
+                          if config.resume and self.backup is not None else 0)
+
+  def run(self):
+    """Trains; returns the history (every epoch's, those before a resume included)."""
+    config = self.config
+    finite = callbacks_lib.StopOnNonFiniteLoss()
+    history = {}
+    if self.backup is not None and self.backup.finished:
+      self.stopping.restore_best(self.trainer)     # killed after training had ended
+      return self.backup.history
+    if self.start_epoch < self.epochs:
+      train_data, steps = epoch_batches(self.x_fit, self.z_fit, config.batch_size,
+                                        config.seed + 7, self.start_epoch, self.epochs,
+                                        self.passes)
+      val_data = tf.data.Dataset.from_tensor_slices((self.x_val, self.z_val)).batch(1024)
+      callbacks = self.callbacks + [finite, self.stopping]
+      if self.backup is not None:
+        callbacks.append(self.backup)
+        if importlib.util.find_spec("tensorboard") is not None:  # the [studies] extra
+          callbacks.append(keras.callbacks.TensorBoard(self.folder.reserve("logs"),
+                                                       write_graph=False))
+      callbacks.append(callbacks_lib.ProgressBar("student", disable=not config.verbose))
+      result = self.trainer.fit(train_data, validation_data=val_data, epochs=self.epochs,
+                                initial_epoch=self.start_epoch, steps_per_epoch=steps,
+                                verbose=0, callbacks=callbacks)
+      history = {k: [float(v) for v in values] for k, values in result.history.items()}
+    if finite.where is not None:
+      raise DistillError(f"{finite.message()} Nothing was saved (--learning-rate sets "
+                         "the rate).")
+    if self.backup is not None:
+      return self.backup.history
+    return history
