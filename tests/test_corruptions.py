@@ -10,6 +10,8 @@ from scipy import stats
 from tfp_distill.datasets import corruptions as C
 from tfp_distill.datasets import images
 
+import tolerance
+
 NAMES = sorted(C.CORRUPTIONS)
 
 
@@ -77,13 +79,17 @@ def test_seeds(name):
 def test_brightness_and_contrast_closed_form(severity):
   x = _random_images((5, 9, 7, 3), np.float64) ** 2
   b = C.BRIGHTNESS_SHIFT[severity - 1]
-  np.testing.assert_allclose(C.brightness(x, severity), np.minimum(x + b, 1.0),
-                             rtol=0, atol=1e-12)
+  # float64, one addition on either side (pixels <= 1, shifts < 1: relative to 2).
+  tolerance.assert_close(C.brightness(x, severity), np.minimum(x + b, 1.0),
+                         dtype=np.float64, ulps=2, scale=2.)
   c = C.CONTRAST_FACTOR[severity - 1]
   # By hand: the mean of each image and channel over its 9 x 7 pixels.
   m = np.array([[x[i, :, :, k].sum() / 63 for k in range(3)] for i in range(5)])
   want = (x - m[:, None, None, :]) * c + m[:, None, None, :]
-  np.testing.assert_allclose(C.contrast(x, severity), want, rtol=0, atol=1e-12)
+  # Means of 63 pixels (64 eps of pixels <= 1) in other orders, then 3 roundings:
+  # 2 (64 + 3) eps of 1.
+  tolerance.assert_close(C.contrast(x, severity), want, dtype=np.float64, ulps=2 * (64 + 3),
+                         scale=1.)
 
 
 def _censored_normal_std(sigma):
@@ -134,10 +140,15 @@ def test_gaussian_blur_matches_scipy(severity):
   x = _random_images((3, 28, 28), np.float64)
   s = C.GAUSSIAN_BLUR_SIGMA[severity - 1]
   want = ndimage.gaussian_filter(x, sigma=(0, s, s), mode="reflect", truncate=4.0)
-  np.testing.assert_allclose(C.gaussian_blur(x, severity), want, rtol=0, atol=1e-12)
+  # float64, on either side: the taps t = 2 r + 1 (exp and their normalising sum:
+  # t + 4 eps each) and two passes of t-term sums with weights summing to 1 (2 t), all
+  # relative to pixels <= 1.
+  taps = 2 * int(4.0 * s + 0.5) + 1
+  bound = dict(dtype=np.float64, ulps=2 * (2 * taps + taps + 4), scale=1.)
+  tolerance.assert_close(C.gaussian_blur(x, severity), want, **bound)
   rgb = _random_images((2, 32, 32, 3), np.float64)
   want = ndimage.gaussian_filter(rgb, sigma=(0, s, s, 0), mode="reflect", truncate=4.0)
-  np.testing.assert_allclose(C.gaussian_blur(rgb, severity), want, rtol=0, atol=1e-12)
+  tolerance.assert_close(C.gaussian_blur(rgb, severity), want, **bound)
 
 
 @pytest.mark.parametrize("severity,taps", [(1, 5), (2, 9), (3, 13), (4, 21), (5, 29)])
@@ -151,7 +162,10 @@ def test_defocus_blur_matches_scipy(severity, taps):
   assert disk.sum() == taps
   x = _random_images((3, 28, 28), np.float64)
   want = ndimage.correlate(x, disk[None] / taps, mode="reflect")
-  np.testing.assert_allclose(C.defocus_blur(x, severity), want, rtol=0, atol=1e-12)
+  # float64: a sum of `taps` weighted pixels (weights 1 / taps, one rounding) on either
+  # side: 2 (taps + 2) eps of pixels <= 1.
+  tolerance.assert_close(C.defocus_blur(x, severity), want, dtype=np.float64,
+                         ulps=2 * (taps + 2), scale=1.)
 
 
 def test_pixelate_closed_form():
@@ -160,11 +174,14 @@ def test_pixelate_closed_form():
   assert C.PIXELATE_FACTOR[2] == 0.5
   blocks = x.reshape(4, 14, 2, 14, 2).mean(axis=(2, 4))
   want = blocks.repeat(2, axis=1).repeat(2, axis=2)
-  np.testing.assert_allclose(C.pixelate(x, 3), want, rtol=0, atol=1e-12)
+  # float64: two averaging matrix products over h and w rows of 28 (the zeros add
+  # nothing; their weights one rounding each), against a mean of 4 (5): of pixels <= 1.
+  tolerance.assert_close(C.pixelate(x, 3), want, dtype=np.float64, ulps=28 + 28 + 4 + 5,
+                         scale=1.)
   # Area averaging keeps a constant image and, for any factor, its channels apart.
   for severity in range(1, 6):
-    np.testing.assert_allclose(C.pixelate(np.full((1, 32, 32, 3), 0.3), severity), 0.3,
-                               rtol=0, atol=1e-12)
+    tolerance.assert_close(C.pixelate(np.full((1, 32, 32, 3), 0.3), severity), 0.3,
+                           dtype=np.float64, ulps=32 + 32 + 4)
 
 
 @pytest.mark.parametrize("severity", [1, 3, 5])

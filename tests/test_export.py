@@ -10,7 +10,27 @@ import tensorflow as tf
 
 import tfp_distill as td
 
+import tolerance
+
 FAMILY = td.families.HeteroscedasticNormal()
+# The served graph runs the student's ops and the decomposition's again (other kernels,
+# other fusion): the forward pass's rounding (tolerance.model_roundings) and the
+# decomposition's, in float32 eps of each output's magnitude + 1 (outputs and params of
+# order 1, passed on with a gain of order 1): Gauss-Hermite over 40 nodes (softplus 5,
+# the 40-term sum: 53); a Dirichlet's closed form (K + 19, K = 4); a softmax and its
+# entropy (K + 3 and (K + 9) (2 + log K)^2); Monte Carlo entropies over 50 draws
+# (loc + L eps, P + 2, and (K + 50 + 8) (2 + log K)^2, test_properties' entropy bound).
+QUADRATURE = 53
+
+
+def _entropies(k, m):
+  return int((k + m + 8) * (2 + np.log(k)) ** 2)
+
+
+def _assert_served(served, expected, ulps):
+  for key, value in expected.items():
+    tolerance.assert_close(served[key].numpy(), value.numpy(), dtype=np.float32, ulps=ulps,
+                           scale=tolerance.magnitude(value.numpy()) + 1, err_msg=key)
 
 
 @pytest.mark.parametrize("head_cls,event", [
@@ -28,8 +48,7 @@ def test_export_round_trip(head_cls, event, tmp_path):
   expected = dict(td.decompose(dist, FAMILY))
   expected.update(td.heads.distribution_parameters(dist))
   assert set(served) == set(expected)
-  for key, value in expected.items():
-    np.testing.assert_allclose(served[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
+  _assert_served(served, expected, tolerance.model_roundings(student) + QUADRATURE)
 
 
 def test_served_model_loads_without_tfp_distill(tmp_path):
@@ -47,7 +66,9 @@ def test_served_model_loads_without_tfp_distill(tmp_path):
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
   got = np.array([float(v) for v in result.stdout.split()])
-  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  tolerance.assert_close(got, expected, dtype=np.float32,
+                         ulps=tolerance.model_roundings(student) + QUADRATURE,
+                         scale=tolerance.magnitude(expected) + 1)
 
 
 @pytest.mark.parametrize("head_cls,family", [
@@ -67,8 +88,10 @@ def test_export_classification_students(head_cls, family, tmp_path):
   expected.update(td.heads.distribution_parameters(dist))
   assert set(served) == set(expected)
   assert served["prediction"].shape == (7, 4)
-  for key, value in expected.items():
-    np.testing.assert_allclose(served[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
+  decomposition = {td.heads.DirichletHead: 4 + 19,
+                   td.heads.CategoricalHead: 4 + 3 + _entropies(4, 1),
+                   td.heads.NormalHead: 3 + 2 + _entropies(4, 50)}[head_cls]
+  _assert_served(served, expected, tolerance.model_roundings(student) + decomposition)
 
 
 @pytest.fixture(name="served_mlp", scope="module")

@@ -9,6 +9,8 @@ from scipy import stats
 
 import tfp_distill as td
 
+import tolerance
+
 
 def _softplus(x):
   return np.logaddexp(0.0, x)
@@ -22,15 +24,21 @@ def test_heteroscedastic_normal_matches_scipy(dtype, event_size):
   z = rng.normal(size=(7, 2 * event_size)).astype(dtype)
   y = rng.normal(size=(7, event_size)).astype(dtype)
   mu, rho = z[:, :event_size], z[:, event_size:]
-  var = _softplus(rho) + 1e-2
+  var = _softplus(rho.astype(np.float64)) + 1e-2      # float64 references of the inputs
   expected_nll = -stats.norm.logpdf(y, mu, np.sqrt(var)).sum(-1)
   expected_entropy = stats.norm.entropy(mu, np.sqrt(var)).sum(-1)
-  # TF's softplus uses a thresholded approximation: ~1e-9 relative error in float64.
-  rtol = 1e-5 if dtype == np.float32 else 1e-8
-  np.testing.assert_allclose(family.nll(y, z).numpy(), expected_nll, rtol=rtol, atol=rtol)
-  np.testing.assert_allclose(family.variance(z).numpy(), var, rtol=rtol)
+  # The variance: softplus (TF's: within 5 eps of log(1 + e^x)) and the floor, 6 eps.
+  tolerance.assert_close(family.variance(z).numpy(), var, dtype=dtype, ulps=6, scale=var)
+  # The NLL: a Gaussian log density whose scale, the root of that variance, is 7 eps off.
+  ulps, magnitude = tolerance.normal_log_density_bound(y, mu, np.sqrt(var), 7)
+  tolerance.assert_close(family.nll(y, z).numpy(), expected_nll, dtype=dtype, ulps=ulps,
+                         scale=magnitude)
   np.testing.assert_allclose(family.mean(z).numpy(), mu, rtol=0, atol=0)
-  np.testing.assert_allclose(family.entropy(z).numpy(), expected_entropy, rtol=rtol, atol=rtol)
+  # The entropy, sum_e log(2 pi e var_e) / 2: each log 6 + 1 eps (relative to 1), the sum
+  # of E terms E eps of their |sum|: (E + 8) eps of sum_e (|log(2 pi e var_e)| / 2 + 1).
+  terms = (np.abs(np.log(2 * np.pi * np.e * var)) / 2 + 1).sum(-1)
+  tolerance.assert_close(family.entropy(z).numpy(), expected_entropy, dtype=dtype,
+                         ulps=event_size + 8, scale=terms)
   assert family.predictive(z).batch_shape == [7]
   assert family.predictive(z).event_shape == [event_size]
 
@@ -74,11 +82,17 @@ def test_categorical_logits_reference_class_centring():
   assert family.params_size == 3
   logits = np.random.default_rng(0).normal(size=(5, 4))
   z = family.params(logits).numpy()
-  np.testing.assert_allclose(z, logits[:, :3] - logits[:, 3:], atol=1e-12)
-  # Centring changes the logits by a constant per row: identical probabilities.
-  np.testing.assert_allclose(family.probs(z).numpy(), np.exp(_log_softmax(logits)),
-                             atol=1e-12)
-  np.testing.assert_allclose(family.logits(z).numpy()[:, 3], 0.0)
+  # One float64 subtraction on either side.
+  tolerance.assert_close(z, logits[:, :3] - logits[:, 3:], dtype=np.float64, ulps=1,
+                         scale=2 * np.abs(logits).max())
+  # Centring changes the logits by a constant per row: identical probabilities, up to
+  # rounding. Each side is a softmax of K = 4 (exp, a sum of K, a quotient: K + 3 eps)
+  # of logits rounded by centring (an absolute 2 max|l| eps in the exponent): each p
+  # within (K + 3 + 2 max|l|) eps of itself, twice that of the other side.
+  p = np.exp(_log_softmax(logits))
+  tolerance.assert_close(family.probs(z).numpy(), p, dtype=np.float64, ulps=2,
+                         scale=p * (4 + 3 + 2 * np.abs(logits).max()))
+  np.testing.assert_array_equal(family.logits(z).numpy()[:, 3], 0.0)   # appended zeros
   # Without a reference class z is the K logits themselves.
   plain = td.families.CategoricalLogits(4)
   np.testing.assert_array_equal(plain.params(logits).numpy(), logits)
@@ -91,12 +105,21 @@ def test_categorical_logits_nll_and_entropy_match_numpy(reference_class):
   labels = np.array([2, 1, 0])
   log_p = _log_softmax(logits)
   nll = family.nll(labels, logits).numpy()
-  np.testing.assert_allclose(nll, -log_p[np.arange(3), labels], rtol=1e-12)
+  # float64 log-softmax on either side (max-shifted): each log p within
+  # eps (|log p| + 2 log K + 2) (see test_properties), twice that of the other side.
+  log_bound = np.abs(log_p) + 2 * np.log(3) + 2
+  tolerance.assert_close(nll, -log_p[np.arange(3), labels], dtype=np.float64, ulps=2,
+                         scale=log_bound[np.arange(3), labels])
   assert np.all(np.isfinite(nll))   # 2e4 nats for the +-1e4 row, not inf
   p = np.exp(log_p)
-  np.testing.assert_allclose(family.entropy(logits).numpy(),
-                             -np.sum(np.where(p > 0, p * log_p, 0.0), -1), atol=1e-12)
-  assert float(family.predictive(logits).log_prob(2)[0]) == pytest.approx(log_p[0, 2])
+  # The entropy: those log p weighted by p, and a sum of K = 3 terms p log p, twice:
+  # 2 (K + 1) eps of sum_k p_k (|log p_k| + 2 log K + 2).
+  tolerance.assert_close(family.entropy(logits).numpy(),
+                         -np.sum(np.where(p > 0, p * log_p, 0.0), -1), dtype=np.float64,
+                         ulps=2 * (3 + 1), scale=(p * log_bound).sum(-1))
+  assert float(family.predictive(logits).log_prob(2)[0]) == pytest.approx(
+      log_p[0, 2], rel=0, abs=tolerance.atol(dtype=np.float64, ulps=2,
+                                              scale=log_bound[0, 2]))
 
 
 def test_categorical_logits_bad_input():

@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import special
 from scipy import stats
 
 import tfp_distill as td
 from tfp_distill._keras import keras
+
+import tolerance
 
 
 def _softplus(x):
@@ -21,9 +24,11 @@ def test_normal_head_matches_scipy(dtype):
   dist = td.heads.NormalHead.new(params, 3, min_scale=0.1)
   scale = _softplus(params[:, 3:]) + 0.1
   expected = stats.norm.logpdf(z, params[:, :3], scale).sum(-1)
-  # TF's softplus uses a thresholded approximation: ~1e-9 relative error in float64.
-  rtol = 1e-5 if dtype == np.float32 else 1e-8
-  np.testing.assert_allclose(dist.log_prob(z).numpy(), expected, rtol=rtol)
+  # A Gaussian log density over E = 3 from the same loc and a softplus scale (6 eps:
+  # TF's softplus is within 2-5 eps of log(1 + e^x) in both dtypes, + the floor).
+  ulps, magnitude = tolerance.normal_log_density_bound(z, params[:, :3], scale, 6)
+  tolerance.assert_close(dist.log_prob(z).numpy(), expected, dtype=dtype, ulps=ulps,
+                         scale=magnitude)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -38,10 +43,17 @@ def test_mvn_tril_head_matches_scipy(dtype):
   # The Cholesky factor must be lower triangular with a positive diagonal >= the floor.
   assert np.allclose(np.triu(tril, 1), 0)
   assert np.all(np.diagonal(tril, axis1=-2, axis2=-1) > 1e-3)
-  expected = [stats.multivariate_normal(params[i, :e], tril[i] @ tril[i].T).logpdf(z[i])
+  cov = tril.astype(np.float64) @ np.swapaxes(tril, 1, 2).astype(np.float64)
+  expected = [stats.multivariate_normal(params[i, :e], cov[i]).logpdf(z[i])
               for i in range(4)]
-  rtol = 1e-4 if dtype == np.float32 else 1e-10
-  np.testing.assert_allclose(dist.log_prob(z).numpy(), expected, rtol=rtol)
+  # SciPy's density from L L^T (an eigendecomposition of a covariance whose condition is
+  # that of L squared, computed in float64 for both dtypes): a check of the formula, to
+  # 1e-6 relative (measured 2e-13).
+  reference, scale = tolerance.mvn_log_density(z, params[:, :e], tril)
+  np.testing.assert_allclose(reference, expected, rtol=1e-6)
+  # The rounding bound of the log density from the head's own L (see mvn_log_density).
+  tolerance.assert_close(dist.log_prob(z).numpy(), reference, dtype=dtype, ulps=2 * e + 4,
+                         scale=scale)
 
 
 def test_predictive_head_equals_family_predictive():
@@ -50,8 +62,10 @@ def test_predictive_head_equals_family_predictive():
   y = rng.normal(size=(6, 1)).astype(np.float32)
   family = td.families.HeteroscedasticNormal(min_variance=0.01)
   head = td.heads.NormalPredictiveHead.new(params, 1, min_scale=0.01)
-  np.testing.assert_allclose(head.log_prob(y).numpy(), -family.nll(y, params).numpy(),
-                             rtol=1e-6, atol=1e-6)
+  # The same computation (the head is family.predictive(params)): equal, up to one
+  # rounding of the log density.
+  tolerance.assert_close(head.log_prob(y).numpy(), -family.nll(y, params).numpy(),
+                         dtype=np.float32, ulps=1)
 
 
 def test_params_sizes():
@@ -87,10 +101,17 @@ def test_model_save_load_gives_same_distribution(head_cls, fmt, tmp_path):
   model.save(path, save_format=None if fmt == "keras" else "tf")
   loaded = keras.models.load_model(path)
   before, after = model(x), loaded(x)
-  np.testing.assert_allclose(after.mean().numpy(), before.mean().numpy(), rtol=0, atol=1e-7)
+  # The same float32 ops on the same weights, perhaps in another graph: one forward pass
+  # of Dense(8) on 3 inputs, relu, Dense on 8, (3 + 2) + 1 + (8 + 2) = 16 eps of the means.
+  tolerance.assert_close(after.mean().numpy(), before.mean().numpy(), dtype=np.float32,
+                         ulps=16)
   z = before.mean().numpy() + 0.3
-  np.testing.assert_allclose(after.log_prob(z).numpy(), before.log_prob(z).numpy(),
-                             rtol=1e-6, atol=1e-6)
+  # The log density's own rounding (tolerance.normal_log_density_bound, scale 6 eps off)
+  # and the params' 16 eps, which its terms carry with a gain of about their own size.
+  ulps, magnitude = tolerance.normal_log_density_bound(
+      z, before.mean().numpy(), before.stddev().numpy(), 6)
+  tolerance.assert_close(after.log_prob(z).numpy(), before.log_prob(z).numpy(),
+                         dtype=np.float32, ulps=ulps + 2 * 16, scale=magnitude)
 
 
 def test_wrong_params_size_raises():
@@ -123,14 +144,23 @@ def test_dirichlet_head_matches_scipy(dtype):
   params = rng.normal(size=(4, 5)).astype(dtype)
   dist = td.heads.DirichletHead.new(params, 5, min_scale=1e-3)
   alpha = np.exp(params.astype(np.float64)) + 1e-3
-  np.testing.assert_allclose(dist.concentration.numpy(), alpha, rtol=1e-6)
+  # exp (TF's: within 2 eps) and the floor's addition: 3 eps of alpha.
+  tolerance.assert_close(dist.concentration.numpy(), alpha, dtype=dtype, ulps=3, scale=alpha)
   p = rng.dirichlet(np.ones(5), size=4)
   expected = [stats.dirichlet.logpdf(p[b], alpha[b]) for b in range(4)]
-  # TF's lgamma differs from SciPy's by ~1e-10 relative; cancellation in the sum.
-  rtol = 1e-4 if dtype == np.float32 else 1e-8
-  np.testing.assert_allclose(dist.log_prob(p.astype(dtype)).numpy(), expected, rtol=rtol)
-  np.testing.assert_allclose(dist.mean().numpy(), alpha / alpha.sum(-1, keepdims=True),
-                             rtol=1e-5)
+  # log p = sum_k (alpha_k - 1) log p_k + lgamma(alpha_0) - sum_k lgamma(alpha_k): 2 K + 1
+  # terms (K = 5), each within a few eps (lgamma, log: 4; the products 2), summed: 2 K + 8
+  # eps of sum |terms|; alpha's own 3 eps enter through d/d alpha = digamma + log p.
+  a0 = alpha.sum(-1)
+  log_p = np.log(p)
+  terms = (np.abs(special.gammaln(alpha)) + np.abs((alpha - 1) * log_p)
+           + alpha * (np.abs(special.digamma(alpha)) + np.abs(log_p))).sum(-1) + (
+               np.abs(special.gammaln(a0)) + a0 * np.abs(special.digamma(a0)))
+  tolerance.assert_close(dist.log_prob(p.astype(dtype)).numpy(), expected, dtype=dtype,
+                         ulps=2 * 5 + 8, scale=terms)
+  # alpha (3 eps each) over alpha_0 (their sum: 3 + K + 1): 2 (3) + K + 2 eps, relative.
+  mean = alpha / alpha.sum(-1, keepdims=True)
+  tolerance.assert_close(dist.mean().numpy(), mean, dtype=dtype, ulps=6 + 5 + 2, scale=mean)
 
 
 def test_dirichlet_head_is_finite_for_extreme_logits():
@@ -138,7 +168,9 @@ def test_dirichlet_head_is_finite_for_extreme_logits():
   dist = td.heads.DirichletHead.new(params, 3)
   alpha = dist.concentration.numpy()
   assert np.all(np.isfinite(alpha)) and np.all(alpha >= 1e-3)
-  np.testing.assert_allclose(alpha[0, 0], np.exp(np.float32(30.0)) + 1e-3, rtol=1e-6)
+  # exp of the clipped 30 (TF's exp: within 2 eps) plus the floor: 3 eps of itself.
+  tolerance.assert_close(alpha[0, 0], np.exp(30.0) + 1e-3, dtype=np.float32, ulps=3,
+                         scale=np.exp(30.0))
   u = td.decompose(dist, td.families.CategoricalLogits(3))
   for value in u.values():
     assert np.all(np.isfinite(value.numpy()))
@@ -147,12 +179,18 @@ def test_dirichlet_head_is_finite_for_extreme_logits():
 def test_categorical_head_is_a_one_hot_categorical():
   logits = np.array([[1.0, 2.0, 3.0]], np.float32)
   dist = td.heads.CategoricalHead.new(logits, 3)
-  np.testing.assert_allclose(dist.mean().numpy(),
-                             np.exp(logits) / np.exp(logits).sum(), rtol=1e-6)
-  np.testing.assert_allclose(dist.log_prob(np.array([[0., 0., 1.]], np.float32)).numpy(),
-                             logits[:, 2] - np.log(np.exp(logits).sum()), rtol=1e-6)
+  # softmax of K = 3 logits: exp (2 eps), a sum of K, a quotient: K + 3 eps, relative.
+  exact = np.exp(logits.astype(np.float64)) / np.exp(logits.astype(np.float64)).sum()
+  tolerance.assert_close(dist.mean().numpy(), exact, dtype=np.float32, ulps=3 + 3,
+                         scale=exact)
+  # A log-softmax entry: logsumexp (K + 3 eps of the logits' size and log K) and one
+  # subtraction.
+  log_z = np.log(np.exp(logits.astype(np.float64)).sum())
+  tolerance.assert_close(dist.log_prob(np.array([[0., 0., 1.]], np.float32)).numpy(),
+                         logits[:, 2] - log_z, dtype=np.float32, ulps=3 + 4,
+                         scale=np.abs(logits).max() + log_z)
   params = td.heads.distribution_parameters(dist)
-  np.testing.assert_allclose(params["logits"].numpy(), logits)
+  np.testing.assert_array_equal(params["logits"].numpy(), logits)   # the same tensor
 
 
 @pytest.mark.parametrize("head_cls", [td.heads.DirichletHead, td.heads.CategoricalHead])
@@ -166,7 +204,13 @@ def test_classification_heads_round_trip(head_cls, tmp_path):
   model.save(path)
   again = keras.models.load_model(path)
   x = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
-  np.testing.assert_allclose(again(x).mean().numpy(), model(x).mean().numpy(), rtol=1e-6)
+  # The same float32 ops on the same weights: a forward pass of Dense(8) on 3 inputs,
+  # relu, Dense on 8 (16 eps of the params) and the head's mean, a softmax or alpha / alpha_0
+  # over K = 4 (K + 3 eps of each value, the params' error carried with gain <= 1):
+  # 16 + 7 eps of the probabilities, relative.
+  want = model(x).mean().numpy()
+  tolerance.assert_close(again(x).mean().numpy(), want, dtype=np.float32, ulps=16 + 7,
+                         scale=want)
   with pytest.raises(ValueError, match=">= 2"):
     head_cls(1)
   with pytest.raises(ValueError, match=r"params of shape \[batch, 4\]"):

@@ -13,6 +13,8 @@ from tfp_distill import cli
 from tfp_distill.datasets import mixture
 from tfp_distill.experiments import many_classes
 
+import tolerance
+
 
 def _draw(seed=0, num_classes=7):
   return mixture.gaussian_mixture(num_classes, num_train=70, num_test=35, num_unlabeled=21,
@@ -82,9 +84,14 @@ def test_bayes_log_posterior_matches_scipy():
   x = rng.normal(size=(50, 4)) * 2.
   log_density = np.stack([scipy.stats.multivariate_normal(m, np.eye(4)).logpdf(x)
                           for m in means], axis=1)
-  expected = log_density - scipy.special.logsumexp(log_density, axis=1, keepdims=True)
-  np.testing.assert_allclose(mixture.bayes_log_posterior(x, means), expected, rtol=0,
-                             atol=1e-10)
+  lse = scipy.special.logsumexp(log_density, axis=1, keepdims=True)
+  expected = log_density - lse
+  # float64 on either side: each log density (d = 4: squares, a sum, constants: d + 4 eps
+  # of its |terms|), the logsumexp over C = 6 classes (C + 3 eps of |lse| + log C) and
+  # the subtraction: relative to each row's largest |log density| + |lse| + log C.
+  scale = np.abs(log_density).max(1, keepdims=True) + np.abs(lse) + np.log(6)
+  tolerance.assert_close(mixture.bayes_log_posterior(x, means), expected, dtype=np.float64,
+                         ulps=2 * (4 + 4 + 6 + 3 + 1), scale=scale)
 
 
 def test_calibrated_scale_reaches_the_bayes_accuracy():
@@ -115,23 +122,33 @@ def test_fidelity_metrics_by_hand():
   ensemble = {"prediction": p, "total": ens_mi + 0.1, "epistemic": ens_mi}
   ood = {"prediction": p, "total": ens_mi + 1., "epistemic": ens_mi + 1.}
   m = metrics("ensemble", ensemble, ood, y, ensemble)
-  assert m["accuracy"] == pytest.approx(0.5)     # rows 0 and 1 right, 2 and 3 wrong
-  assert m["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.3])), rel=1e-6)
-  assert m["ood_auroc_mi"] == pytest.approx(1.)  # every OOD MI exceeds every test MI
+
+  def approx(value, ulps, scale=1.):   # float32 metrics: ulps eps of scale
+    return pytest.approx(value, rel=0, abs=tolerance.atol(dtype=np.float32, ulps=ulps,
+                                                          scale=scale))
+  assert m["accuracy"] == approx(0.5, 1)     # rows 0 and 1 right, 2 and 3 wrong
+  # The float32 probabilities round the decimals (1 eps of log p absolute), the logs (2
+  # eps of |log p|) and a mean of 4 (5): relative to mean |log p| + 1.
+  log_p = np.log([0.9, 0.8, 0.4, 0.3])
+  assert m["nll"] == approx(-np.mean(log_p), 1 + 2 + 5, np.mean(np.abs(log_p)) + 1)
+  assert m["ood_auroc_mi"] == approx(1., 2)  # every OOD MI exceeds every test MI
   assert "mi_pearson" not in m
   # A student whose MI is the square of the ensemble's: same ranking (Spearman 1), not
   # linear (Pearson < 1); relative error mean(|x^2 - x| / x) = mean(1 - x).
   student = dict(ensemble, epistemic=ens_mi ** 2)
   m = metrics("proxy", student, ood, y, ensemble)
-  assert m["mi_spearman"] == pytest.approx(1.)
+  assert m["mi_spearman"] == approx(1., 2)   # float64 ranks' correlation, cast
   assert 0.9 < m["mi_pearson"] < 1.
-  assert m["mi_relative_error"] == pytest.approx(np.mean(1. - ens_mi), rel=1e-5)
+  # float32 mean relative error of n = 4 (n + 3 eps of mean (|x^2| + |x|) / |x|), and the
+  # reference's 1 - x and mean (5 more).
+  assert m["mi_relative_error"] == approx(np.mean(1. - ens_mi), 4 + 3 + 5,
+                                          np.mean(1. + ens_mi))
   # Test points below the MI floor are left out of the relative error only.
   low = np.array([1e-5, 0.2, 0.4, 0.8], np.float32)
   m = metrics("end2", dict(ensemble, epistemic=2 * low), ood, y,
               dict(ensemble, epistemic=low))
-  assert m["mi_relative_error"] == pytest.approx(1., rel=1e-6)
-  assert m["mi_pearson"] == pytest.approx(1., abs=1e-6)
+  assert m["mi_relative_error"] == approx(1., 4 + 3, 2.)   # |2x - x| / x, as above
+  assert m["mi_pearson"] == approx(1., 2)                     # of x and 2 x: 1, cast
   # Non-finite outputs give NaN metrics, not an error.
   broken = dict(student, epistemic=np.array([np.nan, 0.1, 0.1, 0.1], np.float32))
   m = metrics("end2", broken, ood, y, ensemble)
@@ -180,9 +197,13 @@ def test_fast_run_writes_a_complete_report(fast_run):
       for key, summary in metrics.items():
         values = np.asarray(summary["values"])
         assert len(values) == 2 and np.all(np.isfinite(values)), (k, name, key)
-        assert summary["mean"] == pytest.approx(values.mean(), rel=1e-12)
-        assert summary["sem"] == pytest.approx(values.std(ddof=1) / math.sqrt(2),
-                                               rel=1e-12)
+        # float64 from the same two values on either side: a mean of 2 (3 eps) and a
+        # standard error (differences, squares, a sum, a root, a quotient: 6 eps).
+        mean, sem = values.mean(), values.std(ddof=1) / math.sqrt(2)
+        assert summary["mean"] == pytest.approx(mean, rel=0, abs=tolerance.atol(
+            dtype=np.float64, ulps=2 * 3, scale=np.abs(values).max()))
+        assert summary["sem"] == pytest.approx(sem, rel=0, abs=tolerance.atol(
+            dtype=np.float64, ulps=2 * 6, scale=np.abs(values).max()))
         if key in ("accuracy", "ood_auroc_mi", "ood_auroc_total"):
           assert np.all((values >= 0.) & (values <= 1.)), (k, name, key)
         if key in ("mi_pearson", "mi_spearman"):
@@ -199,7 +220,10 @@ def test_fast_run_writes_a_complete_report(fast_run):
       for key, gap in saved["gaps_to_ensemble"][k][student].items():
         expected = (np.asarray(per_model[student][key]["values"])
                     - np.asarray(per_model["ensemble"][key]["values"]))
-        np.testing.assert_allclose(gap["values"], expected, rtol=0, atol=1e-12)
+        # The same float64 subtraction: 1 eps of the operands' sizes at most.
+        tolerance.assert_close(gap["values"], expected, dtype=np.float64, ulps=1, scale=(
+            np.abs(per_model[student][key]["values"])
+            + np.abs(per_model["ensemble"][key]["values"])))
   for run in saved["runs"]:
     assert all(run["finite"].values())
     assert run["data"]["train_per_class"] == 300 / run["num_classes"]

@@ -12,10 +12,20 @@ import tensorflow as tf
 from tfp_distill import metrics
 from tfp_distill._keras import keras
 
+import tolerance
+
 DTYPES = [np.float32, np.float64]
 MODES = ["eager", "function"]
-# Tolerances of a float32 / float64 computation against a float64 reference.
-TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+# Tolerances are rounding bounds from tests/tolerance.py: eps of the dtype times the
+# magnitude, times the count of roundings each comment names (a mean of n terms: n + 1).
+
+
+def _assert_float64_then_cast(actual, desired, dtype, ulps64, scale=None, err_msg=""):
+  """A float64 computation, within ulps64 float64 eps of `scale` (default max|desired|),
+  returned in `dtype` (one more rounding: 1 eps of max|desired|)."""
+  np.testing.assert_allclose(actual, desired, rtol=0, err_msg=err_msg, atol=(
+      tolerance.atol(desired, dtype=dtype, ulps=1)
+      + tolerance.atol(desired, dtype=np.float64, ulps=ulps64, scale=scale)))
 
 
 def _call(mode, fn, *args, **kwargs):
@@ -108,17 +118,20 @@ def test_rmse(dtype, mode, event):
   p = rng.normal(size=shape).astype(dtype)
   out = _call(mode, metrics.rmse, y, p)
   assert out.dtype == dtype and out.shape == ()
-  np.testing.assert_allclose(_numpy(out), ref_rmse(y, p), **TOL[dtype])
+  # (y - p)^2: 3 eps of each term; their mean over n entries n + 1 (positive terms, so of
+  # the mean itself); the square root halves a relative error and adds 1.
+  tolerance.assert_close(_numpy(out), ref_rmse(y, p), dtype=dtype, ulps=(3 + y.size + 1) / 2 + 1)
 
 
 def test_rmse_numpy_and_list_inputs():
   y = np.array([1.0, 2.0, 4.0])
   out = metrics.rmse(y, [1.0, 1.0, 1.0])   # float64 array wins over the Python list.
   assert tf.is_tensor(out) and out.dtype == tf.float64
-  np.testing.assert_allclose(out.numpy(), np.sqrt(10.0 / 3.0), rtol=1e-12, atol=0)
+  # Squares and their sum are exact (0, 1, 9); the division by 3 and the root round.
+  tolerance.assert_close(out.numpy(), np.sqrt(10.0 / 3.0), dtype=np.float64, ulps=2)
   out = metrics.rmse([1.0, 2.0, 4.0], [1.0, 1.0, 1.0])
   assert out.dtype == tf.float32
-  np.testing.assert_allclose(out.numpy(), np.sqrt(10.0 / 3.0), rtol=1e-6, atol=0)
+  tolerance.assert_close(out.numpy(), np.sqrt(10.0 / 3.0), dtype=np.float32, ulps=2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -132,7 +145,13 @@ def test_gaussian_nll(dtype, mode, event):
   variance = rng.uniform(0.05, 3.0, size=shape).astype(dtype)
   out = _call(mode, metrics.gaussian_nll, y, mean, variance)
   assert out.dtype == dtype and out.shape == ()
-  np.testing.assert_allclose(_numpy(out), ref_gaussian_nll(y, mean, variance), **TOL[dtype])
+  # Gaussian log densities of the given variances (tolerance.normal_log_density_bound,
+  # the scale's only rounding its log), averaged over the batch (n + 1 more).
+  event = (-1, 1) if y.ndim == 1 else y.shape
+  ulps, magnitude = tolerance.normal_log_density_bound(
+      *(np.reshape(a, event) for a in (y, mean, np.sqrt(np.float64(variance)))), 1)
+  tolerance.assert_close(_numpy(out), ref_gaussian_nll(y, mean, variance), dtype=dtype,
+                         ulps=ulps + len(y) + 1, scale=magnitude.mean())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -149,8 +168,26 @@ def test_gaussian_mixture_nll(dtype, mode, event):
   variances = rng.uniform(0.01, 2.0, size=m_shape).astype(dtype)
   out = _call(mode, metrics.gaussian_mixture_nll, y, means, variances)
   assert out.dtype == dtype and out.shape == ()
-  np.testing.assert_allclose(
-      _numpy(out), ref_gaussian_mixture_nll(y, means, variances), **TOL[dtype])
+  ulps, scale = _mixture_nll_bound(y, means, variances)
+  tolerance.assert_close(_numpy(out), ref_gaussian_mixture_nll(y, means, variances),
+                         dtype=dtype, ulps=ulps, scale=scale)
+
+
+def _mixture_nll_bound(y, means, variances):
+  """(ulps, scale) of gaussian_mixture_nll: each member's log density within its bound
+  (tolerance.normal_log_density_bound), the logsumexp over M members M + 3 eps of
+  |logsumexp| + log M + 1 (its weights sum to 1, so it passes the members' errors on at
+  most as large), - log M, and the mean over the batch (n + 1)."""
+  y, means, variances = np.float64(y), np.float64(means), np.float64(variances)
+  if means.ndim == 2:
+    y, means, variances = y[:, None], means[..., None], variances[..., None]
+  batch, members = means.shape[:2]
+  ulps, magnitude = tolerance.normal_log_density_bound(
+      y[:, None], means, np.sqrt(variances), 1)                    # [batch, members]
+  lp = scipy.stats.norm.logpdf(y[:, None], means, np.sqrt(variances)).sum(-1)
+  lse = np.abs(scipy.special.logsumexp(lp, axis=1))
+  return (ulps + members + 3 + batch + 1,
+          np.mean(magnitude.max(1) + lse + np.log(members) + 1))
 
 
 def test_gaussian_mixture_nll_far_tail_is_finite():
@@ -159,27 +196,34 @@ def test_gaussian_mixture_nll_far_tail_is_finite():
   means = np.array([[0.0, 1.0], [0.0, -1.0]])
   variances = np.ones((2, 2))
   out = metrics.gaussian_mixture_nll(y, means, variances)
-  np.testing.assert_allclose(
-      out.numpy(), ref_gaussian_mixture_nll(y, means, variances), rtol=1e-12, atol=0)
+  ulps, scale = _mixture_nll_bound(y, means, variances)     # exact inputs in float32 too
+  tolerance.assert_close(out.numpy(), ref_gaussian_mixture_nll(y, means, variances),
+                         dtype=np.float64, ulps=ulps, scale=scale)
   out32 = metrics.gaussian_mixture_nll(*(np.float32(a) for a in (y, means, variances)))
   assert np.isfinite(out32.numpy())
-  np.testing.assert_allclose(
-      out32.numpy(), ref_gaussian_mixture_nll(y, means, variances), rtol=1e-5, atol=0)
+  tolerance.assert_close(out32.numpy(), ref_gaussian_mixture_nll(y, means, variances),
+                         dtype=np.float32, ulps=ulps, scale=scale)
 
 
 def test_gaussian_mixture_nll_one_member_is_gaussian_nll():
   y, mean, variance = _data(np.float64, seed=4)
   mixture = metrics.gaussian_mixture_nll(y, mean[:, None], variance[:, None])
   single = metrics.gaussian_nll(y, mean, variance)
-  np.testing.assert_allclose(mixture.numpy(), single.numpy(), rtol=1e-12, atol=1e-12)
+  # Each within its bound of the float64 reference: twice it of each other.
+  ulps, scale = _mixture_nll_bound(y, mean[:, None], variance[:, None])
+  tolerance.assert_close(mixture.numpy(), single.numpy(), dtype=np.float64, ulps=2 * ulps,
+                         scale=scale)
 
 
 def test_gaussian_mixture_nll_identical_members_is_gaussian_nll():
   y, mean, variance = _data(np.float64, seed=5)
-  mixture = metrics.gaussian_mixture_nll(
-      y, np.tile(mean[:, None], [1, 4]), np.tile(variance[:, None], [1, 4]))
+  means, variances = np.tile(mean[:, None], [1, 4]), np.tile(variance[:, None], [1, 4])
+  mixture = metrics.gaussian_mixture_nll(y, means, variances)
   single = metrics.gaussian_nll(y, mean, variance)
-  np.testing.assert_allclose(mixture.numpy(), single.numpy(), rtol=1e-12, atol=1e-12)
+  # Each within its bound of the float64 reference: twice it of each other.
+  ulps, scale = _mixture_nll_bound(y, means, variances)
+  tolerance.assert_close(mixture.numpy(), single.numpy(), dtype=np.float64, ulps=2 * ulps,
+                         scale=scale)
 
 
 # ----------------------------------------------------------------------------------------
@@ -200,10 +244,26 @@ def test_sparsification_curve(dtype, mode, oracle, batch, num_fractions):
   assert fractions.dtype == dtype and curve.dtype == dtype
   assert fractions.shape == (num_fractions,) and curve.shape == (num_fractions,)
   ref_f, ref_c = ref_sparsification_curve(errors, uncertainty, num_fractions, oracle)
-  np.testing.assert_allclose(_numpy(fractions), ref_f, rtol=1e-6, atol=0)
-  np.testing.assert_allclose(_numpy(curve), ref_c, **TOL[dtype])
-  # Nothing removed at fraction 0: the curve starts at exactly 1 (up to rounding).
-  np.testing.assert_allclose(_numpy(curve)[0], 1.0, rtol=1e-6, atol=0)
+  # i / F: one rounding. The curve: a kept sum and the full sum of <= n positive errors
+  # (n eps each, in any order: a reverse cumsum), two means and their quotient.
+  tolerance.assert_close(_numpy(fractions), ref_f, dtype=dtype, ulps=1, scale=ref_f)
+  tolerance.assert_close(_numpy(curve), ref_c, dtype=dtype, ulps=_curve_ulps(batch),
+                         scale=ref_c)
+  # Nothing removed at fraction 0: the curve starts at 1, the same sum over itself (two
+  # divisions by n, which a graph may fold into products, and the quotient: 3 eps).
+  tolerance.assert_close(_numpy(curve)[0], 1.0, dtype=dtype, ulps=3)
+
+
+def _curve_ulps(n):
+  """eps of a sparsification curve entry, relative to it: two sums of <= n positive
+  terms (n eps each), two divisions by counts and their quotient (3)."""
+  return 2 * n + 3
+
+
+def _ause_ulps(n, num_fractions):
+  """eps of AUSE relative to the mean of model + oracle curves: each difference within
+  _curve_ulps of model + oracle, and the trapezoid's F terms (F + 3)."""
+  return _curve_ulps(n) + num_fractions + 3
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -216,11 +276,14 @@ def test_sparsification_error_and_ause(dtype, mode):
                            num_fractions=20)
   _, model = ref_sparsification_curve(errors, uncertainty, 20)
   ref_f, oracle = ref_sparsification_curve(errors, uncertainty, 20, oracle=True)
-  np.testing.assert_allclose(_numpy(fractions), ref_f, rtol=1e-6, atol=0)
-  np.testing.assert_allclose(_numpy(error), model - oracle, **TOL[dtype])
+  tolerance.assert_close(_numpy(fractions), ref_f, dtype=dtype, ulps=1, scale=ref_f)
+  # Two curves' bounds, and their difference's rounding: of model + oracle.
+  tolerance.assert_close(_numpy(error), model - oracle, dtype=dtype, ulps=_curve_ulps(50) + 1,
+                         scale=model + oracle)
   out = _call(mode, metrics.ause, errors, uncertainty, num_fractions=20)
   assert out.dtype == dtype and out.shape == ()
-  np.testing.assert_allclose(_numpy(out), ref_ause(errors, uncertainty, 20), **TOL[dtype])
+  tolerance.assert_close(_numpy(out), ref_ause(errors, uncertainty, 20), dtype=dtype,
+                         ulps=_ause_ulps(50, 20), scale=np.mean(model + oracle))
 
 
 def test_hand_worked_four_points():
@@ -237,12 +300,15 @@ def test_hand_worked_four_points():
   fractions, model = metrics.sparsification_curve(errors, uncertainty, num_fractions=4)
   _, oracle = metrics.sparsification_curve(errors, uncertainty, 4, oracle=True)
   _, error = metrics.sparsification_error(errors, uncertainty, 4)
-  np.testing.assert_allclose(fractions.numpy(), [0, 0.25, 0.5, 0.75], rtol=0, atol=1e-7)
-  np.testing.assert_allclose(model.numpy(), [1, 4 / 3, 5 / 4, 1 / 2], rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(oracle.numpy(), [1, 2 / 3, 1 / 4, 0], rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(error.numpy(), [0, 2 / 3, 1, 1 / 2], rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(
-      metrics.ause(errors, uncertainty, 4).numpy(), 23 / 48, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(fractions.numpy(), [0, 0.25, 0.5, 0.75])   # exact in binary
+  # float32 (list inputs): the curve bound (_curve_ulps, n = 4) of each value; the error
+  # and AUSE of model + oracle (max 7/3).
+  bound = dict(dtype=np.float32, ulps=_curve_ulps(4))
+  tolerance.assert_close(model.numpy(), [1, 4 / 3, 5 / 4, 1 / 2], **bound)
+  tolerance.assert_close(oracle.numpy(), [1, 2 / 3, 1 / 4, 0], **bound)
+  tolerance.assert_close(error.numpy(), [0, 2 / 3, 1, 1 / 2], **bound, scale=7 / 3)
+  tolerance.assert_close(metrics.ause(errors, uncertainty, 4).numpy(), 23 / 48,
+                         dtype=np.float32, ulps=_ause_ulps(4, 4), scale=7 / 3)
 
 
 def test_ties_are_broken_by_a_stable_sort():
@@ -250,10 +316,13 @@ def test_ties_are_broken_by_a_stable_sort():
   #   kept means [8/4, 7/3, 3/2, 3] / 2 = [1, 7/6, 3/4, 3/2]
   errors = np.array([1.0, 4.0, 0.0, 3.0])
   _, curve = metrics.sparsification_curve(errors, [0.5, 0.5, 0.1, 0.1], 4)
-  np.testing.assert_allclose(curve.numpy(), [1, 7 / 6, 3 / 4, 3 / 2], rtol=1e-12, atol=0)
+  want = np.array([1, 7 / 6, 3 / 4, 3 / 2])
+  tolerance.assert_close(curve.numpy(), want, dtype=np.float64, ulps=_curve_ulps(4),
+                         scale=want)
   # Constant uncertainty removes points in index order.
   _, curve = metrics.sparsification_curve(errors, np.zeros(4), 4)
-  np.testing.assert_allclose(curve.numpy(), [1, 7 / 6, 3 / 4, 3 / 2], rtol=1e-12, atol=0)
+  tolerance.assert_close(curve.numpy(), want, dtype=np.float64, ulps=_curve_ulps(4),
+                         scale=want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -261,9 +330,11 @@ def test_oracle_curve_is_non_increasing(dtype):
   rng = np.random.default_rng(7)
   errors = (rng.standard_t(df=3, size=200) ** 2).astype(dtype)
   _, curve = metrics.sparsification_curve(errors, np.zeros(200), 100, oracle=True)
-  # Removing the largest remaining error never increases the mean; allow rounding only.
-  assert np.all(np.diff(curve.numpy()) <= 1e-6), np.diff(curve.numpy()).max()
-  np.testing.assert_allclose(curve.numpy()[0], 1.0, rtol=1e-6, atol=0)
+  # Removing the largest remaining error never increases the mean; allow rounding only:
+  # two neighbours, each within _curve_ulps of itself.
+  rounding = tolerance.atol(dtype=dtype, ulps=2 * _curve_ulps(200), scale=curve.numpy().max())
+  assert np.all(np.diff(curve.numpy()) <= rounding), np.diff(curve.numpy()).max()
+  tolerance.assert_close(curve.numpy()[0], 1.0, dtype=dtype, ulps=3)   # a sum over itself
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -275,7 +346,8 @@ def test_ause_of_oracle_ordering_is_zero(dtype, mode):
   np.testing.assert_allclose(_numpy(out), 0.0, rtol=0, atol=0)
   # Any increasing function of the errors orders the points the same way.
   out = _call(mode, metrics.ause, errors, np.sqrt(errors) + 3)
-  np.testing.assert_allclose(_numpy(out), 0.0, rtol=0, atol=1e-12)
+  # (In float32, sqrt + 3 may tie two errors the oracle orders: rounding-sized AUSE.)
+  tolerance.assert_close(_numpy(out), 0.0, dtype=dtype, ulps=_ause_ulps(64, 100), scale=2.)
   _, error = _call(mode, metrics.sparsification_error, errors, errors)
   np.testing.assert_allclose(_numpy(error), np.zeros(100), rtol=0, atol=0)
 
@@ -286,10 +358,14 @@ def test_ause_of_random_ordering_is_positive(dtype):
   errors = rng.exponential(size=100).astype(dtype)
   uncertainty = rng.uniform(size=100).astype(dtype)
   _, error = metrics.sparsification_error(errors, uncertainty)
-  # The oracle minimises the kept mean for every fraction.
-  assert np.all(error.numpy() >= -1e-6)
+  _, model = ref_sparsification_curve(errors, uncertainty, 100)
+  _, oracle = ref_sparsification_curve(errors, uncertainty, 100, oracle=True)
+  # The oracle minimises the kept mean for every fraction (up to the curves' rounding).
+  assert np.all(error.numpy() >= -tolerance.atol(dtype=dtype, ulps=_curve_ulps(100) + 1,
+                                                 scale=model + oracle))
   out = metrics.ause(errors, uncertainty).numpy()
-  np.testing.assert_allclose(out, ref_ause(errors, uncertainty, 100), **TOL[dtype])
+  tolerance.assert_close(out, ref_ause(errors, uncertainty, 100), dtype=dtype,
+                         ulps=_ause_ulps(100, 100), scale=np.mean(model + oracle))
   assert out > 0.05, out
   # The reversed (worst) ordering is worse still.
   worst = metrics.ause(errors, -errors).numpy()
@@ -309,9 +385,10 @@ def test_uncertainty_keeps_its_own_dtype_for_sorting():
   errors = np.array([1.0, 2.0], np.float32)
   uncertainty = np.array([1.0, 1.0 + 1e-12])
   _, curve = metrics.sparsification_curve(errors, uncertainty, 2)
-  np.testing.assert_allclose(curve.numpy(), [1.0, 1.0 / 1.5], rtol=1e-6, atol=0)
+  bound = dict(dtype=np.float32, ulps=_curve_ulps(2))
+  tolerance.assert_close(curve.numpy(), [1.0, 1.0 / 1.5], **bound)
   _, curve = metrics.sparsification_curve(errors, np.array([2, 1]), 2)
-  np.testing.assert_allclose(curve.numpy(), [1.0, 2.0 / 1.5], rtol=1e-6, atol=0)
+  tolerance.assert_close(curve.numpy(), [1.0, 2.0 / 1.5], **bound)
 
 
 def test_sparsification_dynamic_batch_in_tf_function():
@@ -321,8 +398,11 @@ def test_sparsification_dynamic_batch_in_tf_function():
   rng = np.random.default_rng(10)
   for batch in (3, 40):
     errors, uncertainty = rng.exponential(size=batch), rng.uniform(size=batch)
-    np.testing.assert_allclose(fn(errors, uncertainty).numpy(),
-                               ref_ause(errors, uncertainty, 10), rtol=1e-10, atol=1e-12)
+    _, model = ref_sparsification_curve(errors, uncertainty, 10)
+    _, oracle = ref_sparsification_curve(errors, uncertainty, 10, oracle=True)
+    tolerance.assert_close(fn(errors, uncertainty).numpy(), ref_ause(errors, uncertainty, 10),
+                           dtype=np.float64, ulps=_ause_ulps(batch, 10),
+                           scale=np.mean(model + oracle))
   with pytest.raises(tf.errors.InvalidArgumentError, match="same shape"):
     fn(np.ones(3), np.ones(4))
   with pytest.raises(tf.errors.InvalidArgumentError, match="at least 1"):
@@ -343,11 +423,21 @@ def test_pearson_correlation(dtype, mode):
   out = _call(mode, metrics.pearson_correlation, a, b)
   assert out.dtype == dtype and out.shape == ()
   ref = scipy.stats.pearsonr(np.float64(a), np.float64(b))[0]
-  np.testing.assert_allclose(_numpy(out), ref, **TOL[dtype])
-  perfect = _call(mode, metrics.pearson_correlation, a, 3 * a + 1)
-  np.testing.assert_allclose(_numpy(perfect), 1.0, rtol=1e-6, atol=0)
+  # Centred by their means (n + 1 eps of max|x|, while the spread is of order max|x|),
+  # scaled, n products summed, two norms and a quotient: _correlation_ulps of 1.
+  bound = dict(dtype=dtype, ulps=_correlation_ulps(30), scale=1.)
+  tolerance.assert_close(_numpy(out), ref, **bound)
+  perfect = _call(mode, metrics.pearson_correlation, a, 3 * a + 1)   # 3 a + 1 rounds too
+  tolerance.assert_close(_numpy(perfect), 1.0, **bound)
   anti = _call(mode, metrics.pearson_correlation, a, -a)
-  np.testing.assert_allclose(_numpy(anti), -1.0, rtol=1e-6, atol=0)
+  tolerance.assert_close(_numpy(anti), -1.0, **bound)
+
+
+def _correlation_ulps(n):
+  """eps of a correlation of n pairs (relative to 1): the means (n + 1, each centred
+  entry's error of the data's size, which is the spread's here), the products' sum (n)
+  and the norms' (2 n, halved by their roots), a quotient: 4 n + 8 covers them."""
+  return 4 * n + 8
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -362,15 +452,17 @@ def test_spearman_correlation_matches_scipy_with_ties(dtype, mode):
     out = _call(mode, metrics.spearman_correlation, a, b)
     assert out.dtype == dtype and out.shape == ()
     ref = scipy.stats.spearmanr(np.float64(a), np.float64(b)).statistic
-    np.testing.assert_allclose(_numpy(out), ref, **TOL[dtype])
+    # A float64 correlation of the (exact) ranks, returned in dtype.
+    _assert_float64_then_cast(_numpy(out), ref, dtype, _correlation_ulps(n), scale=1.)
   # Invariant under strictly increasing maps of either argument (pearson is not).
   a = rng.lognormal(sigma=2.0, size=50).astype(dtype)
   b = (a * rng.uniform(0.5, 2.0, size=50)).astype(dtype)
   rho = _numpy(_call(mode, metrics.spearman_correlation, a, b))
   rho_log = _numpy(_call(mode, metrics.spearman_correlation, np.log(a), b ** 3))
-  np.testing.assert_allclose(rho, rho_log, **TOL[dtype])
-  np.testing.assert_allclose(
-      _numpy(_call(mode, metrics.spearman_correlation, a, -a)), -1.0, rtol=1e-6)
+  # The same ranks: the same float64 correlation (twice its bound), cast.
+  _assert_float64_then_cast(rho, rho_log, dtype, 2 * _correlation_ulps(50), scale=1.)
+  _assert_float64_then_cast(_numpy(_call(mode, metrics.spearman_correlation, a, -a)), -1.0,
+                            dtype, _correlation_ulps(50), scale=1.)
 
 
 def test_spearman_correlation_errors():
@@ -393,10 +485,14 @@ def test_mean_relative_error(dtype, mode):
   out = _call(mode, metrics.mean_relative_error, estimate, reference)
   assert out.dtype == dtype and out.shape == ()
   ref = np.mean(np.abs(np.float64(estimate) - reference) / np.abs(np.float64(reference)))
-  np.testing.assert_allclose(_numpy(out), ref, **TOL[dtype])
-  # Hand-worked: |[1.1, 1.5] - [1, 2]| / [1, 2] = [0.1, 0.25] -> mean 0.175.
-  np.testing.assert_allclose(
-      metrics.mean_relative_error([1.1, 1.5], [1.0, 2.0]).numpy(), 0.175, rtol=1e-6, atol=0)
+  # Each term a difference (1 eps of |e| + |r|) and a quotient (1), the mean of n = 25
+  # (n + 1): relative to the mean of (|e| + |r|) / |r|.
+  scale = np.mean((np.abs(np.float64(estimate)) + np.abs(reference)) / np.abs(reference))
+  tolerance.assert_close(_numpy(out), ref, dtype=dtype, ulps=25 + 3, scale=scale)
+  # Hand-worked: |[1.1, 1.5] - [1, 2]| / [1, 2] = [0.1, 0.25] -> mean 0.175. float32
+  # inputs (1.1 rounds): the same bound with n = 2, relative to (2.1 + 1.75) / 2.
+  tolerance.assert_close(metrics.mean_relative_error([1.1, 1.5], [1.0, 2.0]).numpy(), 0.175,
+                         dtype=np.float32, ulps=2 + 3, scale=(2.1 + 1.75) / 2)
 
 
 # ----------------------------------------------------------------------------------------
@@ -605,13 +701,23 @@ def test_accuracy_nll_brier(dtype, mode):
             metrics.categorical_nll_from_logits(labels, logits))
 
   *outs, out = _call(mode, all_four, labels, probs, logits)
-  for out_i, ref in zip(outs, [ref_accuracy, ref_brier, ref_categorical_nll]):
+  # Means over n = 50 examples (n + 1 eps of the mean |term|) of: 0/1 (exact), a sum of
+  # K = 4 squared differences (3 + K eps, positive terms), a log (2 eps of |log p| + 1).
+  n, k = probs.shape
+  p = np.float64(probs)
+  label_p = p[np.arange(n), labels]
+  scales = [1., None, np.mean(np.abs(np.log(label_p)) + 1)]
+  for out_i, ref, ulps, scale in zip(outs, [ref_accuracy, ref_brier, ref_categorical_nll],
+                                     [n + 1, n + 1 + 3 + k, n + 1 + 2], scales):
     assert out_i.dtype == dtype and out_i.shape == (), ref.__name__
-    np.testing.assert_allclose(_numpy(out_i), ref(labels, probs), **TOL[dtype])
+    tolerance.assert_close(_numpy(out_i), ref(labels, probs), dtype=dtype, ulps=ulps,
+                           scale=scale, err_msg=ref.__name__)
   assert out.dtype == dtype and out.shape == ()
-  ref = -np.mean(scipy.special.log_softmax(np.float64(logits), axis=1)[
-      np.arange(len(labels)), labels])
-  np.testing.assert_allclose(_numpy(out), ref, **TOL[dtype])
+  log_p = scipy.special.log_softmax(np.float64(logits), axis=1)[np.arange(n), labels]
+  ref = -np.mean(log_p)
+  # Log-softmax entries (eps (|log p| + 2 log K + 2), see test_properties) and their mean.
+  tolerance.assert_close(_numpy(out), ref, dtype=dtype, ulps=n + 2,
+                         scale=np.mean(np.abs(log_p) + 2 * np.log(k) + 2))
 
 
 def test_accuracy_hand_worked_and_argmax_ties():
@@ -622,8 +728,10 @@ def test_accuracy_hand_worked_and_argmax_ties():
   np.testing.assert_allclose(metrics.accuracy([0, 1, 1, 1], probs).numpy(), 0.5,
                              rtol=0, atol=0)
   # Brier of row [0.9, 0.1] with label 0: 0.1^2 + 0.1^2 = 0.02; perfect one-hot: 0.
-  np.testing.assert_allclose(metrics.brier_score([0], [[0.9, 0.1]]).numpy(), 0.02,
-                             rtol=1e-6, atol=0)
+  # float32 (list inputs): 0.9 and 0.1 round, two squared differences and their sum: 5
+  # eps of the terms (0.01 each), + 1 for the inputs' rounding carried by the square.
+  tolerance.assert_close(metrics.brier_score([0], [[0.9, 0.1]]).numpy(), 0.02,
+                         dtype=np.float32, ulps=6)
   np.testing.assert_allclose(metrics.brier_score([1], [[0.0, 1.0]]).numpy(), 0.0,
                              rtol=0, atol=0)
 
@@ -632,18 +740,22 @@ def test_accuracy_hand_worked_and_argmax_ties():
 def test_nll_is_finite_for_exact_zeros_and_huge_logits(dtype):
   probs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype)
   out = metrics.categorical_nll([1, 1], probs)   # row 0 puts exactly 0 on its label.
-  # Clipped at 1e-12: (-log(1e-12) + -log(1)) / 2; float32 rounds 1e-12 (rtol 1e-6).
-  np.testing.assert_allclose(out.numpy(), -np.log(1e-12) / 2, rtol=1e-6, atol=0)
+  # Clipped at 1e-12: (-log(1e-12) + -log(1)) / 2: the clip rounds 1e-12 to the dtype (1
+  # eps relative, so 1 eps absolute of the log), the log (2 eps) and the mean (3).
+  bound = dict(dtype=dtype, ulps=6)
+  tolerance.assert_close(out.numpy(), -np.log(1e-12) / 2, **bound)
   out = metrics.categorical_nll([1, 1], probs, epsilon=1e-3)
-  np.testing.assert_allclose(out.numpy(), -np.log(1e-3) / 2, rtol=1e-6, atol=0)
+  tolerance.assert_close(out.numpy(), -np.log(1e-3) / 2, **bound)
   # Perfect predictions: exactly 0.
   np.testing.assert_allclose(metrics.categorical_nll([0, 1], probs).numpy(), 0.0,
                              rtol=0, atol=0)
   logits = np.array([[1e4, -1e4], [1e4, -1e4], [-1e4, 1e4]], dtype)
   out = metrics.categorical_nll_from_logits([0, 1, 1], logits)
-  # -log_softmax: 0, 2e4, 0 -> mean 2e4 / 3 (exact in both dtypes up to rounding).
+  # -log_softmax: 0, 2e4, 0 -> mean 2e4 / 3: log-softmax entries within
+  # eps (|log p| + 2 log K + 2) of 2e4, and a mean of 3 (4).
   assert np.isfinite(out.numpy())
-  np.testing.assert_allclose(out.numpy(), 2e4 / 3, rtol=1e-6, atol=0)
+  tolerance.assert_close(out.numpy(), 2e4 / 3, dtype=dtype, ulps=1 + 4,
+                         scale=2e4 + 2 * np.log(2) + 2)
 
 
 # ----------------------------------------------------------------------------------------
@@ -660,19 +772,30 @@ def test_ece_and_calibration_curve_match_numpy(dtype, binning, num_bins, batch):
   ref_ece, ref_conf, ref_acc, ref_count = ref_calibration(labels, probs, num_bins, binning)
   ece = metrics.expected_calibration_error(labels, probs, num_bins, binning)
   assert ece.dtype == dtype and ece.shape == ()
-  # Sums are accumulated in float64 from the dtype's values: float32 differs only by the
-  # final rounding of the result.
-  np.testing.assert_allclose(ece.numpy(), ref_ece, **TOL[dtype])
+  # Sums are accumulated in float64 from the dtype's values: float32 differs by the final
+  # rounding of the result. In float64: per-bin sums of n confidences (n eps of them),
+  # the gaps |acc - conf| (relative to acc + conf <= 2) and the sum over bins:
+  # _ece_ulps64 of 2.
+  _assert_float64_then_cast(ece.numpy(), ref_ece, dtype, _ece_ulps64(batch, num_bins),
+                            scale=2.)
   conf, acc, count = metrics.calibration_curve(labels, probs, num_bins, binning)
   assert conf.dtype == dtype and acc.dtype == dtype and count.dtype == tf.int64
   assert conf.shape == (num_bins,) and acc.shape == (num_bins,) and count.shape == (num_bins,)
   np.testing.assert_array_equal(count.numpy(), ref_count)
-  np.testing.assert_allclose(conf.numpy(), ref_conf, **TOL[dtype])
-  np.testing.assert_allclose(acc.numpy(), ref_acc, **TOL[dtype])
-  # ECE is the count-weighted gap of the curve.
-  np.testing.assert_allclose(
+  # A bin's mean confidence (n + 1 eps of it) and accuracy (a count over a count: 1).
+  _assert_float64_then_cast(conf.numpy(), ref_conf, dtype, batch + 1)
+  _assert_float64_then_cast(acc.numpy(), ref_acc, dtype, 1)
+  # ECE is the count-weighted gap of the curve: NumPy sums the bins in `dtype` (B + 3 eps
+  # of acc + conf <= 2), on values within the bounds above.
+  tolerance.assert_close(
       np.sum(count.numpy() / batch * np.abs(acc.numpy() - conf.numpy())), ece.numpy(),
-      **TOL[dtype])
+      dtype=dtype, ulps=num_bins + 3 + 2 * 2, scale=2.)
+
+
+def _ece_ulps64(n, num_bins):
+  """float64 eps of an ECE of n examples in B bins, relative to 2 (acc + conf): the
+  bins' confidence sums (n in all), their gaps and the weighted sum over bins (B + 4)."""
+  return n + num_bins + 4
 
 
 def test_quantile_bins_hold_equal_counts_and_match_numpy_quantiles():
@@ -711,15 +834,22 @@ def test_ece_hand_worked_example_pins_the_bin_edges():
   labels = [0, 2, 3, 1, 0, 0]
   for dtype in DTYPES:
     p = probs.astype(dtype)
+    # The inputs round to dtype (0.1, 0.3, 0.6, ...: 1 eps each), then the float64
+    # bound of an ECE of 6 examples in B bins and the final cast.
     np.testing.assert_allclose(metrics.expected_calibration_error(labels, p, 4).numpy(),
-                               0.6, rtol=1e-6, atol=0)
+                               0.6, rtol=0, atol=tolerance.atol(dtype=dtype, ulps=1 + 2,
+                                                                scale=2.)
+                               + tolerance.atol(dtype=np.float64,
+                                                ulps=_ece_ulps64(6, 4), scale=2.))
     conf, acc, count = metrics.calibration_curve(labels, p, 4)
     np.testing.assert_array_equal(count.numpy(), [2, 1, 2, 1])
-    np.testing.assert_allclose(conf.numpy(), [0.125, 0.5, 0.675, 1.0], rtol=1e-6, atol=0)
+    # Means of <= 2 rounded confidences: 1 eps each, the sum and the division, the cast.
+    tolerance.assert_close(conf.numpy(), [0.125, 0.5, 0.675, 1.0], dtype=dtype, ulps=4)
     np.testing.assert_allclose(acc.numpy(), [1, 1, 0, 1], rtol=0, atol=0)
     np.testing.assert_allclose(
         metrics.expected_calibration_error(labels, p, 3, "quantile").numpy(), 2.6 / 6,
-        rtol=1e-6, atol=0)
+        rtol=0, atol=tolerance.atol(dtype=dtype, ulps=1 + 2, scale=2.)
+        + tolerance.atol(dtype=np.float64, ulps=_ece_ulps64(6, 3), scale=2.))
     _, _, count = metrics.calibration_curve(labels, p, 3, "quantile")
     np.testing.assert_array_equal(count.numpy(), [2, 2, 2])
 
@@ -732,9 +862,10 @@ def test_quantile_bins_keep_ties_together():
   _, _, count = metrics.calibration_curve(labels, probs, 3, "quantile")
   np.testing.assert_array_equal(count.numpy(), [6, 0, 0])
   # acc = 4/6, conf = (4.5 + 0.6) / 6 = 0.85.
-  np.testing.assert_allclose(
+  # float64: the ECE bound of 6 examples in 3 bins.
+  tolerance.assert_close(
       metrics.expected_calibration_error(labels, probs, 3, "quantile").numpy(),
-      0.85 - 4 / 6, rtol=1e-12, atol=0)
+      0.85 - 4 / 6, dtype=np.float64, ulps=_ece_ulps64(6, 3), scale=2.)
 
 
 def _calibrated_data(rng, n, classes):
@@ -776,12 +907,13 @@ def test_calibration_in_tf_function_with_dynamic_shapes(binning):
   for batch, classes in [(7, 3), (120, 5)]:
     labels, probs = _class_data(np.float32, seed=batch, batch=batch, classes=classes)
     ref_ece, ref_conf, ref_acc, ref_count = ref_calibration(labels, probs, 5, binning)
-    np.testing.assert_allclose(ece_fn(labels.astype(np.int32), probs).numpy(), ref_ece,
-                               **TOL[np.float32])
+    # As in test_ece_and_calibration_curve_match_numpy.
+    _assert_float64_then_cast(ece_fn(labels.astype(np.int32), probs).numpy(), ref_ece,
+                              np.float32, _ece_ulps64(batch, 5), scale=2.)
     conf, acc, count = curve_fn(labels.astype(np.int32), probs)
     np.testing.assert_array_equal(count.numpy(), ref_count)
-    np.testing.assert_allclose(conf.numpy(), ref_conf, **TOL[np.float32])
-    np.testing.assert_allclose(acc.numpy(), ref_acc, **TOL[np.float32])
+    _assert_float64_then_cast(conf.numpy(), ref_conf, np.float32, batch + 1)
+    _assert_float64_then_cast(acc.numpy(), ref_acc, np.float32, 1)
   with pytest.raises(tf.errors.InvalidArgumentError, match=r"class indices in \[0, classes\)"):
     ece_fn(np.array([0, 3], np.int32), np.full((2, 3), 0.3, np.float32))
   with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
@@ -820,8 +952,12 @@ def test_streaming_ece_equals_one_shot(dtype, mode):
   for start, stop in _batches(500, [1, 0, 37, 300, 162]):   # includes an empty batch.
     update(labels[start:stop, None], probs[start:stop])
   one_shot = metrics.expected_calibration_error(labels, probs, 10)
-  # The metric's result is float32; its float64 state sums exactly what one-shot sums.
-  np.testing.assert_allclose(metric.result().numpy(), one_shot.numpy(), rtol=0, atol=1e-6)
+  # The metric's result is float32; its float64 state sums what one-shot sums, in other
+  # groups: both within the float64 ECE bound, each cast once (float32; dtype).
+  np.testing.assert_allclose(metric.result().numpy(), one_shot.numpy(), rtol=0, atol=(
+      tolerance.atol(one_shot.numpy(), dtype=np.float32, ulps=1)
+      + tolerance.atol(one_shot.numpy(), dtype=dtype, ulps=1)
+      + tolerance.atol(dtype=np.float64, ulps=2 * _ece_ulps64(500, 10), scale=2.)))
   metric.reset_state()
   np.testing.assert_allclose(metric.result().numpy(), 0.0, rtol=0, atol=0)
 
@@ -834,15 +970,25 @@ def test_streaming_ece_from_logits_and_sample_weight():
   metric = metrics.ExpectedCalibrationError(num_bins=8, from_logits=True)
   metric.update_state(labels[:25], logits[:25])
   metric.update_state(labels[25:], logits[25:])
-  np.testing.assert_allclose(metric.result().numpy(),
-                             ref_calibration(labels, probs, 8)[0], rtol=0, atol=1e-6)
+  # The metric's float32 softmax of K = 4 (K + 3 eps of each confidence) moves each bin's
+  # mean confidence, so the ECE, by that much (as long as no confidence sits within
+  # rounding of a bin edge, which would move it by a whole example); + the float64 sums
+  # and the final cast.
+  ref = ref_calibration(labels, probs, 8)[0]
+  np.testing.assert_allclose(metric.result().numpy(), ref, rtol=0, atol=(
+      tolerance.atol(dtype=np.float32, ulps=4 + 3 + 1, scale=1.)
+      + tolerance.atol(dtype=np.float64, ulps=_ece_ulps64(60, 8), scale=2.)))
   # Integer weights equal repeating the examples (weight 0 drops one).
   weights = rng.integers(0, 4, size=60)
   metric = metrics.ExpectedCalibrationError(num_bins=8)
   metric.update_state(labels[:30], probs[:30], sample_weight=weights[:30, None])
   metric.update_state(labels[30:], probs[30:], sample_weight=weights[30:])
   ref = ref_calibration(np.repeat(labels, weights), np.repeat(probs, weights, axis=0), 8)
-  np.testing.assert_allclose(metric.result().numpy(), ref[0], rtol=0, atol=1e-6)
+  # float64 probabilities rounded to the metric's float32 (1 eps of each confidence), the
+  # float64 weighted sums (as many terms as the repeated examples) and the final cast.
+  np.testing.assert_allclose(metric.result().numpy(), ref[0], rtol=0, atol=(
+      tolerance.atol(dtype=np.float32, ulps=1 + 1, scale=1.)
+      + tolerance.atol(dtype=np.float64, ulps=_ece_ulps64(weights.sum(), 8), scale=2.)))
 
 
 def test_streaming_ece_config_round_trip_and_keras_model(tmp_path):
@@ -864,12 +1010,17 @@ def test_streaming_ece_config_round_trip_and_keras_model(tmp_path):
   result = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
   probs = model.predict(x, verbose=0)
   expected = metrics.expected_calibration_error(y[:, 0], probs, 5).numpy()
-  np.testing.assert_allclose(result["ece"], expected, rtol=0, atol=1e-6)
+  # evaluate() computes the probabilities again: Dense(3) on 2 inputs and a softmax of 3,
+  # (2 + 2) + (3 + 3) eps of each confidence (unless one sits within rounding of a bin
+  # edge), + the float64 sums and the final casts.
+  atol = (tolerance.atol(dtype=np.float32, ulps=10 + 2, scale=1.)
+          + tolerance.atol(dtype=np.float64, ulps=2 * _ece_ulps64(45, 5), scale=2.))
+  np.testing.assert_allclose(result["ece"], expected, rtol=0, atol=atol)
   path = str(tmp_path / "model.keras")
   model.save(path)
   loaded = keras.models.load_model(path)
   reloaded = loaded.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
-  np.testing.assert_allclose(reloaded["ece"], expected, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(reloaded["ece"], expected, rtol=0, atol=atol)
 
 
 # ----------------------------------------------------------------------------------------
@@ -895,7 +1046,6 @@ def test_auroc_aupr_roc_match_references(dtype, mode, tied):
   labels, scores = _binary_data(60, tied=tied)
   scores = scores.astype(dtype)
   out_dtype = np.float32 if dtype == np.int64 else dtype
-  tol = TOL[out_dtype]
 
   def all_three(labels, scores):   # one trace per case in "function" mode.
     return (metrics.auroc(labels, scores), metrics.aupr(labels, scores),
@@ -903,18 +1053,24 @@ def test_auroc_aupr_roc_match_references(dtype, mode, tied):
 
   auroc, aupr, (fpr, tpr) = _call(mode, all_three, labels, scores)
   assert auroc.dtype == out_dtype and auroc.shape == ()
-  np.testing.assert_allclose(_numpy(auroc), ref_auroc_pairs(labels, scores), **tol)
+  # AUROC: exact integer counts, one float64 division (the reference's too), a cast.
+  _assert_float64_then_cast(_numpy(auroc), ref_auroc_pairs(labels, scores), out_dtype, 2)
   pos, neg = np.float64(scores[labels == 1]), np.float64(scores[labels == 0])
   u = scipy.stats.mannwhitneyu(pos, neg, alternative="two-sided").statistic
-  np.testing.assert_allclose(_numpy(auroc), u / (len(pos) * len(neg)), **tol)
+  _assert_float64_then_cast(_numpy(auroc), u / (len(pos) * len(neg)), out_dtype, 2)
   ref_fpr, ref_tpr, ref_ap = ref_roc_and_average_precision(labels, scores)
   assert aupr.dtype == out_dtype and aupr.shape == ()
-  np.testing.assert_allclose(_numpy(aupr), ref_ap, **tol)
+  # AP: a float64 sum of <= n = 80 positive terms (recall step x precision) on either
+  # side, n + 3 eps of it each; a cast.
+  _assert_float64_then_cast(_numpy(aupr), ref_ap, out_dtype, 2 * (80 + 3))
   assert fpr.dtype == out_dtype and tpr.dtype == out_dtype
-  np.testing.assert_allclose(_numpy(fpr), ref_fpr, **tol)
-  np.testing.assert_allclose(_numpy(tpr), ref_tpr, **tol)
-  # The trapezoid area under the curve is the AUROC.
-  np.testing.assert_allclose(np.trapezoid(_numpy(tpr), _numpy(fpr)), _numpy(auroc), **tol)
+  # Count over count: one float64 division on either side, a cast.
+  _assert_float64_then_cast(_numpy(fpr), ref_fpr, out_dtype, 2)
+  _assert_float64_then_cast(_numpy(tpr), ref_tpr, out_dtype, 2)
+  # The trapezoid area under the curve is the AUROC: NumPy's trapezoid in out_dtype over
+  # <= n + 1 points (n + 4 eps of the area's positive terms, <= 1), on the rounded rates.
+  tolerance.assert_close(np.trapezoid(_numpy(tpr), _numpy(fpr)), _numpy(auroc),
+                         dtype=out_dtype, ulps=80 + 4 + 4, scale=1.)
 
 
 def test_auroc_aupr_match_sklearn_if_available():
@@ -922,12 +1078,14 @@ def test_auroc_aupr_match_sklearn_if_available():
   for tied in (False, True):
     labels, scores = _binary_data(61, n=300, tied=tied)
     scores = np.float64(scores)
-    np.testing.assert_allclose(metrics.auroc(labels, scores).numpy(),
-                               sklearn_metrics.roc_auc_score(labels, scores),
-                               rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(metrics.aupr(labels, scores).numpy(),
-                               sklearn_metrics.average_precision_score(labels, scores),
-                               rtol=1e-12, atol=1e-12)
+    # scikit-learn: a float64 trapezoid / step sum over <= n = 300 thresholds of rates it
+    # divides in float64 (n + 4 eps of the area, <= 1); ours as above.
+    tolerance.assert_close(metrics.auroc(labels, scores).numpy(),
+                           sklearn_metrics.roc_auc_score(labels, scores), dtype=np.float64,
+                           ulps=300 + 4 + 2, scale=1.)
+    tolerance.assert_close(metrics.aupr(labels, scores).numpy(),
+                           sklearn_metrics.average_precision_score(labels, scores),
+                           dtype=np.float64, ulps=2 * (300 + 4), scale=1.)
 
 
 def test_auroc_aupr_hand_worked():
@@ -937,8 +1095,9 @@ def test_auroc_aupr_hand_worked():
   # ROC: (0, 0), (1/2, 1), (1, 1).
   labels, scores = [0, 1, 1, 0], np.array([0.1, 0.5, 0.5, 0.5])
   np.testing.assert_allclose(metrics.auroc(labels, scores).numpy(), 0.75, rtol=0, atol=0)
-  np.testing.assert_allclose(metrics.aupr(labels, scores).numpy(), 2 / 3, rtol=1e-15,
-                             atol=0)
+  # float64: a sum of two terms and a division by the positives, 4 eps.
+  tolerance.assert_close(metrics.aupr(labels, scores).numpy(), 2 / 3, dtype=np.float64,
+                         ulps=4)
   fpr, tpr = metrics.roc_curve(labels, scores)
   np.testing.assert_allclose(fpr.numpy(), [0, 0.5, 1], rtol=0, atol=0)
   np.testing.assert_allclose(tpr.numpy(), [0, 1, 1], rtol=0, atol=0)
@@ -962,9 +1121,11 @@ def test_misclassification_and_ood_detection(dtype):
   assert set(out) == {"auroc", "aupr"}
   wrong = (np.argmax(probs, axis=1) != labels).astype(int)
   _, _, ref_ap = ref_roc_and_average_precision(wrong, uncertainty)
-  for key, ref in [("auroc", ref_auroc_pairs(wrong, uncertainty)), ("aupr", ref_ap)]:
+  # As in test_auroc_aupr_roc_match_references: AUROC 2 float64 eps, AP 2 (n + 3), n = 120.
+  for key, ref, ulps in [("auroc", ref_auroc_pairs(wrong, uncertainty), 2),
+                         ("aupr", ref_ap, 2 * (120 + 3))]:
     assert out[key].dtype == dtype and out[key].shape == ()
-    np.testing.assert_allclose(out[key].numpy(), ref, **TOL[dtype])
+    _assert_float64_then_cast(out[key].numpy(), ref, dtype, ulps, err_msg=key)
   rng = np.random.default_rng(71)
   in_scores = rng.normal(size=40).astype(dtype)
   out_scores = (rng.normal(size=25) + 1).astype(dtype)
@@ -972,9 +1133,10 @@ def test_misclassification_and_ood_detection(dtype):
   labels = np.r_[np.zeros(40, int), np.ones(25, int)]
   scores = np.r_[in_scores, out_scores]
   _, _, ref_ap = ref_roc_and_average_precision(labels, scores)
-  for key, ref in [("auroc", ref_auroc_pairs(labels, scores)), ("aupr", ref_ap)]:
+  for key, ref, ulps in [("auroc", ref_auroc_pairs(labels, scores), 2),
+                         ("aupr", ref_ap, 2 * (65 + 3))]:
     assert out[key].dtype == dtype and out[key].shape == ()
-    np.testing.assert_allclose(out[key].numpy(), ref, **TOL[dtype])
+    _assert_float64_then_cast(out[key].numpy(), ref, dtype, ulps, err_msg=key)
 
 
 def test_detection_in_tf_function_with_dynamic_shapes():
@@ -986,12 +1148,13 @@ def test_detection_in_tf_function_with_dynamic_shapes():
   for n in (5, 50):
     labels, scores = _binary_data(n, n=n, tied=True)
     scores = np.float64(scores)
-    np.testing.assert_allclose(auroc_fn(labels, scores).numpy(),
-                               ref_auroc_pairs(labels, scores), rtol=1e-12, atol=1e-12)
+    # float64 AUROC: one division on either side.
+    tolerance.assert_close(auroc_fn(labels, scores).numpy(), ref_auroc_pairs(labels, scores),
+                           dtype=np.float64, ulps=2)
     out = ood_fn(scores[:3], scores[3:])
     ref_labels = np.r_[np.zeros(3, int), np.ones(n - 3, int)]
-    np.testing.assert_allclose(out["auroc"].numpy(), ref_auroc_pairs(ref_labels, scores),
-                               rtol=1e-12, atol=1e-12)
+    tolerance.assert_close(out["auroc"].numpy(), ref_auroc_pairs(ref_labels, scores),
+                           dtype=np.float64, ulps=2)
   with pytest.raises(tf.errors.InvalidArgumentError, match="both classes"):
     auroc_fn(np.ones(4, np.int64), np.arange(4.0))
   with pytest.raises(tf.errors.InvalidArgumentError, match="same shape"):
@@ -1099,9 +1262,15 @@ def test_classification_names_are_public():
 def test_deep_ensemble_equivalent_against_hand_values():
   curve = [0.50, 0.40, 0.35, 0.33]        # NLL of deep ensembles of 1, 2, 3, 4 members
   # 0.37 lies between sizes 2 (0.40) and 3 (0.35): 2 + (0.40 - 0.37) / (0.40 - 0.35) = 2.6.
-  assert metrics.deep_ensemble_equivalent(0.37, curve) == pytest.approx(2.6, abs=1e-12)
-  assert metrics.deep_ensemble_equivalent(0.40, curve) == pytest.approx(2.0, abs=1e-12)
-  assert metrics.deep_ensemble_equivalent(0.45, curve) == pytest.approx(1.5, abs=1e-12)
+  # float64 interpolation: two differences of values ~0.4 (each 1 eps of 0.4, the
+  # decimal inputs 1 more), a quotient and a sum: within 16 eps of their sizes
+  # (0.4 / 0.05 = 8 times the result's unit, so relative to 8 + the result 3).
+  def approx(value):
+    return pytest.approx(value, rel=0, abs=tolerance.atol(dtype=np.float64, ulps=16,
+                                                          scale=8 + 3))
+  assert metrics.deep_ensemble_equivalent(0.37, curve) == approx(2.6)
+  assert metrics.deep_ensemble_equivalent(0.40, curve) == approx(2.0)
+  assert metrics.deep_ensemble_equivalent(0.45, curve) == approx(1.5)
   assert metrics.deep_ensemble_equivalent(0.60, curve) == 1.0     # worse than one member
   assert metrics.deep_ensemble_equivalent(0.30, curve) == float("inf")
   with pytest.raises(ValueError, match="deep_ensemble_equivalent"):
@@ -1120,9 +1289,14 @@ def test_temperature_scaling_recovers_a_known_temperature():
   assert t == pytest.approx(2.0, rel=0.05)
   # Calibrated NLL is never worse than the raw NLL, and equals it at T = 1.
   raw = float(metrics.categorical_nll_from_logits(labels, 2.0 * true_logits))
-  assert metrics.calibrated_nll(labels, 2.0 * true_logits) <= raw + 1e-9
-  assert metrics.calibrated_nll(labels, 2.0 * true_logits, 1.0) == pytest.approx(raw,
-                                                                                rel=1e-5)
+  # Two float64 means of n = 2e4 log-softmax entries (TF's and NumPy's): each within
+  # (n + 2) eps of mean(|log p| + 2 log K + 2).
+  log_p = scipy.special.log_softmax(2.0 * true_logits, axis=1)[np.arange(20000), labels]
+  rounding = tolerance.atol(dtype=np.float64, ulps=2 * (20000 + 2),
+                            scale=np.mean(np.abs(log_p) + 2 * np.log(5) + 2))
+  assert metrics.calibrated_nll(labels, 2.0 * true_logits) <= raw + rounding
+  assert metrics.calibrated_nll(labels, 2.0 * true_logits, 1.0) == pytest.approx(
+      raw, rel=0, abs=rounding)
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
     metrics.optimal_temperature(np.full(3, 5), true_logits[:3])
 
@@ -1140,7 +1314,10 @@ def test_cross_validated_nll_fits_on_one_half_and_scores_the_other():
     for fit, score in ((a, b), (b, a)):
       t = metrics.optimal_temperature(labels[fit], logits[fit])
       total += metrics.calibrated_nll(labels[score], logits[score], t) * 200
-  assert got == pytest.approx(total / 800, rel=1e-12)
+  # The library sums the same four float64 values in the same order: at most the sum's
+  # and the division's rounding (5 eps).
+  assert got == pytest.approx(total / 800, rel=0, abs=tolerance.atol(
+      total / 800, dtype=np.float64, ulps=5))
   # Over-confident logits (true T = 3): the fitted T helps a lot over T = 1 ...
   assert got < metrics.categorical_nll(labels, scipy.special.softmax(logits, axis=-1)) - 0.3
   # ... and held-out fitting cannot beat fitting on the scored examples by much.

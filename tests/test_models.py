@@ -8,6 +8,8 @@ import tfp_distill as td
 from tfp_distill import models
 from tfp_distill._keras import keras
 
+import tolerance
+
 BATCH = 3
 
 
@@ -123,7 +125,12 @@ def test_resnet_projection_equals_strided_1x1_conv(size):
   kernel = model.get_layer("stage2_block1_proj").kernel
   expected = tf.nn.conv2d(h, kernel, strides=2, padding="SAME")
   assert p.shape == expected.shape == (BATCH, (size + 1) // 2, (size + 1) // 2, 16)
-  np.testing.assert_allclose(p.numpy(), expected.numpy(), rtol=0, atol=1e-5)
+  # Each side a dot product over the c input channels of the 1x1 kernel (c + 1 eps of
+  # its sum of |terms|, elementwise): within twice that of each other.
+  c = int(kernel.shape[-2])
+  terms = tf.nn.conv2d(tf.abs(h), tf.abs(kernel), strides=2, padding="SAME").numpy()
+  tolerance.assert_close(p.numpy(), expected.numpy(), dtype=np.float32, ulps=2 * (c + 1),
+                         scale=terms)
 
 
 # --- seeds ------------------------------------------------------------------------
@@ -219,7 +226,11 @@ def test_resnet_l2_regularizes_every_kernel():
   assert len(kernels) == 1 + 16 + 3 + 1   # stem, 8 blocks * 2, 3 projections, dense
   assert len(model.losses) == len(kernels)
   expected = sum(1e-3 * np.sum(layer.kernel.numpy() ** 2) for layer in kernels)
-  np.testing.assert_allclose(float(tf.add_n(model.losses)), expected, rtol=1e-5, atol=0)
+  # Positive terms: per kernel a sum of its n squares (n + 2 eps, the largest n counts),
+  # then a sum over the 21 kernels (21), on either side (NumPy sums in float32 too).
+  largest = max(layer.kernel.numpy().size for layer in kernels)
+  tolerance.assert_close(float(tf.add_n(model.losses)), expected, dtype=np.float32,
+                         ulps=2 * (largest + 2 + 21))
   assert not _small_resnet(seed=0).losses
 
 
@@ -231,7 +242,9 @@ def test_small_cnn_config_round_trip():
   x = _images((28, 28, 1))
   again = keras.Model.from_config(model.get_config())
   again.set_weights(model.get_weights())
-  np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), rtol=0, atol=1e-6)
+  # The same float32 ops on the same weights: one forward pass's rounding at most.
+  tolerance.assert_close(again(x).numpy(), model(x).numpy(), dtype=np.float32,
+                         ulps=tolerance.model_roundings(model))
   assert again.get_config() == model.get_config()
 
 
@@ -242,8 +255,11 @@ def test_small_cnn_with_head_config_round_trip():
   again = keras.Model.from_config(model.get_config())
   again.set_weights(model.get_weights())
   a, b = model(x), again(x)
-  np.testing.assert_allclose(b.mean().numpy(), a.mean().numpy(), rtol=0, atol=1e-6)
-  np.testing.assert_allclose(b.stddev().numpy(), a.stddev().numpy(), rtol=0, atol=1e-6)
+  # The same float32 ops on the same weights: one forward pass's rounding at most
+  # (the head's softplus counted in it).
+  bound = dict(dtype=np.float32, ulps=tolerance.model_roundings(model))
+  tolerance.assert_close(b.mean().numpy(), a.mean().numpy(), **bound)
+  tolerance.assert_close(b.stddev().numpy(), a.stddev().numpy(), **bound)
 
 
 def test_small_cnn_keras_save_load(tmp_path):
@@ -252,7 +268,8 @@ def test_small_cnn_keras_save_load(tmp_path):
   path = str(tmp_path / "cnn.keras")
   model.save(path)
   loaded = keras.models.load_model(path)
-  np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=0, atol=1e-6)
+  tolerance.assert_close(loaded(x).numpy(), model(x).numpy(), dtype=np.float32,
+                         ulps=tolerance.model_roundings(model))   # one forward pass
   for wa, wb in zip(model.get_weights(), loaded.get_weights()):
     np.testing.assert_array_equal(wa, wb)
 
@@ -300,7 +317,14 @@ def test_dense_batch_ensemble_equals_a_member_loop():
   expected = np.concatenate([
       np.tanh(x[4 * e:4 * (e + 1)] @ (w * np.outer(alpha[e], gamma[e])) + bias[e])
       for e in range(3)])
-  np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+  # Either side: the 6 products x (alpha W gamma) grouped differently (3 roundings each)
+  # summed with the bias: (6 + 5) eps of the sum of |terms|; tanh adds 4 eps of its
+  # value (and passes the rest on with gain <= 1).
+  terms = np.concatenate([
+      np.abs(x[4 * e:4 * (e + 1)]) @ np.abs(w * np.outer(alpha[e], gamma[e]))
+      + np.abs(bias[e]) for e in range(3)])
+  tolerance.assert_close(layer(x).numpy(), expected, dtype=np.float32,
+                         ulps=2 * (6 + 5) + 4, scale=terms)
 
 
 @pytest.mark.parametrize("padding,strides", [("valid", 1), ("same", 2)])
@@ -316,7 +340,14 @@ def test_conv2d_batch_ensemble_equals_a_member_loop(padding, strides):
       tf.nn.conv2d(x[3 * e:3 * (e + 1)], k * alpha[e][None, None, :, None]
                    * gamma[e][None, None, None, :], strides, padding.upper()).numpy()
       + bias[e] for e in range(2)])
-  np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-4, atol=1e-4)
+  # Either side: 3 x 3 x 5 = 45 products x (alpha k gamma) grouped differently (3
+  # roundings each), summed with the bias: (45 + 5) eps of the sum of |terms|.
+  terms = np.concatenate([
+      tf.nn.conv2d(np.abs(x[3 * e:3 * (e + 1)]), np.abs(k * alpha[e][None, None, :, None]
+                   * gamma[e][None, None, None, :]), strides, padding.upper()).numpy()
+      + np.abs(bias[e]) for e in range(2)])
+  tolerance.assert_close(layer(x).numpy(), expected, dtype=np.float32, ulps=2 * (45 + 5),
+                         scale=terms)
 
 
 def test_batch_ensemble_layers_round_trip_and_reject_bad_batches(tmp_path):
@@ -330,7 +361,8 @@ def test_batch_ensemble_layers_round_trip_and_reject_bad_batches(tmp_path):
   path = str(tmp_path / "be.keras")
   model.save(path)
   again = keras.models.load_model(path)
-  np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), rtol=1e-6)
+  tolerance.assert_close(again(x).numpy(), model(x).numpy(), dtype=np.float32,
+                         ulps=tolerance.model_roundings(model))   # one forward pass
   config = model.layers[1].get_config()
   assert models.Conv2DBatchEnsemble.from_config(config).get_config() == config
   signs = models.RandomSign(seed=3)((1000,)).numpy()
@@ -358,11 +390,16 @@ def test_batch_ensemble_cnn_member_equals_an_explicit_small_cnn(tmp_path):
       scaled = kernel * alpha[:, None] * gamma if kernel.ndim == 2 else (
           kernel * alpha[None, None, :, None] * gamma)
       ref.get_layer(ref_name).set_weights([scaled, layer.ensemble_bias.numpy()[member]])
-    np.testing.assert_allclose(out[:, member], ref(x).numpy(), rtol=1e-4, atol=1e-5)
+    # Both forward passes (tolerance.model_roundings of the small CNN, each), the
+    # BatchEnsemble's kernels scaled by alpha and gamma in other groupings (3 roundings
+    # per product, in 3 weighted layers).
+    tolerance.assert_close(out[:, member], ref(x).numpy(), dtype=np.float32,
+                           ulps=2 * tolerance.model_roundings(ref) + 3 * 3)
   assert not np.allclose(out[:, 0], out[:, 1])    # random-sign fast weights differ
   path = str(tmp_path / "be.keras")
   model.save(path)
-  np.testing.assert_allclose(keras.models.load_model(path)(x).numpy(), out, rtol=1e-6)
+  tolerance.assert_close(keras.models.load_model(path)(x).numpy(), out, dtype=np.float32,
+                         ulps=tolerance.model_roundings(model))   # one forward pass
   again = td.models.batch_ensemble_cnn((12, 12, 1), 5, e, filters=(4,), dense_units=6,
                                        seed=3)
   np.testing.assert_array_equal(again(x).numpy(), out)

@@ -12,6 +12,8 @@ from tfp_distill import cli
 from tfp_distill.datasets import images as images_data
 from tfp_distill.experiments import ods
 
+import tolerance
+
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory, load_or_skip):
@@ -43,8 +45,10 @@ def test_fast_run_writes_a_complete_report(fast_run):
                                          "student.keras"))
   timings = report["timings_s"]
   assert 0 < timings["students"] <= timings["total"]
-  assert report["train_seconds_all_runs"] == pytest.approx(
-      sum(r["train_seconds"] for runs in report["runs"].values() for r in runs))
+  seconds = [r["train_seconds"] for runs in report["runs"].values() for r in runs]
+  # float64 sums of the same positive numbers, perhaps in another order (n + 1 eps each).
+  assert report["train_seconds_all_runs"] == pytest.approx(sum(seconds), rel=0, abs=(
+      tolerance.atol(sum(seconds), dtype=np.float64, ulps=2 * (len(seconds) + 1))))
   # Deep ensembles of sizes 1..M; every member trained (better than chance, 10 classes).
   curve = report["deep_ensemble_curve"]
   assert [r["size"] for r in curve] == [1, 2, 3]
@@ -155,17 +159,22 @@ def test_targets_pair_the_seeds_and_call_ties_within_noise():
   better = runs({0: (0.29, 1.6), 1: (0.34, 1.3), 2: (0.31, np.inf)})
   mean, se, n = ods.paired_difference({"kd": kd, "kd-confods": better}, "kd", "kd-confods",
                                       "nll")
-  assert n == 3 and mean == pytest.approx(-0.01) and se == pytest.approx(0., abs=1e-12)
+  # float64 from decimal inputs of ~0.3 (1 eps each): differences, a mean of 3 (4 eps)
+  # and a standard error of equal differences (8 eps), all of the inputs' size.
+  def approx(value, ulps, scale=0.35):
+    return pytest.approx(value, rel=0, abs=tolerance.atol(dtype=np.float64, ulps=ulps,
+                                                          scale=scale))
+  assert n == 3 and mean == approx(-0.01, 2 * (2 + 4)) and se == approx(0., 2 * (2 + 8))
   targets = ods._targets({"kd": kd, "kd-confods": better}, num_members=8)  # pylint: disable=protected-access
   assert targets["kd_confods_nll_below_kd"]["verdict"] == "met"
   dee = targets["kd_confods_dee_above_kd"]     # inf is capped at M = 8 before differencing
-  assert dee["difference"] == pytest.approx(np.mean([0.1, 0.1, 8 - 1.4]))
+  assert dee["difference"] == approx(np.mean([0.1, 0.1, 8 - 1.4]), 2 * (2 + 4), 8.)
   # Differences -0.01, +0.012, -0.004: mean -0.0007, s.e. 0.0065, a tie.
   mixed = runs({0: (0.29, 1.5), 1: (0.362, 1.2), 2: (0.316, 1.4)})
   row = ods._targets({"kd": kd, "kd-confods": mixed}, 8)["kd_confods_nll_below_kd"]  # pylint: disable=protected-access
   diffs = np.array([-0.01, 0.012, -0.004])
-  assert row["difference"] == pytest.approx(diffs.mean())
-  assert row["standard_error"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(3))
+  assert row["difference"] == approx(diffs.mean(), 2 * (2 + 4))
+  assert row["standard_error"] == approx(diffs.std(ddof=1) / np.sqrt(3), 2 * (2 + 8))
   assert row["verdict"].startswith("tie")
   worse = runs({0: (0.31, 1.5), 1: (0.36, 1.2), 2: (0.33, 1.4)})
   assert ods._targets({"kd": kd, "kd-confods": worse}, 8)[  # pylint: disable=protected-access

@@ -8,6 +8,8 @@ import tfp_distill as td
 from tfp_distill import perturb
 from tfp_distill._keras import keras
 
+import tolerance
+
 
 def _member(seed, dim=4, classes=3, dtype="float64"):
   inputs = keras.Input((dim,), dtype=dtype)
@@ -50,11 +52,21 @@ def test_ods_step_equals_a_finite_difference_reference(teacher, cls):
       grad[b, d] = (objective(x[b] + e, b) - objective(x[b] - e, b)) / (2 * h)
   g, p = ods.direction(tf.constant(x), teacher, seed)
   # Central differences in float64 on a smooth function: error ~h^2 ~1e-12, round-off ~1e-10.
+  # (A finite-difference truncation and cancellation bound, not a count of roundings.)
   np.testing.assert_allclose(g.numpy(), grad, atol=1e-8)
-  np.testing.assert_allclose(p.numpy(), _softmax(member(x).numpy() / 2.0), rtol=1e-10)
+  # The member's float64 logits computed again (tolerance.model_roundings eps of their
+  # size, which a softmax turns into relative errors of p) and a softmax of K = 3 at
+  # T = 2 (K + 3) on either side: relative to p (1 + max|logits|).
+  logits = member(x).numpy()
+  want = _softmax(logits / 2.0)
+  tolerance.assert_close(p.numpy(), want, dtype=np.float64,
+                         ulps=2 * (tolerance.model_roundings(member) + 3 + 3),
+                         scale=want * (1 + np.abs(logits).max()))
   step = 0.05 * np.sqrt(4) * grad / np.linalg.norm(grad, axis=1, keepdims=True)
   if cls is perturb.ConfODS:
     step *= p.numpy().max(-1, keepdims=True)
+  # The reference step is built from the finite-difference gradient (within 1e-8 above,
+  # of gradients of order 1e-1, times a step of 0.1): a truncation bound, not rounding.
   np.testing.assert_allclose(ods(tf.constant(x), teacher, seed).numpy(), x + step,
                              atol=1e-7)
 
@@ -79,7 +91,9 @@ def test_perturbed_targets_are_the_teachers_outputs_on_the_perturbed_inputs(teac
                           seed=0)
   for x_batch, z in ds.take(2):
     assert not np.any(np.all(np.isclose(x_batch.numpy()[:, None], x[None]), axis=-1))
-    np.testing.assert_allclose(z.numpy(), teacher(x_batch).numpy(), rtol=1e-12)
+    # The teacher's float64 forward pass again (in the data pipeline's graph).
+    tolerance.assert_close(z.numpy(), teacher(x_batch).numpy(), dtype=np.float64,
+                           ulps=tolerance.model_roundings(teacher.members[0]))
 
 
 def test_distiller_trains_with_ods(teacher):
@@ -116,8 +130,16 @@ def test_distiller_puts_the_label_term_on_the_chosen_input(teacher, labels_on):
   kl = np.sum(p_bar * (np.log(p_bar) - log_s_t), -1)
   ce_input = x if labels_on == "clean" else x_pert
   ce = -np.log(_softmax(logits(ce_input))[np.arange(12), y])
-  # float32 student: tolerance of its logits' rounding.
-  np.testing.assert_allclose(got, np.mean(a * t ** 2 * kl + (1 - a) * ce), rtol=1e-5)
+  # float32 loss: the student's forward pass again (tolerance.model_roundings eps of its
+  # logits, which log-softmaxes carry absolutely), the KL of K = 3 over M = 3 members
+  # (K + M + 8 eps of its p-weighted |log|s), the cross-entropy (2 log K + 2 + |ce|) and
+  # the mean over 12 examples (13): relative to those terms' mean.
+  max_logit = max(np.abs(logits(x_pert)).max(), np.abs(logits(ce_input)).max())
+  terms = np.mean(a * t ** 2 * np.sum(p_bar * (np.abs(np.log(p_bar)) + np.abs(log_s_t)), -1)
+                  + (1 - a) * np.abs(ce)) + 2 * np.log(3) + 2 + max_logit
+  tolerance.assert_close(got, np.mean(a * t ** 2 * kl + (1 - a) * ce), dtype=np.float32,
+                         ulps=tolerance.model_roundings(student) + 3 + 3 + 8 + 13,
+                         scale=terms)
 
 
 def test_distiller_labels_on_clean_needs_a_label_term(teacher):
@@ -187,6 +209,8 @@ def test_mean_disagreement_step_equals_a_finite_difference_reference(tmp_path):
   moved = p(tf.constant(x), teacher, seed).numpy()
   u = tf.random.stateless_uniform([5, 1], seed=seed, dtype=tf.float64).numpy()
   unit = grad / np.linalg.norm(grad, axis=1, keepdims=True)
+  # Against the finite-difference direction (truncation ~h^2, cancellation ~1e-10 / h in
+  # the gradient, times a step of 0.17): not a count of roundings.
   np.testing.assert_allclose(moved, x + u * 0.1 * np.sqrt(3) * unit, atol=1e-7)
   # The step goes up the disagreement (first order): v(x') > v(x) for small steps.
   small = perturb.MeanDisagreement(step_size=1e-3, family=family)(tf.constant(x), teacher,

@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import special
 
 import tfp_distill as td
 from tfp_distill._keras import keras
+
+import tolerance
 
 CLASSES = td.families.CategoricalLogits(4)
 REGRESSION = td.families.HeteroscedasticNormal()
@@ -57,6 +60,9 @@ def test_distiller_with_xla_equals_without(head_name):
     weights.append(student.get_weights())
   for a, b in zip(*weights):
     # 9 Adam steps; XLA fuses the float32 ops of the loss and its gradient differently.
+    # Not a rounding bound: Adam divides by each gradient's running RMS, so a rounding-
+    # level change of a gradient near 0 can move a step by O(lr = 1e-2); 1e-4 absolute
+    # and 1e-3 relative are what such trajectories keep (a training-run comparison).
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
@@ -67,9 +73,10 @@ def test_mvn_head_equals_fill_scale_tril():
   dist = td.heads.MultivariateNormalTriLHead.new(params, 2, min_scale=1e-3)
   want = tfp.bijectors.FillScaleTriL(diag_shift=np.float64(1e-3))(params[:, 2:])
   # Off the diagonal the values are copied; on it, tf.math.softplus (ours) and the
-  # Softplus bijector's float64 implementation differ by ~5e-11 (see test_uncertainty).
-  np.testing.assert_allclose(dist.scale.to_dense().numpy(), want.numpy(), rtol=1e-9,
-                             atol=0)
+  # Softplus bijector's, each within 5 eps (tolerance.FUNCTION_ULPS), plus the shift:
+  # 2 (5 + 1) float64 eps of each value (measured: equal).
+  tolerance.assert_close(dist.scale.to_dense().numpy(), want.numpy(), dtype=np.float64,
+                         ulps=2 * (5 + 1), scale=np.abs(want.numpy()))
 
 
 def test_ensemble_and_decompositions_with_xla():
@@ -77,15 +84,31 @@ def test_ensemble_and_decompositions_with_xla():
   members = [td.models.mlp((3,), [8], 4, seed=s) for s in range(3)]
   plain = td.Ensemble(members, family=CLASSES)
   xla = td.Ensemble(members, family=CLASSES, jit_compile=True)
-  np.testing.assert_allclose(xla(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-6)
+  # Dense(8) on 3 inputs, relu, Dense(4) on 8: dot products of 3 and 8 terms plus biases
+  # and the activation, (3 + 2) + 1 + (8 + 2) roundings, eps of the logits' magnitude.
+  tolerance.assert_close(xla(x).numpy(), plain(x).numpy(), dtype=np.float32, ulps=16)
   z = plain(x)
+  # Entropies of K = 4 classes over m = 3 members: log_softmax, p log p, sums over K and
+  # m, and XLA's own exp/log (a few eps each): test_properties' entropy bound
+  # (K + m + 8) eps (2 + log K)^2, twice (either side); relative to 1 for the entropies and
+  # probabilities, and to max |log p| for epkl (which sums p_bar E[-log p]).
+  ulps = 2 * (4 + 3 + 8) * (2. + np.log(4.)) ** 2
+  scale = max(1., float(np.abs(CLASSES.log_probs(z)).max()))
   for key, value in td.decompose_ensemble(z, CLASSES, jit_compile=True).items():
-    np.testing.assert_allclose(value.numpy(), td.decompose_ensemble(z, CLASSES)[key].numpy(),
-                               rtol=1e-5, atol=1e-6)
+    tolerance.assert_close(value.numpy(), td.decompose_ensemble(z, CLASSES)[key].numpy(),
+                           dtype=np.float32, ulps=ulps, scale=scale, err_msg=key)
   dirichlet = td.heads.DirichletHead.new(z[:, 0].numpy(), 4)
+  # The Dirichlet's closed form: alpha_0 (a sum of K = 4 terms), alpha / alpha_0, and
+  # entropies of K terms p log p or p (digamma(alpha + 1) - digamma(alpha_0 + 1)), the
+  # digammas a few eps each (XLA's and TF's own approximations): (K + 8) eps, twice (either
+  # side), of the terms' scale 1 + 2 |digamma(alpha_0 + 1)|; epkl, (K - 1) / alpha_0, two
+  # roundings of its own magnitude.
+  alpha_0 = dirichlet.concentration.numpy().sum(-1)
+  scale = 1. + 2. * np.abs(special.digamma(alpha_0 + 1.)).max()
   for key, value in td.decompose(dirichlet, CLASSES, jit_compile=True).items():
-    np.testing.assert_allclose(value.numpy(), td.decompose(dirichlet, CLASSES)[key].numpy(),
-                               rtol=1e-5, atol=1e-5)
+    tolerance.assert_close(value.numpy(), td.decompose(dirichlet, CLASSES)[key].numpy(),
+                           dtype=np.float32, ulps=2 * (4 + 8),
+                           scale=None if key == "epkl" else scale, err_msg=key)
   # Monte Carlo: XLA's stateless generator draws other numbers for the same seed. With
   # 20,000 draws the standard error of these entropies (|H| <= log 4) is below 0.01.
   gaussian = td.heads.NormalHead.new(np.concatenate([z[:, 0], z[:, 1]], -1), 4)

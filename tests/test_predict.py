@@ -7,6 +7,8 @@ import tensorflow as tf
 import tfp_distill as td
 from tfp_distill import predict as predict_lib
 
+import tolerance
+
 CLASSES = td.families.CategoricalLogits(4)
 REGRESSION = td.families.HeteroscedasticNormal()
 
@@ -19,20 +21,43 @@ def _dirichlet_student():
   return td.models.mlp((3,), [8], 4, head=td.heads.DirichletHead(4), seed=1)
 
 
-def _assert_same(got, want, rtol=1e-6, atol=1e-6):
+# Rounding counts (tests/tolerance.py) of the pieces compared below, in float32 eps:
+# the students' forward pass (tolerance.model_roundings: 19 for an MLP 3 -> 8 -> P), and
+# the decompositions: a Dirichlet's closed form (alpha = exp + floor 3, alpha_0 a sum of
+# K = 4, digamma 8, K-term entropies: K + 19); Gauss-Hermite over 40 nodes (softplus 5,
+# the 40-term sum: 45 + 8); an ensemble's M = 3 Gaussians (means and variances over M:
+# 3 M + 10); entropies of K classes over m draws (test_properties' bound,
+# (K + m + 8) (2 + log K)^2).
+DIRICHLET = 4 + 19
+QUADRATURE = 45 + 8
+
+
+def _entropies(k, m):
+  return int((k + m + 8) * (2 + np.log(k)) ** 2)
+
+
+def _assert_same(got, want, *, ulps):
+  """got == want up to `ulps` eps(float32) of each output's magnitude + 1.
+
+  The outputs (probabilities, entropies of K = 4 classes, variances) are of order 1, and
+  the decompositions pass their inputs' rounding on with a gain of order 1 here (params of
+  order 1), so the bound is the sum of the pieces' counts, relative to max|output| + 1.
+  """
   assert set(got) == set(want)
   for key in want:
     assert isinstance(got[key], np.ndarray)
-    np.testing.assert_allclose(got[key], np.asarray(want[key]), rtol=rtol, atol=atol,
-                               err_msg=key)
+    want_key = np.asarray(want[key])
+    tolerance.assert_close(got[key], want_key, dtype=np.float32, ulps=ulps,
+                           scale=tolerance.magnitude(want_key) + 1, err_msg=key)
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 11, 1024])
 def test_student_equals_decompose_for_any_batch_size(batch_size):
   student, x = _dirichlet_student(), _x()
   got = td.predict_uncertainty(student, CLASSES, x, batch_size=batch_size)
-  # Closed form, float32, the same ops: equal up to rounding.
-  _assert_same(got, td.decompose(student(x), CLASSES))
+  # Closed form, float32, the same ops (in other batches): equal up to rounding.
+  _assert_same(got, td.decompose(student(x), CLASSES),
+               ulps=tolerance.model_roundings(student) + DIRICHLET)
   assert got["prediction"].shape == (11, 4) and got["epistemic"].shape == (11,)
 
 
@@ -41,17 +66,20 @@ def test_regression_and_ensemble_and_batch_ensemble():
   head = td.heads.MultivariateNormalTriLHead
   student = td.models.mlp((3,), [8], head.params_size(2), head=head(2), seed=2)
   _assert_same(td.predict_uncertainty(student, REGRESSION, x, batch_size=5),
-               td.decompose(student(x), REGRESSION), rtol=1e-5)
+               td.decompose(student(x), REGRESSION),
+               ulps=tolerance.model_roundings(student) + QUADRATURE)
   members = [td.models.mlp((3,), [8], 2, seed=s) for s in range(3)]
   for vectorize in (True, False):
     ens = td.Ensemble(members, family=REGRESSION, vectorize=vectorize)
     _assert_same(td.predict_uncertainty(ens, REGRESSION, x, batch_size=4),
-                 td.decompose_ensemble(ens(x), REGRESSION), rtol=1e-5)
+                 td.decompose_ensemble(ens(x), REGRESSION),
+                 ulps=tolerance.model_roundings(members[0]) + 3 * 3 + 10)
   images = np.random.default_rng(1).uniform(size=(6, 28, 28, 1)).astype(np.float32)
   batch_ensemble = td.models.batch_ensemble_cnn(num_classes=4, ensemble_size=3,
                                                 filters=(4, 8), dense_units=8, seed=0)
   _assert_same(td.predict_uncertainty(batch_ensemble, CLASSES, images, batch_size=4),
-               td.decompose_ensemble(batch_ensemble(images), CLASSES), rtol=1e-5)
+               td.decompose_ensemble(batch_ensemble(images), CLASSES),
+               ulps=tolerance.model_roundings(batch_ensemble) + _entropies(4, 3))
 
 
 def test_monte_carlo_student_is_batch_invariant():
@@ -61,9 +89,11 @@ def test_monte_carlo_student_is_batch_invariant():
   want = td.decompose(student(x), CLASSES, num_samples=64, seed=5)
   # Common noise (the default): every example uses the same draws, so any batch split
   # gives td.decompose's numbers.
+  # The same draws: the forward pass, loc + L eps (P + 2) and the entropies over 64 draws.
   for batch_size in (1, 3, 1024):
     _assert_same(td.predict_uncertainty(student, CLASSES, x, batch_size=batch_size,
-                                        num_samples=64, seed=5), want, rtol=1e-5)
+                                        num_samples=64, seed=5), want,
+                 ulps=tolerance.model_roundings(student) + 4 + 2 + _entropies(4, 64))
   # Independent draws per example: other numbers, the same expectation. 4000 samples: the
   # Monte Carlo error of these entropies is below ~1e-2 (|H| <= log 4); 0.05 is > 5 sigma.
   a = td.predict_uncertainty(student, CLASSES, x, batch_size=3, num_samples=4000,
@@ -81,7 +111,8 @@ def test_datasets_batched_unbatched_and_labelled():
              tf.data.Dataset.from_tensor_slices(x),                 # single examples
              tf.data.Dataset.from_tensor_slices((x, y)).batch(5),
              tf.data.Dataset.from_tensor_slices(x.astype(np.float64)).batch(4)):
-    _assert_same(td.predict_uncertainty(student, CLASSES, ds, batch_size=4), want)
+    _assert_same(td.predict_uncertainty(student, CLASSES, ds, batch_size=4), want,
+                 ulps=tolerance.model_roundings(student) + DIRICHLET)
 
 
 def test_the_compiled_function_is_reused():
@@ -105,15 +136,17 @@ def test_agrees_with_the_exported_saved_model(tmp_path):
   served = tf.saved_model.load(path).signatures["serving_default"]
   out = served(x=tf.constant(x))
   got = td.predict_uncertainty(student, CLASSES, x, batch_size=4)
-  for key, value in got.items():
-    np.testing.assert_allclose(value, out[key].numpy(), rtol=1e-6, atol=1e-6)
+  _assert_same(got, {key: out[key].numpy() for key in got},   # (it serves params too)
+               ulps=tolerance.model_roundings(student) + DIRICHLET)
 
 
 def test_xla_agrees():
   student, x = _dirichlet_student(), _x()
   got = td.predict_uncertainty(student, CLASSES, x, jit_compile=True)
-  # XLA fuses and reorders float32 arithmetic (digamma, logs): ~1e-6 relative.
-  _assert_same(got, td.decompose(student(x), CLASSES), rtol=1e-5, atol=1e-5)
+  # XLA fuses and reorders float32 arithmetic and has its own exp, log and digamma
+  # (a few eps each, counted twice more).
+  _assert_same(got, td.decompose(student(x), CLASSES),
+               ulps=tolerance.model_roundings(student) + DIRICHLET + 2 * (2 + 2 + 8))
 
 
 def test_bad_input_is_refused_clearly():

@@ -11,6 +11,8 @@ from tfp_distill import cli
 from tfp_distill.datasets import toy as toy_data
 from tfp_distill.experiments import toy
 
+import tolerance
+
 
 def test_sinusoid_shapes_range_and_determinism():
   x, y = toy_data.sinusoid(500, low=-2., high=1., seed=3)
@@ -30,7 +32,10 @@ def test_sinusoid_noise_matches_closed_form():
   x = x[:, 0].astype(np.float64)
   residual = y - np.sin(x)
   variance = 0.15 / (1. + np.exp(-x))                       # eq 17, written out directly
-  np.testing.assert_allclose(toy_data.sinusoid_noise_variance(x), variance, rtol=1e-12)
+  # float64 on either side: a sigmoid (4 eps, tolerance.FUNCTION_ULPS) or exp, sum and
+  # quotient, and the product by 0.15: 2 (4 + 2) eps of the variance.
+  tolerance.assert_close(toy_data.sinusoid_noise_variance(x), variance, dtype=np.float64,
+                         ulps=2 * (4 + 2), scale=variance)
   # residual^2 / variance is chi^2_1: mean 1, variance 2, so the mean of n draws has
   # standard error sqrt(2 / n) ~ 0.0032; 0.015 is ~5 standard errors (plus float32
   # rounding of y, which is far below that).
@@ -44,7 +49,8 @@ def test_sinusoid_noise_matches_closed_form():
 
 def test_noise_variance_limits_and_grid():
   v = toy_data.sinusoid_noise_variance(np.array([-1000., 0., 1000.]))
-  np.testing.assert_allclose(v, [0., 0.075, 0.15], atol=1e-12)
+  # As above, relative to the largest, 0.15 (exp(-1000) underflows to exactly 0).
+  tolerance.assert_close(v, [0., 0.075, 0.15], dtype=np.float64, ulps=2 * (4 + 2))
   g = toy_data.grid(-5., 5., 200)
   assert g.shape == (200, 1) and g.dtype == np.float32
   np.testing.assert_allclose(g[[0, -1], 0], [-5., 5.], atol=0.)

@@ -11,6 +11,8 @@ from tfp_distill.datasets import uci as uci_data
 from tfp_distill.experiments import _common
 from tfp_distill.experiments import uci
 
+import tolerance
+
 try:
   ROOT = uci_data.data_dir()
 except FileNotFoundError:  # pragma: no cover - CI always has ../shared beside the clone
@@ -31,16 +33,27 @@ def test_loader_matches_the_index_files(name):
   test = np.loadtxt(folder / f"index_test_{split}.txt", dtype=int)
   assert data.x_train.shape == (len(train), len(features))
   assert data.x_test.shape == (len(test), len(features))
-  # Back in original units, the rows are exactly those the index files name.
-  np.testing.assert_allclose(data.x_test * data.x_std + data.x_mean, raw[test][:, features],
-                             rtol=1e-5, atol=1e-4 * np.abs(raw).max())
-  # float32 storage of normalised targets: ~1e-7 of the target's scale.
-  np.testing.assert_allclose(data.y_test_original(), raw[test, target], rtol=1e-5,
-                             atol=1e-6 * np.abs(raw[:, target]).max())
+  # Back in original units, the rows are exactly those the index files name: normalised
+  # in float64, stored in float32 (1 float32 eps of |x - mean|), mapped back in float64
+  # (2 float64 eps more, far below): relative to |x| + |mean|.
+  x_raw = raw[test][:, features]
+  tolerance.assert_close(data.x_test * data.x_std + data.x_mean, x_raw, dtype=np.float32,
+                         ulps=1 + 1, scale=np.abs(x_raw) + np.abs(data.x_mean))
+  # float32 storage of normalised targets: the same bound.
+  y_raw = raw[test, target]
+  tolerance.assert_close(data.y_test_original(), y_raw, dtype=np.float32, ulps=1 + 1,
+                         scale=np.abs(y_raw) + abs(data.y_mean))
   # Normalised on the training split only: mean 0 and sd 1 there (not on the test split).
-  np.testing.assert_allclose(data.y_train.mean(), 0.0, atol=1e-5)
-  np.testing.assert_allclose(data.y_train.std(), 1.0, rtol=1e-4)
-  np.testing.assert_allclose(data.y_mean, raw[train, target].mean(), rtol=1e-12)
+  # Exactly so in float64; the float32 storage moves each value by 1 eps of itself, the
+  # mean by at most 1 eps of mean |y| and the sd by 1 eps (2 with the squares' rounding;
+  # the float64 sums here add n float64 eps, far below).
+  y = data.y_train.astype(np.float64)
+  tolerance.assert_close(y.mean(), 0.0, dtype=np.float32, ulps=1 + 1,
+                         scale=np.abs(y).mean())
+  tolerance.assert_close(y.std(), 1.0, dtype=np.float32, ulps=2 + 1)
+  # The same float64 mean of the same values on either side.
+  tolerance.assert_close(data.y_mean, raw[train, target].mean(), dtype=np.float64,
+                         ulps=2 * (len(train) + 1), scale=np.abs(raw[train, target]).mean())
 
 
 @needs_data
@@ -71,7 +84,9 @@ def test_protocol_end_to_end_and_resume(tmp_path):
     for metric in ("rmse", "nll", "ause"):
       cell = result[model][metric]
       assert len(cell["values"]) == 2 and all(math.isfinite(v) for v in cell["values"])
-      np.testing.assert_allclose(cell["mean"], np.mean(cell["values"]), rtol=1e-12)
+      # float64 means of the same 2 values (3 eps each side).
+      tolerance.assert_close(cell["mean"], np.mean(cell["values"]), dtype=np.float64,
+                             ulps=2 * 3, scale=np.abs(cell["values"]).max())
   # RMSE in original units: yacht's targets span ~0-60, a 2-epoch ensemble is far from 0.
   assert 0.5 < result["ensemble"]["rmse"]["mean"] < 30
   assert (tmp_path / "report.md").read_text().count("*published*") >= 2
@@ -90,8 +105,9 @@ def test_aggregate_standard_error():
              "timings_s": {"ensemble": 1.0}} for v in (1.0, 2.0, 3.0, 4.0)]
   report = uci.aggregate({"toy": splits}, uci.UCIConfig())
   cell = report["results"]["toy"]["ensemble"]["rmse"]
-  # sd (ddof 1) of 1..4 is sqrt(5/3); stderr = sqrt(5/3) / 2 = 0.6455.
-  np.testing.assert_allclose(cell["stderr"], np.sqrt(5 / 3) / 2, rtol=1e-12)
+  # sd (ddof 1) of 1..4 is sqrt(5/3); stderr = sqrt(5/3) / 2 = 0.6455. float64: the sums
+  # and squares of small integers are exact; / 3 and the root round, on either side.
+  tolerance.assert_close(cell["stderr"], np.sqrt(5 / 3) / 2, dtype=np.float64, ulps=2 * 2)
   assert cell["mean"] == 2.5
 
 
@@ -205,7 +221,11 @@ def test_ood_split_is_deterministic_disjoint_and_normalised_on_train():
     np.testing.assert_array_equal(np.sort(rows), np.arange(n))     # a partition
     assert len(d.ood_rows) == math.ceil(0.1 * n)
     assert len(d.test_rows) == round(0.1 * (n - len(d.ood_rows)))
-    np.testing.assert_allclose(d.x_train.mean(0), 0, atol=1e-5)
+    # Normalised in float64, stored in float32: the mean moves by 1 float32 eps of the
+    # mean |x| at most (summed here in float64).
+    x = d.x_train.astype(np.float64)
+    tolerance.assert_close(x.mean(0), np.zeros(x.shape[1]), dtype=np.float32, ulps=1 + 1,
+                           scale=np.abs(x).mean(0))
     assert d.x_ood.shape == (len(d.ood_rows), d.x_train.shape[1])
   for field in ("train_rows", "test_rows", "ood_rows", "x_ood", "y_train"):
     np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
@@ -226,11 +246,16 @@ def test_agreement_matches_numpy_and_scipy():
   estimate = (reference * rng.lognormal(sigma=0.5, size=60)).astype(np.float32)
   got = _common.agreement(estimate, reference)
   r64, e64 = np.float64(reference), np.float64(estimate)
-  np.testing.assert_allclose(got["pearson"], np.corrcoef(e64, r64)[0, 1], rtol=1e-5)
-  np.testing.assert_allclose(got["spearman"], scipy.stats.spearmanr(e64, r64).statistic,
-                             rtol=1e-5)
-  np.testing.assert_allclose(got["mean_relative_error"],
-                             np.mean(np.abs(e64 - r64) / r64), rtol=1e-5)
+  # td.metrics on float32 inputs: Pearson in float32 (means, n = 60 products and norms,
+  # 4 n + 8 eps of 1); Spearman in float64 on exact ranks, cast (1 eps); the mean
+  # relative error in float32 (n + 3 eps of mean (|e| + |r|) / |r|).
+  tolerance.assert_close(got["pearson"], np.corrcoef(e64, r64)[0, 1], dtype=np.float32,
+                         ulps=4 * 60 + 8, scale=1.)
+  tolerance.assert_close(got["spearman"], scipy.stats.spearmanr(e64, r64).statistic,
+                         dtype=np.float32, ulps=1 + 1, scale=1.)
+  tolerance.assert_close(got["mean_relative_error"], np.mean(np.abs(e64 - r64) / r64),
+                         dtype=np.float32, ulps=60 + 3,
+                         scale=np.mean((np.abs(e64) + r64) / r64))
 
 
 def test_aggregate_summarises_fidelity_and_the_noise_ceiling():
@@ -247,9 +272,11 @@ def test_aggregate_summarises_fidelity_and_the_noise_ceiling():
   report = uci.aggregate({"toy": [split(0.2), split(0.4), split(0.9, False)]},
                          uci.UCIConfig())
   cell = report["fidelity"]["toy"]["full"]["epistemic"]["pearson"]
-  np.testing.assert_allclose(cell["mean"], 0.5, rtol=1e-12)
-  np.testing.assert_allclose(cell["stderr"], np.std([0.2, 0.4, 0.9], ddof=1) / np.sqrt(3),
-                             rtol=1e-12)
+  # float64 from decimal inputs (1 eps each): a mean of 3 (4 eps) and a standard error
+  # (deviations, squares, a sum, a quotient, two roots: 8 eps), on either side, of 1.
+  tolerance.assert_close(cell["mean"], 0.5, dtype=np.float64, ulps=2 * (1 + 4), scale=1.)
+  tolerance.assert_close(cell["stderr"], np.std([0.2, 0.4, 0.9], ddof=1) / np.sqrt(3),
+                         dtype=np.float64, ulps=2 * (1 + 8), scale=1.)
   # The ceiling is summarised over the splits that have it.
   assert report["noise_ceiling"]["toy"]["epistemic"]["spearman"]["values"] == [0.1, 0.2]
   text = uci.format_markdown(report)
@@ -321,11 +348,14 @@ def test_student_lr_schedule_cosine_decays_to_zero_and_keeps_old_keys():
                          student_batch_size=10)
   optimizer = uci._student_optimizer(config, 95)          # 10 steps per epoch, 20 in all
   schedule = optimizer._learning_rate   # pylint: disable=protected-access
-  np.testing.assert_allclose(float(schedule(0)), 1e-2, rtol=1e-6)
-  np.testing.assert_allclose(float(schedule(10)), 0.5e-2, rtol=1e-5)   # half way
-  np.testing.assert_allclose(float(schedule(20)), 0.0, atol=1e-9)
+  # float32 cosine decay: step / total, pi times it, a cosine (4 eps, rounded pi included)
+  # and 0.5 (1 + cos) lr: 8 eps of the peak rate 1e-2 (at 0, 10 and 20 steps).
+  bound = dict(dtype=np.float32, ulps=8, scale=1e-2)
+  tolerance.assert_close(float(schedule(0)), 1e-2, **bound)
+  tolerance.assert_close(float(schedule(10)), 0.5e-2, **bound)   # half way
+  tolerance.assert_close(float(schedule(20)), 0.0, **bound)
   constant = uci._student_optimizer(uci.UCIConfig(student_lr_schedule="constant"), 95)
-  np.testing.assert_allclose(float(constant.learning_rate), 1e-2, rtol=1e-6)
+  tolerance.assert_close(float(constant.learning_rate), 1e-2, dtype=np.float32, ulps=1)
   # "constant" is left out of the key: the 2026-11-30 table keeps its key.
   assert uci.UCIConfig(student_lr_schedule="constant",
                        student_hidden=(75,)).key() == "2d3c6f1ec0"

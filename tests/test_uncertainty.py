@@ -2,10 +2,14 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy import integrate
 from scipy import stats
 
 import tfp_distill as td
+from tfp_distill import uncertainty
+
+import tolerance
 
 FAMILY = td.families.HeteroscedasticNormal(event_size=1, min_variance=1e-3)
 
@@ -26,10 +30,19 @@ def test_quadrature_aleatoric_matches_scipy_integral(head_cls):
   loc, sd = dist.mean().numpy(), dist.stddev().numpy()
   expected = [integrate.quad(lambda r, b=b: (_softplus(r) + 1e-3) * stats.norm.pdf(
       r, loc[b, 1], sd[b, 1]), -np.inf, np.inf, epsabs=1e-13)[0] for b in range(5)]
-  np.testing.assert_allclose(u["aleatoric"].numpy(), expected, rtol=1e-5)
-  np.testing.assert_allclose(u["epistemic"].numpy(), sd[:, 0] ** 2, rtol=1e-12)
+  # Not rounding: 40 Gauss-Hermite nodes integrate polynomials of degree 79 exactly, and
+  # softplus is none; measured 4e-12 relative against SciPy's adaptive integral (epsabs
+  # 1e-13), float64 rounding is 1e4 times smaller. The bound is 25x the measured error.
+  np.testing.assert_allclose(u["aleatoric"].numpy(), expected, rtol=1e-10)
+  # float64: the head squares its scale (or sums the squares of a Cholesky row, 1 or 2
+  # terms), TFP's stddev takes the square root and the test squares it again: 4
+  # roundings of the variance.
+  tolerance.assert_close(u["epistemic"].numpy(), sd[:, 0] ** 2, dtype=np.float64, ulps=4,
+                         scale=sd[:, 0] ** 2)
   np.testing.assert_allclose(u["prediction"].numpy(), loc[:, 0], rtol=0, atol=0)
-  np.testing.assert_allclose(u["total"].numpy(), u["aleatoric"] + u["epistemic"], rtol=1e-12)
+  # One float64 addition on either side of the same two numbers.
+  tolerance.assert_close(u["total"].numpy(), u["aleatoric"] + u["epistemic"],
+                         dtype=np.float64, ulps=1)
 
 
 @pytest.mark.parametrize("event", [1, 2])
@@ -65,15 +78,29 @@ def test_decompose_ensemble_is_the_law_of_total_variance(dtype):
   rng = np.random.default_rng(5)
   z = rng.normal(size=(6, 10, 2)).astype(dtype)
   u = td.decompose_ensemble(z, FAMILY)
-  mu, var = z[..., 0], _softplus(z[..., 1]) + 1e-3
+  z64 = z.astype(np.float64)              # the references in float64, of the same inputs
+  mu, var = z64[..., 0], _softplus(z64[..., 1]) + 1e-3
   # Variance of the equally weighted Gaussian mixture: E[y^2] - E[y]^2.
   mixture_var = np.mean(var + mu ** 2, axis=1) - np.mean(mu, axis=1) ** 2
-  # TF's float64 softplus differs from log(1 + e^x) by ~5e-11 relative.
-  rtol = 1e-5 if dtype == np.float32 else 1e-9
-  np.testing.assert_allclose(u["total"].numpy(), mixture_var, rtol=rtol)
-  np.testing.assert_allclose(u["aleatoric"].numpy(), var.mean(1), rtol=rtol)
-  np.testing.assert_allclose(u["epistemic"].numpy(), mu.var(1), rtol=rtol, atol=1e-7)
-  np.testing.assert_allclose(u["prediction"].numpy(), mu.mean(1), rtol=rtol, atol=1e-7)
+  # Rounding bounds in `dtype` over m = 10 members, per example:
+  #   prediction, a mean of m terms: m + 1 eps of mean |mu|;
+  #   aleatoric, softplus (within 5 eps, see test_properties) + the floor (the float32
+  #     constant 1e-3 rounds too), a mean of m: m + 7 eps of itself (positive terms);
+  #   epistemic, mean((mu - mu_bar)^2): mu_bar's m + 1 eps of mean|mu| enters each
+  #     deviation, doubled by the square, then m + 3 eps of the mean of squares:
+  #     2 (m + 3) eps of mean|mu| max|mu - mu_bar| + variance;
+  #   total, their sum, + 1.
+  m = z.shape[1]
+  mean_abs = np.abs(mu).mean(1)
+  spread = mean_abs * np.abs(mu - mu.mean(1, keepdims=True)).max(1) + mu.var(1)
+  tolerance.assert_close(u["prediction"].numpy(), mu.mean(1), dtype=dtype, ulps=m + 1,
+                         scale=mean_abs)
+  tolerance.assert_close(u["aleatoric"].numpy(), var.mean(1), dtype=dtype, ulps=m + 7,
+                         scale=var.mean(1))
+  tolerance.assert_close(u["epistemic"].numpy(), mu.var(1), dtype=dtype, ulps=2 * (m + 3),
+                         scale=spread)
+  tolerance.assert_close(u["total"].numpy(), mixture_var, dtype=dtype, ulps=3 * m + 14,
+                         scale=var.mean(1) + spread)
   assert u["total"].dtype == dtype
 
 
@@ -82,7 +109,9 @@ def test_mixture_student_has_only_a_total():
   dist = td.heads.NormalPredictiveHead.new(params, 1)
   u = td.decompose(dist, FAMILY)
   assert set(u) == {"prediction", "total"}
-  np.testing.assert_allclose(u["total"].numpy(), dist.variance().numpy()[:, 0], rtol=1e-12)
+  # The same float64 variance, summed over one event dimension: at most 1 rounding.
+  tolerance.assert_close(u["total"].numpy(), dist.variance().numpy()[:, 0],
+                         dtype=np.float64, ulps=1)
 
 
 def test_errors():
@@ -133,9 +162,16 @@ def test_dirichlet_closed_form_matches_numpy_sampling():
   # 4e5 draws: the standard error of each sample mean is < 1e-3 nats here.
   for key in ("total", "aleatoric", "epistemic", "epkl"):
     np.testing.assert_allclose(u[key].numpy(), reference[key], atol=4e-3, err_msg=key)
-  np.testing.assert_allclose(u["prediction"].numpy(), alpha / alpha.sum(-1, keepdims=True),
-                             rtol=1e-6)
-  np.testing.assert_allclose(u["epkl"].numpy(), 3.0 / alpha.sum(-1), rtol=1e-6)
+  # float64: the head's exp(log(alpha - 1e-3)) + 1e-3 is alpha within (|log alpha| + 3)
+  # eps of alpha; alpha_0 sums K = 4 of them (+ 4 eps), and a ratio adds 1: relative
+  # bounds of 2 (max|log alpha| + 3) + 4 + 1 eps (numerator and denominator each carry
+  # the round trip) for the prediction, and (max|log alpha| + 3) + 4 + 1 for (K - 1) / alpha_0.
+  trip = np.abs(np.log(alpha)).max() + 3
+  prediction = alpha / alpha.sum(-1, keepdims=True)
+  tolerance.assert_close(u["prediction"].numpy(), prediction, dtype=np.float64,
+                         ulps=2 * trip + 5, scale=prediction)
+  tolerance.assert_close(u["epkl"].numpy(), 3.0 / alpha.sum(-1), dtype=np.float64,
+                         ulps=trip + 5, scale=3.0 / alpha.sum(-1))
 
 
 def test_dirichlet_closed_form_equals_library_monte_carlo():
@@ -143,6 +179,8 @@ def test_dirichlet_closed_form_equals_library_monte_carlo():
   dist = td.heads.DirichletHead.new(np.log(alpha), 4, min_scale=1e-9)
   exact = td.decompose(dist, CLASSES, method="closed_form")
   mc = td.decompose(dist, CLASSES, method="monte_carlo", num_samples=100_000, seed=3)
+  # Monte Carlo, not rounding: with 1e5 draws the standard errors, measured over 8 seeds,
+  # are <= 1.2e-3 nats (EPKL; under 5e-4 the entropies); 1e-2 is over 8 of them.
   for key in ("total", "aleatoric", "epistemic", "epkl"):
     np.testing.assert_allclose(mc[key].numpy(), exact[key].numpy(), atol=1e-2, err_msg=key)
 
@@ -171,15 +209,54 @@ def test_logit_normal_monte_carlo_matches_numpy(reference_class, antithetic):
   np.testing.assert_allclose(u["prediction"].numpy(), reference["prediction"], atol=1e-2)
 
 
+def _entropy_bound(log_p, k, m):
+  """(ulps, scale) of an entropy or EPKL of K classes averaged over m draws, computed once.
+
+  A log_softmax rounds each log p by eps (|log p| + 2 log K + 2), so sum_k p log p by
+  eps (max|log p| + 2 log K + 2); the sums over K classes and m draws add (K + m) eps of
+  sum |terms| <= max|log p|. (K + m + 8) eps (2 + 2 log K + max|log p|) covers both (as
+  test_properties' entropy bound, with the drawn max|log p| in place of its worst case).
+  """
+  return k + m + 8, 2. + 2. * np.log(k) + float(np.abs(log_p).max())
+
+
 def test_logit_normal_point_mass_has_no_epistemic_part():
   loc = np.array([[2.0, -1.0, 0.5, 0.0]], np.float32)
+  # Scales of softplus(-30) + 1e-12 ~ 1e-12: the float32 draws loc + scale eps round to loc
+  # (or within 1e-11 of it), so the results differ from the point mass's by rounding only.
   dist = td.heads.NormalHead.new(np.concatenate([loc, np.full_like(loc, -30.0)], -1), 4,
-                                 min_scale=1e-6)
+                                 min_scale=1e-12)
   u = td.decompose(dist, CLASSES, num_samples=64)
   p = special.softmax(loc.astype(np.float64), -1)
-  np.testing.assert_allclose(u["epistemic"].numpy(), 0.0, atol=1e-5)
-  np.testing.assert_allclose(u["total"].numpy(), _entropy(p), rtol=1e-5)
-  np.testing.assert_allclose(u["aleatoric"].numpy(), _entropy(p), rtol=1e-5)
+  # Entropies over m = 64 draws, each within the entropy bound of H(p); the mutual
+  # information, their difference, within twice that of 0.
+  ulps, scale = _entropy_bound(np.log(p), 4, 64)
+  bound = dict(dtype=np.float32, scale=scale)
+  tolerance.assert_close(u["epistemic"].numpy(), np.zeros(1), ulps=2 * ulps, **bound)
+  tolerance.assert_close(u["total"].numpy(), _entropy(p), ulps=ulps, **bound)
+  tolerance.assert_close(u["aleatoric"].numpy(), _entropy(p), ulps=ulps, **bound)
+
+
+@pytest.mark.parametrize("rows", [1, 16])
+@pytest.mark.parametrize("dtype", [np.float32, "bfloat16"])
+def test_monte_carlo_draws_are_loc_plus_cholesky_times_noise(dtype, rows):
+  """loc + L eps for every sample and row, in float32 and bfloat16 (the Monte Carlo path
+  of a Gaussian over logits; a bfloat16 head brings bfloat16 here)."""
+  rng = np.random.default_rng(9)
+  tril = np.tril(rng.normal(size=(16, 3, 3)))
+  as_dtype = lambda a: tf.cast(a, dtype)
+  loc, scale, eps = (as_dtype(a) for a in (rng.normal(size=(16, 3)), tril,
+                                           rng.normal(size=(100, rows, 3))))
+  got = uncertainty._draw(loc, scale, eps, False)   # pylint: disable=protected-access
+  assert got.shape == (100, 16, 3) and got.dtype == loc.dtype
+  loc, scale, eps = (tf.cast(a, tf.float64).numpy() for a in (loc, scale, eps))
+  want = loc + np.einsum("bij,sbj->sbi", scale, np.broadcast_to(eps, (100, 16, 3)))
+  # A dot product of P = 3 products and the addition of loc, rounded to the dtype: within
+  # (P + 2) eps of |L| |eps| + |loc|, elementwise.
+  terms = np.abs(loc) + np.einsum("bij,sbj->sbi", np.abs(scale),
+                                  np.broadcast_to(np.abs(eps), (100, 16, 3)))
+  tolerance.assert_close(tf.cast(got, tf.float64).numpy(), want, dtype=dtype, ulps=3 + 2,
+                         scale=terms)
 
 
 def test_ensemble_entropy_decomposition_matches_pairwise_kl():
@@ -190,20 +267,29 @@ def test_ensemble_entropy_decomposition_matches_pairwise_kl():
   reference = _numpy_terms(np.transpose(p, [1, 0, 2]))
   pairwise = np.mean([[np.sum(p[:, i] * (np.log(p[:, i]) - np.log(p[:, j])), -1)
                        for j in range(6)] for i in range(6)], axis=(0, 1))
-  np.testing.assert_allclose(reference["epkl"], pairwise, rtol=1e-10)
+  # float64 entropies of K = 4 classes over M = 6 members (36 pairs for the pairwise
+  # KL): each side within the entropy bound, so within twice it of each other; the
+  # epistemic part, a difference of two entropies, within four times.
+  ulps, scale = _entropy_bound(np.log(p), 4, 36)
+  bound = dict(dtype=np.float64, scale=scale)
+  tolerance.assert_close(reference["epkl"], pairwise, ulps=2 * ulps, **bound)
   for key in ("total", "aleatoric", "epistemic", "epkl"):
-    np.testing.assert_allclose(u[key].numpy(), reference[key], rtol=1e-10, err_msg=key)
+    tolerance.assert_close(u[key].numpy(), reference[key], err_msg=key,
+                           ulps=(4 if key == "epistemic" else 2) * ulps, **bound)
   centred = td.families.CategoricalLogits(4, reference_class=True)
-  np.testing.assert_allclose(td.decompose_ensemble(centred.params(z), centred)["total"],
-                             reference["total"], rtol=1e-10)
+  tolerance.assert_close(td.decompose_ensemble(centred.params(z), centred)["total"],
+                         reference["total"], ulps=2 * ulps, **bound)
 
 
 def test_categorical_student_has_prediction_and_total():
   logits = np.array([[1.0, 2.0, 3.0, 4.0]])
   u = td.decompose(td.heads.CategoricalHead.new(logits, 4), CLASSES)
   assert set(u) == {"prediction", "total"}
-  np.testing.assert_allclose(u["total"].numpy(), _entropy(special.softmax(logits, -1)),
-                             rtol=1e-10)
+  # One float64 entropy of K = 4 classes on either side: twice the entropy bound.
+  p = special.softmax(logits, -1)
+  ulps, scale = _entropy_bound(np.log(p), 4, 1)
+  tolerance.assert_close(u["total"].numpy(), _entropy(p), dtype=np.float64, ulps=2 * ulps,
+                         scale=scale)
 
 
 def test_classification_decompose_errors():

@@ -108,10 +108,15 @@ def _noise(loc, num_samples, seed, common_noise, antithetic=False):
 def _draw(loc, scale, eps, diagonal):
   """loc + L eps for a Cholesky factor [batch, P, P], or loc + scale * eps for a diagonal
   scale [batch, P] (no [P, P] matrices); eps [samples, batch or 1, P] -> [samples, batch,
-  P]. `diagonal` is a Python bool (the graphs relax shapes when they retrace)."""
+  P]. `diagonal` is a Python bool (the graphs relax shapes when they retrace).
+
+  L eps is a broadcasting batched matmul, not an ellipsis einsum: oneDNN's bfloat16
+  einsum "...i,mio->m...o" gave wrong rows on CPUs with AMX (see `vectorized.StackedDense`;
+  this one's "...ij,s...j->s...i" measured right there), and a head with an explicit
+  bfloat16 dtype brings its distribution here in bfloat16."""
   if diagonal:
     return loc + scale * eps
-  return loc + tf.einsum("...ij,s...j->s...i", scale, eps)
+  return loc + tf.linalg.matvec(scale, eps)   # [batch, P, P] x [samples, batch or 1, P]
 
 
 @tf.function(reduce_retracing=True)
@@ -276,6 +281,10 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
   ```
   """
   dist = heads_lib.get_distribution(distribution)
+  if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or (
+      num_samples < 1):
+    raise ValueError(f"decompose: num_samples must be an int >= 1, got {num_samples!r} "
+                     "(0 samples would give NaN for every example).")
   if method is not None and method not in _METHODS:
     raise ValueError(f"decompose: method must be None or one of {_METHODS}, got "
                      f"{method!r}.")

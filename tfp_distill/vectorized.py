@@ -4,6 +4,7 @@
 M functional tf_keras members of one architecture
   Dense   kernel [in, out]       ─► StackedDense   kernel [M, in, out]: one batched matmul
   Conv2D  kernel [h, w, c, f]    ─► StackedConv2D  kernel [h, w, c, M f]: one grouped conv
+                                     (on CPU: M convs on channel slices, see StackedConv2D)
   BatchNormalization over c      ─► BatchNormalization over M c channels
   pooling, padding, activations, dropout, flatten, add, concatenate: the same op, once
 x [batch, ...]            (every member sees the same x: inference, distillation)
@@ -76,9 +77,24 @@ class NotVectorizableError(ValueError):
     super().__init__(f"Cannot vectorize the members: {where}{reason}")
 
 
+def _dims(t):
+  """t's shape as a list: static sizes as ints, unknown ones as scalar Tensors."""
+  static = t.shape.as_list()
+  if None not in static:
+    return static
+  dynamic = tf.shape(t)
+  return [dynamic[i] if d is None else d for i, d in enumerate(static)]
+
+
 def _reshape(t, dims):
   """tf.reshape with None (the batch) taken from the tensor: one None at most."""
   return tf.reshape(t, [-1 if d is None else d for d in dims])
+
+
+def _grouped_convolutions():
+  """Whether a grouped convolution and its gradient run as one op: on GPU or TPU (on CPU
+  only through oneDNN, which is not on everywhere; see `StackedConv2D`)."""
+  return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 class _Value:
@@ -213,6 +229,12 @@ class StackedDense(_StackedLayer):
   member x [members, batch, ..., in]: y[m] = x[m] W_m + b_m     -> [members, batch, ..., units]
   ```
 
+  Both are plain `tf.matmul`s on inputs reshaped to rank 2 (shared: [N, in] times the
+  kernel as [in, members * units]) or rank 3 (member: [members, N, in]), never an
+  ellipsis `tf.einsum`: on Intel CPUs with AMX and AVX512-BF16, oneDNN's einsum
+  `"...i,mio->m...o"` in bfloat16 returned wrong values for every batch row but the
+  first (TF 2.21; right with XLA or TF_ENABLE_ONEDNN_OPTS=0), while matmul was right.
+
   Args:
     units: int, output size of each member.
     num_members: int M >= 1.
@@ -242,12 +264,22 @@ class StackedDense(_StackedLayer):
       value = value.to_member()
     x = tf.cast(value.t, self.compute_dtype)
     kernel = tf.cast(self.kernel, self.compute_dtype)
+    m, units = self.num_members, self.units
     if value.layout == SHARED:
-      y = tf.einsum("...i,mio->m...o", x, kernel)
+      # One rank-2 matmul [N, in] x [in, members * units], N = batch * ...: no einsum
+      # (see the class docstring), and one GEMM instead of M.
+      dims = _dims(x)                                          # [batch, ..., in]
+      x2 = tf.reshape(x, [-1, dims[-1]])
+      k2 = tf.reshape(tf.transpose(kernel, [1, 0, 2]), [-1, m * units])
+      y = tf.reshape(tf.matmul(x2, k2), dims[:-1] + [m, units])   # [batch, ..., M, units]
+      r = x.shape.rank
+      y = tf.transpose(y, [r - 1] + list(range(r - 1)) + [r])    # [M, batch, ..., units]
     elif x.shape.rank == 3:
-      y = tf.matmul(x, kernel)
+      y = tf.matmul(x, kernel)                                 # [M, batch, units]
     else:
-      y = tf.einsum("mb...i,mio->mb...o", x, kernel)
+      dims = _dims(x)                                          # [M, batch, ..., in]
+      y = tf.matmul(tf.reshape(x, [m, -1, dims[-1]]), kernel)  # [M, N, units]
+      y = tf.reshape(y, dims[:-1] + [units])
     if self.use_bias:
       bias = tf.cast(self.bias, self.compute_dtype)
       y = y + tf.reshape(bias, [self.num_members] + [1] * (y.shape.rank - 2) + [self.units])
@@ -270,6 +302,13 @@ class StackedConv2D(_StackedLayer):
   -> grouped y [batch, H', W', M f]
   ```
   Member m's kernel is `kernel[..., m f:(m + 1) f]`.
+
+  The grouped convolution is one op where an accelerator is present. TF's CPU kernels
+  run grouped convolutions only through oneDNN (on by default on some x86 CPUs only;
+  `TF_ENABLE_ONEDNN_OPTS=0` turns it off): without it the gradient raises "Gradients for
+  grouped convolutions are not supported on CPU" and grappler's fused conv + bias +
+  activation refuses groups. On CPU a grouped input therefore takes M convolutions, one
+  per member's channel slice, concatenated: the same values, on every CPU.
 
   Args:
     filters: int, filters of each member.
@@ -303,10 +342,18 @@ class StackedConv2D(_StackedLayer):
     """_Value (shared, or any per-member layout) -> _Value in the grouped layout."""
     if value.layout == MEMBER:
       value = value.to_grouped()
-    y = tf.nn.convolution(tf.cast(value.t, self.compute_dtype),
-                          tf.cast(self.kernel, self.compute_dtype),
-                          strides=self.strides, padding=self.padding.upper(),
-                          dilations=self.dilation_rate)
+    x = tf.cast(value.t, self.compute_dtype)
+    kernel = tf.cast(self.kernel, self.compute_dtype)
+    conv = lambda t, k: tf.nn.convolution(t, k, strides=self.strides,
+                                          padding=self.padding.upper(),
+                                          dilations=self.dilation_rate)
+    if value.layout == GROUPED and self.num_members > 1 and not _grouped_convolutions():
+      # One convolution per member on its channel slice; concatenated, the grouped layout.
+      pairs = zip(tf.split(x, self.num_members, axis=-1),
+                  tf.split(kernel, self.num_members, axis=-1))
+      y = tf.concat([conv(t, k) for t, k in pairs], axis=-1)
+    else:
+      y = conv(x, kernel)
     if self.use_bias:
       y = tf.nn.bias_add(y, tf.cast(self.bias, self.compute_dtype))
     return _apply_activation(_Value(y, GROUPED, self.num_members), self.activation)
