@@ -42,7 +42,9 @@ def main(argv=None):
   parser.add_argument("--out", default=os.path.join("reports", "own_ensemble"))
   parser.add_argument("--members", type=int, default=5)
   parser.add_argument("--member-epochs", type=int, default=5)
-  parser.add_argument("--student-epochs", type=int, default=15)
+  parser.add_argument("--student-epochs", type=int, default=None,
+                      help="student epochs (default: the schedule td.distill sets from "
+                           "the data)")
   parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
   args = parser.parse_args(argv)
   from tfp_distill import _keras3  # pylint: disable=import-outside-toplevel
@@ -61,6 +63,8 @@ def main(argv=None):
   if args.smoke:
     x, y, x_test, y_test, mnist = x[:600], y[:600], x_test[:200], y_test[:200], mnist[:200]
     members, member_epochs, student_epochs, filters, dense_units = 2, 1, 2, (4, 8), 16
+    # Members trained for one epoch on 600 images are near chance: the job would stop
+    # at its sanity check, so the smoke run says --force.
   np.savez(os.path.join(args.out, "train.npz"), x=x, y=y.astype(np.int64))
   np.savez(os.path.join(args.out, "test.npz"), x=x_test, y=y_test.astype(np.int64))
   np.savez(os.path.join(args.out, "mnist.npz"), x=mnist)
@@ -82,8 +86,9 @@ def main(argv=None):
   student_dir = os.path.join(args.out, "student")
   argv = ["distill", "--teacher", *paths, "--train", os.path.join(args.out, "train.npz"),
           "--test", os.path.join(args.out, "test.npz"),
-          "--ood", os.path.join(args.out, "mnist.npz"), "--epochs", str(student_epochs),
-          "--out", student_dir] + (["--quiet"] if args.smoke else [])
+          "--ood", os.path.join(args.out, "mnist.npz"), "--out", student_dir]
+  argv += [] if student_epochs is None else ["--epochs", str(student_epochs)]
+  argv += ["--quiet", "--force"] if args.smoke else []
   print("tfp-distill " + " ".join(argv), flush=True)
   status = cli.main(argv)
   distill_s = time.perf_counter() - start

@@ -286,3 +286,16 @@ def test_animal_mnist_with_a_malicious_pickle_is_refused(tmp_path):
   with pytest.raises(pickle.UnpicklingError, match=r"refusing to load global posix\.system"):
     images.load_animal_mnist(tmp_path)
   assert not sentinel.exists()
+
+
+def test_a_keras_file_whose_config_inflates_is_refused_unread(tmp_path):
+  """Before: a .keras file whose config.json inflated to 300 MB was read and parsed.
+  Now its size in the zip's directory is checked first: a few KiB on disk, refused."""
+  path = tmp_path / "bomb.keras"
+  with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+    archive.writestr("config.json", "{" + " " * (teachers.MAX_CONFIG_BYTES + 1) + "}")
+  assert path.stat().st_size < 200_000
+  with pytest.raises(teachers.TeacherError, match=r"config.json inflates to 32 MiB .* "
+                     "refused unread"):
+    teachers.load_member(path)

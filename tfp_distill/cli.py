@@ -23,8 +23,10 @@ imported only when their subcommand runs so that `--help` is quick.
 
 import argparse
 import dataclasses
+import errno
 import os
 import sys
+import warnings
 
 __all__ = ["main"]
 
@@ -36,11 +38,27 @@ def _positive_int(text):
   return value
 
 
+class _Commands:
+  """`add_parser` of the subcommands, each with the flags every subcommand has."""
+
+  def __init__(self, commands):
+    self._commands = commands
+    self._common = argparse.ArgumentParser(add_help=False)
+    self._common.add_argument(
+        "--verbose", action="store_true",
+        help="show TensorFlow's start-up and warning lines, and on an error the "
+             "traceback (default: quiet, errors in one line)")
+
+  def add_parser(self, name, **kwargs):
+    return self._commands.add_parser(name, parents=[self._common], **kwargs)
+
+
 def _parser():
   parser = argparse.ArgumentParser(
       prog="tfp-distill",
       description="Ensemble distribution distillation experiments (tfp_distill).")
-  commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+  commands = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND",
+                                             required=True))
   toy = commands.add_parser(
       "toy", help="regression toy study of Lindqvist et al. 2020 (section 4.1)",
       description="Trains an ensemble on a heteroscedastic sinusoid, distils it into a "
@@ -478,8 +496,6 @@ def _add_distill(commands):
                        help="report folder (default: reports/distill): new, empty, or one "
                             "an earlier run wrote; a folder tfp-distill did not make is "
                             "refused, nothing in it touched")
-  distill.add_argument("--verbose", action="store_true",
-                       help="on an error, print the traceback too")
   distill.add_argument("--quiet", action="store_true",
                        help="no progress bars and no log of decisions")
   distill.set_defaults(run=_run_distill)
@@ -553,9 +569,41 @@ def _read_toml(path):
   return out
 
 
+def failure_line(command, error, out=None):
+  """The one line a failed command prints, for any exception it stopped on.
+
+  Args:
+    command: str, the subcommand ("distill").
+    error: the exception (or KeyboardInterrupt).
+    out: None or the output folder (for the --resume hint).
+  """
+  prefix = f"tfp-distill {command}: "
+  if isinstance(error, KeyboardInterrupt):
+    hint = (f"; run the same command with --resume to continue from the last finished "
+            f"epoch (the backup in {os.path.join(out, 'backup')})" if out else "")
+    return prefix + "interrupted" + hint + "."
+  if isinstance(error, OSError) and error.errno is not None and not isinstance(
+      error, FileNotFoundError):
+    where = f" ({error.filename})" if error.filename else ""
+    reason = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied",
+              errno.EROFS: "the file system is read-only",
+              errno.EDQUOT: "the disk quota is exceeded"}.get(error.errno,
+                                                              error.strerror or str(error))
+    return (prefix + f"cannot write{where}: {reason}. Outputs are written under temporary "
+            "names and moved into place, so no file in the folder is half-written; free "
+            "the space or fix the permissions and rerun (with --resume to continue "
+            "training).")
+  message = " ".join(str(error).split())
+  if isinstance(error, (ValueError, FileNotFoundError, ImportError)):
+    return prefix + (message or type(error).__name__)
+  return (prefix + f"unexpected error ({type(error).__name__}: {message[:300]}); rerun "
+          "with --verbose for the traceback, and please report it.")
+
+
 def _run_distill(args):
   from tfp_distill import job  # pylint: disable=import-outside-toplevel
   from tfp_distill import report as report_lib  # pylint: disable=import-outside-toplevel
+  out = None
   try:
     values = _read_toml(args.config) if args.config else {}
     values.update({k: getattr(args, k) for k in _distill_keys()
@@ -565,13 +613,15 @@ def _run_distill(args):
         values[name] = tuple(os.fspath(t) if isinstance(t, os.PathLike) else t
                              for t in values[name])
     values.setdefault("out", os.path.join("reports", "distill"))
+    out = values["out"] if isinstance(values["out"], str) else None
     config = job.DistillConfig(verbose=0 if args.quiet else 1, **values)
     report = job.run(config).report
-  except (ValueError, FileNotFoundError) as error:
+  except (Exception, KeyboardInterrupt) as error:  # pylint: disable=broad-except
     if args.verbose:
       raise
-    message = " ".join(str(error).split()) or type(error).__name__
-    raise SystemExit(f"tfp-distill distill: {message}") from error
+    # Every failure ends in one line (the tests hold each kind to it); the traceback is
+    # one --verbose away.
+    raise SystemExit(failure_line("distill", error, out)) from error
   print(f"Report written to {os.path.join(config.out, report['files']['report_md'])} "
         f"(total {report['wall_time_s']:.1f} s)")
   print()
@@ -655,8 +705,18 @@ def _run_toy(args):
   return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None):
+  """warnings.formatwarning for the command line: 'tfp-distill: warning: ...'."""
+  del filename, lineno, line
+  return f"tfp-distill: warning: {' '.join(str(message).split())} ({category.__name__})\n"
+
+
 def main(argv=None):
   """Runs the command line; returns the exit status (0 on success).
+
+  Without --verbose, TensorFlow's Python-side warnings are off and warnings print as one
+  line each (the console script, `tfp_distill_launcher`, also quiets TensorFlow's C++
+  start-up lines).
 
   Args:
     argv: list of str, the arguments without the program name (default: sys.argv[1:]).
@@ -665,4 +725,13 @@ def main(argv=None):
     int.
   """
   args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+  if not args.verbose:
+    import logging  # pylint: disable=import-outside-toplevel
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+      return args.run(args)
+    finally:
+      warnings.formatwarning = previous
   return args.run(args)

@@ -195,9 +195,11 @@ class Distiller(keras.Model):
       return tf.constant(True)
 
     tf.cond(first, record, lambda: tf.constant(False))
-    if context is not None and context.num_replicas_in_sync > 1:
-      # The optimizer's gradient all-reduce cannot sit inside a branch: every replica
-      # applies zero gradients instead (finite weights; Adam's momentum still moves them).
+    if tf.distribute.has_strategy():
+      # Under any tf.distribute strategy (one replica included: MirroredStrategy on one
+      # device, MultiWorkerMirroredStrategy with one worker) apply_gradients merges
+      # across replicas, which cannot sit inside a branch: every replica applies zero
+      # gradients instead (finite weights; Adam's momentum still moves them).
       self._zeroed_updates = True
       self.optimizer.apply_gradients([(_zero_unless(healthy, g), v) for g, v in pairs])
     else:

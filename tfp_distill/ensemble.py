@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from tfp_distill import _keras3
 from tfp_distill import callbacks as callbacks_lib
 from tfp_distill import families as families_lib
+from tfp_distill import predict as predict_lib
 from tfp_distill import teachers as teachers_lib
 from tfp_distill import vectorized as vectorized_lib
 from tfp_distill._keras import keras
@@ -211,12 +212,25 @@ class Ensemble(keras.Model):
       self.family.check_params(z, what="The members' output")
     if z.dtype in (tf.float16, tf.bfloat16):   # mixed-precision members: float32 targets
       z = tf.cast(z, tf.float32)
-    return z
+    # Rows of x holding NaN or Inf give NaN (a fused MatMul+BiasAdd+Relu can turn NaN
+    # inputs into finite, plausible outputs).
+    ok = tf.reshape(predict_lib.finite_rows(x), [-1, 1, 1])
+    return tf.where(ok, z, tf.constant(np.nan, z.dtype))
 
   def call(self, x, training=False):
-    """z: float Tensor [batch, members, params]."""
+    """z: float Tensor [batch, members, params].
+
+    Called eagerly, inputs holding NaN or Inf raise a ValueError naming the first such
+    row; inside a graph (a tf.function, a tf.data map, a train step) those rows' outputs
+    are NaN.
+    """
     del training  # A teacher always runs in inference mode.
     if tf.executing_eagerly():
+      ok = predict_lib.finite_rows(x).numpy()
+      if not ok.all():
+        bad = np.flatnonzero(~ok)
+        raise ValueError(f"td.Ensemble: {len(bad)} input row(s) hold NaN or Inf, the "
+                         f"first is row {int(bad[0])}.")
       return self._graph_call(x)
     return self._forward(x)
 

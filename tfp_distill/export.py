@@ -16,6 +16,7 @@ with a message that says which.
 import tensorflow as tf
 
 from tfp_distill import heads as heads_lib
+from tfp_distill import predict as predict_lib
 from tfp_distill import uncertainty
 
 __all__ = ["export_saved_model"]
@@ -51,6 +52,9 @@ def export_saved_model(student, family, path, num_samples=100, method=None, seed
   parameters: "loc" [batch, P] and "scale" [batch, P] or "scale_tril" [batch, P, P],
   "concentration" [batch, K] (Dirichlet) or "logits" [batch, K] (Categorical).
 
+  A row of x holding NaN or Inf is served NaN in every output (the other rows of the
+  request as usual); never the finite numbers a network's kernels can make of it.
+
   The served signature refuses a bad request with an error that says what is wrong
   (`tf.errors.InvalidArgumentError`): a wrong dtype ("expected to be a float tensor but
   is a int32 tensor"), a wrong shape ("Shape of tensor x [2,3] is not compatible with
@@ -78,11 +82,14 @@ def export_saved_model(student, family, path, num_samples=100, method=None, seed
     check = tf.debugging.assert_positive(tf.shape(x)[0], message=_EMPTY_BATCH_MESSAGE)
     with tf.control_dependencies([check]):
       x = tf.identity(x)
+    # A row holding NaN or Inf gets NaN in every output (a fused MatMul+BiasAdd+Relu can
+    # map NaN to finite values); the other rows of the request are served as usual.
+    ok = predict_lib.finite_rows(x)
     dist = student(x, training=False)
     out = dict(uncertainty.decompose(dist, family, num_samples=num_samples, seed=seed,
                                      method=method, common_noise=common_noise))
     out.update(heads_lib.distribution_parameters(dist))
-    return out
+    return predict_lib.nan_rows(out, ok)
 
   module = tf.Module()
   module.variables_of_student = list(student.variables)

@@ -7,7 +7,7 @@ non-interactive Agg backend there, so importing this module opens no display.
 
 import numpy as np
 
-__all__ = ["plot_regression_uncertainty", "plot_sparsification", "plot_variances",
+__all__ = ["pyplot", "save_figure", "plot_regression_uncertainty", "plot_sparsification", "plot_variances",
            "plot_histograms", "plot_roc_curves", "plot_severity_boxes", "plot_method_bars",
            "plot_lines", "plot_uci_fidelity", "plot_uci_ood_auroc", "plot_error_lines",
            "plot_scatter_grid"]
@@ -15,8 +15,11 @@ __all__ = ["plot_regression_uncertainty", "plot_sparsification", "plot_variances
 _COLORS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
 
 
-def _pyplot():
-  import matplotlib  # pylint: disable=import-outside-toplevel
+def pyplot():
+  """matplotlib.pyplot on the non-interactive Agg backend (a one-line error naming the
+  [studies] extra when matplotlib is missing)."""
+  from tfp_distill import _optional  # pylint: disable=import-outside-toplevel
+  matplotlib = _optional.require("matplotlib", "figures")
   matplotlib.use("Agg")
   from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
   return pyplot
@@ -27,7 +30,7 @@ def _null_formatter():
   return ticker.NullFormatter()
 
 
-def _save(plt, fig, path, title=None):
+def save_figure(plt, fig, path, title=None):
   """Suptitle (if any), tight layout, PNG at 120 dpi; closes the figure; returns path."""
   if title:
     fig.suptitle(title)
@@ -64,7 +67,7 @@ def plot_regression_uncertainty(path, panels, x_train, y_train, x_grid, true_mea
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   x_train = np.asarray(x_train).reshape(-1)
   y_train = np.asarray(y_train).reshape(-1)
   x = np.asarray(x_grid).reshape(-1)
@@ -99,7 +102,7 @@ def plot_regression_uncertainty(path, panels, x_train, y_train, x_grid, true_mea
     ax.set_xlabel("x")
     ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
   axes[0][0].set_ylabel("y")
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)
 
 
 def plot_sparsification(path, curves, title=None):
@@ -117,7 +120,7 @@ def plot_sparsification(path, curves, title=None):
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6., 4.5))
   for (name, (fractions, curve, oracle)), color in zip(curves.items(), _COLORS):
     ax.plot(fractions, curve, color=color, lw=1.5, label=name)
@@ -130,7 +133,7 @@ def plot_sparsification(path, curves, title=None):
   ax.legend(fontsize=8)
   if title:
     ax.set_title(title)
-  return _save(plt, fig, path)
+  return save_figure(plt, fig, path)
 
 
 def plot_variances(path, x_grid, variances, reference=None, train_interval=None,
@@ -153,7 +156,7 @@ def plot_variances(path, x_grid, variances, reference=None, train_interval=None,
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   x = np.asarray(x_grid).reshape(-1)
   kinds = []
   for parts in variances.values():
@@ -177,7 +180,7 @@ def plot_variances(path, x_grid, variances, reference=None, train_interval=None,
     ax.set_xlim(float(x.min()), float(x.max()))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)
 
 
 def plot_histograms(path, panels, bins=50, log_x=False, title=None):
@@ -196,7 +199,7 @@ def plot_histograms(path, panels, bins=50, log_x=False, title=None):
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
   for ax, (name, series) in zip(axes[0], panels.items()):
     values = {k: np.asarray(v, np.float64).reshape(-1) for k, v in series.items()}
@@ -223,7 +226,7 @@ def plot_histograms(path, panels, bins=50, log_x=False, title=None):
     ax.set_title(name, fontsize=10)
     ax.set_ylabel("fraction of points")
     ax.legend(fontsize=7)
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)
 
 
 def plot_roc_curves(path, panels, title=None):
@@ -237,7 +240,7 @@ def plot_roc_curves(path, panels, title=None):
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   labels = []
   for curves in panels.values():
     labels += [label for label in curves if label not in labels]
@@ -255,7 +258,7 @@ def plot_roc_curves(path, panels, title=None):
     ax.set_title(name, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", title="model (AUROC)", title_fontsize=7)
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)
 
 
 def plot_severity_boxes(path, metrics, title=None):
@@ -270,7 +273,7 @@ def plot_severity_boxes(path, metrics, title=None):
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   fig, axes = plt.subplots(len(metrics), 1, figsize=(10., 3.3 * len(metrics)),
                            squeeze=False)
   for ax, (metric, models) in zip(axes[:, 0], metrics.items()):
@@ -292,7 +295,7 @@ def plot_severity_boxes(path, metrics, title=None):
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, ncol=len(names))
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)
 
 
 def plot_method_bars(path, panels, reference=None, title=None):
@@ -308,7 +311,7 @@ def plot_method_bars(path, panels, reference=None, title=None):
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   methods = list(dict.fromkeys(m for series in panels.values() for m in series))
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels),
                                                      0.9 + 0.42 * len(methods)),
@@ -334,7 +337,7 @@ def plot_method_bars(path, panels, reference=None, title=None):
     ax.grid(axis="x", alpha=0.3)
   axes[0][0].set_yticks(rows)
   axes[0][0].set_yticklabels(methods, fontsize=9)
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)
 
 
 def plot_lines(path, panels, x_label, log_y=False, title=None):
@@ -350,7 +353,7 @@ def plot_lines(path, panels, x_label, log_y=False, title=None):
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
   for ax, (name, series) in zip(axes[0], panels.items()):
     for (label, (xs, ys)), color in zip(series.items(), _COLORS * 3):
@@ -361,7 +364,7 @@ def plot_lines(path, panels, x_label, log_y=False, title=None):
     ax.set_xlabel(x_label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)
 
 
 def _grouped_bars(ax, groups, series, values, errors):
@@ -390,7 +393,7 @@ def plot_uci_fidelity(path, report):
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   names = list(report["fidelity"])
   fig, axes = plt.subplots(1, 2, figsize=(11., 4.), sharey=True)
   for ax, part in zip(axes, ("epistemic", "aleatoric")):
@@ -406,7 +409,7 @@ def plot_uci_fidelity(path, report):
     ax.axhline(0., color="black", lw=0.8)
   axes[0].set_ylabel("Spearman rank correlation")
   axes[0].legend(fontsize=8)
-  return _save(plt, fig, path)
+  return save_figure(plt, fig, path)
 
 
 def plot_uci_ood_auroc(path, report):
@@ -419,7 +422,7 @@ def plot_uci_ood_auroc(path, report):
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   names = list(report["ood_auroc"])
   models = list(report["ood_auroc"][names[0]])
   values, errors, labels = [], [], []
@@ -436,7 +439,7 @@ def plot_uci_ood_auroc(path, report):
   ax.set_ylabel("AUROC, OOD vs test points")
   ax.set_title("PCA hold-out: OOD detection by epistemic variance")
   ax.legend(fontsize=8, ncol=2)
-  return _save(plt, fig, path)
+  return save_figure(plt, fig, path)
 
 
 def plot_error_lines(path, panels, x_label, log_x=False, dashed=(), colors=None,
@@ -460,7 +463,7 @@ def plot_error_lines(path, panels, x_label, log_x=False, dashed=(), colors=None,
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   names = list(dict.fromkeys(n for series in panels.values() for n in series))
   colors = {**dict(zip(names, ("k",) + _COLORS * 3)), **(colors or {})}
   columns = min(len(panels), 4)
@@ -491,7 +494,7 @@ def plot_error_lines(path, panels, x_label, log_x=False, dashed=(), colors=None,
     ax.set_xlabel(x_label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)
 
 
 def plot_scatter_grid(path, rows, x_label, y_label, log=False, colors=None, title=None):
@@ -509,7 +512,7 @@ def plot_scatter_grid(path, rows, x_label, y_label, log=False, colors=None, titl
   Returns:
     path.
   """
-  plt = _pyplot()
+  plt = pyplot()
   colors = colors or {}
   columns = max(len(series) for series in rows.values())
   fig, axes = plt.subplots(len(rows), columns, figsize=(3.8 * columns, 3.4 * len(rows)),
@@ -538,4 +541,4 @@ def plot_scatter_grid(path, rows, x_label, y_label, log=False, colors=None, titl
       ax.grid(alpha=0.3)
     for c in range(len(series), columns):
       axes[r][c].set_visible(False)
-  return _save(plt, fig, path, title)
+  return save_figure(plt, fig, path, title)

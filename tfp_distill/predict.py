@@ -21,7 +21,7 @@ from tfp_distill import heads as heads_lib
 from tfp_distill import uncertainty
 from tfp_distill._keras import keras
 
-__all__ = ["predict_uncertainty"]
+__all__ = ["finite_rows", "nan_rows", "predict_uncertainty"]
 
 # Attribute holding {(settings, input spec): concrete function} on the model itself, so
 # that the compiled functions live and die with their model.
@@ -45,11 +45,33 @@ def _input_spec(model):
   return None
 
 
+def finite_rows(x):
+  """bool Tensor [batch]: whether every value of each row of x is finite (always True
+  for integer inputs)."""
+  x = tf.convert_to_tensor(x)
+  if not x.dtype.is_floating:
+    return tf.ones(tf.shape(x)[:1], tf.bool)
+  finite = tf.math.is_finite(x)
+  return tf.reduce_all(finite, axis=list(range(1, x.shape.rank))) if x.shape.rank > 1 \
+      else finite
+
+
+def nan_rows(outputs, ok):
+  """Each Tensor of a dict with the rows where `ok` [batch] is False set to NaN."""
+  out = {}
+  for key, value in outputs.items():
+    mask = tf.reshape(ok, [-1] + [1] * (value.shape.rank - 1))
+    out[key] = tf.where(mask, value, tf.constant(np.nan, value.dtype))
+  return out
+
+
 def _decomposition(model, family, num_samples, seed, method, num_points, antithetic,
                    common_noise):
-  """The graph body: x [batch, ...] -> dict of float32 Tensors."""
+  """The graph body: x [batch, ...] -> dict of float32 Tensors (rows of x holding NaN or
+  Inf give NaN, whatever the model's kernels make of them), plus "_finite" [batch]."""
 
   def body(x):
+    ok = finite_rows(x)
     out = model(x, training=False) if isinstance(model, keras.layers.Layer) else model(x)
     if _is_distribution(out):
       u = uncertainty.decompose(out, family, num_samples=num_samples, seed=seed,
@@ -65,7 +87,10 @@ def _decomposition(model, family, num_samples, seed, method, num_points, antithe
           f"members' layout for {family!r}: got {shape}. A student must end in a "
           "tfp_distill head (a distribution over z); an ensemble must return z of shape "
           f"[batch, members, {family.params_size}] (e.g. td.Ensemble).")
-    return {k: tf.cast(v, tf.float32) if v.dtype != tf.float64 else v for k, v in u.items()}
+    u = nan_rows({k: tf.cast(v, tf.float32) if v.dtype != tf.float64 else v
+                  for k, v in u.items()}, ok)
+    u["_finite"] = ok
+    return u
 
   return body
 
@@ -129,7 +154,7 @@ def _batches_of_dataset(ds, batch_size, expected):
 
 def predict_uncertainty(model, family, x, batch_size=1024, num_samples=100, seed=0,
                         method=None, num_points=40, antithetic=False, common_noise=True,
-                        jit_compile=False, verbose=0):
+                        jit_compile=False, verbose=0, nonfinite="raise"):
   """Prediction and total / aleatoric / epistemic uncertainty of a student or an ensemble.
 
   One compiled graph per model, settings and input shape runs the model and the
@@ -154,6 +179,10 @@ def predict_uncertainty(model, family, x, batch_size=1024, num_samples=100, seed
       depend on the batch size or on the other examples).
     jit_compile: bool, compile the graph with XLA.
     verbose: 0 silent, 1 a progress bar over batches.
+    nonfinite: what a row of x holding NaN or Inf gives: "raise" (the default, a
+      ValueError naming the first such row and their count) or "nan" (NaN in every
+      output of that row, the other rows as usual). Never plausible numbers: a network's
+      fused kernels can turn NaN inputs into finite outputs, so rows are checked.
 
   Returns:
     dict of NumPy arrays with the keys of `td.decompose` / `td.decompose_ensemble`:
@@ -162,8 +191,9 @@ def predict_uncertainty(model, family, x, batch_size=1024, num_samples=100, seed
       student has "prediction" and "total" only).
 
   Raises:
-    ValueError: for an empty input, batch_size < 1, or a model whose output fits neither
-      a head nor the family's member layout.
+    ValueError: for an empty input, batch_size < 1, num_samples < 1, a model whose
+      output fits neither a head nor the family's member layout, or (nonfinite="raise")
+      inputs holding NaN or Inf.
 
   #### Examples
 
@@ -177,6 +207,13 @@ def predict_uncertainty(model, family, x, batch_size=1024, num_samples=100, seed
     raise ValueError(f"predict_uncertainty: batch_size must be an int >= 1, got "
                      f"{batch_size!r}.")
   batch_size = int(batch_size)
+  if nonfinite not in ("raise", "nan"):
+    raise ValueError(f"predict_uncertainty: nonfinite must be 'raise' or 'nan', got "
+                     f"{nonfinite!r}.")
+  if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or (
+      num_samples < 1):
+    raise ValueError(f"predict_uncertainty: num_samples must be an int >= 1, got "
+                     f"{num_samples!r} (0 samples would give NaN for every example).")
   expected = _input_spec(model)
   if isinstance(x, tf.data.Dataset):
     spec, batches, count = _batches_of_dataset(x, batch_size, expected)
@@ -193,6 +230,11 @@ def predict_uncertainty(model, family, x, batch_size=1024, num_samples=100, seed
            for batch in batches]
   if not parts:
     raise ValueError("predict_uncertainty: the Dataset yielded no batches.")
-  if len(parts) == 1:
-    return parts[0]
-  return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+  out = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+  finite = out.pop("_finite")
+  if nonfinite == "raise" and not finite.all():
+    bad = np.flatnonzero(~finite)
+    raise ValueError(f"predict_uncertainty: {len(bad)} input row(s) hold NaN or Inf, the "
+                     f"first is row {int(bad[0])}; pass nonfinite='nan' to get NaN for "
+                     "those rows and results for the others.")
+  return out

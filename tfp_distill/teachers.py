@@ -140,6 +140,11 @@ def _is_saved_model(path):
 _SAFE_MODULE_ROOTS = ("keras", "tf_keras", "tfp_distill")
 
 
+#: The largest config.json (uncompressed) a `.keras` file may hold. A ResNet-152's config
+#: is about 0.3 MiB; a crafted file can inflate a few KiB to hundreds of MiB.
+MAX_CONFIG_BYTES = 32 * 2 ** 20
+
+
 def _refuse_unsafe_config(path, version, custom_objects):
   """Raises TeacherError if a `.keras` file's config.json could run code on loading.
 
@@ -152,6 +157,12 @@ def _refuse_unsafe_config(path, version, custom_objects):
   """
   try:
     with zipfile.ZipFile(path) as archive:
+      size = archive.getinfo("config.json").file_size
+      if size > MAX_CONFIG_BYTES:
+        raise TeacherError(
+            f"{path}: its config.json inflates to {size / 2 ** 20:.0f} MiB (a model's "
+            f"architecture takes well under {MAX_CONFIG_BYTES // 2 ** 20} MiB): refused "
+            "unread, as a decompression bomb would be.")
       config = json.loads(archive.read("config.json"))
   except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
     raise TeacherError(f"{path} has no readable config.json ({error}).") from error

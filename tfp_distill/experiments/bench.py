@@ -690,7 +690,7 @@ def _plot(report, path):
   if not rows:
     return None
   from tfp_distill.experiments import plots  # pylint: disable=import-outside-toplevel
-  plt = plots._pyplot()  # pylint: disable=protected-access
+  plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.2))
   names = [r["target"] for r in rows]
   values = [r["value"] for r in rows]
@@ -705,9 +705,9 @@ def _plot(report, path):
   ax.set_xscale("log")
   ax.set_xlabel("measured ratio (log scale)")
   ax.legend(loc="lower right")
-  return plots._save(plt, fig, path,  # pylint: disable=protected-access
-                     title=f"tfp-distill bench ({report['machine']['date']}, "
-                           f"{report['machine']['cores']} cores)")
+  return plots.save_figure(plt, fig, path,
+                           title=f"tfp-distill bench ({report['machine']['date']}, "
+                                 f"{report['machine']['cores']} cores)")
 
 
 def run_bench(out_dir, config=None, log=print):

@@ -16,8 +16,8 @@ from tfp_distill.datasets import sources
 from tfp_distill.job.config import DistillError
 
 __all__ = ["EVIDENCE_ROWS", "Teacher", "check_inputs_fit", "convert_array",
-           "converted_teacher", "data_source", "decide_image_scale", "load_teacher",
-           "read_conventions"]
+           "converted_teacher", "data_source", "decide_image_scale", "finite_outputs",
+           "load_teacher", "read_conventions"]
 
 
 #: Labelled training rows the conventions and the sanity check are read from.
@@ -119,6 +119,20 @@ def check_inputs_fit(ensemble, part, role):
 
 def _is_image(source):
   return source is not None and source.x.ndim == 4
+
+
+def finite_outputs(z, where):
+  """z [n, members, params], or a DistillError naming the row and member that is not
+  finite: the inputs were checked, so a NaN here is the teacher's (before, it was blamed
+  on the inputs)."""
+  bad = ~np.isfinite(z)
+  if bad.any():
+    row, member, _ = np.argwhere(bad)[0]
+    raise DistillError(f"The teacher gives NaN/Inf on {where} ({int(bad.sum())} values; "
+                       f"first at row {int(row)}, member {int(member)}) although those "
+                       "inputs are finite: that member is broken (check its weights or "
+                       "its last layer), not the data.")
+  return z
 
 
 def _evidence_rows(n, seed):
@@ -254,7 +268,8 @@ def read_conventions(config, data, teacher, log):
   train = data["train"]
   rows = _evidence_rows(len(train.x), config.seed)
   if teacher.ensemble is not None:
-    z = teacher.ensemble.predict_targets(train.x[rows])
+    z = finite_outputs(teacher.ensemble.predict_targets(train.x[rows]),
+                       "the training rows")
   else:
     z = teacher.z["train"][rows]
   y = None if train.y is None else train.y[rows]

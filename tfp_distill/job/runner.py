@@ -18,7 +18,7 @@ from tfp_distill import targets as targets_lib
 from tfp_distill.datasets import sources
 from tfp_distill.job.config import NOT_FINGERPRINTED, DistillConfig, DistillError
 from tfp_distill.job.config import check_config
-from tfp_distill.job.reading import (check_inputs_fit, convert_array,
+from tfp_distill.job.reading import (check_inputs_fit, convert_array, finite_outputs,
                                      converted_teacher, data_source, decide_image_scale,
                                      load_teacher, read_conventions)
 from tfp_distill.job.training import Training, extra_inputs_for, make_strategy, schedule
@@ -192,6 +192,25 @@ def distill(teacher, train, test=None, ood=None, *, aux=None, out=None, resume=F
   return run(config, objects)
 
 
+def _check_dispatcher(address, timeout=10.0):
+  """Refuses a --data-service address where nothing answers (before: a silent hang)."""
+  import socket  # pylint: disable=import-outside-toplevel
+  host_port = address.split("://", 1)[-1]
+  host, _, port = host_port.rpartition(":")
+  if not host or not port.isdigit():
+    raise DistillError(f"--data-service {address}: expected HOST:PORT (the dispatcher's "
+                       "address).")
+  try:
+    with socket.create_connection((host, int(port)), timeout=timeout):
+      pass
+  except OSError as error:
+    reason = "timed out" if isinstance(error, socket.timeout) else (
+        error.strerror or str(error))
+    raise DistillError(f"--data-service {address}: no dispatcher answers there ({reason}, "
+                       f"waited up to {timeout:.0f} s); start one with tfp-distill "
+                       "data-service dispatcher --port PORT, or fix the address.") from error
+
+
 def run(config, objects=None):
   """Runs a job from its settings (`DistillConfig`); `objects` holds the teacher and data
   given as Python objects ({"teacher": ..., "train": ...}) instead of paths.
@@ -201,6 +220,8 @@ def run(config, objects=None):
   """
   objects = objects or {}
   check_config(config)
+  if config.data_service:
+    _check_dispatcher(config.data_service)
   # First: MultiWorkerMirroredStrategy configures the collective ops, which must happen
   # before any other TensorFlow op runs in this process.
   strategy = make_strategy(config.strategy)
@@ -278,6 +299,18 @@ class _Job:
       if config.data_service:
         raise DistillError("--data-service computes the teacher's outputs: it needs "
                            "teacher models, not precomputed outputs.")
+      for role in ("test", "ood", "aux"):
+        part = data[role]
+        if part is not None and part.x.shape[1:] != data["train"].x.shape[1:]:
+          raise DistillError(f"--{role} {part.name}: inputs of shape "
+                             f"{list(part.x.shape[1:])}, the training inputs have "
+                             f"{list(data['train'].x.shape[1:])}.")
+    members = (teacher.ensemble.num_members if teacher.ensemble is not None
+               else teacher.z["train"].shape[1])
+    if members < 2:
+      raise DistillError(f"The teacher has {members} member: an ensemble of one has no "
+                         "spread to distil (its epistemic uncertainty is 0); give two "
+                         "or more members.")
     return data, teacher
 
   # -- stage 2 ---------------------------------------------------------------------------
@@ -320,7 +353,7 @@ class _Job:
       return converted.predict_targets(x)
 
     if z_train is None:
-      z_train = outputs(train.x)
+      z_train = finite_outputs(outputs(train.x), "the training rows")
     fit, val = sources.holdout_split(
         sources.DataSource(train.x, train.y, train.name), config.validation_fraction,
         config.seed + 1)
@@ -329,7 +362,8 @@ class _Job:
     extra_kind, x_extra = extra_inputs_for(config, method, fit.x, converted is not None,
                                         data["aux"], rng)
     if len(x_extra):
-      z_fit = np.concatenate([z_fit, outputs(x_extra)], axis=0)
+      z_fit = np.concatenate([z_fit, finite_outputs(outputs(x_extra),
+                                                     f"the {extra_kind} inputs")], axis=0)
     x_fit = np.concatenate([fit.x, x_extra], axis=0)
     return {"method": method, "teacher": converted, "train": train, "test": test,
             "fit": fit, "val": val, "x_fit": x_fit, "z_fit": z_fit, "z_val": z_val,

@@ -1,7 +1,6 @@
 """Stages 3 and 4 of a job: the distillation inputs, the schedule, the student, and its
 training (resumable by epoch, `td.callbacks.EpochBackup`)."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -222,9 +221,7 @@ class Training:
       callbacks = self.callbacks + [finite, self.stopping]
       if self.backup is not None:
         callbacks.append(self.backup)
-        if importlib.util.find_spec("tensorboard") is not None:  # the [studies] extra
-          callbacks.append(keras.callbacks.TensorBoard(self.folder.reserve("logs"),
-                                                       write_graph=False))
+        callbacks.append(callbacks_lib.EpochSummaries(self.folder.reserve("logs")))
       callbacks.append(callbacks_lib.ProgressBar("student", disable=not config.verbose))
       result = self.trainer.fit(train_data, validation_data=val_data, epochs=self.epochs,
                                 initial_epoch=self.start_epoch, steps_per_epoch=steps,
