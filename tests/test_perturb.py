@@ -124,7 +124,8 @@ def test_distiller_puts_the_label_term_on_the_chosen_input(teacher, labels_on):
 
   x_pert = ods(tf.constant(x), teacher, tf.constant([9, 0], tf.int64)).numpy()
   assert np.abs(x_pert - x).max() > 1e-3
-  logits = lambda v: td.losses._student_logits(student(v)).numpy().astype(np.float64)  # pylint: disable=protected-access
+  logits = lambda v: td.losses.distillation.as_student_logits(student(v)).numpy().astype(
+      np.float64)
   p_bar = _softmax(teacher(x_pert).numpy() / t).mean(1)
   log_s_t = np.log(_softmax(logits(x_pert) / t))
   kl = np.sum(p_bar * (np.log(p_bar) - log_s_t), -1)
