@@ -28,7 +28,7 @@ from tfp_distill import teachers
 from tfp_distill import vectorized
 from tfp_distill.distiller import Distiller
 from tfp_distill.ensemble import Ensemble
-from tfp_distill.ensemble import train_ensemble
+from tfp_distill.ensemble_training import train_ensemble
 from tfp_distill.export import export_saved_model
 from tfp_distill.job import distill
 from tfp_distill.predict import predict_uncertainty
