@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfp_distill.datasets import sources
+import tolerance
 from tfp_distill.datasets.sources import DataError
 
 
@@ -229,10 +230,12 @@ def test_image_folder(tmp_path):
   assert data.x.dtype == np.float32 and data.x.shape == (6, 5, 4, 1)  # first image's size
   assert data.y.dtype == np.int64
   np.testing.assert_array_equal(data.y, [0, 1, 1, 1, 2, 2])
-  # 0, 51 and 255 over 255; float32 rounding only.
+  # 0, 51 and 255 over 255: one float32 division (eps/2 of values <= 1); every pixel of an
+  # image is the same value, divided the same way.
   per_image = data.x.reshape(6, -1)
-  np.testing.assert_allclose(per_image.min(axis=1), per_image.max(axis=1), atol=1e-6)
-  np.testing.assert_allclose(per_image[:, 0], [0, .2, .2, .2, 1, 1], atol=1e-6)
+  np.testing.assert_array_equal(per_image.min(axis=1), per_image.max(axis=1))
+  np.testing.assert_allclose(per_image[:, 0], [0, .2, .2, .2, 1, 1], rtol=0,
+                             atol=tolerance.atol(dtype=np.float32, ulps=1, scale=1.0))
   assert sources.load_data(str(root), limit=2).y.tolist() == [0, 1]
   assert data.pixel_scale == 1
   # Raw, as keras.utils.image_dataset_from_directory gives them: the PNGs' own values.

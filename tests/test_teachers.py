@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfp_distill as td
+import tolerance
 from tfp_distill import teachers
 from tfp_distill._keras import keras
 
@@ -26,6 +27,14 @@ def _tf_keras_member(seed, outputs=3):
 
 
 X = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+# The members' rounding: Dense(8) on 4 features (a 4-term dot product and a bias: 6 eps),
+# a ReLU (4), Dense(3) on 8 (10): 20 eps of the outputs' magnitude between two
+# evaluations of the same weights (another kernel, a graph, a SavedModel).
+MEMBER_ULPS = 20
+
+
+def _same(got, want, ulps=MEMBER_ULPS, scale=None):
+  tolerance.assert_close(got, want, dtype=np.float32, ulps=ulps, scale=scale)
 
 
 def test_keras3_tf_keras_and_callable_members_in_one_ensemble():
@@ -38,12 +47,13 @@ def test_keras3_tf_keras_and_callable_members_in_one_ensemble():
   ensemble = td.Ensemble([k3, tk, linear], family=td.families.CategoricalLogits(3))
   z = ensemble(X).numpy()
   assert z.shape == (6, 3, 3)
-  np.testing.assert_allclose(z[:, 0], np.asarray(k3(X)), rtol=1e-6)
-  np.testing.assert_allclose(z[:, 1], tk(X).numpy(), rtol=1e-6)
-  np.testing.assert_allclose(z[:, 2], X @ weights, rtol=1e-5)
+  _same(z[:, 0], np.asarray(k3(X)))
+  _same(z[:, 1], tk(X).numpy())
+  # A 4-term dot product: 5 eps of sum |x_i w_i|.
+  _same(z[:, 2], X @ weights, ulps=5, scale=np.abs(X) @ np.abs(weights))
   # Inside a tf.data map too (the teacher-in-the-pipeline path).
   streamed = next(iter(td.teacher_targets(X, ensemble, batch_size=6, shuffle=False)))
-  np.testing.assert_allclose(streamed[1].numpy(), z, rtol=1e-6)
+  _same(streamed[1].numpy(), z)
   assert not ensemble.vectorized and "Keras 3 model" in ensemble.vectorize_reason
   with pytest.raises(td.vectorized.NotVectorizableError, match="member 0 is a Keras 3"):
     td.Ensemble([k3, _keras3_member(1)], vectorize=True)
@@ -78,11 +88,11 @@ def test_from_files_reads_either_keras_and_saved_models(tmp_path):
   z = ensemble(X).numpy()
   for i, expected in enumerate([np.asarray(k3(X)), tk(X).numpy(), np.asarray(exported(X)),
                                 X @ np.eye(4, 3)]):
-    np.testing.assert_allclose(z[:, i], expected, rtol=1e-5, atol=1e-6)
+    _same(z[:, i], expected)
   # An ensemble of Keras 3 members saves and loads (each member by its own Keras).
   td.Ensemble([k3, tk]).save(str(tmp_path / "saved"))
   again = td.Ensemble.from_files([str(tmp_path / "saved")])
-  np.testing.assert_allclose(again(X).numpy(), z[:, :2], rtol=1e-6)
+  _same(again(X).numpy(), z[:, :2])
   with pytest.raises(ValueError, match="member 2 is a SavedModel"):
     ensemble.save(str(tmp_path / "nope"))
 
@@ -142,7 +152,7 @@ def test_load_member_outputs(tmp_path):
   np.savez(tmp_path / "z.npz", z=z)
   got = teachers.load_member_outputs(tmp_path / "z.npz", num_examples=5)
   assert got.dtype == np.float32 and got.shape == (5, 3, 2)
-  np.testing.assert_allclose(got, z, rtol=1e-6)
+  _same(got, z, ulps=1)      # one float64 -> float32 rounding
   with pytest.raises(teachers.TeacherError, match="has 5 rows but the training data has 4"):
     teachers.load_member_outputs(tmp_path / "z.npz", num_examples=4)
   np.savez(tmp_path / "no_z.npz", logits=z)

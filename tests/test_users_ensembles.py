@@ -438,3 +438,33 @@ def test_distill_returns_the_result_and_saves_the_folder(wine, tmp_path):
   saved = json.loads((tmp_path / "run" / "report.json").read_text())
   assert saved["method"] == "end2" and saved["verdict"] == _strict_json(
       result.report)["verdict"]
+
+
+def test_two_target_point_regressors():
+  """Several targets: members giving two point predictions per row; the report's RMSE
+  and NLL (a mixture of diagonal Normals over both targets) are the members' own."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-2, 2, (300, 3)).astype(np.float32)
+  y = (np.stack([np.sin(x[:, 0]), np.cos(x[:, 1])], 1)
+       + 0.1 * rng.normal(size=(300, 2))).astype(np.float32)
+  (x, y), (x_test, y_test) = _split(x, y)
+  members = []
+  for seed in range(2):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(32, activation="tanh"),
+                              keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    model.fit(x, y, epochs=20, batch_size=32, verbose=0)
+    members.append(model)
+  report = _strict_json(td.distill(members, (x, y), (x_test, y_test), **FAST).report)
+  assert report["conventions"]["outputs"]["kind"] == "point"
+  assert report["family"]["config"]["event_size"] == 2
+  mu = np.stack([m.predict(x_test, verbose=0) for m in members], 1).astype(np.float64)
+  noise = np.asarray(report["conventions"]["outputs"]["noise_variance"])
+  np.testing.assert_allclose(report["ensemble"]["rmse"],
+                             np.sqrt(np.mean((mu.mean(1) - y_test) ** 2)), rtol=RTOL)
+  log_n = -0.5 * (np.log(2 * np.pi * noise) + (y_test[:, None] - mu) ** 2 / noise).sum(-1)
+  top = log_n.max(1, keepdims=True)
+  nll = -np.mean(top[:, 0] + np.log(np.exp(log_n - top).mean(1)))
+  np.testing.assert_allclose(report["ensemble"]["nll"], nll, rtol=RTOL)
+  assert np.isfinite(report["student"]["nll"])

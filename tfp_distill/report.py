@@ -94,26 +94,30 @@ def regression_metrics(y, u, nll):
 
 
 def _ensemble_nll(family, z, y):
-  """Mean NLL of y under the members' equal mixture (one target), or None."""
-  if family.event_size != 1:
-    return None
-  y = np.asarray(y, np.float32).reshape(-1)
-  return float(metrics_lib.gaussian_mixture_nll(y, family.mean(z)[..., 0],
-                                                family.variance(z)[..., 0]))
+  """Mean NLL of y [n] or [n, E] under the members' equal mixture of diagonal Normals."""
+  y = np.asarray(y, np.float64).reshape(len(y), -1)
+  if family.event_size == 1:
+    return float(metrics_lib.gaussian_mixture_nll(
+        y[:, 0].astype(np.float32), family.mean(z)[..., 0], family.variance(z)[..., 0]))
+  mu = np.asarray(family.mean(z), np.float64)                    # [n, M, E]
+  var = np.asarray(family.variance(z), np.float64)
+  log_n = -0.5 * (np.log(2 * np.pi * var) + (y[:, None, :] - mu) ** 2 / var).sum(-1)
+  top = log_n.max(1, keepdims=True)
+  return float(-np.mean(top[:, 0] + np.log(np.exp(log_n - top).mean(1))))
 
 
 def _student_nll(student, family, method, x, y):
-  """Mean NLL of y (one target) under the student's predictive, or None."""
-  if family.event_size != 1:
-    return None
-  y = np.asarray(y, np.float32).reshape(-1)
+  """Mean NLL of y [n] or [n, E] under the student's predictive."""
+  y = np.asarray(y, np.float32).reshape(len(y), -1)
   total = 0.0
   for i in range(0, len(x), 1024):
     dist = student(x[i:i + 1024], training=False)
+    part = y[i:i + 1024]
     if not method.epistemic:
-      log_p = dist.log_prob(y[i:i + 1024, None])
+      log_p = dist.log_prob(part)
     else:
-      log_p = losses_lib.predictive_log_prob(dist, family, y[i:i + 1024])
+      log_p = losses_lib.predictive_log_prob(
+          dist, family, part[:, 0] if family.event_size == 1 else part)
     total += float(tf.reduce_sum(log_p))
   return -total / len(x)
 
