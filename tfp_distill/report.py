@@ -29,9 +29,9 @@ from tfp_distill import plots
 from tfp_distill import predict as predict_lib
 from tfp_distill import uncertainty as uncertainty_lib
 
-__all__ = ["VERDICT_TOLERANCES", "classification_metrics", "evaluate", "family_dict",
-           "fidelity_figure", "format_markdown", "header", "regression_metrics",
-           "roc_figure", "speed", "verdict"]
+__all__ = ["FAR_DISTANCES", "VERDICT_TOLERANCES", "classification_metrics", "evaluate",
+           "family_dict", "far_points_block", "fidelity_figure", "format_markdown", "header",
+           "regression_metrics", "roc_figure", "speed", "verdict"]
 
 VERDICT_TOLERANCES = {
     "accuracy_drop": 0.02,          # absolute
@@ -142,8 +142,42 @@ def speed(ensemble, teacher_family, student, student_family, x, num_samples, see
           "speedup": ens_s / stu_s}
 
 
+#: Distances (in training-data standard deviations beyond its edge) of the report's far
+#: points, when no OOD data is given.
+FAR_DISTANCES = (0.0, 1.0, 3.0)
+
+
+def far_points_block(student_u, teacher, teacher_family, train_x, test_x, u_test):
+  """OOD detection and fidelity on synthetic far points (tabular data, no --ood).
+
+  The test rows moved beyond the training rows' range along random directions
+  (`td.datasets.far.far_points`), at each of `FAR_DISTANCES`: for the ensemble and the
+  student, the AUROC of the epistemic uncertainty (test rows vs far points), its mean
+  there, and the student's fidelity to the ensemble's on those points.
+
+  Returns:
+    dict {distance (str): {"ensemble": {...}, "student": {...}, "fidelity": {...}}}.
+  """
+  from tfp_distill.datasets import far as far_lib  # pylint: disable=import-outside-toplevel
+  points = far_lib.far_points(train_x, test_x, FAR_DISTANCES, "random", seed=0)
+  out = {}
+  for d, x_far in points.items():
+    u_far = {"student": student_u(x_far),
+             "ensemble": predict_lib.predict_uncertainty(teacher, teacher_family, x_far)}
+    block = {}
+    for name, uf in u_far.items():
+      part = "epistemic" if "epistemic" in uf else "total"
+      block[name] = {"score": part, "auroc": float(metrics_lib.ood_detection(
+          u_test[name][part], uf[part])["auroc"]), "mean": float(np.mean(uf[part]))}
+    if "epistemic" in u_far["student"]:
+      block["fidelity"] = metrics_lib.uncertainty_fidelity(u_far["student"]["epistemic"],
+                                                           u_far["ensemble"]["epistemic"])
+    out[f"{d:g}"] = block
+  return out
+
+
 def evaluate(student, student_family, teacher, teacher_family, method, test, ood,
-             z_test=None, z_ood=None, num_samples=100, seed=0):
+             z_test=None, z_ood=None, num_samples=100, seed=0, train_x=None):
   """The student beside the ensemble on the test (and OOD) data.
 
   Args:
@@ -156,10 +190,12 @@ def evaluate(student, student_family, teacher, teacher_family, method, test, ood
     z_test, z_ood: None or the members' converted outputs [n, members, params] there
       (used when there is no teacher model).
     num_samples, seed: Monte Carlo settings for students without a closed form.
+    train_x: None, or the training inputs: with tabular data, no `ood` and a teacher
+      model, the report adds synthetic far points (`far_points_block`).
 
   Returns:
-    dict: "metrics" ({"ensemble": ..., "student": ...}), "fidelity", "ood", "speed",
-    "figures" (arrays for `fidelity_figure` / `roc_figure`).
+    dict: "metrics" ({"ensemble": ..., "student": ...}), "fidelity", "ood", "far",
+    "speed", "figures" (arrays for `fidelity_figure` / `roc_figure`).
   """
   def student_u(x):
     return predict_lib.predict_uncertainty(student, student_family, x,
@@ -212,14 +248,17 @@ def evaluate(student, student_family, teacher, teacher_family, method, test, ood
       fpr, tpr = metrics_lib.roc_curve(labels, np.concatenate([u[name][part], uo[part]]))
       roc_panels.setdefault(f"{ood.name} vs {test.name}", {})[f"{name} ({part})"] = (
           np.asarray(fpr), np.asarray(tpr), float(result["auroc"]))
+  far = {}
+  if ood is None and train_x is not None and test.x.ndim == 2 and u["ensemble"] is not None and teacher is not None:
+    far = far_points_block(student_u, teacher, teacher_family, train_x, test.x, u)
   timing = None
   if teacher is not None:
     timing = speed(teacher, teacher_family, student, student_family, test.x, num_samples,
                    seed)
   figures = {"fidelity": (u["ensemble"], u["student"]) if fidelity else None,
              "roc": roc_panels or None}
-  return {"metrics": metrics, "fidelity": fidelity, "ood": ood_result, "speed": timing,
-          "figures": figures}
+  return {"metrics": metrics, "fidelity": fidelity, "ood": ood_result, "far": far,
+          "speed": timing, "figures": figures}
 
 
 def verdict(report):
@@ -271,6 +310,18 @@ def verdict(report):
     if drop > tol["ood_auroc_drop"]:
       short.append(f"OOD AUROC {ood['student']['auroc']:.3f} against the ensemble's "
                    f"{ood['ensemble']['auroc']:.3f}")
+  for distance, block in (report.get("far") or {}).items():
+    ens_far, stu_far = block.get("ensemble", {}), block.get("student", {})
+    if ens_far.get("score") == "epistemic" and stu_far.get("score") == "epistemic":
+      if ens_far["auroc"] - stu_far["auroc"] > tol["ood_auroc_drop"]:
+        short.append(f"on far points {distance} sd beyond the data its epistemic AUROC is "
+                     f"{stu_far['auroc']:.3f} against the ensemble's {ens_far['auroc']:.3f}")
+      if ens_far["mean"] > 0:
+        ratio = stu_far["mean"] / ens_far["mean"]
+        factor = tol["magnitude_factor"]
+        if not 1 / factor <= ratio <= factor:
+          short.append(f"on far points {distance} sd beyond the data its mean epistemic "
+                       f"uncertainty is {ratio:.3g}x the ensemble's")
   schedule = report.get("schedule") or {}
   history = report.get("history") or {}
   val = history.get("val_loss") or []
@@ -285,8 +336,9 @@ def verdict(report):
                     "student")
     elif report.get("task") == "regression" and report.get("method") != "mvn":
       advice.append("try method mvn (a full-covariance Normal over z)")
-    if any("OOD" in s or "epistemic" in s for s in short):
-      advice.append("distil on inputs nearer the OOD data too (extra_inputs, aux)")
+    if any("OOD" in s or "epistemic" in s or "far points" in s for s in short):
+      advice.append("distil on inputs away from the training rows too (extra_inputs with "
+                    "far or box, or unlabelled data with aux)")
     if not advice:
       advice.append("try a larger student (student), more epochs, or another method")
   check = (report.get("conventions") or {}).get("ensemble_check") or {}
@@ -395,6 +447,20 @@ def format_markdown(report):
     for name, r in report["ood"].items():
       lines.append(f"| {name} | {r['score']} | {_number(r['auroc'])} | "
                    f"{_number(r['aupr'])} |")
+    lines.append("")
+  if report.get("far"):
+    lines += ["Synthetic far points (the test rows moved beyond the training rows' range "
+              "along random directions; no --ood was given): AUROC of the epistemic "
+              "uncertainty against the test rows, its mean, and the student's rank "
+              "correlation to the ensemble there:", "",
+              "| beyond the data (sd) | ensemble AUROC | student AUROC | mean, student / "
+              "ensemble | Spearman |", "|---:|---:|---:|---:|---:|"]
+    for distance, block in report["far"].items():
+      ens_far, stu_far = block["ensemble"], block["student"]
+      ratio = (stu_far["mean"] / ens_far["mean"]) if ens_far.get("mean") else None
+      rho = (block.get("fidelity") or {}).get("spearman")
+      lines.append(f"| {distance} | {_number(ens_far['auroc'])} | "
+                   f"{_number(stu_far['auroc'])} | {_number(ratio)} | {_number(rho)} |")
     lines.append("")
   if report.get("speed"):
     s = report["speed"]

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from tfp_distill import job_folder
 
-__all__ = ["jittered_batches", "jittered_inputs", "mixup_inputs", "service_targets",
-           "teacher_targets", "uniform_inputs"]
+__all__ = ["box_inputs", "far_inputs", "jittered_batches", "jittered_inputs", "mixup_inputs",
+           "service_targets", "teacher_targets", "uniform_inputs"]
 
 _CACHE_MANIFEST = "targets.json"
 
@@ -134,6 +134,71 @@ def mixup_inputs(x, num_samples, rng):
   i, j = rng.integers(0, len(x), num_samples), rng.integers(0, len(x), num_samples)
   lam = rng.uniform(size=(num_samples,) + (1,) * (x.ndim - 1)).astype(x.dtype)
   return lam * x[i] + (1. - lam) * x[j]
+
+
+def _row_scale(x):
+  """Per-feature standard deviation of x [n, ...] over its rows (0 -> 1)."""
+  std = np.asarray(x, np.float64).std(axis=0)
+  return np.where(std > 0, std, 1.0)
+
+
+def far_inputs(x, num_samples, rng, scale=(1.0, 4.0)):
+  """Scaled noise around the training rows: inputs from near the data to well beyond it.
+
+  ```none
+  x' = x_i + s * sd * eps,   i ~ Uniform{0..n-1},  s ~ U[scale],  eps ~ N(0, I)
+  ```
+  `sd` is each feature's standard deviation over the rows. Small `s` is jitter; at a few
+  standard deviations the points leave the data, where members trained on it disagree:
+  a student distilled there learns how the ensemble's uncertainty grows away from the
+  data, which inputs between training points (mixup) do not show.
+
+  Args:
+    x: float array [n, ...].
+    num_samples: int >= 0.
+    rng: `np.random.Generator` (i, s, eps drawn in that order).
+    scale: (low, high) floats >= 0, the noise's range in feature standard deviations.
+
+  Returns:
+    float array [num_samples, ...] of x's dtype.
+  """
+  x = np.asarray(x)
+  low, high = (float(v) for v in scale)
+  if not 0 <= low <= high:
+    raise ValueError(f"far_inputs: scale must be (low, high) with 0 <= low <= high, got "
+                     f"{scale!r}.")
+  i = rng.integers(0, len(x), num_samples)
+  s = rng.uniform(low, high, size=(num_samples,) + (1,) * (x.ndim - 1))
+  noise = rng.normal(size=(num_samples,) + x.shape[1:])
+  return (x[i] + s * _row_scale(x) * noise).astype(x.dtype)
+
+
+def box_inputs(x, num_samples, rng, expand=0.5):
+  """Inputs drawn uniformly on the data's bounding box, widened on every side.
+
+  ```none
+  x'_f ~ U[min_f - expand * range_f, max_f + expand * range_f]      for each feature f
+  ```
+  The general framework's setting (its toy and UCI students distil on a box wider than
+  the data). In many dimensions the box is mostly empty of data: its points are far
+  from the data in most directions.
+
+  Args:
+    x: float array [n, ...].
+    num_samples: int >= 0.
+    rng: `np.random.Generator`.
+    expand: float >= 0, the widening on each side as a share of each feature's range.
+
+  Returns:
+    float array [num_samples, ...] of x's dtype.
+  """
+  x = np.asarray(x)
+  if not expand >= 0:
+    raise ValueError(f"box_inputs: expand must be >= 0, got {expand!r}.")
+  low, high = x.min(axis=0), x.max(axis=0)
+  width = high - low
+  u = rng.uniform(size=(num_samples,) + x.shape[1:])
+  return (low - expand * width + u * (1 + 2 * expand) * width).astype(x.dtype)
 
 
 def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=False):

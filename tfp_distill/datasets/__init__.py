@@ -1,6 +1,7 @@
 """Data sets: NumPy loaders that know no model; `sources` reads a user's own files."""
 
 from tfp_distill.datasets import corruptions
+from tfp_distill.datasets import far
 from tfp_distill.datasets import images
 from tfp_distill.datasets import mixture
 from tfp_distill.datasets import sources
@@ -12,6 +13,7 @@ from tfp_distill.datasets.toy import sinusoid_noise_variance
 
 __all__ = [
     "corruptions",
+    "far",
     "grid",
     "images",
     "mixture",

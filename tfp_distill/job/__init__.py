@@ -28,8 +28,8 @@ a one-line `DistillError` naming the argument.
 from tfp_distill.job.config import (EXTRA_INPUTS, FIELD_TYPES, NOT_FINGERPRINTED, STRATEGIES,
                                     STUDENTS, DistillConfig, DistillError, check_config)
 from tfp_distill.job.runner import DistillResult, distill, run
-from tfp_distill.job.training import MIN_STEPS_PER_EPOCH, epoch_batches
+from tfp_distill.job.training import epoch_batches
 
 __all__ = ["DistillConfig", "DistillError", "DistillResult", "EXTRA_INPUTS", "FIELD_TYPES",
-           "MIN_STEPS_PER_EPOCH", "NOT_FINGERPRINTED", "STRATEGIES", "STUDENTS", "check_config",
+           "NOT_FINGERPRINTED", "STRATEGIES", "STUDENTS", "check_config",
            "distill", "epoch_batches", "run"]

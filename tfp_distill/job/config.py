@@ -9,8 +9,9 @@ import numpy as np
 from tfp_distill import conventions as conventions_lib
 from tfp_distill import methods as methods_lib
 
-__all__ = ["DistillConfig", "DistillError", "EXTRA_INPUTS", "FIELD_TYPES", "NOT_FINGERPRINTED",
-           "STRATEGIES", "STUDENTS", "check_config"]
+__all__ = ["DistillConfig", "DistillError", "EXTRA_INPUTS", "EXTRA_KINDS", "FIELD_TYPES",
+           "NOT_FINGERPRINTED", "STRATEGIES", "STUDENTS", "check_config",
+           "parse_extra_inputs"]
 
 
 STUDENTS = ("auto", "builtin:mlp", "builtin:small_cnn", "builtin:resnet18")
@@ -19,7 +20,8 @@ STUDENTS = ("auto", "builtin:mlp", "builtin:small_cnn", "builtin:resnet18")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
-EXTRA_INPUTS = ("auto", "mixup", "jitter", "none")
+#: The one-word settings of `extra_inputs` (kinds may also be joined, with shares).
+EXTRA_INPUTS = ("auto", "none", "mixup", "jitter", "far", "box")
 
 
 class DistillError(ValueError):
@@ -61,13 +63,22 @@ class DistillConfig:
     epochs: None (from the data: at least `min_steps` optimizer steps and 30 epochs) or
       the maximum number of epochs.
     min_steps: int, the fewest optimizer steps an automatic schedule plans for.
+    min_steps_per_epoch: int, an epoch is as many passes over the rows as give at least
+      this many optimizer steps (small data sets: Keras' per-epoch work, validation and
+      early stopping's checks, does not dominate; 1: an epoch is one pass).
     batch_size, learning_rate: student training (Adam, cosine-decayed).
     patience: None (from the schedule) or epochs without a lower held-out distillation
       loss before stopping.
     validation_fraction, test_fraction: shares of `train` held out for early stopping
       and (when `test` is None) as the test set.
-    extra_inputs: "auto" (the method's: mixup for classification, jitter for
-      regression; none with precomputed outputs), "mixup", "jitter" or "none".
+    extra_inputs: the inputs beyond the training rows that the teacher labels for the
+      student (`parse_extra_inputs`): "auto" (the method's: mixup for classification,
+      jitter for regression; none with precomputed outputs), "none", or kinds joined by
+      "+", each with an optional share of the training rows after a colon: "mixup",
+      "jitter" (`jitter_copies` per row by default), "far" (scaled noise, 1 to 4 feature
+      standard deviations: `td.targets.far_inputs`), "box" (uniform on the data's box
+      widened by half its range: `td.targets.box_inputs`), e.g. "mixup+far:0.5". The
+      rows of `aux` are added to any of them.
     jitter_copies, jitter_scale: jittered copies per row and their noise sd (a fraction
       of each feature's standard deviation).
     min_variance: the variance floor c of the softplus convention.
@@ -98,6 +109,7 @@ class DistillConfig:
   student: str = "auto"
   epochs: int = None
   min_steps: int = 3000
+  min_steps_per_epoch: int = 50
   batch_size: int = 128
   learning_rate: float = 1e-3
   patience: int = None
@@ -123,7 +135,7 @@ FIELD_TYPES = {
     "aux": "str?", "task": "str?", "method": "str?", "teacher_output": "str",
     "variance": "str", "noise_variance": "auto|float", "image_scale": "str",
     "classes": "strs?", "target_column": "str?", "student": "str", "epochs": "int?",
-    "min_steps": "int", "batch_size": "int", "learning_rate": "float", "patience": "int?",
+    "min_steps": "int", "min_steps_per_epoch": "int", "batch_size": "int", "learning_rate": "float", "patience": "int?",
     "validation_fraction": "float", "test_fraction": "float", "extra_inputs": "str",
     "jitter_copies": "int", "jitter_scale": "float", "min_variance": "float",
     "num_samples": "int", "strategy": "str", "resume": "bool", "data_service": "str?",
@@ -165,6 +177,39 @@ def _type_ok(kind, value):
           and not isinstance(value, (bool, np.bool_)))
 
 
+#: The kinds of distillation inputs `extra_inputs` may name.
+EXTRA_KINDS = ("mixup", "jitter", "far", "box")
+
+
+def parse_extra_inputs(spec):
+  """`extra_inputs` -> "auto" or a list of (kind, share of the training rows or None).
+
+  Raises:
+    DistillError: an unknown kind or a share that is not a number >= 0.
+  """
+  spec = str(spec).strip().lower()
+  if spec in ("auto", "none"):
+    return spec if spec == "auto" else []
+  parts = []
+  for item in spec.split("+"):
+    kind, _, share = item.strip().partition(":")
+    if kind not in EXTRA_KINDS:
+      raise DistillError(f"extra_inputs: {kind!r} is not a kind of input (kinds: "
+                         f"{', '.join(EXTRA_KINDS)}; joined by '+', e.g. mixup+far:0.5), "
+                         f"in {spec!r}.")
+    value = None
+    if share:
+      try:
+        value = float(share)
+      except ValueError:
+        value = -1.0
+      if not (np.isfinite(value) and value >= 0):
+        raise DistillError(f"extra_inputs: the share after {kind}: must be a number >= 0 "
+                           f"(of the training rows), got {share!r}.")
+    parts.append((kind, value))
+  return parts
+
+
 def check_config(config):
   """Checks every setting's type and range before any work; `DistillError` names it."""
   for name, kind in FIELD_TYPES.items():
@@ -179,7 +224,7 @@ def check_config(config):
     raise DistillError("--train is required (a .npz, tfds:NAME[:SPLIT], an image folder "
                        "or a .csv).")
   for name in ("epochs", "batch_size", "patience", "num_samples", "jitter_copies", "limit",
-               "min_steps"):
+               "min_steps", "min_steps_per_epoch"):
     value = getattr(config, name)
     if value is not None and value < (0 if name == "jitter_copies" else 1):
       raise DistillError(f"{name} must be a positive integer, got {value!r}.")
@@ -195,7 +240,8 @@ def check_config(config):
   for name in ("validation_fraction", "test_fraction"):
     if not 0 < getattr(config, name) < 1:
       raise DistillError(f"{name} must be in (0, 1), got {getattr(config, name)!r}.")
-  choices = {"strategy": STRATEGIES, "extra_inputs": EXTRA_INPUTS,
+  parse_extra_inputs(config.extra_inputs)
+  choices = {"strategy": STRATEGIES,
              "teacher_output": conventions_lib.CLASSIFICATION_OUTPUTS,
              "variance": conventions_lib.VARIANCES,
              "image_scale": conventions_lib.IMAGE_SCALES}

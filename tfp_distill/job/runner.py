@@ -408,7 +408,7 @@ class _Job:
         result.student, result.family, prepared["teacher"], convention.family,
         prepared["method"], prepared["test"], data["ood"],
         z_test=prepared["z_test"], z_ood=prepared["z_ood"],
-        num_samples=config.num_samples, seed=config.seed)
+        num_samples=config.num_samples, seed=config.seed, train_x=prepared["fit"].x)
     self.timings["total"] = time.perf_counter() - self.start
     sizes = {"train": int(len(prepared["fit"].x)), "extra_inputs": prepared["n_extra"],
              "early_stopping": int(len(prepared["val"].x)),
@@ -436,6 +436,7 @@ class _Job:
         **evaluation["metrics"],
         "fidelity": evaluation["fidelity"],
         "ood": evaluation["ood"],
+        "far": evaluation["far"],
         "speed": evaluation["speed"],
         "speedup": None if evaluation["speed"] is None else evaluation["speed"]["speedup"],
         **{k: result.report[k] for k in ("schedule", "history", "epochs_run",

@@ -13,48 +13,57 @@ from tfp_distill import models as models_lib
 from tfp_distill import targets as targets_lib
 from tfp_distill import teachers as teachers_lib
 from tfp_distill._keras import keras
-from tfp_distill.job.config import DistillError
+from tfp_distill.job.config import DistillError, parse_extra_inputs
 
-__all__ = ["MIN_STEPS_PER_EPOCH", "Training", "build_student", "epoch_batches",
+__all__ = ["Training", "build_student", "epoch_batches",
            "extra_inputs_for", "make_strategy", "schedule"]
 
 
+#: The default share of the training rows of each kind of extra input.
+_DEFAULT_SHARE = {"mixup": 1.0, "far": 1.0, "box": 1.0}
+
+
 def extra_inputs_for(config, method, x, teacher_models, aux, rng):
-  """(kind, extra inputs [k, ...]) beyond the training rows (see `extra_inputs`)."""
-  kind = config.extra_inputs
-  if kind == "auto":
-    kind = method.extra_inputs if teacher_models else "none"
-  if kind != "none" and not teacher_models:
-    raise DistillError(f"extra_inputs={kind!r} needs the teacher's models to label the "
-                       "extra inputs; precomputed outputs cover the training rows only.")
+  """(what, extra inputs [k, ...]) beyond the training rows (see `extra_inputs`)."""
+  parts_spec = parse_extra_inputs(config.extra_inputs)
+  if parts_spec == "auto":
+    parts_spec = parse_extra_inputs(method.extra_inputs) if teacher_models else []
+  if parts_spec and not teacher_models:
+    raise DistillError(f"extra_inputs={config.extra_inputs!r} needs the teacher's models "
+                       "to label the extra inputs; precomputed outputs cover the training "
+                       "rows only.")
   if aux is not None and not teacher_models:
     raise DistillError("--aux inputs are labelled by the teacher: they need teacher "
                        "models, not precomputed outputs.")
-  parts = []
-  if kind == "mixup":
-    parts.append(targets_lib.mixup_inputs(x, len(x), rng))
-  elif kind == "jitter":
-    scale = config.jitter_scale * x.std(axis=0, keepdims=True)
-    rows = np.repeat(x, config.jitter_copies, axis=0)
-    parts.append((rows + scale * rng.normal(size=rows.shape)).astype(np.float32))
+  parts, names = [], []
+  for kind, share in parts_spec:
+    if kind == "jitter":
+      copies = config.jitter_copies if share is None else share
+      count = int(round(copies * len(x)))
+      rows = x[rng.integers(0, len(x), count)] if share is not None else np.repeat(
+          x, config.jitter_copies, axis=0)
+      scale = config.jitter_scale * x.std(axis=0, keepdims=True)
+      parts.append((rows + scale * rng.normal(size=rows.shape)).astype(np.float32))
+    else:
+      count = int(round((_DEFAULT_SHARE[kind] if share is None else share) * len(x)))
+      make = {"mixup": targets_lib.mixup_inputs, "far": targets_lib.far_inputs,
+              "box": targets_lib.box_inputs}[kind]
+      parts.append(make(x, count, rng).astype(np.float32))
+    names.append(kind)
   if aux is not None:
     if aux.x.shape[1:] != x.shape[1:]:
       raise DistillError(f"--aux {aux.name}: inputs of shape {list(aux.x.shape[1:])}, the "
                          f"training inputs have {list(x.shape[1:])}.")
     parts.append(aux.x.astype(np.float32))
-    kind = kind + "+aux" if kind != "none" else "aux"
-  return kind, (np.concatenate(parts) if parts else x[:0])
-
-
-#: An epoch has at least this many optimizer steps (small data: several passes).
-MIN_STEPS_PER_EPOCH = 50
+    names.append("aux")
+  return "+".join(names) or "none", (np.concatenate(parts) if parts else x[:0])
 
 
 def schedule(config, n_fit):
   """(epochs, passes per epoch, patience, how): the training length, from the data
   unless given."""
   steps = -(-n_fit // config.batch_size)
-  passes = max(1, -(-MIN_STEPS_PER_EPOCH // steps))
+  passes = max(1, -(-config.min_steps_per_epoch // steps))
   per_epoch = steps * passes
   if config.epochs is not None:
     epochs, how = config.epochs, "given"

@@ -1,0 +1,55 @@
+"""The inputs the teacher labels for the student in td.distill (extra_inputs, aux) and
+the report's synthetic far points."""
+
+import numpy as np
+import pytest
+
+import tfp_distill as td
+from tfp_distill._keras import keras
+from tfp_distill.job import config as config_lib
+
+FAST = {"epochs": 2, "verbose": 0}
+
+
+def test_extra_inputs_specs_parse_or_name_the_problem():
+  assert config_lib.parse_extra_inputs("auto") == "auto"
+  assert config_lib.parse_extra_inputs("none") == []
+  assert config_lib.parse_extra_inputs("mixup+far:0.5") == [("mixup", None), ("far", 0.5)]
+  with pytest.raises(td.job.DistillError, match="'noise' is not a kind of input"):
+    config_lib.parse_extra_inputs("mixup+noise")
+  with pytest.raises(td.job.DistillError, match="the share after far: must be a number"):
+    config_lib.parse_extra_inputs("far:-1")
+
+
+@pytest.fixture(scope="module", name="job")
+def job_fixture():
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 3, 300)
+  centres = rng.normal(size=(3, 4)) * 3
+  x = (centres[y] + rng.normal(size=(300, 4))).astype(np.float32)
+  members = [td.models.mlp((4,), [16], 3, seed=s) for s in range(3)]
+  for m in members:
+    m.compile(keras.optimizers.Adam(1e-2),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.fit(x, y, epochs=10, verbose=0)
+  return members, x, y
+
+
+def test_mixed_inputs_aux_and_far_points(job):
+  members, x, y = job
+  aux = np.random.default_rng(1).normal(size=(50, 4)).astype(np.float32) * 5
+  result = td.distill(members, (x, y), extra_inputs="mixup+far:0.5", aux=aux, **FAST)
+  report = result.report
+  sizes = report["data"]["sizes"]
+  assert report["data"]["extra_inputs"] == "mixup+far+aux"
+  # mixup: one per training row; far: half as many; aux: all its rows.
+  assert sizes["extra_inputs"] == sizes["train"] + round(0.5 * sizes["train"]) + 50
+  # No --ood and tabular inputs: the report's far points, at each distance.
+  assert sorted(report["far"]) == ["0", "1", "3"]
+  for block in report["far"].values():
+    assert 0 <= block["ensemble"]["auroc"] <= 1 and 0 <= block["student"]["auroc"] <= 1
+    assert block["fidelity"]["n"] == sizes["test"]
+  with_ood = td.distill(members, (x, y), ood=aux, extra_inputs="none", **FAST).report
+  assert with_ood["far"] == {} and with_ood["data"]["extra_inputs"] == "none"
+  with pytest.raises(td.job.DistillError, match="aux .* shape"):
+    td.distill(members, (x, y), aux=aux[:, :3], **FAST)
