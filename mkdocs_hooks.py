@@ -6,9 +6,10 @@
    A preprocessor inserts that blank line, outside fenced code only (so the formulas in
    ```none blocks are left as they are). The extension is added before mkdocstrings reads
    the Markdown configuration, so the API pages get it too.
-2. The CLI reference (`cli.md`) is written at build time from the parsers of
-   `tfp_distill/cli.py`, so it never goes stale. The parsers are read without importing
-   the package's `__init__` (TensorFlow): the docs build needs only the docs extra.
+2. The CLI reference (`cli.md`) is written at build time from the parsers of the
+   `tfp_distill/cli/` package (`cli._parser()`: one module per subcommand), so it never
+   goes stale. The parsers are read without importing the package's `__init__`
+   (TensorFlow): the docs build needs only the docs extra.
 3. Tables fit a phone. Cells that hold a number ("0.9944", "-0.044 +- 0.006", "9.5x",
    "35 s") get the class `num`, which `docs/stylesheets/extra.css` keeps on one line;
    names in code may break after a dot; a table of mostly words is marked `data-stack`,
@@ -77,7 +78,8 @@ def on_config(config):
 
 
 def _cli_module():
-  """`tfp_distill.cli`, imported without running `tfp_distill/__init__.py` (which imports
+  """`tfp_distill.cli` (a package: its subcommand modules import neither TensorFlow nor
+  the library), imported without running `tfp_distill/__init__.py` (which imports
   TensorFlow) unless the package is imported already; `sys.modules` is left as it was."""
   if "tfp_distill" in sys.modules:
     return importlib.import_module("tfp_distill.cli")

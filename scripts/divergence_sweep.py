@@ -40,9 +40,11 @@ from tqdm.auto import tqdm
 
 import tfp_distill as td
 from tfp_distill.datasets import uci as uci_data
-from tfp_distill.experiments import images, uci
+from tfp_distill.experiments import _common
+from tfp_distill.experiments import images
+from tfp_distill.experiments import uci
 
-IMAGE_STUDENTS = ("dirichlet", "gaussian", "mixture")
+IMAGE_STUDENTS = images.STUDENTS
 
 
 def _done(path):
@@ -72,18 +74,18 @@ def _uci_students(data, ensemble, family, config, seed, log_scale):
   """{kind: {"finite", "nll", "error"}} for one seed; panel first, then one by one."""
   out = {}
   try:
-    students = uci._distil_together(config.students, data, ensemble, family, config, seed)  # pylint: disable=protected-access
+    students = uci.distil_together(config.students, data, ensemble, family, config, seed)
   except td.callbacks.NonFiniteLossError as error:
     students, panel_error = {}, str(error)
     for i, kind in enumerate(config.students):   # which student diverged?
       try:
-        students[kind] = uci._distil(kind, data, ensemble, family, config,  # pylint: disable=protected-access
-                                     seed + 100 * (i + 1))
+        students[kind] = uci.distil_alone(kind, data, ensemble, family, config,
+                                          seed + 100 * (i + 1))
       except td.callbacks.NonFiniteLossError as single:
         out[kind] = {"finite": False, "nll": None, "error": str(single),
                      "panel_error": panel_error}
   for kind, student in students.items():
-    u, nll = uci._evaluate(kind, student, family, data.x_test, data.y_test)  # pylint: disable=protected-access
+    u, nll = uci.evaluate_model(kind, student, family, data.x_test, data.y_test)
     finite = _finite(nll, *u.values())
     out[kind] = {"finite": finite, "nll": float(nll) + log_scale if finite else None,
                  "error": None if finite else "non-finite test predictions or NLL"}
@@ -103,7 +105,7 @@ def sweep_uci(out_dir, datasets, seeds, config, data_dir=None, progress=True):
     data = uci_data.load_uci(name, 0, data_dir)
     log_scale = float(np.log(data.y_std))
     tic = time.perf_counter()
-    ensemble = uci._train_ensemble(data, family, config, config.seed)  # pylint: disable=protected-access
+    ensemble = uci.train_ensemble(data, family, config, config.seed)
     ensemble_seconds = time.perf_counter() - tic
     ensemble_finite = _finite(ensemble.predict_targets(data.x_test))
     for seed, key in zip(range(seeds), keys):
@@ -147,9 +149,9 @@ def sweep_images(out_dir, args, progress=True):
     return [done[k] for k in keys]
   base = _image_config(args, 1.0, 0)
   family = td.families.CategoricalLogits(10)
-  x_train, y_train, x_test, y_test = images._load_data(base)  # pylint: disable=protected-access
-  ensemble, _ = images._train_or_load_ensemble(  # pylint: disable=protected-access
-      base, family, x_train, y_train, args.images_ensemble_dir)
+  x_train, y_train, x_test, y_test = _common.load_images(base)
+  ensemble, _ = _common.cnn_ensemble(base, family, x_train, y_train,
+                                     args.images_ensemble_dir)
   x = x_train[:args.image_train]
   x = np.concatenate([x, td.targets.mixup_inputs(x, len(x), np.random.default_rng([0, 11]))])
   z = ensemble.predict_targets(x, batch_size=2000)
@@ -159,17 +161,17 @@ def sweep_images(out_dir, args, progress=True):
       bar.update()
       continue
     config = _image_config(args, factor, seed)
-    student, loss, extra = images._students(config, family)[name]  # pylint: disable=protected-access
+    student = images.build_students(config, family)[name]   # (model, registry student)
     tic = time.perf_counter()
     run = {"key": key, "part": "images", "student": name, "lr_factor": factor,
            "learning_rate": config.learning_rate, "seed": seed, "test_images": len(x_test)}
     try:
-      losses = images._fit_student(student, loss, extra, x, z, config, name)  # pylint: disable=protected-access
-      u = images._batched(images._predictors(  # pylint: disable=protected-access
-          ensemble, {name: student}, family, config)[name], x_test)
+      losses = images.fit_student(*student, x, z, config, name)
+      u = _common.batched(images.predictors(ensemble, {name: student}, family, config)[name],
+                          x_test)
       probs = u["prediction"]
       finite = _finite(losses, *u.values())
-      metrics = (images._classification_metrics(y_test, probs) if finite  # pylint: disable=protected-access
+      metrics = (_common.classification_metrics(y_test, probs, quantile_ece=True) if finite
                  else None)
       run.update(finite=finite, error=None if finite else "non-finite test predictions",
                  accuracy=metrics and metrics["accuracy"], nll=metrics and metrics["nll"],
@@ -313,9 +315,10 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
   config = uci.UCIConfig(verbose=0)
   if args.smoke:
+    # No XLA in the smoke run: compiling the students' step would take most of its time.
     config = dataclasses.replace(config, num_members=2, member_epochs=2, student_epochs=2,
                                  min_distill_samples=0, max_distill_samples=500,
-                                 student_hidden=(8,))
+                                 student_hidden=(8,), student_jit_compile=False)
   datasets = [d for d in args.datasets.split(",") if d]
   uci_runs = (sweep_uci(args.out, datasets, args.seeds, config, args.uci_dir,
                         not args.quiet) if args.part in ("all", "uci") else [])

@@ -14,9 +14,11 @@ import argparse
 import json
 import math
 
+from tfp_distill.experiments import uci
+
 
 def _total_seconds(report, name):
-  per_split = sum(report["timings_s"][name].values())
+  per_split = sum(uci.seconds_per_split(report)[name].values())
   return per_split, per_split * report["num_splits"][name]
 
 

@@ -79,7 +79,9 @@ def main(argv=None):
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:
     parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-  base = uci.UCIConfig.fast() if args.smoke else uci.UCIConfig()
+  # The smoke run's students skip XLA: compiling their step would take most of its time.
+  base = (uci.UCIConfig.fast(student_jit_compile=False) if args.smoke
+          else uci.UCIConfig())
   base = dataclasses.replace(base, reference_ensemble=False)
   if args.members:
     base = dataclasses.replace(base, num_members=args.members)

@@ -32,8 +32,7 @@ def gap(name, split, config, data_dir=None):
   data = uci_data.validation_part(uci_data.load_uci(name, split, data_dir),
                                   seed=config.seed)
   family = td.families.HeteroscedasticNormal(1, min_variance=config.min_variance)
-  ensemble = uci._train_ensemble(  # pylint: disable=protected-access
-      data, family, config, config.seed + 1000 * split)
+  ensemble = uci.train_ensemble(data, family, config, config.seed + 1000 * split)
   z = ensemble.predict_targets(data.x_test)
   mixture = float(td.metrics.gaussian_mixture_nll(
       data.y_test, family.mean(z)[..., 0], family.variance(z)[..., 0]))

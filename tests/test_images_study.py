@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -10,9 +11,12 @@ import pytest
 import tfp_distill as td
 from tfp_distill import cli
 from tfp_distill.datasets import images as images_data
+from tfp_distill.experiments import _common
 from tfp_distill.experiments import images
 
 import tolerance
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +28,7 @@ def fast_run(tmp_path_factory, load_or_skip):
   return out, images.run_images(out, images.ImagesConfig.fast())
 
 
+@pytest.mark.slow
 def test_fast_run_writes_a_complete_report(fast_run):
   out, report = fast_run
   for name in report["files"].values():
@@ -57,8 +62,18 @@ def test_fast_run_writes_a_complete_report(fast_run):
   markdown = images.format_markdown(report)
   assert "## Out-of-distribution detection" in markdown and "EnD^2 Dirichlet" in markdown
   assert all(np.isfinite(report["training_loss"][s]).all() for s in report["training_loss"])
+  # The students are the registry's (td.methods), the fidelity td.metrics'.
+  assert report["methods"] == {"dirichlet": "end2", "gaussian": "gaussian-logits",
+                               "mixture": "mixture"}
+  for part in ("total", "aleatoric", "epistemic"):
+    assert {"pearson", "spearman", "mean_ratio", "relative_l1"} <= set(
+        report["fidelity"]["dirichlet"][part])
+  assert set(report["fidelity"]["mixture"]) == {"total"}
+  assert "| EnD^2 Dirichlet | epistemic |" in markdown
+  assert report["wall_time_s"] == report["timings_s"]["total"]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_the_ensemble_and_the_cli_runs(fast_run, capsys):
   out, report = fast_run
   assert not report["ensemble_reused"]
@@ -98,6 +113,7 @@ def test_mixup_inputs_are_convex_combinations_of_training_images():
     images._extra_inputs(images.ImagesConfig.fast(extra_inputs="noise"), x)
 
 
+@pytest.mark.slow
 def test_select_students_on_validation_images(tmp_path, load_or_skip):
   load_or_skip(images_data.load_fashion_mnist)
   table = {"a": {}, "b": {"predictive_weight": 1.0, "student_lr_schedule": "cosine"}}
@@ -117,7 +133,7 @@ def test_select_students_on_validation_images(tmp_path, load_or_skip):
     assert chosen == min(nlls, key=nlls.get)
   # The validation images are the held-out ones: the ensemble's accuracy there is what
   # a fresh evaluation of those images gives.
-  x, y, _, _ = images._load_data(config)  # pylint: disable=protected-access
+  x, y, _, _ = _common.load_images(config)
   ensemble = td.Ensemble.load(next(
       str(p) for p in tmp_path.iterdir() if p.name.startswith("ensemble_")))
   probs = td.decompose_ensemble(
@@ -143,3 +159,38 @@ def test_cli_variant_choices_are_the_compared_variants():
   commands = cli._parser()._subparsers._group_actions[0].choices
   variant = next(a for a in commands["images"]._actions if a.dest == "variant")
   assert set(variant.choices) == set(images.VARIANTS)
+
+
+def test_students_are_the_registrys_methods():
+  config = images.ImagesConfig.fast()
+  assert images.method_name("gaussian", config) == "gaussian-logits"
+  diagonal = images.ImagesConfig.fast(gaussian_covariance="diagonal")
+  assert images.method_name("gaussian", diagonal) == "gaussian-logits-diagonal"
+  assert images.method_name("dirichlet", images.ImagesConfig.fast(
+      dirichlet_target="proxy")) == "proxy-dirichlet"
+  with pytest.raises(ValueError, match="gaussian_covariance"):
+    images.method_name("gaussian", images.ImagesConfig.fast(gaussian_covariance="tied"))
+  family = td.families.CategoricalLogits(10)
+  built = images.build_students(images.ImagesConfig.fast(
+      dirichlet_target="proxy_kl", smoothing=1e-3, predictive_weight=0.5,
+      initial_temperature=4.0), family)
+  # The study's settings on the registry's losses.
+  loss = built["dirichlet"][1].loss
+  assert (loss.target, loss.smoothing, loss.predictive_weight) == ("proxy_kl", 1e-3, 0.5)
+  assert float(loss.temperature.numpy()) == 4.0
+  assert built["gaussian"][1].loss.predictive_weight == 0.5
+  assert built["gaussian"][1].family.reference_class
+  assert built["mixture"][1].parts == ("total",)
+
+
+def test_old_reports_are_still_read():
+  """The measured reports in docs/images (Pearson r per part, written before
+  td.metrics.uncertainty_fidelity and td.report.header) still render."""
+  for name in ("report.json", "report_long.json"):
+    report = json.loads((DOCS / name).read_text())
+    text = images.format_markdown(report)
+    assert "## Fidelity to the ensemble (Pearson r on the test set)" in text
+    g = report["fidelity"]["gaussian"]
+    assert f"mean r = {g['logit_mean']:.3f}" in text
+  selection = json.loads((DOCS / "select" / "selection.json").read_text())
+  assert "(chosen)" in images.selection_markdown(selection)

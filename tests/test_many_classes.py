@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -123,8 +124,8 @@ def test_fidelity_metrics_by_hand():
   ood = {"prediction": p, "total": ens_mi + 1., "epistemic": ens_mi + 1.}
   m = metrics("ensemble", ensemble, ood, y, ensemble)
 
-  def approx(value, ulps, scale=1.):   # float32 metrics: ulps eps of scale
-    return pytest.approx(value, rel=0, abs=tolerance.atol(dtype=np.float32, ulps=ulps,
+  def approx(value, ulps, scale=1., dtype=np.float32):   # ulps eps of scale
+    return pytest.approx(value, rel=0, abs=tolerance.atol(dtype=dtype, ulps=ulps,
                                                           scale=scale))
   assert m["accuracy"] == approx(0.5, 1)     # rows 0 and 1 right, 2 and 3 wrong
   # The float32 probabilities round the decimals (1 eps of log p absolute), the logs (2
@@ -134,21 +135,23 @@ def test_fidelity_metrics_by_hand():
   assert m["ood_auroc_mi"] == approx(1., 2)  # every OOD MI exceeds every test MI
   assert "mi_pearson" not in m
   # A student whose MI is the square of the ensemble's: same ranking (Spearman 1), not
-  # linear (Pearson < 1); relative error mean(|x^2 - x| / x) = mean(1 - x).
+  # linear (Pearson < 1); td.metrics.uncertainty_fidelity in float64 of the float32
+  # values: mean ratio sum x^2 / sum x, relative L1 sum |x^2 - x| / sum x.
+  x = ens_mi.astype(np.float64)
   student = dict(ensemble, epistemic=ens_mi ** 2)
-  m = metrics("proxy", student, ood, y, ensemble)
-  assert m["mi_spearman"] == approx(1., 2)   # float64 ranks' correlation, cast
+  m = metrics("proxy-dirichlet", student, ood, y, ensemble)
+  assert m["mi_spearman"] == approx(1., 2, dtype=np.float64)
   assert 0.9 < m["mi_pearson"] < 1.
-  # float32 mean relative error of n = 4 (n + 3 eps of mean (|x^2| + |x|) / |x|), and the
-  # reference's 1 - x and mean (5 more).
-  assert m["mi_relative_error"] == approx(np.mean(1. - ens_mi), 4 + 3 + 5,
-                                          np.mean(1. + ens_mi))
-  # Test points below the MI floor are left out of the relative error only.
-  low = np.array([1e-5, 0.2, 0.4, 0.8], np.float32)
-  m = metrics("end2", dict(ensemble, epistemic=2 * low), ood, y,
-              dict(ensemble, epistemic=low))
-  assert m["mi_relative_error"] == approx(1., 4 + 3, 2.)   # |2x - x| / x, as above
-  assert m["mi_pearson"] == approx(1., 2)                     # of x and 2 x: 1, cast
+  squares = np.float32(ens_mi ** 2).astype(np.float64)
+  # float64 sums of 4 terms (4 eps) and a quotient, of numbers below 2.
+  assert m["mi_mean_ratio"] == approx(squares.sum() / x.sum(), 2 * 6, 2., np.float64)
+  assert m["mi_relative_l1"] == approx(np.abs(squares - x).sum() / x.sum(), 2 * 10, 2.,
+                                       np.float64)
+  # A constant student MI has no correlation: NaN (None in the report), not an error.
+  m = metrics("end2", dict(ensemble, epistemic=np.full(4, 0.3, np.float32)), ood, y,
+              ensemble)
+  assert math.isnan(m["mi_pearson"]) and math.isnan(m["mi_spearman"])
+  assert math.isfinite(m["mi_relative_l1"])
   # Non-finite outputs give NaN metrics, not an error.
   broken = dict(student, epistemic=np.array([np.nan, 0.1, 0.1, 0.1], np.float32))
   m = metrics("end2", broken, ood, y, ensemble)
@@ -173,6 +176,7 @@ def fast_run_fixture(tmp_path_factory):
   return out, report
 
 
+@pytest.mark.slow
 def test_fast_run_writes_a_complete_report(fast_run):
   out, report = fast_run
   with open(out / "report.json") as f:
@@ -185,14 +189,15 @@ def test_fast_run_writes_a_complete_report(fast_run):
   assert set(saved["results"]) == {"3", "5"}
   assert len(saved["runs"]) == 4                       # 2 K x 2 seeds
   assert saved["wall_time_s"] == saved["timings_s"]["total"] > 0.
+  assert saved["config"]["classes"] == [3, 5]
   for k, per_model in saved["results"].items():
-    assert set(per_model) == {"bayes", "ensemble", "end2", "proxy"}
+    assert set(per_model) == {"bayes", "ensemble", "end2", "proxy-dirichlet"}
     assert set(per_model["bayes"]) == {"accuracy", "nll"}
     assert set(per_model["ensemble"]) == {"accuracy", "nll", "ood_auroc_mi",
                                           "ood_auroc_total", "mean_mi_test", "mean_mi_ood"}
-    for student in ("end2", "proxy"):
+    for student in ("end2", "proxy-dirichlet"):
       assert set(per_model[student]) == set(per_model["ensemble"]) | {
-          "mi_pearson", "mi_spearman", "mi_relative_error"}
+          "mi_pearson", "mi_spearman", "mi_mean_ratio", "mi_relative_l1"}
     for name, metrics in per_model.items():
       for key, summary in metrics.items():
         values = np.asarray(summary["values"])
@@ -208,15 +213,15 @@ def test_fast_run_writes_a_complete_report(fast_run):
           assert np.all((values >= 0.) & (values <= 1.)), (k, name, key)
         if key in ("mi_pearson", "mi_spearman"):
           assert np.all(np.abs(values) <= 1.), (k, name, key)
-        if key in ("nll", "mi_relative_error", "mean_mi_test", "mean_mi_ood"):
+        if key in ("nll", "mi_mean_ratio", "mi_relative_l1", "mean_mi_test", "mean_mi_ood"):
           assert np.all(values >= 0.), (k, name, key)
     # Chance accuracy is 1 / K; the fast ensemble is small but beats it on average.
     assert per_model["ensemble"]["accuracy"]["mean"] > 1. / int(k)
     # The Bayes posterior is the best possible predictor: nobody beats its NLL by much
     # (200 test points: allow sampling noise of a few hundredths).
-    for name in ("ensemble", "end2", "proxy"):
+    for name in ("ensemble", "end2", "proxy-dirichlet"):
       assert per_model[name]["nll"]["mean"] > per_model["bayes"]["nll"]["mean"] - 0.05
-    for student in ("end2", "proxy"):
+    for student in ("end2", "proxy-dirichlet"):
       for key, gap in saved["gaps_to_ensemble"][k][student].items():
         expected = (np.asarray(per_model[student][key]["values"])
                     - np.asarray(per_model["ensemble"][key]["values"]))
@@ -272,6 +277,7 @@ def test_cli_passes_its_flags_through(tmp_path, monkeypatch):
     cli.main(["many-classes", "--classes", "1,10", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_cli_fast_run_prints_the_table(tmp_path, capsys):
   assert cli.main(["many-classes", "--fast", "--classes", "4", "--seeds", "0",
                    "--out", str(tmp_path)]) == 0
@@ -284,3 +290,22 @@ def test_cli_fast_run_prints_the_table(tmp_path, capsys):
   summary = saved["results"]["4"]["ensemble"]["accuracy"]
   assert summary["sem"] is None
   assert f"| 4 | ensemble | {summary['mean']:.4f} |" in printed
+
+
+def test_old_reports_are_still_read(tmp_path):
+  """The measured reports in docs/many_classes (the proxy student called "proxy", an
+  alias of "proxy-dirichlet"; the MI relative error with its 1e-3 floor) still render,
+  and their figure redraws."""
+  docs = pathlib.Path(__file__).resolve().parents[1] / "docs" / "many_classes"
+  for path in (docs / "report.json", docs / "long_schedule" / "report.json"):
+    report = json.loads(path.read_text())
+    assert "proxy" in report["results"]["1000"]
+    text = many_classes.format_markdown(report)
+    assert "| 1000 | proxy-Dirichlet |" in text and "MI rel. error" in text
+    assert "MI kept" in text
+    assert set(many_classes.canonical(report)["results"]["1000"]) == {
+        "bayes", "ensemble", "end2", "proxy-dirichlet"}
+  config = many_classes.ManyClassesConfig(**{
+      k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
+  many_classes.metrics_figure(str(tmp_path / "m.png"), config, report["results"])
+  assert (tmp_path / "m.png").stat().st_size > 10_000

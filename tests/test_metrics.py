@@ -495,6 +495,54 @@ def test_mean_relative_error(dtype, mode):
                          dtype=np.float32, ulps=2 + 3, scale=(2.1 + 1.75) / 2)
 
 
+def test_uncertainty_fidelity_matches_numpy_and_scipy():
+  """td.metrics.uncertainty_fidelity, the one fidelity every report uses, against NumPy and
+  SciPy in float64 (its inputs are cast to float64 first)."""
+  rng = np.random.default_rng(3)
+  reference = rng.lognormal(size=60).astype(np.float32)
+  estimate = (reference * rng.lognormal(sigma=0.5, size=60)).astype(np.float32)
+  got = metrics.uncertainty_fidelity(estimate, reference)
+  e, r = np.float64(estimate), np.float64(reference)
+  assert set(got) == {"pearson", "spearman", "mean_ratio", "relative_l1",
+                      "sym_relative_error", "n"} and got["n"] == 60
+  # float64 on either side: Pearson from means, n = 60 products and norms (4 n + 8 eps
+  # of 1); Spearman on exact ranks (the same, of 1); the ratio of two means of 60 (2 (60 +
+  # 1) + 1); sums of 60 terms and a quotient (2 (60 + 1) + 1) of sum|e - r| / sum|r| and
+  # of the mean of 60 ratios in [0, 1].
+  f64 = dict(dtype=np.float64, scale=1.)
+  tolerance.assert_close(got["pearson"], np.corrcoef(e, r)[0, 1], ulps=2 * (4 * 60 + 8),
+                         **f64)
+  tolerance.assert_close(got["spearman"], scipy.stats.spearmanr(e, r).statistic,
+                         ulps=2 * (4 * 60 + 8), **f64)
+  tolerance.assert_close(got["mean_ratio"], e.mean() / r.mean(), dtype=np.float64,
+                         ulps=2 * (2 * 61 + 1), scale=e.mean() / r.mean())
+  l1 = np.abs(e - r).sum() / r.sum()
+  tolerance.assert_close(got["relative_l1"], l1, dtype=np.float64, ulps=2 * (2 * 61 + 1),
+                         scale=l1)
+  tolerance.assert_close(got["sym_relative_error"],
+                         np.mean(np.abs(e - r) / (np.abs(e) + np.abs(r))),
+                         ulps=2 * (60 + 4), **f64)
+
+
+def test_uncertainty_fidelity_where_other_errors_are_undefined():
+  # Members that agree exactly: a zero reference. The relative L1 is defined whenever the
+  # reference is not all zeros, the symmetric error always (0/0 counted as 0); the mean
+  # relative error |e - r| / |r| is not (a division by 0).
+  got = metrics.uncertainty_fidelity([0.0, 0.5, 1.0], [0.0, 1.0, 1.0])
+  assert got["relative_l1"] == 0.5 / 2.0 and got["mean_ratio"] == 1.5 / 2.0
+  assert got["sym_relative_error"] == (0.0 + 0.5 / 1.5 + 0.0) / 3
+  # Constant inputs have no correlation: None, not NaN (reports are strict JSON).
+  constant = metrics.uncertainty_fidelity([0.2, 0.2, 0.2], [0.1, 0.5, 0.9])
+  assert constant["pearson"] is None and constant["spearman"] is None
+  zeros = metrics.uncertainty_fidelity([0.0, 0.0], [0.0, 0.0])
+  assert zeros["relative_l1"] == 0.0 and zeros["mean_ratio"] == 1.0
+  assert metrics.uncertainty_fidelity([1.0, 0.0], [0.0, 0.0])["relative_l1"] is None
+  for bad, match in ((([1.0, 2.0], [1.0]), "must match"), (([], []), "empty"),
+                     (([np.nan, 1.0], [1.0, 1.0]), "finite")):
+    with pytest.raises(ValueError, match=match):
+      metrics.uncertainty_fidelity(*bad)
+
+
 # ----------------------------------------------------------------------------------------
 # Errors.
 # ----------------------------------------------------------------------------------------

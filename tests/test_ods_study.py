@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from tfp_distill.datasets import images as images_data
 from tfp_distill.experiments import ods
 
 import tolerance
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "ods"
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +27,7 @@ def fast_run(tmp_path_factory, load_or_skip):
   return out, ods.run_ods(out, ods.OdsConfig.fast())
 
 
+@pytest.mark.slow
 def test_fast_run_writes_a_complete_report(fast_run):
   out, report = fast_run
   for name in report["files"].values():
@@ -66,10 +70,15 @@ def test_fast_run_writes_a_complete_report(fast_run):
           "ods_improves_a_distribution_student"} <= set(report["targets"])
   markdown = ods.format_markdown(report)
   for text in ("+ KD + ConfODS", "EnD^2 Dirichlet + ODS", "## Diversity", "T: DeepEns-2",
-               "Paired by seed", "+ KD + ConfODS vs + KD, nll: "):
+               "Paired by seed", "+ KD + ConfODS vs + KD, nll: ", "## Wall time (s)"):
     assert text in markdown
+  # The keys every report shares; the registry methods behind the study's names.
+  assert report["wall_time_s"] == timings["total"]
+  assert report["methods"]["dirichlet-ods"] == "end2" and report["methods"]["kd"] == "kd"
+  assert report["methods"]["batchens"] is None        # labels only
 
 
+@pytest.mark.slow
 def test_rerun_reuses_the_runs_and_the_cli_runs(fast_run, capsys):
   out, report = fast_run
   assert cli.main(["ods", "--fast", "--out", out, "--methods", "kd,kd-confods",
@@ -99,6 +108,7 @@ def test_cli_passes_the_training_settings(monkeypatch):
   assert config.images_config().num_train == 300       # the teachers see the same images
 
 
+@pytest.mark.slow
 def test_changed_evaluation_settings_re_evaluate_without_retraining(fast_run):
   out, report = fast_run
   config = ods.OdsConfig.fast(num_test=128, methods=("dirichlet",), seeds=(0,))
@@ -183,3 +193,13 @@ def test_targets_pair_the_seeds_and_call_ties_within_noise():
   one = runs({2: (0.31, 1.4), 7: (0.1, 9.)})
   row = ods._targets({"kd": kd, "kd-confods": one}, 8)["kd_confods_nll_below_kd"]  # pylint: disable=protected-access
   assert row["seeds"] == 1 and row["verdict"] == "one seed only: better"
+
+
+def test_old_reports_are_still_read():
+  """Every measured report in docs/ods (written before td.report.header; the oldest
+  before `labels_on`) still renders."""
+  paths = sorted(DOCS.glob("**/report.json"))
+  assert len(paths) >= 10
+  for path in paths:
+    report = json.loads(path.read_text())
+    assert "| S: " in ods.format_markdown(report), path

@@ -1,4 +1,8 @@
-"""Every benchmark script runs in its smoke mode and prints finite figures."""
+"""Every benchmark script runs in its smoke mode and prints finite figures.
+
+A test whose data is missing skips through `load_or_skip` (tests/conftest.py), which
+fails it instead where the data is required (TFP_DISTILL_REQUIRE_DATA=1, as in CI).
+"""
 
 import importlib.util
 import json
@@ -6,6 +10,10 @@ import math
 import pathlib
 
 import numpy as np
+import pytest
+
+from tfp_distill.datasets import images as images_data
+from tfp_distill.datasets import uci as uci_data
 
 import tolerance
 
@@ -19,6 +27,7 @@ def _load(name):
   return module
 
 
+@pytest.mark.slow
 def test_throughput_smoke(tmp_path):
   result = _load("throughput").main(["--smoke", "--json", str(tmp_path / "t.json")])
   for key in ("teacher_in_tf_data_examples_per_s", "teacher_in_train_step_examples_per_s",
@@ -28,13 +37,9 @@ def test_throughput_smoke(tmp_path):
   assert (tmp_path / "t.json").exists()
 
 
-def test_uci_table_smoke(tmp_path):
-  from tfp_distill.datasets import uci as uci_data
-  try:
-    uci_data.data_dir()
-  except FileNotFoundError:  # pragma: no cover - CI has ../shared beside the clone
-    import pytest
-    pytest.skip("shared/data/uci not found")
+@pytest.mark.slow
+def test_uci_table_smoke(tmp_path, load_or_skip):
+  load_or_skip(uci_data.data_dir)
   report = _load("uci_table").main(["--smoke", "--out", str(tmp_path)])
   assert set(report["results"]) == {"yacht"}
   summary = (tmp_path / "summary.md").read_text()
@@ -44,13 +49,9 @@ def test_uci_table_smoke(tmp_path):
   assert again["results"] == report["results"]
 
 
-def test_uci_select_smoke_on_validation_rows(tmp_path):
-  import pytest
-  from tfp_distill.datasets import uci as uci_data
-  try:
-    uci_data.data_dir()
-  except FileNotFoundError:  # pragma: no cover - CI has ../shared beside the clone
-    pytest.skip("shared/data/uci not found")
+@pytest.mark.slow
+def test_uci_select_smoke_on_validation_rows(tmp_path, load_or_skip):
+  load_or_skip(uci_data.data_dir)
   summary = _load("uci_select").main(["--smoke", "--variants", "constant,cosine",
                                       "--out", str(tmp_path)])
   # The ratios and gaps are those of the saved validation splits, recomputed here.
@@ -67,13 +68,8 @@ def test_uci_select_smoke_on_validation_rows(tmp_path):
     _load("uci_select").main(["--smoke", "--variants", "nope", "--out", str(tmp_path)])
 
 
-def test_uci_unimodal_gap_smoke(tmp_path):
-  import pytest
-  from tfp_distill.datasets import uci as uci_data
-  try:
-    uci_data.data_dir()
-  except FileNotFoundError:  # pragma: no cover - CI has ../shared beside the clone
-    pytest.skip("shared/data/uci not found")
+def test_uci_unimodal_gap_smoke(tmp_path, load_or_skip):
+  load_or_skip(uci_data.data_dir)
   result = _load("uci_unimodal_gap").main(["--smoke", "--json", str(tmp_path / "g.json")])
   (row,) = result["yacht"]
   assert all(math.isfinite(v) for v in row.values())
@@ -110,6 +106,24 @@ def test_uci_targets_against_hand_computed_verdicts():
   assert "(a) met on 2 of 4 sets; (b) met on 3 of 4." in text
 
 
+def test_uci_scripts_read_the_measured_reports(tmp_path):
+  """uci_table's summary and uci_compare read the measured reports in docs/uci (written
+  before td.report.header: seconds per split under "timings_s") and new ones alike."""
+  docs = SCRIPTS.parent / "docs" / "uci"
+  table = _load("uci_table")
+  assert "| boston | 20 |" in table.summary_markdown(
+      json.loads((docs / "2026-11-30" / "report.json").read_text()))   # no fidelity yet
+  old = json.loads((docs / "report.json").read_text())
+  text = table.summary_markdown(old)
+  assert "| boston | 20 |" in text and "full MRE" in text
+  new = dict(old, seconds_per_split=old["timings_s"], timings_s={"total": 1.0},
+             wall_time_s=1.0)
+  result = _load("uci_compare").compare(old, new)
+  assert result["total"]["speedup"] == 1.0
+  assert table.summary_markdown(new) == text
+
+
+@pytest.mark.slow
 def test_ods_throughput_smoke(tmp_path):
   result = _load("ods_throughput").main(["--smoke", "--json", str(tmp_path / "o.json")])
   for name in ("none", "gaussian", "ods"):
@@ -118,13 +132,9 @@ def test_ods_throughput_smoke(tmp_path):
       assert math.isfinite(value) and value > 0, (name, where)
 
 
-def test_uci_perturbation_smoke(tmp_path, capsys):
-  from tfp_distill.datasets import uci as uci_data
-  try:
-    uci_data.data_dir()
-  except FileNotFoundError:  # pragma: no cover - CI has ../shared beside the clone
-    import pytest
-    pytest.skip("shared/data/uci not found")
+@pytest.mark.slow
+def test_uci_perturbation_smoke(tmp_path, capsys, load_or_skip):
+  load_or_skip(uci_data.data_dir)
   rows = _load("uci_perturbation").main(["--smoke", "--out", str(tmp_path), "--dataset",
                                          "yacht", "--splits", "2", "--step", "0.5"])
   plain, moved, diff, stderr, n = rows["yacht"]["nll"]
@@ -147,7 +157,6 @@ def test_uci_compare_against_hand_computed_values(tmp_path):
   for name, r in (("old", old), ("new", new)):
     paths.append(str(tmp_path / f"{name}.json"))
     with open(paths[-1], "w") as f:
-      import json
       json.dump(r, f)
   result = _load("uci_compare").main(paths + ["--markdown", str(tmp_path / "c.md")])
   cell = result["metrics"]["yacht"]["full"]["rmse"]
@@ -162,13 +171,9 @@ def test_uci_compare_against_hand_computed_values(tmp_path):
   assert "1 of 1" in (tmp_path / "c.md").read_text()
 
 
-def test_images_select_smoke(tmp_path, capsys):
-  import pytest
-  from tfp_distill.datasets import images as images_data
-  try:
-    images_data.load_fashion_mnist()
-  except FileNotFoundError as error:  # pragma: no cover - CI installs the Debian package
-    pytest.skip(f"data source missing: {error}")
+@pytest.mark.slow
+def test_images_select_smoke(tmp_path, capsys, load_or_skip):
+  load_or_skip(images_data.load_fashion_mnist)
   _load("images_select").main(["--smoke", "--variants", "published", "--students",
                                "dirichlet", "--out", str(tmp_path)])
   printed = capsys.readouterr().out
@@ -178,15 +183,10 @@ def test_images_select_smoke(tmp_path, capsys):
     _load("images_select").main(["--smoke", "--variants", "nope", "--out", str(tmp_path)])
 
 
-def test_divergence_sweep_smoke_and_its_counts(tmp_path):
-  import pytest
-  from tfp_distill.datasets import images as images_data
-  from tfp_distill.datasets import uci as uci_data
-  try:
-    uci_data.data_dir()
-    images_data.load_fashion_mnist()
-  except FileNotFoundError as error:  # pragma: no cover - CI has both
-    pytest.skip(f"data source missing: {error}")
+@pytest.mark.slow
+def test_divergence_sweep_smoke_and_its_counts(tmp_path, load_or_skip):
+  load_or_skip(uci_data.data_dir)
+  load_or_skip(images_data.load_fashion_mnist)
   module = _load("divergence_sweep")
   summary = module.main(["--smoke", "--quiet", "--datasets", "yacht", "--out",
                          str(tmp_path)])
@@ -224,14 +224,10 @@ def test_divergence_sweep_smoke_and_its_counts(tmp_path):
   assert "- images 3x gaussian seed 1: boom" in text
 
 
-def test_own_ensemble_example_smoke(tmp_path):
-  import pytest
-  from tfp_distill.datasets import images as images_data
+@pytest.mark.slow
+def test_own_ensemble_example_smoke(tmp_path, load_or_skip):
   for loader in (images_data.load_fashion_mnist, images_data.load_mnist_ood):
-    try:
-      loader()
-    except FileNotFoundError as error:  # pragma: no cover - CI installs both
-      pytest.skip(f"data source missing: {error}")
+    load_or_skip(loader)
   report = _load("own_ensemble_example").main(["--smoke", "--out", str(tmp_path)])
   assert report["task"] == "classification" and report["num_members"] == 2
   assert report["teacher_outputs_from"] == "this process"
@@ -240,7 +236,6 @@ def test_own_ensemble_example_smoke(tmp_path):
 
 
 def test_serve_load_smoke(tmp_path, capsys):
-  import numpy as np
   module = _load("serve_load")
   # The identity check is bit for bit: one ulp apart is not identical.
   one = {"p": np.float32([1.0, 2.0])}

@@ -1,5 +1,6 @@
 """Tests of the toy data set, the toy experiment and the `tfp-distill toy` command."""
 
+import dataclasses
 import json
 import math
 import os
@@ -62,32 +63,41 @@ def test_noise_variance_limits_and_grid():
 
 def _finite_leaves(tree):
   if isinstance(tree, dict):
-    for value in tree.values():
-      yield from _finite_leaves(value)
+    for key, value in tree.items():
+      if key != "n":                    # the fidelity's count of points, an int
+        yield from _finite_leaves(value)
   else:
     yield tree
 
 
+#: td.metrics.uncertainty_fidelity's statistics.
+FIDELITY = {"pearson", "spearman", "mean_ratio", "relative_l1", "sym_relative_error", "n"}
+
+
+@pytest.mark.slow
 def test_run_toy_fast_writes_report(tmp_path):
   out = tmp_path / "toy"
   report = toy.run_toy(str(out), toy.ToyConfig.fast())
   with open(out / "report.json") as f:
     saved = json.load(f)
   assert saved["experiment"] == "toy"
-  for key in ("config", "metrics", "fidelity", "timings_s", "versions", "date", "files"):
+  for key in ("config", "metrics", "fidelity", "timings_s", "versions", "date", "files",
+              "wall_time_s"):
     assert key in saved, key
+  assert saved["wall_time_s"] == saved["timings_s"]["total"]
+  assert saved["methods"] == {"distilled": "mvn", "mixture": "mixture"}
   assert set(saved["metrics"]) == {"ensemble", "distilled", "mixture"}
   for metrics in saved["metrics"].values():
     assert set(metrics) == {"rmse", "nll", "ause"}
   for part in ("aleatoric", "epistemic", "total"):
-    assert set(saved["fidelity"]["distilled"][part]) == {"pearson", "mean_relative_error"}
-  assert "total" in saved["fidelity"]["mixture"]
+    assert set(saved["fidelity"]["distilled"][part]) == FIDELITY
+  assert set(saved["fidelity"]["mixture"]) == {"total", "prediction_rmse"}
   for key in ("ensemble", "distilled", "mixture", "evaluation", "total"):
     assert saved["timings_s"][key] >= 0.
   numbers = {k: saved[k] for k in ("metrics", "fidelity", "timings_s")}
   for value in _finite_leaves(numbers):
     assert isinstance(value, float) and math.isfinite(value), value
-  assert set(saved["versions"]) >= {"tensorflow", "tensorflow_probability", "tf_keras"}
+  assert set(saved["versions"]) >= {"tensorflow", "tensorflow_probability", "tfp_distill"}
   assert saved["config"]["num_members"] == 3
   assert saved["metrics"] == report["metrics"]
   for name in ("uncertainty.png", "sparsification.png", "variances.png", "report.md",
@@ -96,9 +106,25 @@ def test_run_toy_fast_writes_report(tmp_path):
   with open(out / "uncertainty.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert (out / "ensemble" / "ensemble.json").is_file()
-  assert "| ensemble |" in (out / "report.md").read_text()
+  text = (out / "report.md").read_text()
+  assert "| ensemble |" in text and "| student | variance | Pearson r | Spearman rho |" in text
 
 
+def test_markdown_of_a_report_written_before_uncertainty_fidelity():
+  """The 2026-11-30 figures' report (docs/studies/toy.md) had Pearson r and the mean
+  relative error per part: its table keeps those two columns."""
+  cell = {"pearson": 0.9944, "mean_relative_error": 0.1999}
+  report = {"config": dataclasses.asdict(toy.ToyConfig()),
+            "metrics": {"ensemble": {"rmse": 0.3171, "nll": 1.4318, "ause": 0.5424}},
+            "fidelity": {"distilled": {"epistemic": cell, "prediction_rmse": 0.01}},
+            "timings_s": {"total": 35.0}, "versions": {"tensorflow": "2.21"},
+            "date": "2026-11-30"}
+  text = toy.format_markdown(report)
+  assert "| student | variance | Pearson r | mean relative error |" in text
+  assert "| distilled | epistemic | 0.9944 | 0.1999 |" in text
+
+
+@pytest.mark.slow
 def test_cli_toy_fast(tmp_path, capsys):
   # The other path than run_toy's default: the teacher in the tf.data pipeline.
   assert cli.main(["toy", "--fast", "--teacher-in", "tf_data", "--out", str(tmp_path)]) == 0
@@ -114,7 +140,7 @@ def test_cli_toy_overrides(tmp_path, monkeypatch):
 
   def fake_run_toy(out_dir, config):
     seen.update(out_dir=out_dir, config=config)
-    return {"files": {"report_md": "report.md"}, "timings_s": {"total": 0.}}
+    return {"files": {"report_md": "report.md"}, "wall_time_s": 0.}
 
   monkeypatch.setattr(toy, "run_toy", fake_run_toy)
   monkeypatch.setattr(toy, "format_markdown", lambda report: "")

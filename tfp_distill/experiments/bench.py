@@ -41,6 +41,7 @@ import tensorflow as tf
 
 import tfp_distill as td
 from tfp_distill._keras import keras
+from tfp_distill.experiments import _common
 
 __all__ = ["BenchConfig", "SUITES", "format_markdown", "run_bench"]
 
@@ -190,19 +191,31 @@ def _inputs(name, n, seed):
   return rng.uniform(size=(n,) + shape).astype(np.float32)
 
 
+#: The timed students: label -> `td.methods` name. The labels are the report's keys (its
+#: targets and docs/bench read them), naming a method and its decomposition settings.
+_REGRESSION_STUDENT = "mvn"
+_CLASSIFICATION_STUDENTS = {"dirichlet": "end2",
+                            "gaussian_logits": "gaussian-logits-diagonal"}
+
+
 def _students(name, family, mc_samples):
-  """{label: (student, predict_uncertainty kwargs)} for one backbone."""
+  """{label: (student, the family td.decompose takes, predict_uncertainty kwargs)} for one
+  backbone: the registry's students (`td.methods`)."""
   if name == "mlp":
-    head = td.heads.MultivariateNormalTriLHead
-    student = td.models.mlp((8,), [75], head.params_size(2), head=head(2), seed=100)
-    return {"full_covariance_quadrature": (student, {}),
-            "full_covariance_monte_carlo_100": (student, {"method": "monte_carlo",
-                                                          "num_samples": 100})}
-  k = family.num_classes
-  out = {"dirichlet": (_backbone(name, 100, k, td.heads.DirichletHead(k)), {})}
-  gaussian = _backbone(name, 101, td.heads.NormalHead.params_size(k), td.heads.NormalHead(k))
-  for t in (mc_samples if name != "resnet18" else (100,)):
-    out[f"gaussian_logits_{t}"] = (gaussian, {"num_samples": t})
+    spec = _common.registry_student(_REGRESSION_STUDENT, "regression", family)
+    student = td.models.mlp((8,), [75], spec.params_size, head=spec.head, seed=100)
+    return {"full_covariance_quadrature": (student, spec.family, {}),
+            "full_covariance_monte_carlo_100": (student, spec.family, {
+                "method": "monte_carlo", "num_samples": 100})}
+  out = {}
+  for (label, method), seed in zip(_CLASSIFICATION_STUDENTS.items(), (100, 101)):
+    spec = _common.registry_student(method, "classification", family)
+    student = _backbone(name, seed, spec.params_size, spec.head)
+    if label == "dirichlet":
+      out[label] = (student, spec.family, {})
+      continue
+    for t in (mc_samples if name != "resnet18" else (100,)):
+      out[f"{label}_{t}"] = (student, spec.family, {"num_samples": t})
   return out
 
 
@@ -231,11 +244,12 @@ def run_inference(config, log=print):
     x = _inputs(name, n, config.seed)
     entry = {"batch": n, "family": repr(family), "students": {}, "ensembles": {}}
     with tempfile.TemporaryDirectory() as tmp:
-      for label, (student, kwargs) in _students(name, family, config.mc_samples).items():
-        fns = {"predict_uncertainty": lambda s=student, k=kwargs: td.predict_uncertainty(
-            s, family, x, batch_size=n, **k)}
+      students = _students(name, family, config.mc_samples)
+      for label, (student, student_family, kwargs) in students.items():
+        fns = {"predict_uncertainty": lambda s=student, f=student_family, k=kwargs:
+               td.predict_uncertainty(s, f, x, batch_size=n, **k)}
         if label in ("dirichlet", "gaussian_logits_100", "full_covariance_quadrature"):
-          fns.update(_hand_paths(student, family, x, kwargs, tmp))
+          fns.update(_hand_paths(student, student_family, x, kwargs, tmp))
         timings = _time_group(fns, config.repeats)
         entry["students"][label] = timings
         log(f"inference {name} student {label}: "
@@ -455,19 +469,20 @@ def run_distill(config, log=print):
   x = rng.normal(size=(n, 8)).astype(np.float32)
   members = [td.models.mlp((8,), [50], 2, seed=1000 * m) for m in range(10)]
   ens = td.Ensemble(members, family=family)
-  head = td.heads.MultivariateNormalTriLHead
 
-  def student():
-    return td.models.mlp((8,), [75], head.params_size(2), head=head(2), seed=7)
+  def student():   # each student its own head and loss (the registry's "mvn")
+    spec = _common.registry_student(_REGRESSION_STUDENT, "regression", family)
+    return td.models.mlp((8,), [75], spec.params_size, head=spec.head, seed=7), spec.loss
 
   def compiled_student(**kwargs):
-    s = student()
-    s.compile(keras.optimizers.Adam(1e-3), loss=td.losses.EnsembleNLL(), **kwargs)
+    s, loss = student()
+    s.compile(keras.optimizers.Adam(1e-3), loss=loss, **kwargs)
     return s
 
   fits = {}   # name -> one epoch (the warm-up epoch traces)
   for jit in (False, True):
-    distiller = td.Distiller(student(), ens, loss=td.losses.EnsembleNLL())
+    model, loss = student()
+    distiller = td.Distiller(model, ens, loss=loss)
     distiller.compile(keras.optimizers.Adam(1e-3), jit_compile=jit)
     plain = tf.data.Dataset.from_tensor_slices(x).shuffle(n, seed=0).batch(batch).prefetch(
         tf.data.AUTOTUNE)
@@ -719,7 +734,8 @@ def run_bench(out_dir, config=None, log=print):
     log: callable taking a line of progress.
 
   Returns:
-    the report dict.
+    the report dict: the keys every report has (`td.report.header`; "timings_s": seconds
+    per suite and "total"), "machine" (what it ran on), "suites", "targets", "files".
   """
   config = config or BenchConfig()
   unknown = set(config.suites) - set(SUITES)
@@ -732,19 +748,20 @@ def run_bench(out_dir, config=None, log=print):
   os.makedirs(out_dir, exist_ok=True)
   runners = {"inference": run_inference, "decompose": run_decompose,
              "distill": run_distill, "train": run_train}
-  report = {"machine": machine(), "config": dataclasses.asdict(config), "suites": {},
-            "wall_s": {}}
+  begin = time.perf_counter()
+  suites, timings = {}, {}
   for suite in SUITES:
     if suite in config.suites:
       start = time.perf_counter()
-      report["suites"][suite] = runners[suite](config, log=log)
-      report["wall_s"][suite] = time.perf_counter() - start
-  report["targets"] = targets(report["suites"])
-  report["files"] = {"report_json": "report.json", "report_md": "report.md"}
+      suites[suite] = runners[suite](config, log=log)
+      timings[suite] = time.perf_counter() - start
+  report = {"machine": machine(), "suites": suites, "targets": targets(suites),
+            "files": {"report_json": "report.json", "report_md": "report.md"}}
+  tic = time.perf_counter()
   if _plot(report, os.path.join(out_dir, "ratios.png")):
     report["files"]["plot"] = "ratios.png"
-  with open(os.path.join(out_dir, "report.json"), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write(format_markdown(report))
+  timings["figures"] = time.perf_counter() - tic
+  timings["total"] = time.perf_counter() - begin
+  report.update(td.report.header(config, timings))
+  _common.write_report(out_dir, report["files"], report, format_markdown(report))
   return report

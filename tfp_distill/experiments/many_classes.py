@@ -8,12 +8,13 @@ for K in classes, for seed in seeds:
   ensemble of M MLPs (train_ensemble, vectorized; CategoricalLogits(K))
      │ logits z [batch, M, K] at x_train + an unlabeled in-distribution pool,
      │ computed in the train step (td.Distiller), one teacher pass per batch for both:
-     ├──► EnD^2 student:  DirichletHead(K), DirichletNLL(target="ensemble")   ([1])
-     └──► proxy student:  DirichletHead(K), DirichletNLL(target="proxy")      ([2])
+     ├──► "end2":            DirichletHead(K), DirichletNLL(target="ensemble")   ([1])
+     └──► "proxy-dirichlet": DirichletHead(K), DirichletNLL(target="proxy")      ([2])
+          (both from the method registry, td.methods)
           same MLP, same initial weights, same batches, same temperature schedule
   evaluation on the test set and on OOD points (held-out mixture components):
      accuracy, NLL, OOD AUROC by mutual information (and by total entropy),
-     fidelity of the students' MI to the ensemble's (Pearson, Spearman, relative error)
+     fidelity of the students' MI to the ensemble's (td.metrics.uncertainty_fidelity)
 report: mean +- standard error over seeds per K and model, the students' gaps to the
 ensemble (paired by seed), report.json, report.md, metrics_vs_classes.png, mi_scatter.png
 ```
@@ -33,7 +34,6 @@ the ensemble's mean and one precision. Both students here differ in nothing but 
 """
 
 import dataclasses
-import datetime
 import json
 import math
 import os
@@ -42,40 +42,44 @@ import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 import tfp_distill as td
+from tfp_distill import plots
 from tfp_distill._keras import keras
 from tfp_distill.datasets import mixture
 from tfp_distill.experiments import _common
-from tfp_distill.experiments import plots
 
-__all__ = ["ManyClassesConfig", "run_many_classes", "run_one", "format_markdown",
-           "metrics_figure", "METRICS"]
+__all__ = ["METRICS", "STUDENTS", "ManyClassesConfig", "canonical", "format_markdown",
+           "metrics_figure", "run_many_classes", "run_one"]
 
-_STUDENTS = ("end2", "proxy")
-_MODELS = ("ensemble",) + _STUDENTS
-_TARGETS = {"end2": "ensemble", "proxy": "proxy"}
+#: The students, by their `td.methods` names (the report's keys). Reports written before
+#: the registry called the proxy student "proxy" (an alias of "proxy-dirichlet"):
+#: `canonical` renames it on reading.
+STUDENTS = ("end2", "proxy-dirichlet")
+_MODELS = ("ensemble",) + STUDENTS
 _LABELS = {"bayes": "Bayes posterior", "ensemble": "ensemble", "end2": "EnD^2",
-           "proxy": "proxy-Dirichlet"}
+           "proxy-dirichlet": "proxy-Dirichlet"}
 
-#: Metrics per model, in table order: (key, column title, which models have it).
+#: Metrics per model, in table order: (key, column title, which models have it). The
+#: students' MI fidelity is `td.metrics.uncertainty_fidelity`'s.
 METRICS = (
     ("accuracy", "accuracy", ("bayes",) + _MODELS),
     ("nll", "NLL", ("bayes",) + _MODELS),
     ("ood_auroc_mi", "OOD AUROC (MI)", _MODELS),
     ("ood_auroc_total", "OOD AUROC (total)", _MODELS),
-    ("mi_pearson", "MI Pearson r", _STUDENTS),
-    ("mi_spearman", "MI Spearman rho", _STUDENTS),
-    ("mi_relative_error", "MI rel. error", _STUDENTS),
+    ("mi_pearson", "MI Pearson r", STUDENTS),
+    ("mi_spearman", "MI Spearman rho", STUDENTS),
+    ("mi_mean_ratio", "MI mean ratio", STUDENTS),
+    ("mi_relative_l1", "MI relative L1", STUDENTS),
     ("mean_mi_test", "mean MI, test", _MODELS),
     ("mean_mi_ood", "mean MI, OOD", _MODELS),
 )
+#: A column of reports written before `td.metrics.uncertainty_fidelity`: mean |MI_student
+#: - MI_ensemble| / MI_ensemble over test points with MI_ensemble >= 1e-3 nats. Read (in
+#: the table and the figure), never written.
+_OLD_METRICS = (("mi_relative_error", "MI rel. error", STUDENTS),)
 
 _PLOT_COLORS = ("k", "tab:blue", "tab:green", "tab:red")   # Bayes, ensemble, EnD^2, proxy
-
-#: Floor (nats) of the ensemble's MI below which a point is left out of the relative error.
-MI_FLOOR = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,19 +213,19 @@ def _distil(config, family, ensemble, data, seed):
   # The same initial weights for both students; 1e9 + ... is no member's seed (those are
   # 1e6 seed + 1000 m + i).
   init_seed = 10 ** 9 + 1000 * seed
-  students = {name: td.models.mlp((config.dim,), config.hidden,
-                                  td.heads.DirichletHead.params_size(k),
-                                  head=td.heads.DirichletHead(k), seed=init_seed, name=name)
-              for name in _STUDENTS}
-  losses = {name: td.losses.DirichletNLL(temperature=config.initial_temperature,
-                                         smoothing=config.smoothing, family=family,
-                                         target=_TARGETS[name], name=f"{name}_loss")
-            for name in _STUDENTS}
+  specs = {name: _common.registry_student(name, "classification", family,
+                                          temperature=config.initial_temperature,
+                                          smoothing=config.smoothing)
+           for name in STUDENTS}
+  students = {name: td.models.mlp((config.dim,), config.hidden, spec.params_size,
+                                  head=spec.head, seed=init_seed,
+                                  name=name.replace("-", "_"))
+              for name, spec in specs.items()}
   inputs = keras.Input((config.dim,))
   panel = keras.Model(inputs, {name: s(inputs) for name, s in students.items()})
 
   def loss(z, dists):   # [batch]: the sum of the students' per-example losses
-    return tf.add_n([losses[name].call(z, dists[name]) for name in _STUDENTS])
+    return tf.add_n([specs[name].loss.call(z, dists[name]) for name in STUDENTS])
 
   distiller = td.Distiller(panel, ensemble, loss=loss, seed=seed)
   distiller.compile(keras.optimizers.Adam(config.learning_rate),
@@ -231,9 +235,8 @@ def _distil(config, family, ensemble, data, seed):
   batches = (tf.data.Dataset.from_tensor_slices(x)
              .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
              .batch(config.student_batch_size).prefetch(tf.data.AUTOTUNE))
-  callbacks = [td.callbacks.TemperatureAnnealing(
-      losses[name], config.initial_temperature, 1.0, config.anneal_start,
-      max(config.anneal_end, config.anneal_start + 1)) for name in _STUDENTS]
+  callbacks = [spec.annealing(config.anneal_start, config.anneal_end,
+                              config.initial_temperature) for spec in specs.values()]
   callbacks.append(td.callbacks.ProgressBar(f"K={k} seed {seed} students",
                                             disable=not config.verbose, leave=False))
   history = distiller.fit(batches, epochs=config.student_epochs, verbose=0,
@@ -241,16 +244,17 @@ def _distil(config, family, ensemble, data, seed):
   return students, [float(v) for v in history.history["loss"]]
 
 
-def _spearman(a, b):
-  return float(td.metrics.spearman_correlation(a, b))
-
-
 def _finite(u):
   return all(np.all(np.isfinite(v)) for v in u.values())
 
 
+def _nan_if_none(value):
+  return float("nan") if value is None else float(value)
+
+
 def _metrics(name, u_test, u_ood, y_test, reference):
-  """The metrics of one model (NaN where its outputs are not finite)."""
+  """The metrics of one model (NaN where its outputs are not finite, or a statistic is
+  undefined: the correlation of a constant)."""
   keys = [key for key, _, models in METRICS if name in models]
   if not (_finite(u_test) and _finite(u_ood)):
     return {key: float("nan") for key in keys}
@@ -264,15 +268,23 @@ def _metrics(name, u_test, u_ood, y_test, reference):
                                                   u_ood["total"])["auroc"]),
          "mean_mi_test": float(np.mean(u_test["epistemic"])),
          "mean_mi_ood": float(np.mean(u_ood["epistemic"]))}
-  if name in _STUDENTS:
-    mi, ref = u_test["epistemic"], reference["epistemic"]
-    kept = ref >= MI_FLOOR
-    out.update(
-        mi_pearson=float(m.pearson_correlation(mi, ref)),
-        mi_spearman=_spearman(mi, ref),
-        mi_relative_error=(float(m.mean_relative_error(mi[kept], ref[kept]))
-                           if kept.any() else float("nan")))
+  if name in STUDENTS:
+    fidelity = _common.fidelity(u_test["epistemic"], reference["epistemic"])
+    out.update({f"mi_{k}": _nan_if_none(fidelity[k])
+                for k in ("pearson", "spearman", "mean_ratio", "relative_l1")})
   return {key: out[key] for key in keys}
+
+
+def _evaluate(models, family, data, bayes):
+  """{model: metrics} ("bayes" included) and {model: (u_test, u_ood)}."""
+  u = {name: (td.predict_uncertainty(model, family, data.x_test, batch_size=2000),
+              td.predict_uncertainty(model, family, data.x_ood, batch_size=2000))
+       for name, model in models.items()}
+  metrics = {"bayes": {"accuracy": float(td.metrics.accuracy(data.y_test, bayes)),
+                       "nll": float(td.metrics.categorical_nll(data.y_test, bayes))}}
+  for name in _MODELS:
+    metrics[name] = _metrics(name, *u[name], data.y_test, u["ensemble"][0])
+  return metrics, u
 
 
 def run_one(config, num_classes, seed):
@@ -306,31 +318,20 @@ def run_one(config, num_classes, seed):
   timings["students"] = time.perf_counter() - tic
 
   tic = time.perf_counter()
-  models = {"ensemble": ensemble, **students}
-  u_test = {name: td.predict_uncertainty(model, family, data.x_test, batch_size=2000)
-            for name, model in models.items()}
-  u_ood = {name: td.predict_uncertainty(model, family, data.x_ood, batch_size=2000)
-           for name, model in models.items()}
-  metrics = {"bayes": {"accuracy": float(td.metrics.accuracy(data.y_test, bayes)),
-                       "nll": float(td.metrics.categorical_nll(data.y_test, bayes))}}
-  for name in _MODELS:
-    metrics[name] = _metrics(name, u_test[name], u_ood[name], data.y_test,
-                             u_test["ensemble"])
+  metrics, u = _evaluate({"ensemble": ensemble, **students}, family, data, bayes)
   timings["evaluation"] = time.perf_counter() - tic
   run = {
       "num_classes": int(num_classes), "seed": int(seed),
       "data": {"scale": data.scale, "bayes_accuracy_probe": data.probe_accuracy,
                "bayes_accuracy_test": metrics["bayes"]["accuracy"],
-               "train_per_class": config.num_train / num_classes,
-               "mi_kept_for_relative_error": float(np.mean(
-                   u_test["ensemble"]["epistemic"] >= MI_FLOOR))},
+               "train_per_class": config.num_train / num_classes},
       "metrics": metrics,
-      "finite": {name: bool(_finite(u_test[name]) and _finite(u_ood[name]))
-                 for name in _MODELS},
+      "finite": {name: bool(_finite(u_test) and _finite(u_ood))
+                 for name, (u_test, u_ood) in u.items()},
       "student_loss": loss_history,
       "timings_s": timings,
   }
-  return run, {name: u_test[name]["epistemic"] for name in _MODELS}
+  return run, {name: u_test["epistemic"] for name, (u_test, _) in u.items()}
 
 
 def _summary(values):
@@ -367,18 +368,18 @@ def _aggregate(config, runs):
         name: {key: _summary([r["metrics"][name][key] - r["metrics"]["ensemble"][key]
                               for r in per_k])
                for key in ("accuracy", "nll", "ood_auroc_mi", "ood_auroc_total")}
-        for name in _STUDENTS}
+        for name in STUDENTS}
   return results, gaps
 
 
 def _figures(out_dir, files, config, results, scatter):
   metrics_figure(os.path.join(out_dir, files["metrics"]), config, results)
   rows = {f"K={k}": {_LABELS[name]: (scatter[k]["ensemble"], scatter[k][name])
-                     for name in _STUDENTS} for k in config.classes}
+                     for name in STUDENTS} for k in config.classes}
   plots.plot_scatter_grid(
       os.path.join(out_dir, files["scatter"]), rows, "ensemble MI (nats)",
       "student MI (nats)", log=True,
-      colors={_LABELS[name]: color for name, color in zip(_STUDENTS, _PLOT_COLORS[2:])},
+      colors={_LABELS[name]: color for name, color in zip(STUDENTS, _PLOT_COLORS[2:])},
       title=f"Mutual information on the test set, seed {config.seeds[0]} "
             f"({config.scatter_points} points per panel)")
 
@@ -394,9 +395,10 @@ def metrics_figure(path, config, results):
   Returns:
     path.
   """
+  results = {k: _renamed(per_model) for k, per_model in results.items()}
   ks = np.asarray(config.classes, np.float64)
   panels = {}
-  for key, title, models in METRICS:
+  for key, title, models in _columns(results):
     if key in ("mean_mi_ood",):
       continue
     panels[title] = {
@@ -409,13 +411,36 @@ def metrics_figure(path, config, results):
       path, panels, "number of classes K", log_x=True, dashed=(_LABELS["bayes"],),
       colors=dict(zip((_LABELS[name] for name in ("bayes",) + _MODELS), _PLOT_COLORS)),
       title=f"Many classes: mean +- standard error over {len(config.seeds)} seeds",
-      log_y=("MI rel. error", "mean MI, test"))
+      log_y=("MI relative L1", "MI rel. error", "mean MI, test"))
 
 
-def _versions():
-  return {"tensorflow": tf.__version__, "tensorflow_probability": tfp.__version__,
-          "tf_keras": keras.__version__, "numpy": np.__version__,
-          "tfp_distill": td.__version__}
+def _renamed(per_model):
+  """{model: value} with old students' keys as their `td.methods` names ("proxy" ->
+  "proxy-dirichlet"); other keys ("bayes", "ensemble") as they are."""
+  def name(key):
+    if key in ("bayes", "ensemble"):
+      return key
+    return td.methods.get(key, "classification").name
+  return {name(k): v for k, v in per_model.items()}
+
+
+def canonical(report):
+  """A report (old or new) with the students under their `td.methods` names: the reports
+  in docs/many_classes, written before the registry, call the proxy student "proxy"."""
+  out = dict(report)
+  out["models"] = _renamed(report["models"])
+  for key in ("results", "gaps_to_ensemble"):
+    out[key] = {k: _renamed(v) for k, v in report[key].items()}
+  out["runs"] = [dict(r, metrics=_renamed(r["metrics"]), finite=_renamed(r["finite"]))
+                 for r in report["runs"]]
+  return out
+
+
+def _columns(results):
+  """`METRICS`, and the old metrics a report has (`_OLD_METRICS`), that any model in
+  `results` (str(K) -> model -> metric -> summary) holds."""
+  held = {key for per_model in results.values() for m in per_model.values() for key in m}
+  return [c for c in METRICS + _OLD_METRICS if c[0] in held]
 
 
 def run_many_classes(out_dir, config=None, log=None):
@@ -431,9 +456,9 @@ def run_many_classes(out_dir, config=None, log=None):
     Dirichlet student: alpha / alpha_0; Bayes: the true posterior);
   - "ood_auroc_mi" / "ood_auroc_total": AUROC of OOD (positive) against test points,
     scored by mutual information / total entropy;
-  - "mi_pearson", "mi_spearman": correlation of a student's MI with the ensemble's over
-    the test points; "mi_relative_error": mean |MI_student - MI_ens| / MI_ens over the
-    test points where MI_ens >= MI_FLOOR (the fraction kept is in each run's "data");
+  - "mi_pearson", "mi_spearman", "mi_mean_ratio", "mi_relative_l1": the fidelity of a
+    student's MI to the ensemble's over the test points (`td.metrics.
+    uncertainty_fidelity`);
   - "mean_mi_test", "mean_mi_ood": the level of the MI.
 
   Args:
@@ -442,52 +467,36 @@ def run_many_classes(out_dir, config=None, log=None):
     log: None or callable(str), called with a line after each run.
 
   Returns:
-    report: dict as written to report.json: "experiment", "config", "config_key",
-    "models", "metric_definitions", "results" (K -> model -> metric -> {"mean", "sem",
-    "values"}), "gaps_to_ensemble" (K -> student -> metric -> the same, of the paired
-    differences student - ensemble), "runs" (one dict per (K, seed), see `run_one`),
-    "wall_time_s", "timings_s", "machine", "versions", "date", "files". Values that
-    are not finite (a diverged student; the standard error of one seed) are None.
+    report: dict as written to report.json: the keys every report has
+    (`td.report.header`: "config", "versions", "date", "wall_time_s", "timings_s"),
+    "experiment", "config_key", "models", "metric_definitions", "results" (K -> model ->
+    metric -> {"mean", "sem", "values"}), "gaps_to_ensemble" (K -> student -> metric ->
+    the same, of the paired differences student - ensemble), "runs" (one dict per
+    (K, seed), see `run_one`), "machine", "files". Values that are not finite (a
+    diverged student; the standard error of one seed) are None.
 
   #### Examples
 
   ```python
   report = run_many_classes("reports/many_classes", ManyClassesConfig.fast())
-  report["results"]["5"]["proxy"]["mi_pearson"]["mean"]
+  report["results"]["5"]["proxy-dirichlet"]["mi_pearson"]["mean"]
   ```
   """
   config = ManyClassesConfig() if config is None else config
   os.makedirs(out_dir, exist_ok=True)
   start = time.perf_counter()
-  runs, scatter = [], {}
-  for k in config.classes:
-    for seed in config.seeds:
-      tic = time.perf_counter()
-      run, mi = run_one(config, k, seed)
-      runs.append(run)
-      if seed == config.seeds[0]:
-        keep = np.random.default_rng(seed).permutation(len(mi["ensemble"]))[
-            :config.scatter_points]
-        scatter[k] = {name: v[keep] for name, v in mi.items()}
-      line = (f"K={k} seed={seed}: " + ", ".join(
-          f"{name} acc {run['metrics'][name]['accuracy']:.4f} AUROC(MI) "
-          f"{run['metrics'][name].get('ood_auroc_mi', float('nan')):.3f}"
-          for name in _MODELS) + f" ({time.perf_counter() - tic:.0f} s)")
-      if log is not None:
-        log(line)
+  runs, scatter = _run_all(config, log)
   results, gaps = _aggregate(config, runs)
   files = {"report_json": "report.json", "report_md": "report.md",
            "metrics": "metrics_vs_classes.png", "scatter": "mi_scatter.png"}
   tic = time.perf_counter()
   _figures(out_dir, files, config, results, scatter)
-  figures_s = time.perf_counter() - tic
-  wall = time.perf_counter() - start
   timings = {stage: float(sum(r["timings_s"][stage] for r in runs))
              for stage in ("data", "ensemble", "students", "evaluation")}
-  timings.update(figures=figures_s, total=wall)
+  timings.update(figures=time.perf_counter() - tic, total=time.perf_counter() - start)
   report = {
       "experiment": "many_classes",
-      "config": dataclasses.asdict(config),
+      **td.report.header(config, timings),
       "config_key": config.key(),
       "models": {name: _LABELS[name] for name in ("bayes",) + _MODELS},
       "metric_definitions": {
@@ -498,9 +507,10 @@ def run_many_classes(out_dir, config=None, log=None):
                           "test points negative, scored by mutual information",
           "ood_auroc_total": "the same, scored by the entropy of the predictive mean",
           "mi_pearson": "Pearson r of the student's and the ensemble's MI on the test set",
-          "mi_spearman": "Spearman rank correlation of the same (td.metrics.spearman_correlation)",
-          "mi_relative_error": f"mean |MI_student - MI_ensemble| / MI_ensemble over test "
-                               f"points with MI_ensemble >= {MI_FLOOR:g} nats",
+          "mi_spearman": "Spearman rank correlation of the same",
+          "mi_mean_ratio": "mean MI of the student / mean MI of the ensemble",
+          "mi_relative_l1": "sum |MI_student - MI_ensemble| / sum MI_ensemble",
+          "mi_fidelity": "td.metrics.uncertainty_fidelity (one definition for every report)",
           "mean_mi_test": "mean MI over the test set (nats)",
           "mean_mi_ood": "mean MI over the OOD set (nats)",
           "sem": "standard error of the mean over seeds, std (ddof=1) / sqrt(seeds)",
@@ -509,11 +519,7 @@ def run_many_classes(out_dir, config=None, log=None):
       "results": results,
       "gaps_to_ensemble": gaps,
       "runs": runs,
-      "wall_time_s": wall,
-      "timings_s": timings,
       "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
-      "versions": _versions(),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "files": files,
   }
   report = _json_ready(report)
@@ -522,6 +528,27 @@ def run_many_classes(out_dir, config=None, log=None):
   with open(os.path.join(out_dir, files["report_md"]), "w") as f:
     f.write(format_markdown(report))
   return report
+
+
+def _run_all(config, log):
+  """Every (K, seed) run, in order, and the first seed's MI at `scatter_points` test
+  points per K (for mi_scatter.png)."""
+  runs, scatter = [], {}
+  for k in config.classes:
+    for seed in config.seeds:
+      tic = time.perf_counter()
+      run, mi = run_one(config, k, seed)
+      runs.append(run)
+      if seed == config.seeds[0]:
+        keep = np.random.default_rng(seed).permutation(len(mi["ensemble"]))[
+            :config.scatter_points]
+        scatter[k] = {name: v[keep] for name, v in mi.items()}
+      if log is not None:
+        log(f"K={k} seed={seed}: " + ", ".join(
+            f"{name} acc {run['metrics'][name]['accuracy']:.4f} AUROC(MI) "
+            f"{run['metrics'][name].get('ood_auroc_mi', float('nan')):.3f}"
+            for name in _MODELS) + f" ({time.perf_counter() - tic:.0f} s)")
+  return runs, scatter
 
 
 def _cell(summary, digits=4):
@@ -543,8 +570,9 @@ def format_markdown(report):
   Returns:
     str.
   """
+  report = canonical(report)
   config = report["config"]
-  columns = [(key, title) for key, title, _ in METRICS]
+  columns = [(key, title) for key, title, _ in _columns(report["results"])]
   lines = [
       "# Many classes: EnD^2 and proxy-Dirichlet students as K grows", "",
       f"K-class Gaussian mixture in D = {config['dim']} dimensions, class means scaled so "
@@ -575,18 +603,23 @@ def format_markdown(report):
     for name, gaps in per_student.items():
       lines.append(f"| {k} | {report['models'][name]} | " + " | ".join(
           _cell(gaps[key]) for key, _ in gap_keys) + " |")
+  # Reports written before td.metrics.uncertainty_fidelity also give the share of test
+  # points their relative error kept (ensemble MI >= 1e-3 nats).
+  kept = all("mi_kept_for_relative_error" in r["data"] for r in report["runs"])
   lines += ["", "Data per K (mean over seeds): scale of the class means, Bayes accuracy "
-            "on the test set, share of test points with ensemble MI >= "
-            f"{MI_FLOOR:g} (kept for the relative error):", "",
-            "| K | train / class | scale | Bayes accuracy (test) | MI kept |",
-            "|---|---:|---:|---:|---:|"]
+            "on the test set" + (", share of test points with ensemble MI >= 0.001 (kept "
+                                 "for the relative error)" if kept else "") + ":", "",
+            "| K | train / class | scale | Bayes accuracy (test) |" + (
+                " MI kept |" if kept else ""),
+            "|---|---:|---:|---:|" + ("---:|" if kept else "")]
   for k in report["results"]:
     runs = [r for r in report["runs"] if str(r["num_classes"]) == k]
     lines.append(
         f"| {k} | {runs[0]['data']['train_per_class']:g} | "
         f"{np.mean([r['data']['scale'] for r in runs]):.4f} | "
-        f"{np.mean([r['data']['bayes_accuracy_test'] for r in runs]):.4f} | "
-        f"{np.mean([r['data']['mi_kept_for_relative_error'] for r in runs]):.3f} |")
+        f"{np.mean([r['data']['bayes_accuracy_test'] for r in runs]):.4f} |" + (
+            f" {np.mean([r['data']['mi_kept_for_relative_error'] for r in runs]):.3f} |"
+            if kept else ""))
   not_finite = [f"K={r['num_classes']} seed {r['seed']} {name}" for r in report["runs"]
                 for name, ok in r["finite"].items() if not ok]
   if not_finite:

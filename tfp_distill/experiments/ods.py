@@ -32,7 +32,6 @@ The teacher runs inside the training step (`td.Distiller`): ODS needs its gradie
 """
 
 import dataclasses
-import datetime
 import hashlib
 import itertools
 import json
@@ -43,19 +42,30 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_distill as td
+from tfp_distill import plots
 from tfp_distill._keras import keras
+from tfp_distill.experiments import _common
 from tfp_distill.experiments import images as images_lib
-from tfp_distill.experiments import plots
 
-__all__ = ["OdsConfig", "run_ods", "format_markdown", "METHODS"]
+__all__ = ["METHODS", "OdsConfig", "format_markdown", "paired_difference", "perturbation",
+           "run_ods"]
 
-#: Every method the study knows, in table order.
+#: Every method the study knows, in table order. A study method is a `td.methods` method
+#: (`_REGISTRY`) and a perturbation of its inputs (`_PERTURBED`); the names stay as the
+#: saved runs have them (a run's folder is keyed by its method name, `OdsConfig.run_key`).
 METHODS = ("batchens", "kd", "kd-gaussian", "kd-ods", "kd-confods",
            "dirichlet", "dirichlet-ods", "gaussian", "gaussian-ods")
 
 _BATCH_ENSEMBLE = ("batchens", "kd", "kd-gaussian", "kd-ods", "kd-confods")
 _PERTURBED = {"kd-gaussian": "gaussian", "kd-ods": "ods", "kd-confods": "confods",
               "dirichlet-ods": "ods", "gaussian-ods": "ods"}
+#: The registry method (loss, and head for the distribution students) of each study
+#: method; "batchens" trains on labels only. The KD students keep a BatchEnsemble of E
+#: members as in Nam et al. (the registry's "kd" student is one Categorical head): only
+#: their loss comes from the registry.
+_REGISTRY = {"kd": "kd", "kd-gaussian": "kd", "kd-ods": "kd", "kd-confods": "kd",
+             "dirichlet": "end2", "dirichlet-ods": "end2",
+             "gaussian": "gaussian-logits", "gaussian-ods": "gaussian-logits"}
 
 
 def _labels(config):
@@ -210,47 +220,50 @@ def perturbation(kind, config, step_size=None):
 
 
 def _student(method, config, seed, family):
-  """(student model, loss or None for plain label training, callbacks, uses labels)."""
+  """(model, `_common.RegistryStudent` or None for plain label training, callbacks, uses
+  labels)."""
   k = family.num_classes
   init = 10 ** 6 + 1000 * seed
-  if method in _BATCH_ENSEMBLE:
-    student = td.models.batch_ensemble_cnn(
+  name = method.replace("-", "_")
+  if method == "batchens":
+    return (td.models.batch_ensemble_cnn(
         (28, 28, 1), k, config.num_teachers, filters=config.filters,
-        dense_units=config.dense_units, seed=init, name=method.replace("-", "_"))
-    if method == "batchens":
-      return student, None, [], True
-    loss = td.losses.KnowledgeDistillation(config.kd_temperature, config.kd_alpha, family)
-    return student, loss, [], True
-  if method.startswith("dirichlet"):
-    student = td.models.small_cnn((28, 28, 1), k, head=td.heads.DirichletHead(k),
-                                  filters=config.filters, dense_units=config.dense_units,
-                                  seed=init, name=method.replace("-", "_"))
-    loss = td.losses.DirichletNLL(temperature=config.initial_temperature,
-                                  smoothing=config.smoothing, family=family)
-    annealing = td.callbacks.TemperatureAnnealing(
-        loss, config.initial_temperature, 1.0, config.anneal_start,
-        max(config.anneal_end, config.anneal_start + 1))
-    return student, loss, [annealing], False
-  head = td.heads.MultivariateNormalTriLHead
-  student = td.models.small_cnn((28, 28, 1), head.params_size(k - 1), head=head(k - 1),
-                                filters=config.filters, dense_units=config.dense_units,
-                                seed=init, name=method.replace("-", "_"))
-  reference = td.families.CategoricalLogits(k, reference_class=True)
-  return student, td.losses.EnsembleNLL(reference), [], False
+        dense_units=config.dense_units, seed=init, name=name), None, [], True)
+  if method in _BATCH_ENSEMBLE:
+    spec = _common.registry_student(_REGISTRY[method], "classification", family,
+                                    temperature=config.kd_temperature,
+                                    alpha=config.kd_alpha)
+    model = td.models.batch_ensemble_cnn(
+        (28, 28, 1), k, config.num_teachers, filters=config.filters,
+        dense_units=config.dense_units, seed=init, name=name)
+    return model, spec, [], True
+  if _REGISTRY[method] == "end2":
+    spec = _common.registry_student("end2", "classification", family,
+                                    temperature=config.initial_temperature,
+                                    smoothing=config.smoothing)
+    callbacks = [spec.annealing(config.anneal_start, config.anneal_end,
+                                config.initial_temperature)]
+  else:
+    spec = _common.registry_student(_REGISTRY[method], "classification", family)
+    callbacks = []
+  model = td.models.small_cnn((28, 28, 1), spec.params_size, head=spec.head,
+                              filters=config.filters, dense_units=config.dense_units,
+                              seed=init, name=name)
+  return model, spec, callbacks, False
 
 
 def _train(method, config, seed, family, teacher, x, y):
   """Trains one student; returns (student, per-epoch training losses)."""
-  student, loss, callbacks, labelled = _student(method, config, seed, family)
+  student, spec, callbacks, labelled = _student(method, config, seed, family)
   data = tf.data.Dataset.from_tensor_slices((x, y) if labelled else x)
   data = (data.shuffle(len(x), seed=seed + 7, reshuffle_each_iteration=True)
           .batch(config.student_batch_size).prefetch(tf.data.AUTOTUNE))
   optimizer = keras.optimizers.Adam(config.learning_rate)
-  if loss is None:
+  if spec is None:
     student.compile(optimizer=optimizer, loss=td.losses.member_cross_entropy)
     model = student
   else:
-    model = td.Distiller(student, teacher, loss,
+    model = td.Distiller(student, teacher, spec.loss,
                          perturbation=perturbation(_PERTURBED.get(method), config),
                          seed=seed, labels_on=config.labels_on)
     model.compile(optimizer=optimizer)
@@ -265,16 +278,19 @@ def _train(method, config, seed, family, teacher, x, y):
 
 
 def _predictor(method, student, family, config):
-  """x -> dict of NumPy arrays: prediction [n, K], total [n], epistemic [n]."""
-  reference = td.families.CategoricalLogits(family.num_classes, reference_class=True)
+  """x -> dict of NumPy arrays: prediction [n, K], total [n], epistemic [n]. A
+  BatchEnsemble is decomposed as the ensemble of its members; a distribution student
+  with the family its registry method names."""
+  decomposition = (None if method in _BATCH_ENSEMBLE else
+                   td.methods.get(_REGISTRY[method], "classification")
+                   .decomposition_family(family))
 
   def predict(x):
     out = student(x, training=False)
-    if method in _BATCH_ENSEMBLE:
+    if decomposition is None:
       u = td.decompose_ensemble(out, family)
     else:
-      u = td.decompose(out, reference if method.startswith("gaussian") else family,
-                       num_samples=config.num_samples, seed=0)
+      u = td.decompose(out, decomposition, num_samples=config.num_samples, seed=0)
     return {k: u[k].numpy() for k in ("prediction", "total", "epistemic")}
   return predict
 
@@ -285,16 +301,15 @@ def _log(p):
 
 def _evaluate(predict, x_test, y_test, ood, ensemble_curve, seed):
   """Clean metrics (ACC, NLL, Brier, ECE, calibrated NLL, DEE) and OOD AUROC."""
-  clean = images_lib._batched(predict, x_test)  # pylint: disable=protected-access
-  result = images_lib._classification_metrics(  # pylint: disable=protected-access
-      y_test, clean["prediction"])
+  clean = _common.batched(predict, x_test)
+  result = _common.classification_metrics(y_test, clean["prediction"], quantile_ece=True)
   result["calibrated_nll"] = td.metrics.cross_validated_nll(
       y_test, _log(clean["prediction"]), seed=seed)
   result["dee"] = td.metrics.deep_ensemble_equivalent(result["calibrated_nll"],
                                                       ensemble_curve)
   result["mean_mutual_information"] = float(np.mean(clean["epistemic"]))
   for set_name, x_ood in ood.items():
-    out = images_lib._batched(predict, x_ood)  # pylint: disable=protected-access
+    out = _common.batched(predict, x_ood)
     for score, key in (("total", "total"), ("mi", "epistemic")):
       result[f"ood_auroc_{score}_{set_name}"] = float(
           td.metrics.auroc(np.r_[np.zeros(len(x_test)), np.ones(len(x_ood))],
@@ -316,7 +331,7 @@ def _deep_ensemble_curve(member_logits, labels, config):
     rows = []
     for subset in subsets:
       probs = np.exp(log_p[:, list(subset)]).mean(axis=1)
-      row = images_lib._classification_metrics(labels, probs)  # pylint: disable=protected-access
+      row = _common.classification_metrics(labels, probs, quantile_ece=True)
       row["calibrated_nll"] = td.metrics.cross_validated_nll(labels, _log(probs),
                                                             seed=config.ensemble_seed)
       rows.append(row)
@@ -474,24 +489,13 @@ def run_ods(out_dir, config=None):
   start = time.perf_counter()
   family = td.families.CategoricalLogits(10)
   images_config = config.images_config()
-
-  t = time.perf_counter()
-  x_train, y_train, x_test, y_test = images_lib._load_data(  # pylint: disable=protected-access
-      images_config)
-  ood = {name: images_lib._load_ood(name, config.num_test)  # pylint: disable=protected-access
-         for name in config.ood_sets}
-  timings["data"] = time.perf_counter() - t
-
-  t = time.perf_counter()
-  ensemble, reused = images_lib._train_or_load_ensemble(  # pylint: disable=protected-access
-      images_config, family, x_train, y_train, out_dir)
-  timings["ensemble_loaded" if reused else "ensemble"] = time.perf_counter() - t
+  (x_train, y_train, x_test, y_test), ood, ensemble, reused = _common.image_study_inputs(
+      images_config, config.ood_sets, family, out_dir, timings)
   teacher = td.Ensemble(ensemble.members[:config.num_teachers], family=family)
 
   t = time.perf_counter()
-  member_logits = ensemble.predict_targets(x_test, batch_size=2000)
-  curve = _deep_ensemble_curve(member_logits, y_test, config)
-  ensemble_nlls = [row["calibrated_nll"] for row in curve]
+  curve = _deep_ensemble_curve(ensemble.predict_targets(x_test, batch_size=2000), y_test,
+                               config)
   teachers = {f"DeepEns-{row['size']}": {k: v for k, v in row.items()
                                          if k not in ("size", "subsets")}
               for row in curve if row["size"] in (1, config.num_teachers, len(curve))}
@@ -501,15 +505,51 @@ def run_ods(out_dir, config=None):
   diversity = _diversity(teacher, x_train[:config.diversity_size], config, family)
   timings["diversity"] = time.perf_counter() - t
 
+  # Wall time of this call's students (training the new ones, evaluating, loading the
+  # rest); the training time of every run in the report goes in the report apart.
   t = time.perf_counter()
-  run_dir = os.path.join(out_dir, "runs")
+  runs = _runs(out_dir, config, family, teacher, (x_train, y_train), (x_test, y_test), ood,
+               [row["calibrated_nll"] for row in curve])
+  timings["students"] = time.perf_counter() - t
+
+  summary = _summary(runs, config.methods)
+  files = {"report_json": "report.json", "report_md": "report.md",
+           "methods": "methods.png", "diversity": "diversity.png"}
+  t = time.perf_counter()
+  _figures(out_dir, files, config, summary, teachers, diversity)
+  timings["figures"] = time.perf_counter() - t
+  timings["total"] = time.perf_counter() - start
+
+  report = {
+      **td.report.header(config, timings),
+      "methods": {m: _REGISTRY.get(m) for m in config.methods},
+      "ensemble_reused": reused,
+      "sizes": {"train": int(len(x_train)), "test": int(len(x_test)),
+                **{f"ood_{name}": int(len(x)) for name, x in ood.items()}},
+      "deep_ensemble_curve": curve,
+      "teachers": teachers,
+      "diversity": diversity,
+      "summary": summary,
+      "runs": runs,
+      "targets": _targets(runs, config.num_members),
+      "train_seconds_all_runs": sum(r["train_seconds"] for rs in runs.values() for r in rs),
+      "files": files,
+  }
+  _common.write_report(out_dir, files, report, format_markdown(report))
+  return report
+
+
+def _runs(out_dir, config, family, teacher, train, test, ood, ensemble_nlls):
+  """Every (seed, method) student: its run.json read back (runs/<method>_<run key>_seed<s>/)
+  when trained and evaluated with these settings, re-evaluated when only the evaluation
+  settings changed, else trained, evaluated and saved. Returns {method: [run, ...]}."""
   runs = {}
   eval_key = config.eval_key(len(ensemble_nlls))
   for seed in config.seeds:
     for method in config.methods:
-      folder = os.path.join(run_dir, f"{method}_{config.run_key(method)}_seed{seed}")
+      folder = os.path.join(out_dir, "runs",
+                            f"{method}_{config.run_key(method)}_seed{seed}")
       path = os.path.join(folder, "run.json")
-      run = None
       if os.path.exists(path):
         with open(path) as f:
           run = json.load(f)
@@ -520,27 +560,23 @@ def run_ods(out_dir, config=None):
         student = keras.models.load_model(os.path.join(folder, "student.keras"),
                                           compile=False)
       else:
-        t = time.perf_counter()
-        student, losses = _train(method, config, seed, family, teacher, x_train, y_train)
+        tic = time.perf_counter()
+        student, losses = _train(method, config, seed, family, teacher, *train)
         run = {"method": method, "seed": seed, "training_loss": losses,
-               "train_seconds": time.perf_counter() - t}
+               "train_seconds": time.perf_counter() - tic}
         os.makedirs(folder, exist_ok=True)
         student.save(os.path.join(folder, "student.keras"))
-      run["metrics"] = _evaluate(_predictor(method, student, family, config), x_test,
-                                 y_test, ood, ensemble_nlls, seed)
+      run["metrics"] = _evaluate(_predictor(method, student, family, config), *test, ood,
+                                 ensemble_nlls, seed)
       run["eval_key"] = eval_key
       with open(path, "w") as f:
         json.dump(run, f, indent=2)
       runs.setdefault(method, []).append(run)
-  # Wall time of this call's students (training the new ones, evaluating, loading the
-  # rest); the training time of every run in the report goes in the report apart.
-  timings["students"] = time.perf_counter() - t
-  all_runs_seconds = sum(r["train_seconds"] for rs in runs.values() for r in rs)
+  return runs
 
-  summary = _summary(runs, config.methods)
-  files = {"report_json": "report.json", "report_md": "report.md",
-           "methods": "methods.png", "diversity": "diversity.png"}
-  t = time.perf_counter()
+
+def _figures(out_dir, files, config, summary, teachers, diversity):
+  """methods.png (ACC, NLL, calibrated NLL, DEE per method) and diversity.png."""
   labels = _labels(config)
   panels = {metric: {labels[m]: summary[m][key][:2] for m in summary}
             for metric, key in (("accuracy", "accuracy"), ("NLL", "nll"),
@@ -568,31 +604,6 @@ def run_ods(out_dir, config=None):
   plots.plot_lines(os.path.join(out_dir, files["diversity"]), line_panels,
                    "step size (Gaussian: noise scale)",
                    title=f"{teacher_name} on {config.diversity_size} training images")
-  timings["figures"] = time.perf_counter() - t
-  timings["total"] = time.perf_counter() - start
-
-  report = {
-      "config": dataclasses.asdict(config),
-      "ensemble_reused": reused,
-      "sizes": {"train": int(len(x_train)), "test": int(len(x_test)),
-                **{f"ood_{name}": int(len(x)) for name, x in ood.items()}},
-      "deep_ensemble_curve": curve,
-      "teachers": teachers,
-      "diversity": diversity,
-      "summary": summary,
-      "runs": runs,
-      "targets": _targets(runs, config.num_members),
-      "train_seconds_all_runs": all_runs_seconds,
-      "timings_s": timings,
-      "files": files,
-      "versions": images_lib._versions(),  # pylint: disable=protected-access
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-  }
-  with open(os.path.join(out_dir, files["report_json"]), "w") as f:
-    json.dump(report, f, indent=2, default=float)
-  with open(os.path.join(out_dir, files["report_md"]), "w") as f:
-    f.write(format_markdown(report))
-  return report
 
 
 def _cell(value, digits, largest=None):
@@ -677,4 +688,4 @@ def format_markdown(report):
     lines += ["", f"Training time of all {sum(len(r) for r in report['runs'].values())} "
               f"student runs in this report, some possibly trained by an earlier call: "
               f"{report['train_seconds_all_runs']:.0f} s."]
-  return "\n".join(lines + images_lib.markdown_footer(report))
+  return "\n".join(lines + _common.markdown_footer(report))

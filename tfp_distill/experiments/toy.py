@@ -18,23 +18,20 @@ uncertainties to the ensemble's on a grid; figures as in Fig. 2 and 3 of [1].
 """
 
 import dataclasses
-import datetime
-import json
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 import tfp_distill as td
+from tfp_distill import plots
 from tfp_distill._keras import keras
 from tfp_distill.datasets import toy as toy_data
-from tfp_distill.experiments import plots
+from tfp_distill.experiments import _common
 
-__all__ = ["ToyConfig", "run_toy", "format_markdown"]
-
-_MODELS = ("ensemble", "distilled", "mixture")
+__all__ = ["STUDENTS", "ToyConfig", "distil_student", "evaluate", "format_markdown",
+           "grid_fidelity", "run_toy", "train_teacher"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,17 +107,18 @@ class ToyConfig:
     return cls(**config)
 
 
+#: The toy's two students: report key -> (td.methods name, initial-weights seed offset).
+#: "distilled" (the distribution-distilled student) is the study's name for the role the
+#: registry's "mvn" plays here; the key stays as the toy's reports have always had it.
+STUDENTS = {"distilled": ("mvn", 10_000), "mixture": ("mixture", 20_000)}
+
+
 def _member_builder(config, family):
   def build_member(seed):
     # Layer i of a member is seeded with 1000 * seed + i: no two members share a seed.
     return td.models.mlp((1,), config.member_hidden, family.params_size,
                          seed=1000 * seed, name=f"member_{seed}")
   return build_member
-
-
-def _student(config, head, params_size, seed, name):
-  return td.models.mlp((1,), config.student_hidden, params_size, head=head,
-                       seed=seed, name=name)
 
 
 def _distil(student, loss, ensemble, config, description):
@@ -156,41 +154,62 @@ def _distil(student, loss, ensemble, config, description):
                    callbacks=[bar] + stop)
 
 
+def train_teacher(config, family):
+  """Stage 1: the training data and the ensemble: (x_train [n, 1], y_train [n], ensemble)."""
+  x_train, y_train = toy_data.sinusoid(config.num_train, config.train_low,
+                                       config.train_high, seed=config.seed)
+  ensemble = td.train_ensemble(
+      _member_builder(config, family), (x_train, y_train), family,
+      num_members=config.num_members, epochs=config.member_epochs,
+      batch_size=config.member_batch_size, learning_rate=config.learning_rate,
+      seed=config.seed, verbose=config.verbose,
+      vectorize="auto" if config.fast_paths else False)
+  return x_train, y_train, ensemble
+
+
+def distil_student(name, config, family, ensemble):
+  """Stage 2, one student: the registry's student (`STUDENTS[name]`), an MLP with its
+  head, fitted on the ensemble's outputs only. Returns (model, `RegistryStudent`)."""
+  method, offset = STUDENTS[name]
+  parts = _common.registry_student(method, "regression", family)
+  model = td.models.mlp((1,), config.student_hidden, parts.params_size, head=parts.head,
+                        seed=offset + 100 * config.seed, name=name)
+  _distil(model, parts.loss, ensemble, config, f"{name} student")
+  return model, parts
+
+
 def _numpy(u):
   return {k: np.asarray(v) for k, v in u.items()}
 
 
-def _decompositions(ensemble, distilled, mixture, family, x):
-  """Prediction and variances [n] of the three models at x [n, 1]."""
-  return {
-      "ensemble": _numpy(td.decompose_ensemble(ensemble.predict_targets(x), family)),
-      "distilled": _numpy(td.decompose(distilled(x), family)),
-      "mixture": _numpy(td.decompose(mixture(x), family)),
-  }
+def _decompositions(ensemble, students, family, x):
+  """Prediction and variances [n] of the ensemble and every student at x [n, 1]."""
+  u = {"ensemble": _numpy(td.decompose_ensemble(ensemble.predict_targets(x), family))}
+  for name, (model, parts) in students.items():
+    u[name] = _numpy(td.decompose(model(x), parts.family))
+  return u
 
 
 def _float(t):
   return float(np.asarray(t))
 
 
-def _evaluate(ensemble, distilled, mixture, family, x, y, num_fractions=100):
-  """RMSE, NLL, AUSE per model on (x [n, 1], y [n]), and the sparsification curves."""
+def evaluate(ensemble, students, family, x, y, num_fractions=100):
+  """Stage 3: RMSE, NLL, AUSE per model on (x [n, 1], y [n]), and the sparsification
+  curves."""
   z = ensemble.predict_targets(x)                                  # [n, members, 2]
-  nll = {
-      "ensemble": td.metrics.gaussian_mixture_nll(
-          y, family.mean(z)[..., 0], family.variance(z)[..., 0]),
-      "distilled": -tf.reduce_mean(
-          td.losses.predictive_log_prob(distilled(x), family, y)),
-      "mixture": -tf.reduce_mean(mixture(x).log_prob(y[:, np.newaxis])),
-  }
-  u = _decompositions(ensemble, distilled, mixture, family, x)
+  nll = {"ensemble": _float(td.metrics.gaussian_mixture_nll(
+      y, family.mean(z)[..., 0], family.variance(z)[..., 0]))}
+  for name, (model, parts) in students.items():
+    nll[name] = _common.regression_nll(parts, model(x), y)
+  u = _decompositions(ensemble, students, family, x)
   metrics, curves = {}, {}
-  for name in _MODELS:
+  for name in u:
     errors = np.square(y - u[name]["prediction"])
     total = u[name]["total"]
     metrics[name] = {
         "rmse": _float(td.metrics.rmse(y, u[name]["prediction"])),
-        "nll": _float(nll[name]),
+        "nll": nll[name],
         "ause": _float(td.metrics.ause(errors, total, num_fractions)),
     }
     fractions, curve = td.metrics.sparsification_curve(errors, total, num_fractions)
@@ -199,46 +218,53 @@ def _evaluate(ensemble, distilled, mixture, family, x, y, num_fractions=100):
   return metrics, curves
 
 
-def _agreement(estimate, reference):
-  return {"pearson": _float(td.metrics.pearson_correlation(estimate, reference)),
-          "mean_relative_error": _float(td.metrics.mean_relative_error(estimate,
-                                                                        reference))}
+def grid_fidelity(u, students):
+  """Stage 4: how well each student's uncertainty curves on the grid follow the
+  ensemble's (`td.metrics.uncertainty_fidelity` of each part it has), and the RMSE
+  between their mean predictions."""
+  ens = u["ensemble"]
+  out = {}
+  for name, (_, parts) in students.items():
+    out[name] = {part: _common.fidelity(u[name][part], ens[part]) for part in parts.parts}
+    out[name]["prediction_rmse"] = _float(td.metrics.rmse(ens["prediction"],
+                                                          u[name]["prediction"]))
+  return out
 
 
-def _fidelity(u):
-  """How well the students' uncertainty curves on the grid match the ensemble's."""
-  ens, dist, mix = u["ensemble"], u["distilled"], u["mixture"]
-  return {
-      "distilled": {
-          "aleatoric": _agreement(dist["aleatoric"], ens["aleatoric"]),
-          "epistemic": _agreement(dist["epistemic"], ens["epistemic"]),
-          "total": _agreement(dist["total"], ens["total"]),
-          "prediction_rmse": _float(td.metrics.rmse(ens["prediction"],
-                                                    dist["prediction"])),
-      },
-      "mixture": {
-          "total": _agreement(mix["total"], ens["total"]),
-          "prediction_rmse": _float(td.metrics.rmse(ens["prediction"],
-                                                    mix["prediction"])),
-      },
+def _figures(out_dir, files, config, x_train, y_train, x_grid, u_grid, curves):
+  """Stage 5: uncertainty.png (Fig. 2 of [1]), sparsification.png (Fig. 3) and
+  variances.png."""
+  panels = {
+      f"Ensemble (M={config.num_members})": u_grid["ensemble"],
+      "Distribution distillation": u_grid["distilled"],
+      "Mixture distillation (total only)": {
+          "prediction": u_grid["mixture"]["prediction"],
+          "total": u_grid["mixture"]["total"]},
   }
-
-
-def _versions():
-  return {"tensorflow": tf.__version__, "tensorflow_probability": tfp.__version__,
-          "tf_keras": keras.__version__, "numpy": np.__version__,
-          "tfp_distill": td.__version__}
+  plots.plot_regression_uncertainty(
+      os.path.join(out_dir, files["uncertainty"]), panels, x_train, y_train, x_grid,
+      true_mean=toy_data.sinusoid_mean(x_grid[:, 0]),
+      train_interval=(config.train_low, config.train_high))
+  plots.plot_sparsification(
+      os.path.join(out_dir, files["sparsification"]), curves,
+      title=f"Sparsification, test set on [{config.test_low:g}, {config.test_high:g}]")
+  plots.plot_variances(
+      os.path.join(out_dir, files["variances"]), x_grid,
+      {name: {k: u[k] for k in ("aleatoric", "epistemic", "total") if k in u}
+       for name, u in u_grid.items()},
+      reference="ensemble", train_interval=(config.train_low, config.train_high),
+      title="Variances on the fidelity grid")
 
 
 def run_toy(out_dir, config=None):
   """Runs the toy study end to end and writes its report folder.
 
   Trains the ensemble on the sinusoid, distils it into a distribution-distilled student
-  (`MultivariateNormalTriLHead(2)` over z = (mu, rho), `EnsembleNLL`) and a
-  mixture-distilled student (`NormalPredictiveHead(1)` over y, `MixtureKL`), both with
-  plain `student.fit` on `teacher_targets` of inputs drawn uniformly on the distillation
-  interval (no ground-truth y; both students see the same input stream, drawn with seed
-  `seed + 2`), and evaluates the three models.
+  (the registry's "mvn": `MultivariateNormalTriLHead(2)` over z = (mu, rho),
+  `EnsembleNLL`) and a mixture-distilled student ("mixture": `NormalPredictiveHead(1)`
+  over y, `MixtureKL`), both on ensemble outputs at inputs drawn uniformly on the
+  distillation interval (no ground-truth y; both students see the same input stream,
+  drawn with seed `seed + 2`), and evaluates the three models.
 
   Metrics on the test set (x [num_test, 1], y [num_test] from
   `sinusoid(num_test, test_low, test_high, seed + 1)`):
@@ -247,10 +273,11 @@ def run_toy(out_dir, config=None):
     predictive q~(y | x) = int q(y; z) v(z | x) dz (eq 14); mixture: of its Normal;
   - "ause": area under the sparsification error with squared errors, sorted by the total
     variance (aleatoric + epistemic).
-  Fidelity on `grid_points` points on [test_low, test_high]: Pearson correlation and mean
-  relative error of the distilled student's aleatoric, epistemic and total variances and
-  of the mixture student's total variance against the ensemble's; RMSE between their mean
-  predictions and the ensemble's.
+  Fidelity on `grid_points` points on [test_low, test_high]: `td.metrics.
+  uncertainty_fidelity` (Pearson, Spearman, mean ratio, relative L1) of the distilled
+  student's aleatoric, epistemic and total variances and of the mixture student's total
+  variance against the ensemble's; RMSE between their mean predictions and the
+  ensemble's.
 
   Writes to `out_dir`: report.json, report.md, uncertainty.png (Fig. 2 of [1]),
   sparsification.png (Fig. 3), variances.png (the variance curves on the grid, log
@@ -261,9 +288,10 @@ def run_toy(out_dir, config=None):
     config: `ToyConfig` or None (the paper's configuration).
 
   Returns:
-    report: dict with keys "experiment", "config", "metrics" (model -> {"rmse", "nll",
-      "ause"}), "fidelity", "timings_s" (stage -> seconds, and "total"), "versions",
-      "date", "files".
+    report: dict with the keys every report has (`td.report.header`: "config",
+      "versions", "date", "wall_time_s", "timings_s": stage -> seconds, and "total"),
+      and "experiment", "metrics" (model -> {"rmse", "nll", "ause"}),
+      "metric_definitions", "fidelity", "files".
 
   #### Examples
 
@@ -278,39 +306,23 @@ def run_toy(out_dir, config=None):
   start = time.perf_counter()
   family = td.families.HeteroscedasticNormal(1, min_variance=config.min_variance)
 
-  x_train, y_train = toy_data.sinusoid(config.num_train, config.train_low,
-                                       config.train_high, seed=config.seed)
   tic = time.perf_counter()
-  ensemble = td.train_ensemble(
-      _member_builder(config, family), (x_train, y_train), family,
-      num_members=config.num_members, epochs=config.member_epochs,
-      batch_size=config.member_batch_size, learning_rate=config.learning_rate,
-      seed=config.seed, verbose=config.verbose,
-      vectorize="auto" if config.fast_paths else False)
+  x_train, y_train, ensemble = train_teacher(config, family)
   timings["ensemble"] = time.perf_counter() - tic
 
-  tic = time.perf_counter()
-  head = td.heads.MultivariateNormalTriLHead
-  distilled = _student(config, head(family.params_size), head.params_size(
-      family.params_size), seed=10_000 + 100 * config.seed, name="distilled")
-  _distil(distilled, td.losses.EnsembleNLL(), ensemble, config, "distilled student")
-  timings["distilled"] = time.perf_counter() - tic
-
-  tic = time.perf_counter()
-  head = td.heads.NormalPredictiveHead
-  mixture = _student(config, head(family.event_size, min_scale=config.min_variance),
-                     head.params_size(family.event_size),
-                     seed=20_000 + 100 * config.seed, name="mixture")
-  _distil(mixture, td.losses.MixtureKL(family), ensemble, config, "mixture student")
-  timings["mixture"] = time.perf_counter() - tic
+  students = {}
+  for name in STUDENTS:
+    tic = time.perf_counter()
+    students[name] = distil_student(name, config, family, ensemble)
+    timings[name] = time.perf_counter() - tic
 
   tic = time.perf_counter()
   x_test, y_test = toy_data.sinusoid(config.num_test, config.test_low, config.test_high,
                                      seed=config.seed + 1)
-  metrics, curves = _evaluate(ensemble, distilled, mixture, family, x_test, y_test)
+  metrics, curves = evaluate(ensemble, students, family, x_test, y_test)
   x_grid = toy_data.grid(config.test_low, config.test_high, config.grid_points)
-  u_grid = _decompositions(ensemble, distilled, mixture, family, x_grid)
-  fidelity = _fidelity(u_grid)
+  u_grid = _decompositions(ensemble, students, family, x_grid)
+  fidelity = grid_fidelity(u_grid, students)
   timings["evaluation"] = time.perf_counter() - tic
 
   tic = time.perf_counter()
@@ -319,39 +331,20 @@ def run_toy(out_dir, config=None):
            "ensemble": "ensemble", "distilled": "distilled.keras",
            "mixture": "mixture.keras", "report_json": "report.json",
            "report_md": "report.md"}
-  panels = {
-      f"Ensemble (M={config.num_members})": u_grid["ensemble"],
-      "Distribution distillation": u_grid["distilled"],
-      "Mixture distillation (total only)": {
-          "prediction": u_grid["mixture"]["prediction"],
-          "total": u_grid["mixture"]["total"]},
-  }
-  plots.plot_regression_uncertainty(
-      os.path.join(out_dir, files["uncertainty"]), panels, x_train, y_train, x_grid,
-      true_mean=toy_data.sinusoid_mean(x_grid[:, 0]),
-      train_interval=(config.train_low, config.train_high))
-  plots.plot_sparsification(
-      os.path.join(out_dir, files["sparsification"]),
-      {name: curves[name] for name in _MODELS},
-      title=f"Sparsification, test set on [{config.test_low:g}, {config.test_high:g}]")
-  plots.plot_variances(
-      os.path.join(out_dir, files["variances"]), x_grid,
-      {name: {k: u_grid[name][k] for k in ("aleatoric", "epistemic", "total")
-              if k in u_grid[name]} for name in _MODELS},
-      reference="ensemble", train_interval=(config.train_low, config.train_high),
-      title="Variances on the fidelity grid")
+  _figures(out_dir, files, config, x_train, y_train, x_grid, u_grid, curves)
   timings["plots"] = time.perf_counter() - tic
 
   tic = time.perf_counter()
   ensemble.save(os.path.join(out_dir, files["ensemble"]))
-  distilled.save(os.path.join(out_dir, files["distilled"]))
-  mixture.save(os.path.join(out_dir, files["mixture"]))
+  for name, (model, _) in students.items():
+    model.save(os.path.join(out_dir, files[name]))
   timings["save"] = time.perf_counter() - tic
   timings["total"] = time.perf_counter() - start
 
   report = {
       "experiment": "toy",
-      "config": dataclasses.asdict(config),
+      **td.report.header(config, timings),
+      "methods": {name: method for name, (method, _) in STUDENTS.items()},
       "metrics": metrics,
       "metric_definitions": {
           "rmse": "root mean squared error of the mean prediction on the test set",
@@ -360,19 +353,13 @@ def run_toy(out_dir, config=None):
           "ause": ("area under the sparsification error (squared errors, sorted by total "
                    "variance, 100 fractions, trapezoid rule)"),
           "fidelity": (f"on a {config.grid_points}-point grid on [{config.test_low:g}, "
-                       f"{config.test_high:g}]: Pearson r and mean relative error "
-                       "|student - ensemble| / ensemble of the variances"),
+                       f"{config.test_high:g}]: td.metrics.uncertainty_fidelity of the "
+                       "variances, student against ensemble"),
       },
       "fidelity": fidelity,
-      "timings_s": timings,
-      "versions": _versions(),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "files": files,
   }
-  with open(os.path.join(out_dir, files["report_json"]), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(out_dir, files["report_md"]), "w") as f:
-    f.write(format_markdown(report))
+  _common.write_report(out_dir, files, report, format_markdown(report))
   return report
 
 
@@ -406,22 +393,20 @@ def format_markdown(report):
       f"Fidelity to the ensemble on a {config['grid_points']}-point grid on "
       f"[{config['test_low']:g}, {config['test_high']:g}]:",
       "",
-      "| student | variance | Pearson r | mean relative error |",
-      "|---|---|---:|---:|",
   ]
+  cells = [v for parts in report["fidelity"].values() for v in parts.values()]
+  columns = _common.fidelity_columns(cells)
+  lines += ["| student | variance | " + " | ".join(
+      _common.FIDELITY_COLUMNS[c] for c in columns) + " |",
+            "|---|---|" + "---:|" * len(columns)]
   for student, parts in report["fidelity"].items():
     for part, value in parts.items():
       if isinstance(value, dict):
-        lines.append(f"| {student} | {part} | {value['pearson']:.4f} | "
-                     f"{value['mean_relative_error']:.4f} |")
+        lines.append(f"| {student} | {part} | " + " | ".join(
+            _common.number(value.get(c)) for c in columns) + " |")
   gaps = ", ".join(f"{student} {parts['prediction_rmse']:.4f}"
                    for student, parts in report["fidelity"].items()
                    if "prediction_rmse" in parts)
   lines += ["", f"RMSE of the mean prediction against the ensemble's on the grid: "
                 f"{gaps}."]
-  lines += ["", "| stage | seconds |", "|---|---:|"]
-  for stage, seconds in report["timings_s"].items():
-    lines.append(f"| {stage} | {seconds:.1f} |")
-  versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-  lines += ["", f"{versions}; {report['date']}.", ""]
-  return "\n".join(lines)
+  return "\n".join(lines + _common.markdown_footer(report))

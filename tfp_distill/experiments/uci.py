@@ -9,8 +9,9 @@ split i of data set D (normalised on its training part)
   └─► "mixture":  N(y; mu(x), s(x)^2),                           MixtureKL
 metrics per split in original units: RMSE, NLL, AUSE; mean and standard error over splits
 fidelity on the test points: each student's epistemic / aleatoric / total variance
-  against the ensemble's (Pearson, Spearman, mean relative error), beside the same
-  agreement between two independent ensembles (the noise ceiling)
+  against the ensemble's (td.metrics.uncertainty_fidelity: Pearson, Spearman, mean
+  ratio, relative L1), beside the same between two independent ensembles (the noise
+  ceiling)
 ```
 
 The OOD protocol (`run_uci(..., ood=True)`, `tfp-distill uci --ood`) holds out the 10% of
@@ -39,7 +40,6 @@ M independent trainings. Students train with the teacher inside the train step
 """
 
 import dataclasses
-import datetime
 import gc
 import hashlib
 import json
@@ -51,25 +51,27 @@ import tensorflow as tf
 
 import tfp_distill as td
 from tfp_distill._keras import keras
+from tfp_distill import plots
 from tfp_distill.datasets import uci as uci_data
 from tfp_distill.experiments import _common
 
-__all__ = ["UCIConfig", "run_split", "run_ood_split", "run_uci",
-           "aggregate",
-           "aggregate_ood", "format_markdown", "format_ood_markdown",
-           "format_fidelity_markdown", "format_mean_stderr", "PUBLISHED"]
+__all__ = ["MODELS", "PUBLISHED", "REFERENCE", "STUDENTS", "UCIConfig", "aggregate",
+           "aggregate_ood", "distil_alone", "distil_together", "evaluate_model",
+           "format_fidelity_markdown", "format_markdown", "format_mean_stderr",
+           "format_ood_markdown", "run_ood_split", "run_split", "run_uci",
+           "seconds_per_split", "student", "train_ensemble"]
 
+#: The students, by the names this study's reports and saved splits have always used:
+#: `td.methods` names or aliases ("full" is the registry's "mvn"). They stay: each saved
+#: split is found by a hash of the config, `students` included (`UCIConfig.key`), so a
+#: rename would orphan the measured splits behind docs/uci.
 STUDENTS = ("full", "diagonal", "mixture")
 MODELS = ("ensemble",) + STUDENTS
-#: What a model's uncertainty output holds: the mixture student predicts y only.
 #: The second, independent ensemble of the noise ceiling (seed offset from the first).
 REFERENCE = "second_ensemble"
-PARTS = {"ensemble": ("epistemic", "aleatoric", "total"),
-         REFERENCE: ("epistemic", "aleatoric", "total"),
-         "full": ("epistemic", "aleatoric", "total"),
-         "diagonal": ("epistemic", "aleatoric", "total"),
-         "mixture": ("total",)}
 REFERENCE_SEED_OFFSET = 500
+#: The uncertainty parts of an ensemble's decomposition (a student's: `student(...)`).
+ENSEMBLE_PARTS = ("epistemic", "aleatoric", "total")
 
 #: Published numbers (mean over splits), marked as such in every report.
 #: Lindqvist et al. 2020, Table 1: ensemble (M = 10) and distilled, RMSE / NLL / AUSE.
@@ -211,18 +213,11 @@ def _hidden(config, name):
   return (100,) if name == "protein" else (50,)
 
 
-def _heads(family):
-  e = family.params_size
-  return {
-      "full": (td.heads.MultivariateNormalTriLHead(e),
-               td.heads.MultivariateNormalTriLHead.params_size(e), td.losses.EnsembleNLL()),
-      "diagonal": (td.heads.NormalHead(e), td.heads.NormalHead.params_size(e),
-                   td.losses.EnsembleNLL()),
-      "mixture": (td.heads.NormalPredictiveHead(family.event_size,
-                                                min_scale=family.min_variance),
-                  td.heads.NormalPredictiveHead.params_size(family.event_size),
-                  td.losses.MixtureKL(family)),
-  }
+def student(kind, family):
+  """The registry's student `kind` ("full", "diagonal", "mixture": `td.methods` names or
+  aliases): `_common.RegistryStudent` (head, params_size, loss, decomposition family,
+  uncertainty parts)."""
+  return _common.registry_student(kind, "regression", family)
 
 
 def _student_optimizer(config, n):
@@ -237,7 +232,7 @@ def _num_jittered(config, n):
                  0))
 
 
-def _distil_together(kinds, data, ensemble, family, config, seed):
+def distil_together(kinds, data, ensemble, family, config, seed):
   """All students in one model and one train step (fast_paths): {kind: student}.
 
   ```none
@@ -247,16 +242,15 @@ def _distil_together(kinds, data, ensemble, family, config, seed):
   per parameter, so each student trains exactly as it would alone on these batches.
   Student k is initialised with seed + 100 (k + 1), as in the separate protocol.
   """
-  heads = _heads(family)
+  parts = {kind: student(kind, family) for kind in kinds}
   students = {}
   for i, kind in enumerate(kinds):
-    head, params_size, _ = heads[kind]
     students[kind] = td.models.mlp(data.x_train.shape[1:], config.student_hidden,
-                                   params_size, head=head, seed=seed + 100 * (i + 1),
-                                   name=kind)
+                                   parts[kind].params_size, head=parts[kind].head,
+                                   seed=seed + 100 * (i + 1), name=kind)
   inputs = keras.Input(data.x_train.shape[1:])
   panel = keras.Model(inputs, {kind: s(inputs) for kind, s in students.items()})
-  losses = {kind: heads[kind][2] for kind in kinds}
+  losses = {kind: parts[kind].loss for kind in kinds}
 
   def loss(z, dists):   # [batch]: the sum of the students' per-example losses
     return tf.add_n([getattr(l, "call", l)(z, dists[k]) for k, l in losses.items()])
@@ -279,11 +273,11 @@ def _distil_together(kinds, data, ensemble, family, config, seed):
   return students
 
 
-def _distil(kind, data, ensemble, family, config, seed):
+def distil_alone(kind, data, ensemble, family, config, seed):
   """One student on its own pipeline: the protocol of the 2026-11-25 table."""
-  head, params_size, loss = _heads(family)[kind]
-  student = td.models.mlp(data.x_train.shape[1:], config.student_hidden, params_size,
-                          head=head, seed=seed, name=kind)
+  parts = student(kind, family)
+  model = td.models.mlp(data.x_train.shape[1:], config.student_hidden, parts.params_size,
+                        head=parts.head, seed=seed, name=kind)
   n = len(data.x_train)
   extra = _num_jittered(config, n)
   inputs = tf.data.Dataset.from_tensor_slices(data.x_train).shuffle(
@@ -294,7 +288,7 @@ def _distil(kind, data, ensemble, family, config, seed):
             min(n + extra, 20_000), seed=seed + 2, reshuffle_each_iteration=True)
   perturbation = (None if config.perturbation_step is None else
                   td.perturb.MeanDisagreement(config.perturbation_step, family))
-  distiller = td.Distiller(student, ensemble, loss=loss, perturbation=perturbation,
+  distiller = td.Distiller(model, ensemble, loss=parts.loss, perturbation=perturbation,
                            seed=seed)
   distiller.compile(_student_optimizer(config, n + extra),
                     steps_per_execution=config.steps_per_execution,
@@ -303,35 +297,40 @@ def _distil(kind, data, ensemble, family, config, seed):
                                  disable=not config.verbose, leave=False)
   distiller.fit(inputs.batch(config.student_batch_size).prefetch(tf.data.AUTOTUNE),
                 epochs=config.student_epochs, verbose=0, callbacks=[bar])
-  return student
+  return model
 
 
-def _evaluate(model_name, model, family, x, y):
-  """({"prediction", "total"[, "aleatoric", "epistemic"]} NumPy [n], mean NLL), normalised."""
+def evaluate_model(model_name, model, family, x, y):
+  """({"prediction", and the model's uncertainty parts} NumPy [n], mean NLL), normalised.
+
+  Ensembles (`model_name` "ensemble" or `REFERENCE`): the NLL of their equal mixture;
+  students (`STUDENTS`): of their predictive (`_common.regression_nll`).
+  """
   if model_name in ("ensemble", REFERENCE):
     z = model.predict_targets(x)
     u = td.decompose_ensemble(z, family)
-    nll = td.metrics.gaussian_mixture_nll(y, family.mean(z)[..., 0],
-                                          family.variance(z)[..., 0])
+    nll = float(td.metrics.gaussian_mixture_nll(y, family.mean(z)[..., 0],
+                                                family.variance(z)[..., 0]))
+    parts = ENSEMBLE_PARTS
   else:
+    spec = student(model_name, family)
     dist = model(x)
-    u = td.decompose(dist, family)
-    if model_name == "mixture":
-      nll = -tf.reduce_mean(dist.log_prob(y[:, None]))
-    else:
-      nll = -tf.reduce_mean(td.losses.predictive_log_prob(dist, family, y))
-  keys = ("prediction",) + PARTS[model_name]
-  return {k: np.asarray(u[k]) for k in keys}, float(nll)
+    u = td.decompose(dist, spec.family)
+    nll = _common.regression_nll(spec, dist, y)
+    parts = spec.parts
+  return {k: np.asarray(u[k]) for k in ("prediction",) + parts}, nll
 
 
 def _fidelity(u, names):
-  """{model: {part: agreement with the ensemble's part}} for every model in names."""
-  return {name: {part: _common.agreement(u[name][part], u["ensemble"][part])
-                 for part in PARTS[name]}
+  """{model: {part: td.metrics.uncertainty_fidelity of its part against the ensemble's}}
+  for every model in names."""
+  return {name: {part: _common.fidelity(values, u["ensemble"][part])
+                 for part, values in u[name].items() if part != "prediction"}
           for name in names if name in u}
 
 
-def _train_ensemble(data, family, config, seed):
+def train_ensemble(data, family, config, seed):
+  """The split's ensemble of heteroscedastic MLPs (`td.train_ensemble`)."""
   hidden = _hidden(config, data.name)
   return td.train_ensemble(
       lambda s: td.models.mlp(data.x_train.shape[1:], hidden, family.params_size,
@@ -347,18 +346,18 @@ def _train_models(data, family, config, seed):
   """The ensemble and the students of one split: ({name: model}, {stage: seconds})."""
   timings = {}
   tic = time.perf_counter()
-  models = {"ensemble": _train_ensemble(data, family, config, seed)}
+  models = {"ensemble": train_ensemble(data, family, config, seed)}
   timings["ensemble"] = time.perf_counter() - tic
   if config.fast_paths:
     tic = time.perf_counter()
-    models.update(_distil_together(config.students, data, models["ensemble"], family,
-                                   config, seed))
+    models.update(distil_together(config.students, data, models["ensemble"], family,
+                                  config, seed))
     timings["students"] = time.perf_counter() - tic
   else:
     for i, kind in enumerate(config.students):
       tic = time.perf_counter()
-      models[kind] = _distil(kind, data, models["ensemble"], family, config,
-                             seed + 100 * (i + 1))
+      models[kind] = distil_alone(kind, data, models["ensemble"], family, config,
+                                  seed + 100 * (i + 1))
       timings[kind] = time.perf_counter() - tic
   return models, timings
 
@@ -366,7 +365,7 @@ def _train_models(data, family, config, seed):
 def _add_reference(models, timings, data, family, config, seed):
   """Trains the noise ceiling's second ensemble (after everything else is evaluated)."""
   tic = time.perf_counter()
-  models[REFERENCE] = _train_ensemble(data, family, config, seed + REFERENCE_SEED_OFFSET)
+  models[REFERENCE] = train_ensemble(data, family, config, seed + REFERENCE_SEED_OFFSET)
   timings[REFERENCE] = time.perf_counter() - tic
 
 
@@ -385,11 +384,10 @@ def run_split(name, split, config=None, data_dir=None, validation=False):
   Returns:
     dict: "metrics" (model -> {"rmse", "nll", "ause"}), "sparsification" (model ->
       {"fractions", "curve", "oracle"} lists), "fidelity" (student -> part ->
-      {"pearson", "spearman", "mean_relative_error"}: the student's per-test-point
-      "epistemic" / "aleatoric" / "total" variance against the ensemble's; the mixture
-      student has "total" only), "noise_ceiling" (the same for a second ensemble, part ->
-      agreement; absent unless `config.reference_ensemble`), "timings_s", "n_train",
-      "n_test".
+      `td.metrics.uncertainty_fidelity` of the student's per-test-point "epistemic" /
+      "aleatoric" / "total" variance against the ensemble's; the mixture student has
+      "total" only), "noise_ceiling" (the same for a second ensemble, part -> statistics;
+      absent unless `config.reference_ensemble`), "timings_s", "n_train", "n_test".
 
   Raises:
     FloatingPointError: if any metric is NaN or Inf (a diverged split).
@@ -406,7 +404,7 @@ def run_split(name, split, config=None, data_dir=None, validation=False):
   log_scale = float(np.log(data.y_std))
   metrics, curves, u = {}, {}, {}
   for model_name, model in models.items():
-    u[model_name], nll = _evaluate(model_name, model, family, data.x_test, y)
+    u[model_name], nll = evaluate_model(model_name, model, family, data.x_test, y)
     prediction, total = u[model_name]["prediction"], u[model_name]["total"]
     errors = np.square(y - prediction)
     metrics[model_name] = {
@@ -428,7 +426,7 @@ def run_split(name, split, config=None, data_dir=None, validation=False):
             "timings_s": timings, "n_train": len(data.x_train), "n_test": len(data.x_test)}
   if config.reference_ensemble:
     _add_reference(models, timings, data, family, config, seed)
-    u[REFERENCE], _ = _evaluate(REFERENCE, models[REFERENCE], family, data.x_test, y)
+    u[REFERENCE], _ = evaluate_model(REFERENCE, models[REFERENCE], family, data.x_test, y)
     result["noise_ceiling"] = _fidelity(u, [REFERENCE])[REFERENCE]
   return result
 
@@ -467,10 +465,10 @@ def run_ood_split(name, split, config=None, data_dir=None, holdout_fraction=0.1,
   log_scale = float(np.log(data.y_std))
   metrics, aurocs, u_in, u_ood = {}, {}, {}, {}
   for model_name, model in models.items():
-    u_in[model_name], nll_in = _evaluate(model_name, model, family, data.x_test,
-                                         data.y_test)
-    u_ood[model_name], nll_ood = _evaluate(model_name, model, family, data.x_ood,
-                                           data.y_ood)
+    u_in[model_name], nll_in = evaluate_model(model_name, model, family, data.x_test,
+                                              data.y_test)
+    u_ood[model_name], nll_ood = evaluate_model(model_name, model, family, data.x_ood,
+                                                data.y_ood)
     metrics[model_name] = {
         "rmse_in": float(td.metrics.rmse(data.y_test, u_in[model_name]["prediction"]))
                    * data.y_std,
@@ -507,13 +505,72 @@ def _split_file(out_dir, name, split, ood=False, validation=False):
 
 
 def _complete(saved, config, ood):
-  """Whether a saved split can be reused: same key, and every section this config asks."""
+  """Whether a saved split can be reused: same key, every section this config asks, and
+  the fidelity of `td.metrics.uncertainty_fidelity` (a split saved with the older
+  statistics is rerun, so that a report never mixes two definitions)."""
   if saved.get("config_key") != config.key():
     return False
   wanted = ["ood_auroc", "fidelity_in"] if ood else ["fidelity"]
   if config.reference_ensemble:
     wanted.append("noise_ceiling_in" if ood else "noise_ceiling")
-  return all(k in saved for k in wanted)
+  if not all(k in saved for k in wanted):
+    return False
+  cells = [cell for part in saved[wanted[1 if ood else 0]].values() for cell in part.values()]
+  return all("relative_l1" in cell for cell in cells)
+
+
+def _splits(name, num_splits, data_dir, ood):
+  if ood:
+    return range(num_splits or 5)
+  total = uci_data.num_splits(name, data_dir)
+  return range(min(total, num_splits) if num_splits else total)
+
+
+def _run_or_resume(out_dir, name, split, config, data_dir, ood, validation):
+  """One split's result: saved by an earlier call with this config, or run and saved."""
+  path = _split_file(out_dir, name, split, ood, validation)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if _complete(saved, config, ood):
+      return saved
+  result = (run_ood_split(name, split, config, data_dir) if ood else
+            run_split(name, split, config, data_dir, validation=validation))
+  # Free the split's models, graphs and compiled clusters before the next one (the
+  # 178-split table otherwise grows past 10 GB of resident memory).
+  keras.backend.clear_session()
+  gc.collect()
+  result["config_key"] = config.key()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(result, f)
+  os.replace(path + ".tmp", path)
+  if config.verbose:
+    if ood:
+      line = "; ".join(f"{k} auroc {v.get('epistemic', v['total']):.3f}"
+                       for k, v in result["ood_auroc"].items())
+    else:
+      line = "; ".join(f"{k} rmse {v['rmse']:.3f} nll {v['nll']:.3f}"
+                       for k, v in result["metrics"].items())
+    print(f"{name} {'OOD ' if ood else ''}split {split}: {line}", flush=True)
+  return result
+
+
+def _figures(out_dir, report, results, ood):
+  """ood_auroc.png (OOD protocol); sparsification_<set>.png (split 0) and fidelity.png."""
+  if ood:
+    plots.plot_uci_ood_auroc(os.path.join(out_dir, "ood_auroc.png"), report)
+    return
+  for name, splits in results.items():
+    if splits:
+      first = splits[0]["sparsification"]
+      plots.plot_sparsification(
+          os.path.join(out_dir, f"sparsification_{name}.png"),
+          {m: (np.array(c["fractions"]), np.array(c["curve"]), np.array(c["oracle"]))
+           for m, c in first.items()},
+          title=f"{name}, split 0: sparsification (squared error by total variance)")
+  if any(splits and "noise_ceiling" in splits[0] for splits in results.values()):
+    plots.plot_uci_fidelity(os.path.join(out_dir, "fidelity.png"), report)
 
 
 def run_uci(out_dir, datasets, num_splits=None, config=None, data_dir=None, ood=False,
@@ -523,6 +580,9 @@ def run_uci(out_dir, datasets, num_splits=None, config=None, data_dir=None, ood=
   Each finished split is saved as `<out_dir>/<dataset>/split_<i>.json` (OOD protocol:
   `ood_split_<i>.json`) together with the config's key; a rerun with the same config
   skips finished splits.
+
+  Stages: every split run or read back (`run_split` / `run_ood_split`), the summary over
+  splits (`aggregate` / `aggregate_ood`), report.json and report.md, the figures.
 
   Args:
     out_dir: str, report folder.
@@ -537,70 +597,27 @@ def run_uci(out_dir, datasets, num_splits=None, config=None, data_dir=None, ood=
       rows (`run_split(..., validation=True)`; files `val_split_<i>.json`).
 
   Returns:
-    report dict (see `aggregate` / `aggregate_ood`).
+    report dict (see `aggregate` / `aggregate_ood`); its "timings_s" and "wall_time_s"
+    are this call's (splits read back from disk take no time), the seconds each split
+    took when it ran are in "seconds_per_split".
   """
   config = config or UCIConfig()
   if ood and validation:
     raise ValueError("run_uci: ood and validation are separate protocols; pick one.")
-  results = {}
-  wall = time.perf_counter()
-  for name in datasets:
-    if ood:
-      splits = range(num_splits or 5)
-    else:
-      total = uci_data.num_splits(name, data_dir)
-      splits = range(min(total, num_splits) if num_splits else total)
-    results[name] = []
-    for split in splits:
-      path = _split_file(out_dir, name, split, ood, validation)
-      if os.path.exists(path):
-        with open(path) as f:
-          saved = json.load(f)
-        if _complete(saved, config, ood):
-          results[name].append(saved)
-          continue
-      result = (run_ood_split(name, split, config, data_dir) if ood else
-                run_split(name, split, config, data_dir, validation=validation))
-      # Free the split's models, graphs and compiled clusters before the next one (the
-      # 178-split table otherwise grows past 10 GB of resident memory).
-      keras.backend.clear_session()
-      gc.collect()
-      result["config_key"] = config.key()
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      with open(path + ".tmp", "w") as f:
-        json.dump(result, f)
-      os.replace(path + ".tmp", path)
-      results[name].append(result)
-      if config.verbose:
-        m = result["metrics"]
-        if ood:
-          line = "; ".join(f"{k} auroc {v.get('epistemic', v['total']):.3f}"
-                           for k, v in result["ood_auroc"].items())
-        else:
-          line = "; ".join(f"{k} rmse {v['rmse']:.3f} nll {v['nll']:.3f}"
-                           for k, v in m.items())
-        print(f"{name} {'OOD ' if ood else ''}split {split}: {line}", flush=True)
+  start = time.perf_counter()
+  results = {name: [_run_or_resume(out_dir, name, split, config, data_dir, ood, validation)
+                    for split in _splits(name, num_splits, data_dir, ood)]
+             for name in datasets}
+  timings = {"splits": time.perf_counter() - start}
+  tic = time.perf_counter()
   report = (aggregate_ood if ood else aggregate)(results, config)
-  report["wall_time_s_this_call"] = time.perf_counter() - wall
   os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "report.json"), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write((format_ood_markdown if ood else format_markdown)(report))
-  from tfp_distill.experiments import plots  # pylint: disable=import-outside-toplevel
-  if ood:
-    plots.plot_uci_ood_auroc(os.path.join(out_dir, "ood_auroc.png"), report)
-    return report
-  for name, splits in results.items():
-    if splits:
-      first = splits[0]["sparsification"]
-      plots.plot_sparsification(
-          os.path.join(out_dir, f"sparsification_{name}.png"),
-          {m: (np.array(c["fractions"]), np.array(c["curve"]), np.array(c["oracle"]))
-           for m, c in first.items()},
-          title=f"{name}, split 0: sparsification (squared error by total variance)")
-  if any(splits and "noise_ceiling" in splits[0] for splits in results.values()):
-    plots.plot_uci_fidelity(os.path.join(out_dir, "fidelity.png"), report)
+  _figures(out_dir, report, results, ood)
+  timings["summary_and_figures"] = time.perf_counter() - tic
+  timings["total"] = time.perf_counter() - start
+  report.update(td.report.header(config, timings))
+  _common.write_report(out_dir, {"report_json": "report.json", "report_md": "report.md"},
+                       report, (format_ood_markdown if ood else format_markdown)(report))
   return report
 
 
@@ -614,40 +631,50 @@ def _summarise(items):
   """Nested dicts with float leaves (one per split) -> the same tree of `_summary`s.
 
   Keys missing from some splits (e.g. a section older results lack) are summarised over
-  the splits that have them.
+  the splits that have them; a leaf that no split defines (a correlation of a constant:
+  None) is None.
   """
-  first = next(item for item in items if item is not None)
-  if not isinstance(first, dict):
-    return _summary([item for item in items if item is not None])
+  present = [item for item in items if item is not None]
+  if not present:
+    return None
+  if not isinstance(present[0], dict):
+    return _summary(present)
+  keys = list(dict.fromkeys(k for item in present for k in item))
   return {key: _summarise([item.get(key) if item else None for item in items])
-          for key in first}
+          for key in keys}
 
 
-def _timings(splits):
-  stages = splits[0]["timings_s"]
+def _seconds(splits):
+  stages = list(dict.fromkeys(k for s in splits for k in s["timings_s"]))
   return {stage: float(np.mean([s["timings_s"].get(stage, np.nan) for s in splits]))
           for stage in stages}
 
 
-def _date():
-  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+def seconds_per_split(report):
+  """{data set: {stage: mean seconds per split}} of a report, old or new: reports
+  written before the shared schema (`td.report.header`) kept these under "timings_s"."""
+  if "seconds_per_split" in report:
+    return report["seconds_per_split"]
+  return report["timings_s"]
 
 
-def aggregate(results, config):
+def aggregate(results, config, timings=None):
   """Per data set and model: mean, standard error and per-split values of each metric.
 
   Args:
     results: dict name -> list of `run_split` results.
     config: the `UCIConfig` used.
+    timings: None or {stage: seconds} of the call that summarises (`td.report.header`).
 
   Returns:
-    dict with "config", "results" (name -> model -> metric -> {"mean", "stderr",
-    "values"}), "fidelity" (name -> student -> part -> statistic -> {"mean", "stderr",
-    "values"}; see `run_split`), "noise_ceiling" (name -> part -> statistic -> ...),
-    "num_splits", "timings_s" (name -> mean seconds per split and stage), "published",
-    "date". Splits saved before a section existed are left out of its summary.
+    dict with the keys every report has (`td.report.header`), "config_key", "results"
+    (name -> model -> metric -> {"mean", "stderr", "values"}), "fidelity" (name ->
+    student -> part -> statistic -> {"mean", "stderr", "values"}; see `run_split`),
+    "noise_ceiling" (name -> part -> statistic -> ...), "num_splits",
+    "seconds_per_split" (name -> stage -> mean seconds per split), "published". Splits
+    saved before a section existed are left out of its summary.
   """
-  table, fidelity, ceiling, timings, counts = {}, {}, {}, {}, {}
+  table, fidelity, ceiling, seconds, counts = {}, {}, {}, {}, {}
   for name, splits in results.items():
     if not splits:
       continue
@@ -662,30 +689,31 @@ def aggregate(results, config):
     with_ceiling = [s["noise_ceiling"] for s in splits if "noise_ceiling" in s]
     if with_ceiling:
       ceiling[name] = _summarise(with_ceiling)
-    timings[name] = _timings(splits)
-  return {"config": dataclasses.asdict(config), "config_key": config.key(),
+    seconds[name] = _seconds(splits)
+  return {**td.report.header(config, timings or {}), "config_key": config.key(),
           "results": table, "fidelity": fidelity, "noise_ceiling": ceiling,
-          "num_splits": counts, "timings_s": timings, "published": PUBLISHED,
-          "date": _date()}
+          "num_splits": counts, "seconds_per_split": seconds, "published": PUBLISHED}
 
 
-def aggregate_ood(results, config):
+def aggregate_ood(results, config, timings=None):
   """The OOD protocol's report: mean, standard error and values over splits.
 
   Args:
     results: dict name -> list of `run_ood_split` results.
     config: the `UCIConfig` used.
+    timings: None or {stage: seconds} of the call that summarises (`td.report.header`).
 
   Returns:
-    dict with "config", "protocol", "results" (name -> model -> {"rmse_in", "nll_in",
-    "rmse_ood", "nll_ood"} -> summary), "ood_auroc" (name -> model -> {"epistemic",
-    "total"} -> summary), "fidelity_in", "fidelity_ood", "noise_ceiling_in",
-    "noise_ceiling_ood", "num_splits", "n_ood", "timings_s", "date".
+    dict with the keys every report has (`td.report.header`), "config_key", "protocol",
+    "results" (name -> model -> {"rmse_in", "nll_in", "rmse_ood", "nll_ood"} ->
+    summary), "ood_auroc" (name -> model -> {"epistemic", "total"} -> summary),
+    "fidelity_in", "fidelity_ood", "noise_ceiling_in", "noise_ceiling_ood",
+    "num_splits", "n_ood", "seconds_per_split".
   """
-  report = {"config": dataclasses.asdict(config), "config_key": config.key(),
+  report = {**td.report.header(config, timings or {}), "config_key": config.key(),
             "results": {}, "ood_auroc": {}, "fidelity_in": {}, "fidelity_ood": {},
             "noise_ceiling_in": {}, "noise_ceiling_ood": {}, "num_splits": {},
-            "n_ood": {}, "timings_s": {}, "protocol": None, "date": _date()}
+            "n_ood": {}, "seconds_per_split": {}, "protocol": None}
   for name, splits in results.items():
     if not splits:
       continue
@@ -697,7 +725,7 @@ def aggregate_ood(results, config):
       present = [s[section] for s in splits if section in s]
       if present:
         report["results" if section == "metrics" else section][name] = _summarise(present)
-    report["timings_s"][name] = _timings(splits)
+    report["seconds_per_split"][name] = _seconds(splits)
   return report
 
 
@@ -713,31 +741,41 @@ def _cell(summary, digits=3):
   return format_mean_stderr(summary["mean"], summary["stderr"], digits)
 
 
+#: The relative error column of the fidelity tables: relative L1 (`td.metrics.
+#: uncertainty_fidelity`), or the mean relative error of reports written before it.
+_ERROR_COLUMNS = {"relative_l1": "rel. L1", "mean_relative_error": "MRE"}
+
+
 def format_fidelity_markdown(report, part="epistemic"):
   """One table over data sets: Spearman / Pearson of a variance part, students and ceiling.
 
   Columns: for each student with that part and for the second ensemble, Spearman rho and
   Pearson r of its per-test-point variance against the ensemble's (mean +- s.e. over
-  splits), then the students' mean relative error.
+  splits), then the students' relative L1 error (an older report's mean relative error,
+  MRE).
   """
-  names = [n for n in report["fidelity"]]
+  names = list(report.get("fidelity") or {})   # reports before 2026-12 have none
   if not names:
     return ""
   first = report["fidelity"][names[0]]
-  students = [k for k in first if part in first[k]]
+  students = [k for k in first if first[k] and part in first[k]]
   columns = students + ([REFERENCE] if report.get("noise_ceiling") else [])
+  cells = [cell for s in report["fidelity"].values() for kind in s.values() if kind
+           for cell in kind.values()]
+  error = next((k for k in _ERROR_COLUMNS if any(cell and k in cell for cell in cells)),
+               "relative_l1")
   header = ["data set"] + [f"{c} rho" for c in columns] + [f"{c} r" for c in columns] + [
-      f"{c} MRE" for c in students]
+      f"{c} {_ERROR_COLUMNS[error]}" for c in students]
   lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
   for name in names:
     def stat(column, statistic):
       tree = (report["noise_ceiling"].get(name) if column == REFERENCE
               else report["fidelity"][name].get(column))
-      if not tree or part not in tree:
+      if not tree or part not in tree or not tree[part].get(statistic):
         return "-"
       return _cell(tree[part][statistic], 2)
     row = ([stat(c, "spearman") for c in columns] + [stat(c, "pearson") for c in columns]
-           + [stat(c, "mean_relative_error") for c in students])
+           + [stat(c, error) for c in students])
     lines.append(f"| {name} | " + " | ".join(row) + " |")
   return "\n".join(lines)
 
@@ -762,14 +800,16 @@ def format_markdown(report):
       if pub:
         cells = [f"{pub[m]:.2f}" if m in pub else "-" for m in ("rmse", "nll", "ause")]
         lines.append(f"| {label} (*published*) | " + " | ".join(cells) + " |")
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"][name].items())
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in seconds_per_split(report)[name].items())
     lines += ["", f"Seconds per split: {stages}.", ""]
   if report.get("fidelity"):
     lines += ["## Fidelity of the uncertainty split", "",
               "Agreement of each student's per-test-point variance with the ensemble's "
-              "(Spearman rho, Pearson r, mean relative error MRE; mean +- s.e. over "
-              f"splits). `{REFERENCE}` is a second ensemble of the same protocol and "
-              "other seeds: its agreement with the first is the noise ceiling.", ""]
+              "(`td.metrics.uncertainty_fidelity`: Spearman rho, Pearson r, relative L1 "
+              "error sum|s - e| / sum|e|, or in older reports the mean relative error "
+              f"MRE; mean +- s.e. over splits). `{REFERENCE}` is a second ensemble of "
+              "the same protocol and other seeds: its agreement with the first is the "
+              "noise ceiling.", ""]
     for part in ("epistemic", "aleatoric"):
       lines += [f"### {part.capitalize()} variance", "",
                 format_fidelity_markdown(report, part), ""]
@@ -817,5 +857,5 @@ def format_ood_markdown(report):
                                        "epistemic"), ""]
   lines += ["", "Seconds per split: " + "; ".join(
       f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items())
-      for name, t in report["timings_s"].items()) + ".", ""]
+      for name, t in seconds_per_split(report).items()) + ".", ""]
   return "\n".join(lines)
