@@ -12,6 +12,7 @@ import pytest
 from tfp_distill import cli
 from tfp_distill.datasets import images as images_data
 from tfp_distill.experiments import ods
+from tfp_distill.experiments import ods_report
 
 import tolerance
 
@@ -175,23 +176,23 @@ def test_targets_pair_the_seeds_and_call_ties_within_noise():
     return pytest.approx(value, rel=0, abs=tolerance.atol(dtype=np.float64, ulps=ulps,
                                                           scale=scale))
   assert n == 3 and mean == approx(-0.01, 2 * (2 + 4)) and se == approx(0., 2 * (2 + 8))
-  targets = ods._targets({"kd": kd, "kd-confods": better}, num_members=8)  # pylint: disable=protected-access
+  targets = ods_report.targets({"kd": kd, "kd-confods": better}, num_members=8)
   assert targets["kd_confods_nll_below_kd"]["verdict"] == "met"
   dee = targets["kd_confods_dee_above_kd"]     # inf is capped at M = 8 before differencing
   assert dee["difference"] == approx(np.mean([0.1, 0.1, 8 - 1.4]), 2 * (2 + 4), 8.)
   # Differences -0.01, +0.012, -0.004: mean -0.0007, s.e. 0.0065, a tie.
   mixed = runs({0: (0.29, 1.5), 1: (0.362, 1.2), 2: (0.316, 1.4)})
-  row = ods._targets({"kd": kd, "kd-confods": mixed}, 8)["kd_confods_nll_below_kd"]  # pylint: disable=protected-access
+  row = ods_report.targets({"kd": kd, "kd-confods": mixed}, 8)["kd_confods_nll_below_kd"]
   diffs = np.array([-0.01, 0.012, -0.004])
   assert row["difference"] == approx(diffs.mean(), 2 * (2 + 4))
   assert row["standard_error"] == approx(diffs.std(ddof=1) / np.sqrt(3), 2 * (2 + 8))
   assert row["verdict"].startswith("tie")
   worse = runs({0: (0.31, 1.5), 1: (0.36, 1.2), 2: (0.33, 1.4)})
-  assert ods._targets({"kd": kd, "kd-confods": worse}, 8)[  # pylint: disable=protected-access
+  assert ods_report.targets({"kd": kd, "kd-confods": worse}, 8)[
       "kd_confods_nll_below_kd"]["verdict"] == "not met"
   # Only seeds both methods ran are paired; one seed gives no noise estimate.
   one = runs({2: (0.31, 1.4), 7: (0.1, 9.)})
-  row = ods._targets({"kd": kd, "kd-confods": one}, 8)["kd_confods_nll_below_kd"]  # pylint: disable=protected-access
+  row = ods_report.targets({"kd": kd, "kd-confods": one}, 8)["kd_confods_nll_below_kd"]
   assert row["seeds"] == 1 and row["verdict"] == "one seed only: better"
 
 
