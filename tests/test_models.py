@@ -45,7 +45,8 @@ def _small_resnet(**kwargs):
 def test_public_names():
   assert set(td.models.__all__) == {"mlp", "small_cnn", "resnet18_cifar", "RandomSign",
                                     "DenseBatchEnsemble", "Conv2DBatchEnsemble",
-                                    "batch_ensemble_cnn", "TileMembers", "MembersToAxis"}
+                                    "batch_ensemble_cnn", "TileMembers", "MembersToAxis",
+                                    "keras_module"}
   for name in td.models.__all__:
     assert hasattr(td.models, name)
 

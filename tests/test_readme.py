@@ -20,7 +20,18 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
 
 
 def test_every_python_block_of_the_readme_is_run_below():
-  assert len(_blocks("python")) == 2   # regression and classification quickstarts
+  # The regression and classification quickstarts (Keras 3), the tf_keras student.
+  assert len(_blocks("python")) == 3
+
+
+def test_quickstarts_are_written_with_keras3_only():
+  """`import keras` is what users write: no tf_keras and no private module in the
+  quickstarts; the tf_keras section imports the public `tf_keras`."""
+  regression, classification, tf_keras_section = _blocks("python")
+  for code in (regression, classification):
+    assert "import keras\n" in code and "tf_keras" not in code and "._" not in code
+  assert "import tf_keras\n" in tf_keras_section and "._" not in tf_keras_section
+  assert "tfp_distill._keras" not in README.read_text()
 
 
 def test_quickstart_runs(tmp_path, monkeypatch):
@@ -31,6 +42,10 @@ def test_quickstart_runs(tmp_path, monkeypatch):
   u = namespace["u"]
   assert set(u) == {"prediction", "total", "aleatoric", "epistemic"}
   assert (tmp_path / "s" / "saved_model.pb").exists()
+  keras = namespace["keras"]   # Keras 3: the student and the members are its models
+  assert keras.__version__.startswith("3.")
+  assert isinstance(namespace["student"], keras.Model)
+  assert all(isinstance(m, keras.Model) for m in namespace["ensemble"].members)
 
 
 def test_classification_quickstart_runs(tmp_path, monkeypatch):
@@ -41,6 +56,15 @@ def test_classification_quickstart_runs(tmp_path, monkeypatch):
   u, v = namespace["u"], namespace["v"]
   assert set(u) == set(v) == {"prediction", "total", "aleatoric", "epistemic", "epkl"}
   assert u["prediction"].shape == (900, 3)
+
+
+def test_tf_keras_student_runs(tmp_path, monkeypatch):
+  code = _blocks("python")[2]
+  monkeypatch.chdir(tmp_path)
+  namespace = {}
+  exec(compile(code, "README tf_keras student", "exec"), namespace)  # noqa: S102
+  assert namespace["u"]["prediction"].shape == (256, 3)
+  assert isinstance(namespace["student"], namespace["tf_keras"].Model)
 
 
 def test_readme_is_short():

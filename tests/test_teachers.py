@@ -55,8 +55,14 @@ def test_keras3_tf_keras_and_callable_members_in_one_ensemble():
   streamed = next(iter(td.teacher_targets(X, ensemble, batch_size=6, shuffle=False)))
   _same(streamed[1].numpy(), z)
   assert not ensemble.vectorized and "Keras 3 model" in ensemble.vectorize_reason
-  with pytest.raises(td.vectorized.NotVectorizableError, match="member 0 is a Keras 3"):
-    td.Ensemble([k3, _keras3_member(1)], vectorize=True)
+  with pytest.raises(td.vectorized.NotVectorizableError, match="member 1 is a tf_keras"):
+    td.Ensemble([k3, tk], vectorize=True)
+  # Keras 3 members of one architecture stack (td.keras3.vectorized).
+  pair = [k3, _keras3_member(1)]
+  stacked = td.Ensemble(pair, vectorize=True)
+  assert stacked.vectorized
+  # One batched matmul per layer against one per member (MEMBER_ULPS).
+  _same(stacked(X).numpy(), np.stack([np.asarray(m(X)) for m in pair], axis=1))
   u = td.predict_uncertainty(ensemble, td.families.CategoricalLogits(3), X)
   assert u["epistemic"].shape == (6,) and np.all(u["epistemic"] >= -1e-6)
 

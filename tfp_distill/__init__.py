@@ -1,5 +1,8 @@
 """tfp_distill: ensemble distribution distillation on TensorFlow Probability and Keras.
 
+Students of either Keras: `td.heads`, `td.losses`, `td.Distiller`, ... for tf_keras (Keras
+2, `tfp.layers`), and the same names under `td.keras3` for Keras 3 (`import keras`).
+
 ```python
 import tfp_distill as td
 family = td.families.HeteroscedasticNormal()
@@ -21,6 +24,7 @@ from tfp_distill import losses
 from tfp_distill import methods
 from tfp_distill import metrics
 from tfp_distill import models
+from tfp_distill import parameterization
 from tfp_distill import perturb
 from tfp_distill import report
 from tfp_distill import targets
@@ -37,6 +41,16 @@ from tfp_distill.uncertainty import decompose
 from tfp_distill.uncertainty import decompose_ensemble
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+  # td.keras3 is imported on first use: it needs Keras 3 on the TensorFlow backend, and
+  # `import tfp_distill` must work without it (there td.keras3 refuses, in one line).
+  if name == "keras3":
+    import importlib  # pylint: disable=import-outside-toplevel
+    return importlib.import_module("tfp_distill.keras3")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Distiller",
@@ -56,6 +70,7 @@ __all__ = [
     "methods",
     "metrics",
     "models",
+    "parameterization",
     "perturb",
     "predict_uncertainty",
     "report",

@@ -18,19 +18,14 @@ from tqdm.auto import tqdm
 
 from tfp_distill._keras import keras
 
-__all__ = ["EpochBackup", "EpochSummaries", "NonFiniteLossError", "ProgressBar", "ResumableEarlyStopping",
-           "StopOnNonFiniteLoss", "TemperatureAnnealing", "annealed_temperature"]
+__all__ = ["EpochBackup", "EpochBackupMixin", "EpochSummaries", "EpochSummariesMixin",
+           "NonFiniteLossError", "ProgressBar", "ProgressBarMixin", "ResumableEarlyStopping",
+           "ResumableEarlyStoppingMixin", "StopOnNonFiniteLoss", "StopOnNonFiniteLossMixin",
+           "TemperatureAnnealing", "TemperatureAnnealingMixin", "annealed_temperature"]
 
 
-@keras.utils.register_keras_serializable(package="tfp_distill")
-class ProgressBar(keras.callbacks.Callback):
-  """One tqdm bar over epochs, showing the latest logs (loss, metrics).
-
-  Args:
-    description: str, the bar's label.
-    disable: bool, turn the bar off (e.g. in tests).
-    leave: bool, keep the finished bar on screen.
-  """
+class ProgressBarMixin:
+  """`ProgressBar` without its Keras base (mixed into a `Callback` of either Keras)."""
 
   def __init__(self, description="training", disable=False, leave=True):
     super().__init__()
@@ -57,6 +52,17 @@ class ProgressBar(keras.callbacks.Callback):
   @classmethod
   def from_config(cls, config):
     return cls(**config)
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class ProgressBar(ProgressBarMixin, keras.callbacks.Callback):
+  """One tqdm bar over epochs, showing the latest logs (loss, metrics).
+
+  Args:
+    description: str, the bar's label.
+    disable: bool, turn the bar off (e.g. in tests).
+    leave: bool, keep the finished bar on screen.
+  """
 
 
 def annealed_temperature(epoch, initial=10.0, final=1.0, start_epoch=0, end_epoch=30):
@@ -87,27 +93,11 @@ def _temperature_losses(loss):
   return [loss] if hasattr(getattr(loss, "temperature", None), "assign") else []
 
 
-@keras.utils.register_keras_serializable(package="tfp_distill")
-class TemperatureAnnealing(keras.callbacks.Callback):
-  """EnD^2's temperature schedule: constant, then linear decay to `final` ([1], sec 4).
+class TemperatureAnnealingMixin:
+  """`TemperatureAnnealing` without its Keras base (mixed into a `Callback` of either
+  Keras; `losses_module` is that Keras' `keras.losses`, to (de)serialize `loss`)."""
 
-  Sets `loss.temperature` (a `tf.Variable`) at the start of every epoch to
-  `annealed_temperature(epoch, ...)`; the compiled training step reads the variable, so
-  nothing retraces. With `loss=None` it drives every loss of the model being trained that
-  has a `temperature` variable (`losses.DirichletNLL`, `losses.KnowledgeDistillation`).
-  The current temperature is added to the epoch logs as "temperature".
-
-  Args:
-    loss: a loss with a `temperature` variable, or None (the model's compiled loss).
-    initial: float, temperature up to `start_epoch`.
-    final: float, temperature from `end_epoch` on (1.0: the members' own probabilities).
-    start_epoch: int, last epoch at `initial` (0-based).
-    end_epoch: int > start_epoch, first epoch at `final`.
-
-  Raises:
-    ValueError: for temperatures <= 0 or end_epoch <= start_epoch; at the start of training
-      if no loss with a temperature is found.
-  """
+  losses_module = None
 
   def __init__(self, loss=None, initial=10.0, final=1.0, start_epoch=0, end_epoch=30):
     super().__init__()
@@ -117,7 +107,7 @@ class TemperatureAnnealing(keras.callbacks.Callback):
     if int(end_epoch) <= int(start_epoch):
       raise ValueError(f"end_epoch ({end_epoch}) must be > start_epoch ({start_epoch}).")
     if isinstance(loss, dict):
-      loss = keras.losses.deserialize(loss)
+      loss = self.losses_module.deserialize(loss)
     self.loss = loss
     self.initial = float(initial)
     self.final = float(final)
@@ -153,7 +143,7 @@ class TemperatureAnnealing(keras.callbacks.Callback):
       logs["temperature"] = float(self._targets()[0].temperature.numpy())
 
   def get_config(self):
-    return {"loss": None if self.loss is None else keras.losses.serialize(self.loss),
+    return {"loss": None if self.loss is None else self.losses_module.serialize(self.loss),
             "initial": self.initial, "final": self.final,
             "start_epoch": self.start_epoch, "end_epoch": self.end_epoch}
 
@@ -162,23 +152,38 @@ class TemperatureAnnealing(keras.callbacks.Callback):
     return cls(**config)
 
 
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class TemperatureAnnealing(TemperatureAnnealingMixin, keras.callbacks.Callback):
+  """EnD^2's temperature schedule: constant, then linear decay to `final` ([1], sec 4).
+
+  Sets `loss.temperature` (a `tf.Variable`) at the start of every epoch to
+  `annealed_temperature(epoch, ...)`; the compiled training step reads the variable, so
+  nothing retraces. With `loss=None` it drives every loss of the model being trained that
+  has a `temperature` variable (`losses.DirichletNLL`, `losses.KnowledgeDistillation`).
+  The current temperature is added to the epoch logs as "temperature".
+
+  Args:
+    loss: a loss with a `temperature` variable, or None (the model's compiled loss).
+    initial: float, temperature up to `start_epoch`.
+    final: float, temperature from `end_epoch` on (1.0: the members' own probabilities).
+    start_epoch: int, last epoch at `initial` (0-based).
+    end_epoch: int > start_epoch, first epoch at `final`.
+
+  Raises:
+    ValueError: for temperatures <= 0 or end_epoch <= start_epoch; at the start of training
+      if no loss with a temperature is found.
+  """
+
+  losses_module = keras.losses
+
+
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or Inf loss (or gradient); the message says where and why."""
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-  """Stops training at the first batch whose loss is NaN or Inf, and says where.
-
-  Unlike `keras.callbacks.TerminateOnNaN` it keeps the place (`where`: (epoch, batch,
-  loss), 0-based) and, when the model is a `td.Distiller`, the batch's statistics
-  (`details`: `Distiller.nonfinite_report()`: the step, how many examples were
-  non-finite and the first of them, the inputs', targets' and gradient's ranges), and
-  `message()` says all of it in one paragraph. With `raise_error=True` it raises
-  `NonFiniteLossError` at once, so code after `fit` (a `save`) does not run; otherwise
-  the caller decides (in `tfp-distill distill`: nothing is saved). `td.Distiller.fit`
-  adds one with `raise_error=True` by itself. Checking every batch reads one value back
-  from the device per `steps_per_execution` group.
-  """
+class StopOnNonFiniteLossMixin:
+  """`StopOnNonFiniteLoss` without its Keras base (mixed into a `Callback` of either
+  Keras)."""
 
   def __init__(self, raise_error=False):
     super().__init__()
@@ -239,6 +244,21 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             + " Lower the learning rate or check those inputs.")
 
 
+class StopOnNonFiniteLoss(StopOnNonFiniteLossMixin, keras.callbacks.Callback):
+  """Stops training at the first batch whose loss is NaN or Inf, and says where.
+
+  Unlike `keras.callbacks.TerminateOnNaN` it keeps the place (`where`: (epoch, batch,
+  loss), 0-based) and, when the model is a `td.Distiller`, the batch's statistics
+  (`details`: `Distiller.nonfinite_report()`: the step, how many examples were
+  non-finite and the first of them, the inputs', targets' and gradient's ranges), and
+  `message()` says all of it in one paragraph. With `raise_error=True` it raises
+  `NonFiniteLossError` at once, so code after `fit` (a `save`) does not run; otherwise
+  the caller decides (in `tfp-distill distill`: nothing is saved). `td.Distiller.fit`
+  adds one with `raise_error=True` by itself. Checking every batch reads one value back
+  from the device per `steps_per_execution` group.
+  """
+
+
 def _learning_rate(model):
   """The optimizer's current learning rate as a float, or None."""
   try:
@@ -247,22 +267,9 @@ def _learning_rate(model):
     return None
 
 
-class ResumableEarlyStopping(keras.callbacks.Callback):
-  """Early stopping on a monitored loss whose state can be saved with a backup.
-
-  Keras' `EarlyStopping` keeps its best loss, patience count and best weights in memory
-  only, so a run resumed from a backup would forget them (and end with other weights than
-  an uninterrupted run). This one exposes them through `get_state` / `set_state`, which
-  `EpochBackup` saves in the same atomic step as the model and optimizer: a resumed run
-  continues with exactly the state the saved epoch ended with. At the end of training the
-  best epoch's weights are restored (`restore_best`).
-
-  Args:
-    monitor: str, the logged value to minimise (e.g. "val_loss").
-    patience: int >= 1, epochs without a lower value before stopping.
-    start_from_epoch: int, epochs (0-based) before the first comparison (e.g. while the
-      temperature is annealed the loss is not comparable across epochs).
-  """
+class ResumableEarlyStoppingMixin:
+  """`ResumableEarlyStopping` without its Keras base (mixed into a `Callback` of either
+  Keras)."""
 
   def __init__(self, monitor="val_loss", patience=5, start_from_epoch=0):
     super().__init__()
@@ -310,35 +317,27 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
     self.restore_best()
 
 
-class EpochBackup(keras.callbacks.Callback):
-  """Saves the whole training state at every epoch's end, atomically, to resume a run.
+class ResumableEarlyStopping(ResumableEarlyStoppingMixin, keras.callbacks.Callback):
+  """Early stopping on a monitored loss whose state can be saved with a backup.
 
-  ```none
-  folder/fingerprint.json     the job's fingerprint (td.job_folder.job_fingerprint)
-  folder/epoch-000004/        the state after epoch 4 (0-based), complete:
-      ckpt.*                  model and optimizer variables (tf.train.Checkpoint)
-      state.json              epoch, history so far, each stateful callback's state
-      arrays.npz              the stateful callbacks' arrays (early stopping's weights)
-  folder/latest               "epoch-000004": the newest complete epoch
-  ```
-  Each epoch is written as `epoch-NNNNNN.tmp-PID` and renamed into place, then `latest`
-  is replaced: a run killed at any instant leaves the previous epoch or this one, never a
-  mixture. Keras' `BackupAndRestore` saves the model and optimizer only; a callback that
-  wrote its own state beside it (early stopping's best loss and weights) would disagree
-  with it after a kill between the two writes, and a resumed run would train other
-  epochs. Here they are one directory.
-
-  Before `fit`, call `restore(model)`: it checks the fingerprint (a backup made by another
-  job is refused, naming what differs), loads the newest epoch into the model, its
-  optimizer and the stateful callbacks, and returns where to start.
+  Keras' `EarlyStopping` keeps its best loss, patience count and best weights in memory
+  only, so a run resumed from a backup would forget them (and end with other weights than
+  an uninterrupted run). This one exposes them through `get_state` / `set_state`, which
+  `EpochBackup` saves in the same atomic step as the model and optimizer: a resumed run
+  continues with exactly the state the saved epoch ended with. At the end of training the
+  best epoch's weights are restored (`restore_best`).
 
   Args:
-    folder: str, the backup folder (created on the first save).
-    stateful: callbacks with `get_state() -> (dict, {name: array})` and
-      `set_state(dict, arrays)` (e.g. `ResumableEarlyStopping`).
-    fingerprint: None or a JSON dict describing the job; stored, and compared on restore.
-    keep: int >= 1, complete epochs kept on disk.
+    monitor: str, the logged value to minimise (e.g. "val_loss").
+    patience: int >= 1, epochs without a lower value before stopping.
+    start_from_epoch: int, epochs (0-based) before the first comparison (e.g. while the
+      temperature is annealed the loss is not comparable across epochs).
   """
+
+
+class EpochBackupMixin:
+  """`EpochBackup` without its Keras base (mixed into a `Callback` of either
+  Keras)."""
 
   def __init__(self, folder, stateful=(), fingerprint=None, keep=1):
     super().__init__()
@@ -478,6 +477,37 @@ class EpochBackup(keras.callbacks.Callback):
     self.finished = finished
 
 
+class EpochBackup(EpochBackupMixin, keras.callbacks.Callback):
+  """Saves the whole training state at every epoch's end, atomically, to resume a run.
+
+  ```none
+  folder/fingerprint.json     the job's fingerprint (td.job_folder.job_fingerprint)
+  folder/epoch-000004/        the state after epoch 4 (0-based), complete:
+      ckpt.*                  model and optimizer variables (tf.train.Checkpoint)
+      state.json              epoch, history so far, each stateful callback's state
+      arrays.npz              the stateful callbacks' arrays (early stopping's weights)
+  folder/latest               "epoch-000004": the newest complete epoch
+  ```
+  Each epoch is written as `epoch-NNNNNN.tmp-PID` and renamed into place, then `latest`
+  is replaced: a run killed at any instant leaves the previous epoch or this one, never a
+  mixture. Keras' `BackupAndRestore` saves the model and optimizer only; a callback that
+  wrote its own state beside it (early stopping's best loss and weights) would disagree
+  with it after a kill between the two writes, and a resumed run would train other
+  epochs. Here they are one directory.
+
+  Before `fit`, call `restore(model)`: it checks the fingerprint (a backup made by another
+  job is refused, naming what differs), loads the newest epoch into the model, its
+  optimizer and the stateful callbacks, and returns where to start.
+
+  Args:
+    folder: str, the backup folder (created on the first save).
+    stateful: callbacks with `get_state() -> (dict, {name: array})` and
+      `set_state(dict, arrays)` (e.g. `ResumableEarlyStopping`).
+    fingerprint: None or a JSON dict describing the job; stored, and compared on restore.
+    keep: int >= 1, complete epochs kept on disk.
+  """
+
+
 _EPOCH_DIR = re.compile(r"epoch-\d{6}")
 _PARTIAL_EPOCH_DIR = re.compile(r"epoch-\d{6}\.tmp-\d+")
 
@@ -497,21 +527,9 @@ def _build_optimizer(model):
     build(model.trainable_variables)
 
 
-class EpochSummaries(keras.callbacks.Callback):
-  """TensorBoard scalars of every epoch's logs, written at the epoch's end only.
-
-  ```none
-  logdir/train/       events: loss, temperature, ... (the logs without "val_")
-  logdir/validation/  events: the "val_" logs, under their names without the prefix
-  ```
-  The layout of Keras' `TensorBoard` callback for scalars, without its per-batch hooks:
-  with small batches (1-3 ms) those dominated the step time (28-77 ms per batch in
-  tf_keras 2.21). Writing needs TensorFlow only (tf.summary), not the tensorboard
-  package, which is needed to view the logs.
-
-  Args:
-    logdir: str, the log folder.
-  """
+class EpochSummariesMixin:
+  """`EpochSummaries` without its Keras base (mixed into a `Callback` of either
+  Keras)."""
 
   def __init__(self, logdir):
     super().__init__()
@@ -535,3 +553,20 @@ class EpochSummaries(keras.callbacks.Callback):
     for writer in self._writers.values():
       writer.close()
     self._writers = {}
+
+
+class EpochSummaries(EpochSummariesMixin, keras.callbacks.Callback):
+  """TensorBoard scalars of every epoch's logs, written at the epoch's end only.
+
+  ```none
+  logdir/train/       events: loss, temperature, ... (the logs without "val_")
+  logdir/validation/  events: the "val_" logs, under their names without the prefix
+  ```
+  The layout of Keras' `TensorBoard` callback for scalars, without its per-batch hooks:
+  with small batches (1-3 ms) those dominated the step time (28-77 ms per batch in
+  tf_keras 2.21). Writing needs TensorFlow only (tf.summary), not the tensorboard
+  package, which is needed to view the logs.
+
+  Args:
+    logdir: str, the log folder.
+  """

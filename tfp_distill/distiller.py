@@ -18,10 +18,194 @@ import tensorflow as tf
 
 from tfp_distill._keras import keras
 
-__all__ = ["Distiller"]
+__all__ = ["Distiller", "DistillerMixin"]
 
 
-class Distiller(keras.Model):
+class DistillerMixin:
+  """`Distiller` without its Keras base, mixed into a `Model` of either Keras.
+
+  Everything but the few calls that differ between tf_keras and Keras 3, which each
+  Keras' class implements: `keras_module` (that Keras), `train_step_counter()`,
+  `minimize(tape, loss)`, `gradients(tape, loss, variables)` and
+  `stop_on_nonfinite_class()`. `td.Distiller` (tf_keras) and `td.keras3.Distiller`
+  (Keras 3) are this class and their Keras' `Model`.
+  """
+
+  keras_module = None
+
+  def __init__(self, student, teacher, loss, perturbation=None, seed=0, labels_on="clean",
+               on_nonfinite="raise", **kwargs):
+    super().__init__(**kwargs)
+    if not callable(loss):
+      raise TypeError(f"loss must be a callable loss, got {loss!r}.")
+    if labels_on not in ("clean", "perturbed"):
+      raise ValueError(f'labels_on must be "clean" or "perturbed", got {labels_on!r}.')
+    if on_nonfinite not in ("raise", "ignore"):
+      raise ValueError(f'on_nonfinite must be "raise" or "ignore", got {on_nonfinite!r}.')
+    self.labels_on = labels_on
+    self.on_nonfinite = on_nonfinite
+    self.student = student
+    self.teacher = teacher
+    self.distill_loss = loss
+    self.perturbation = perturbation
+    self.seed = int(seed)
+    self.loss_tracker = self.keras_module.metrics.Mean(name="loss")
+    # Per replica (no collective to assign them inside a branch); read from the first.
+    on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    self._nonfinite_step = tf.Variable(tf.constant(-1, tf.int64), name="nonfinite_step",
+                                       **on_read)
+    self._nonfinite_stats = tf.Variable(tf.zeros([len(_STATS)], tf.float32),
+                                        name="nonfinite_stats", **on_read)
+    self._zeroed_updates = False    # set when traced under a multi-replica strategy
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker]
+
+  def call(self, x, training=False):
+    return self.student(x, training=training)
+
+  def _label_weight(self):
+    """The loss's label-term weight; raises if labels_on="clean" cannot be honoured."""
+    weight = getattr(self.distill_loss, "label_term_weight", None)
+    if weight is None or (weight > 0 and
+                          not callable(getattr(self.distill_loss, "label_term", None))):
+      raise ValueError(
+          'Distiller(labels_on="clean") with a perturbation and labelled batches needs '
+          "a loss with `label_term(labels, y_pred)` and `label_term_weight` (as "
+          f"td.losses.KnowledgeDistillation has); {self.distill_loss!r} has not. Pass "
+          'labels_on="perturbed" to put the labels on the perturbed input.')
+    return float(weight)
+
+  def _targets(self, data):
+    """-> (x, x_clean or None, targets) with targets z or {"ensemble": z, "label": y}.
+
+    x_clean is the unperturbed batch when the loss's label term is to see it.
+    """
+    x, y, _ = self.keras_module.utils.unpack_x_y_sample_weight(data)
+    if isinstance(y, dict) or (y is not None and y.shape.rank == 3):
+      return x, None, y   # precomputed targets
+    x_clean = None
+    if self.perturbation is not None:
+      if (y is not None and self.labels_on == "clean" and self._label_weight() > 0):
+        x_clean = x
+      step = tf.cast(self.train_step_counter(), tf.int64)
+      x = self.perturbation(x, self.teacher, tf.stack([tf.constant(self.seed, tf.int64),
+                                                       step]))
+    z = tf.stop_gradient(self.teacher(x))
+    z = tf.debugging.assert_all_finite(z, "Distiller: the teacher produced NaN/Inf")
+    if x_clean is not None:   # the label term is added on the clean pass (`_loss`)
+      return x, x_clean, {"ensemble": z, "clean_label": y}
+    return x, None, (z if y is None else {"ensemble": z, "label": y})
+
+  def _loss(self, targets, dist, training, clean_dist=None):
+    call = getattr(self.distill_loss, "call", self.distill_loss)
+    if clean_dist is None:
+      per_example = call(targets, dist)
+    else:
+      per_example = (call(targets["ensemble"], dist)
+                     + self.distill_loss.label_term(targets["clean_label"], clean_dist))
+    loss = tf.nn.compute_average_loss(per_example)
+    reg = self.student.losses if training else []
+    if reg:
+      loss += tf.nn.scale_regularization_loss(tf.add_n(reg))
+    return loss, per_example
+
+  def train_step(self, data):
+    x, x_clean, targets = self._targets(data)
+    with tf.GradientTape() as tape:
+      dist = self.student(x, training=True)
+      clean_dist = None if x_clean is None else self.student(x_clean, training=True)
+      loss, per_example = self._loss(targets, dist, training=True, clean_dist=clean_dist)
+    if self.on_nonfinite == "ignore":
+      self.minimize(tape, loss)
+    else:
+      self._guarded_step(tape, loss, per_example, x, targets)
+    self.loss_tracker.update_state(per_example)
+    return {"loss": self.loss_tracker.result()}
+
+  def _guarded_step(self, tape, loss, per_example, x, targets):
+    """Applies the update unless this or an earlier step was non-finite (on_nonfinite)."""
+    variables = self.student.trainable_variables
+    grads, scaled = self.gradients(tape, loss, variables)
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    grads = [g for g, _ in pairs]
+    bad_grads = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(_dense_values(g)),
+                                                tf.float32))
+                          for g in grads]) if grads else tf.constant(0.0)
+    # A LossScaleOptimizer skips steps with non-finite gradients itself (float16 overflow
+    # is expected there); only a non-finite loss is divergence then.
+    bad = tf.cast(~tf.math.is_finite(loss), tf.float32) + (0.0 if scaled else bad_grads)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+      bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)   # one decision for all
+    healthy = tf.logical_and(bad == 0.0, self._nonfinite_step < 0)
+    first = tf.logical_and(bad > 0.0, self._nonfinite_step < 0)
+
+    def record():
+      self._nonfinite_stats.assign(_batch_statistics(x, targets, per_example, loss, grads,
+                                                     bad_grads))
+      self._nonfinite_step.assign(tf.cast(self.train_step_counter(), tf.int64))
+      return tf.constant(True)
+
+    def apply():
+      self.optimizer.apply_gradients(pairs)
+      return tf.constant(True)
+
+    tf.cond(first, record, lambda: tf.constant(False))
+    if tf.distribute.has_strategy():
+      # Under any tf.distribute strategy (one replica included: MirroredStrategy on one
+      # device, MultiWorkerMirroredStrategy with one worker) apply_gradients merges
+      # across replicas, which cannot sit inside a branch: every replica applies zero
+      # gradients instead (finite weights; Adam's momentum still moves them).
+      self._zeroed_updates = True
+      self.optimizer.apply_gradients([(_zero_unless(healthy, g), v) for g, v in pairs])
+    else:
+      tf.cond(healthy, apply, lambda: tf.constant(False))
+
+  def nonfinite_report(self):
+    """None, or {"step": the 0-based train step whose loss/gradient was non-finite, and
+    that batch's statistics (see `_STATS`)}. Read by `td.callbacks.StopOnNonFiniteLoss`."""
+    step = int(self._nonfinite_step.numpy())
+    if step < 0:
+      return None
+    report = dict(zip(_STATS, (float(v) for v in self._nonfinite_stats.numpy())))
+    for key in ("batch_size", "nonfinite_examples", "first_nonfinite_example",
+                "input_nonfinite", "target_nonfinite", "gradient_nonfinite"):
+      report[key] = int(report[key])
+    report["step"] = step
+    report["update"] = "zeroed" if self._zeroed_updates else "skipped"
+    return report
+
+  def reset_nonfinite(self):
+    """Forgets a recorded non-finite step, so that `fit` applies updates again."""
+    self._nonfinite_step.assign(-1)
+
+  def fit(self, *args, **kwargs):
+    """`keras.Model.fit`; with on_nonfinite="raise" a `StopOnNonFiniteLoss(raise_error=
+    True)` (of the model's Keras) is added unless the callbacks already hold one."""
+    if self.on_nonfinite == "raise":
+      keras_module, stop = self.keras_module, self.stop_on_nonfinite_class()
+      bound = inspect.signature(keras_module.Model.fit).bind(self, *args, **kwargs)
+      given = bound.arguments.get("callbacks") or []
+      if isinstance(given, keras_module.callbacks.CallbackList):   # the caller's container
+        given.append(stop(raise_error=True))
+      elif not any(isinstance(c, stop) for c in given):
+        bound.arguments["callbacks"] = list(given) + [stop(raise_error=True)]
+      args, kwargs = bound.args[1:], bound.kwargs
+    return super().fit(*args, **kwargs)
+
+  def test_step(self, data):
+    x, x_clean, targets = self._targets(data)
+    dist = self.student(x, training=False)
+    clean_dist = None if x_clean is None else self.student(x_clean, training=False)
+    _, per_example = self._loss(targets, dist, training=False, clean_dist=clean_dist)
+    self.loss_tracker.update_state(per_example)
+    return {"loss": self.loss_tracker.result()}
+
+
+class Distiller(DistillerMixin, keras.Model):
   """Trains `student` on the outputs of `teacher`, computed inside the train step.
 
   Args:
@@ -67,184 +251,30 @@ class Distiller(keras.Model):
        their students take the cross-entropy on the clean batch and the KL on the ODS batch.
   """
 
-  def __init__(self, student, teacher, loss, perturbation=None, seed=0, labels_on="clean",
-               on_nonfinite="raise", **kwargs):
-    super().__init__(**kwargs)
-    if not callable(loss):
-      raise TypeError(f"loss must be a callable loss, got {loss!r}.")
-    if labels_on not in ("clean", "perturbed"):
-      raise ValueError(f'labels_on must be "clean" or "perturbed", got {labels_on!r}.')
-    if on_nonfinite not in ("raise", "ignore"):
-      raise ValueError(f'on_nonfinite must be "raise" or "ignore", got {on_nonfinite!r}.')
-    self.labels_on = labels_on
-    self.on_nonfinite = on_nonfinite
-    self.student = student
-    self.teacher = teacher
-    self.distill_loss = loss
-    self.perturbation = perturbation
-    self.seed = int(seed)
-    self.loss_tracker = keras.metrics.Mean(name="loss")
-    # Per replica (no collective to assign them inside a branch); read from the first.
-    on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
-                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    self._nonfinite_step = tf.Variable(tf.constant(-1, tf.int64), name="nonfinite_step",
-                                       **on_read)
-    self._nonfinite_stats = tf.Variable(tf.zeros([len(_STATS)], tf.float32),
-                                        name="nonfinite_stats", **on_read)
-    self._zeroed_updates = False    # set when traced under a multi-replica strategy
+  keras_module = keras
 
-  @property
-  def metrics(self):
-    return [self.loss_tracker]
+  def train_step_counter(self):
+    """The number of train steps run so far (int64 Tensor): tf_keras' own counter."""
+    return self._train_counter
 
-  def call(self, x, training=False):
-    return self.student(x, training=training)
+  def minimize(self, tape, loss):
+    """One optimizer step on the student (minimize() scales the loss when the optimizer
+    is a LossScaleOptimizer, float16)."""
+    self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
 
-  def _label_weight(self):
-    """The loss's label-term weight; raises if labels_on="clean" cannot be honoured."""
-    weight = getattr(self.distill_loss, "label_term_weight", None)
-    if weight is None or (weight > 0 and
-                          not callable(getattr(self.distill_loss, "label_term", None))):
-      raise ValueError(
-          'Distiller(labels_on="clean") with a perturbation and labelled batches needs '
-          "a loss with `label_term(labels, y_pred)` and `label_term_weight` (as "
-          f"td.losses.KnowledgeDistillation has); {self.distill_loss!r} has not. Pass "
-          'labels_on="perturbed" to put the labels on the perturbed input.')
-    return float(weight)
-
-  def _targets(self, data):
-    """-> (x, x_clean or None, targets) with targets z or {"ensemble": z, "label": y}.
-
-    x_clean is the unperturbed batch when the loss's label term is to see it.
-    """
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-    if isinstance(y, dict) or (y is not None and y.shape.rank == 3):
-      return x, None, y   # precomputed targets
-    x_clean = None
-    if self.perturbation is not None:
-      if (y is not None and self.labels_on == "clean" and self._label_weight() > 0):
-        x_clean = x
-      step = tf.cast(self._train_counter, tf.int64)
-      x = self.perturbation(x, self.teacher, tf.stack([tf.constant(self.seed, tf.int64),
-                                                       step]))
-    z = tf.stop_gradient(self.teacher(x))
-    z = tf.debugging.assert_all_finite(z, "Distiller: the teacher produced NaN/Inf")
-    if x_clean is not None:   # the label term is added on the clean pass (`_loss`)
-      return x, x_clean, {"ensemble": z, "clean_label": y}
-    return x, None, (z if y is None else {"ensemble": z, "label": y})
-
-  def _loss(self, targets, dist, training, clean_dist=None):
-    call = getattr(self.distill_loss, "call", self.distill_loss)
-    if clean_dist is None:
-      per_example = call(targets, dist)
-    else:
-      per_example = (call(targets["ensemble"], dist)
-                     + self.distill_loss.label_term(targets["clean_label"], clean_dist))
-    loss = tf.nn.compute_average_loss(per_example)
-    reg = self.student.losses if training else []
-    if reg:
-      loss += tf.nn.scale_regularization_loss(tf.add_n(reg))
-    return loss, per_example
-
-  def train_step(self, data):
-    x, x_clean, targets = self._targets(data)
-    with tf.GradientTape() as tape:
-      dist = self.student(x, training=True)
-      clean_dist = None if x_clean is None else self.student(x_clean, training=True)
-      loss, per_example = self._loss(targets, dist, training=True, clean_dist=clean_dist)
-    if self.on_nonfinite == "ignore":
-      # minimize() scales the loss when the optimizer is a LossScaleOptimizer (float16).
-      self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
-    else:
-      self._guarded_step(tape, loss, per_example, x, targets)
-    self.loss_tracker.update_state(per_example)
-    return {"loss": self.loss_tracker.result()}
-
-  def _guarded_step(self, tape, loss, per_example, x, targets):
-    """Applies the update unless this or an earlier step was non-finite (on_nonfinite)."""
-    variables = self.student.trainable_variables
-    scaled = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
-    if scaled:
+  def gradients(self, tape, loss, variables):
+    """(the student's gradients, whether the loss was scaled) for the guarded step."""
+    if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
       with tape:
         scaled_loss = self.optimizer.get_scaled_loss(loss)
-      grads = self.optimizer.get_unscaled_gradients(tape.gradient(scaled_loss, variables))
-    else:
-      grads = tape.gradient(loss, variables)
-    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-    grads = [g for g, _ in pairs]
-    bad_grads = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(_dense_values(g)),
-                                                tf.float32))
-                          for g in grads]) if grads else tf.constant(0.0)
-    # A LossScaleOptimizer skips steps with non-finite gradients itself (float16 overflow
-    # is expected there); only a non-finite loss is divergence then.
-    bad = tf.cast(~tf.math.is_finite(loss), tf.float32) + (0.0 if scaled else bad_grads)
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-      bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)   # one decision for all
-    healthy = tf.logical_and(bad == 0.0, self._nonfinite_step < 0)
-    first = tf.logical_and(bad > 0.0, self._nonfinite_step < 0)
+      return self.optimizer.get_unscaled_gradients(tape.gradient(scaled_loss, variables)), True
+    return tape.gradient(loss, variables), False
 
-    def record():
-      self._nonfinite_stats.assign(_batch_statistics(x, targets, per_example, loss, grads,
-                                                     bad_grads))
-      self._nonfinite_step.assign(tf.cast(self._train_counter, tf.int64))
-      return tf.constant(True)
-
-    def apply():
-      self.optimizer.apply_gradients(pairs)
-      return tf.constant(True)
-
-    tf.cond(first, record, lambda: tf.constant(False))
-    if tf.distribute.has_strategy():
-      # Under any tf.distribute strategy (one replica included: MirroredStrategy on one
-      # device, MultiWorkerMirroredStrategy with one worker) apply_gradients merges
-      # across replicas, which cannot sit inside a branch: every replica applies zero
-      # gradients instead (finite weights; Adam's momentum still moves them).
-      self._zeroed_updates = True
-      self.optimizer.apply_gradients([(_zero_unless(healthy, g), v) for g, v in pairs])
-    else:
-      tf.cond(healthy, apply, lambda: tf.constant(False))
-
-  def nonfinite_report(self):
-    """None, or {"step": the 0-based train step whose loss/gradient was non-finite, and
-    that batch's statistics (see `_STATS`)}. Read by `td.callbacks.StopOnNonFiniteLoss`."""
-    step = int(self._nonfinite_step.numpy())
-    if step < 0:
-      return None
-    report = dict(zip(_STATS, (float(v) for v in self._nonfinite_stats.numpy())))
-    for key in ("batch_size", "nonfinite_examples", "first_nonfinite_example",
-                "input_nonfinite", "target_nonfinite", "gradient_nonfinite"):
-      report[key] = int(report[key])
-    report["step"] = step
-    report["update"] = "zeroed" if self._zeroed_updates else "skipped"
-    return report
-
-  def reset_nonfinite(self):
-    """Forgets a recorded non-finite step, so that `fit` applies updates again."""
-    self._nonfinite_step.assign(-1)
-
-  def fit(self, *args, **kwargs):
-    """`keras.Model.fit`; with on_nonfinite="raise" a `StopOnNonFiniteLoss(raise_error=
-    True)` is added unless the callbacks already hold a `StopOnNonFiniteLoss`."""
-    if self.on_nonfinite == "raise":
-      from tfp_distill import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
-      bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
-      given = bound.arguments.get("callbacks") or []
-      if isinstance(given, keras.callbacks.CallbackList):   # the caller's own container
-        given.append(callbacks_lib.StopOnNonFiniteLoss(raise_error=True))
-      elif not any(isinstance(c, callbacks_lib.StopOnNonFiniteLoss) for c in given):
-        bound.arguments["callbacks"] = list(given) + [
-            callbacks_lib.StopOnNonFiniteLoss(raise_error=True)]
-      args, kwargs = bound.args[1:], bound.kwargs
-    return super().fit(*args, **kwargs)
-
-  def test_step(self, data):
-    x, x_clean, targets = self._targets(data)
-    dist = self.student(x, training=False)
-    clean_dist = None if x_clean is None else self.student(x_clean, training=False)
-    _, per_example = self._loss(targets, dist, training=False, clean_dist=clean_dist)
-    self.loss_tracker.update_state(per_example)
-    return {"loss": self.loss_tracker.result()}
+  @staticmethod
+  def stop_on_nonfinite_class():
+    """`td.callbacks.StopOnNonFiniteLoss`, which `fit` adds (on_nonfinite="raise")."""
+    from tfp_distill import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
+    return callbacks_lib.StopOnNonFiniteLoss
 
 
 # What `nonfinite_report` gives about the first non-finite step's batch (per replica).

@@ -33,7 +33,7 @@ from tfp_distill import teachers as teachers_lib
 from tfp_distill import vectorized as vectorized_lib
 from tfp_distill._keras import keras
 
-__all__ = ["Ensemble", "accelerator_present", "check_vectorize"]
+__all__ = ["Ensemble", "accelerator_present", "check_vectorize", "stack_members"]
 
 # Moved to `tfp_distill.ensemble_training` (which imports this module); still importable
 # from here (`td.ensemble.member_permutation`, `td.ensemble.train_ensemble`, ...).
@@ -61,14 +61,48 @@ def check_vectorize(vectorize):
 _MANIFEST = "ensemble.json"
 
 
+def _is_stacked(members):
+  """Whether `members` is a stacked model (`td.vectorized` or `td.keras3.vectorized`)."""
+  return isinstance(members, vectorized_lib.StackedMembers) or (
+      callable(getattr(members, "to_members", None)) and hasattr(members, "num_members"))
+
+
+def _not_stackable(members):
+  """The first member that keeps the members from one stacked model (a callable, a
+  SavedModel, or a model of the other Keras than member 0's), or None."""
+  same_keras = (_keras3.is_keras3_object if _keras3.is_keras3_object(members[0])
+                else lambda member: isinstance(member, keras.Model))
+  return next((i for i, member in enumerate(members) if not same_keras(member)), None)
+
+
+def stack_members(members):
+  """Members of one architecture as one stacked model, of their Keras.
+
+  Args:
+    members: list of tf_keras models (-> `vectorized.StackedMembers`) or of Keras 3
+      models (-> `td.keras3.vectorized.StackedMembers`).
+
+  Returns:
+    the stacked model: x -> z [batch, members, params].
+
+  Raises:
+    vectorized.NotVectorizableError: naming what prevents stacking.
+  """
+  members = list(members)
+  if members and _keras3.is_keras3_object(members[0]):
+    from tfp_distill.keras3 import vectorized as k3  # pylint: disable=import-outside-toplevel
+    return k3.StackedMembers(members)
+  return vectorized_lib.StackedMembers(members, name="stacked_members")
+
+
 class Ensemble(keras.Model):
   """M members x -> z [batch, params], stacked to z [batch, members, params].
 
   Members may be tf_keras models, Keras 3 models (TensorFlow backend), SavedModels
   (`teachers.SavedModelMember`) or any callable x -> z, mixed freely
   (`teachers.member_function`); `Ensemble.from_files` loads them from `.keras` files of
-  either Keras and SavedModel folders. Only tf_keras members of one architecture can be
-  vectorized.
+  either Keras and SavedModel folders. Members of one architecture, all tf_keras or all
+  Keras 3, can be vectorized (`stack_members`).
 
   The members run side by side in one graph, or as one vectorized model
   (`vectorized.StackedMembers`: weights stacked along a members axis, one batched op per
@@ -115,21 +149,21 @@ class Ensemble(keras.Model):
     super().__init__(**kwargs)
     check_vectorize(vectorize)
     stacked = None
-    if isinstance(members, vectorized_lib.StackedMembers):
+    if _is_stacked(members):
       stacked, members = members, members.to_members()
     members = list(members)
     if not members:
       raise ValueError("An Ensemble needs at least one member, got an empty list.")
     self._member_fns = [teachers_lib.member_function(m, i) for i, m in enumerate(members)]
-    foreign = [i for i, m in enumerate(members) if not isinstance(m, keras.Model)]
+    foreign = _not_stackable(members)
     self.members = members
     self.family = None if family is None else families_lib.get(family)
     self.trainable = False
     self.jit_compile = bool(jit_compile)
     self.vectorize_reason = None
-    if stacked is None and foreign and vectorize is not False:
-      reason = (f"member {foreign[0]} is a {teachers_lib.describe(members[foreign[0]])}; "
-                "only tf_keras members can be stacked")
+    if stacked is None and foreign is not None and vectorize is not False:
+      reason = (f"member {foreign} is a {teachers_lib.describe(members[foreign])}; only "
+                "members that are all tf_keras or all Keras 3 models can be stacked")
       if vectorize is True:
         raise vectorized_lib.NotVectorizableError(reason)
       self.vectorize_reason = reason
@@ -138,7 +172,7 @@ class Ensemble(keras.Model):
                                "(pass vectorize=True to stack anyway)")
     elif stacked is None and vectorize is not False:
       try:
-        stacked = vectorized_lib.StackedMembers(members, name="stacked_members")
+        stacked = stack_members(members)
       except vectorized_lib.NotVectorizableError as error:
         if vectorize is True:
           raise

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from tfp_distill import _keras3
 from tfp_distill import callbacks as callbacks_lib
 from tfp_distill import ensemble as ensemble_lib
 from tfp_distill import families as families_lib
@@ -174,19 +175,34 @@ def _build(build_member, seed):
   if "seed" in params or len(params) >= 1:
     return build_member(seed=seed) if "seed" in params else build_member(seed)
   keras.utils.set_random_seed(seed)
+  _keras3.set_random_seed(seed)   # Keras 3's global seed too, when it is imported
   return build_member()
 
 
-def _fit_stacked(stacked, family, data, arrays, epochs, batch_size, learning_rate, seed,
-                 shuffle, shuffle_buffer, size, verbose):
-  """Trains the stacked members; one compiled call per epoch. Returns a Keras History."""
-  num_members = stacked.num_members
-  optimizer = keras.optimizers.Adam(learning_rate)
+def _minimizer(stacked, learning_rate, keras3):
+  """minimize(loss, tape): one Adam step on the stacked variables, by the members' Keras."""
   variables = stacked.trainable_variables
-  optimizer.build(variables)   # before the epoch loop: no variables made inside it
+  if keras3:
+    optimizer = _keras3.tensorflow_module("train_ensemble").optimizers.Adam(learning_rate)
+    optimizer.build(variables)   # before the epoch loop: no variables made inside it
+
+    def minimize(loss, tape):
+      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return minimize
+  optimizer = keras.optimizers.Adam(learning_rate)
+  optimizer.build(variables)
   if any(layer is not None and layer.compute_dtype == "float16"
          for layer in stacked.stacked_layers):
     optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+  return lambda loss, tape: optimizer.minimize(loss, variables, tape=tape)
+
+
+def _fit_stacked(stacked, family, data, arrays, epochs, batch_size, learning_rate, seed,
+                 shuffle, shuffle_buffer, size, verbose, keras3=False):
+  """Trains the stacked members (or a `td.keras3.vectorized.MemberLoop`); one compiled
+  call per epoch. Returns a Keras History."""
+  num_members = stacked.num_members
+  minimize = _minimizer(stacked, learning_rate, keras3)
 
   def step(x, y):   # x [members, batch, ...], y [members, batch, ...]
     with tf.GradientTape() as tape:
@@ -195,7 +211,7 @@ def _fit_stacked(stacked, family, data, arrays, epochs, batch_size, learning_rat
       loss = tf.reduce_sum(tf.reduce_mean(nll, axis=0))        # sum of members' means
       if stacked.losses:
         loss += tf.add_n(stacked.losses)
-    optimizer.minimize(loss, variables, tape=tape)
+    minimize(loss, tape)
     return tf.reduce_mean(nll)
 
   if arrays is not None:
@@ -310,23 +326,30 @@ def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
   probe = tf.zeros([1] + [d or 1 for d in x_spec.shape.as_list()], x_spec.dtype)
   for m, member in enumerate(members):
     family.check_params(member(probe), what=f"Member {m}'s output")
+  keras3 = all(_keras3.is_keras3_object(m) for m in members)
   stacked = None
   if vectorize is not False:
     try:
-      stacked = vectorized_lib.StackedMembers(members, name="stacked_members")
+      stacked = ensemble_lib.stack_members(members)
     except vectorized_lib.NotVectorizableError as error:
       if vectorize is True:
         raise
       warnings.warn(f"train_ensemble: training the members side by side, not vectorized: "
                     f"{error}", VectorizationWarning, stacklevel=2)
-  if stacked is not None:
-    history = _fit_stacked(stacked, family, data, arrays, epochs, batch_size,
-                           learning_rate, seed, shuffle_buffer != 1, shuffle_buffer, size,
-                           verbose)
-    stacked.assign_to(members)
-    ensemble = ensemble_lib.Ensemble.from_stacked(members, stacked, family, vectorize)
+  if stacked is not None or keras3:
+    loop = stacked
+    if stacked is None:   # Keras 3 members side by side, in the stacked model's loop
+      from tfp_distill.keras3 import vectorized as k3  # pylint: disable=import-outside-toplevel
+      loop = k3.MemberLoop(members)
+    history = _fit_stacked(loop, family, data, arrays, epochs, batch_size, learning_rate,
+                           seed, shuffle_buffer != 1, shuffle_buffer, size, verbose, keras3)
+    if stacked is None:
+      ensemble = ensemble_lib.Ensemble(members, family=family, vectorize=vectorize)
+    else:
+      stacked.assign_to(members)
+      ensemble = ensemble_lib.Ensemble.from_stacked(members, stacked, family, vectorize)
     ensemble.history = history
-    ensemble.training_vectorized = True
+    ensemble.training_vectorized = stacked is not None
     return ensemble
   if arrays is not None:
     stream = array_member_streams(*arrays, num_members, batch_size, seed,

@@ -15,7 +15,7 @@ with a message that says which.
 
 import tensorflow as tf
 
-from tfp_distill import heads as heads_lib
+from tfp_distill import parameterization as parameterization_lib
 from tfp_distill import predict as predict_lib
 from tfp_distill import uncertainty
 
@@ -30,7 +30,8 @@ def export_saved_model(student, family, path, num_samples=100, method=None, seed
   """Writes a SavedModel of `student` serving its decomposition and head parameters.
 
   Args:
-    student: Keras model x -> distribution (a tfp_distill head).
+    student: a tf_keras or Keras 3 model ending in a `td.heads` or `td.keras3.heads`
+      head (the served signature is the same for both).
     family: the members' family, as for `td.decompose`.
     path: str, output folder.
     num_samples: int, Monte Carlo samples when `method="monte_carlo"`.
@@ -85,10 +86,10 @@ def export_saved_model(student, family, path, num_samples=100, method=None, seed
     # A row holding NaN or Inf gets NaN in every output (a fused MatMul+BiasAdd+Relu can
     # map NaN to finite values); the other rows of the request are served as usual.
     ok = predict_lib.finite_rows(x)
-    dist = student(x, training=False)
+    dist = predict_lib.model_output(student, x)
     out = dict(uncertainty.decompose(dist, family, num_samples=num_samples, seed=seed,
                                      method=method, common_noise=common_noise))
-    out.update(heads_lib.distribution_parameters(dist))
+    out.update(parameterization_lib.distribution_parameters(dist))
     return predict_lib.nan_rows(out, ok)
 
   module = tf.Module()

@@ -28,6 +28,11 @@ Unlike `tfp.layers.DistributionLambda`, these heads never pickle a function: `ge
 returns only JSON values whose keys are the `__init__` arguments (plus Keras' `name`,
 `trainable`, `dtype`), so models using them save and load in every Keras format.
 
+These are the tf_keras heads (`tfp.layers`, Keras 2). `td.keras3.heads` has the same heads
+for Keras 3 models; both are built on the same functions (`td.parameterization`: each head
+class here is its parameterization mixed into `DistributionHead`), so a head of either
+Keras gives the same distribution from the same params.
+
 #### References
 
 [1]: Lindqvist, Olmin, Lindsten, Svensson. A general framework for ensemble distribution
@@ -39,12 +44,9 @@ returns only JSON values whose keys are the `__init__` arguments (plus Keras' `n
 
 import functools
 
-import numpy as np
-import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_distill import _dtypes
-from tfp_distill import families as families_lib
+from tfp_distill import parameterization as parameterization_lib
 from tfp_distill._keras import keras
 
 tfd = tfp.distributions
@@ -61,7 +63,10 @@ __all__ = [
     "get_distribution",
 ]
 
-_CONVERT_FNS = ("mean", "sample", "mode")
+# The head-independent functions: one definition for both Keras (`td.parameterization`).
+get_distribution = parameterization_lib.get_distribution
+distribution_parameters = parameterization_lib.distribution_parameters
+MAX_LOG_CONCENTRATION = parameterization_lib.MAX_LOG_CONCENTRATION
 
 
 def _head_distribution(cls, event_size, min_scale, params):
@@ -87,15 +92,11 @@ class DistributionHead(tfpl.DistributionLambda):
       float32.
   """
 
+  min_event_size = 1
+
   def __init__(self, event_size, min_scale=1e-3, convert_to_tensor_fn="mean", **kwargs):
-    event_size = int(event_size)
-    if event_size < 1:
-      raise ValueError(f"event_size must be >= 1, got {event_size}.")
-    if not (min_scale > 0 and np.isfinite(min_scale)):
-      raise ValueError(f"min_scale must be a finite float > 0, got {min_scale}.")
-    if convert_to_tensor_fn not in _CONVERT_FNS:
-      raise ValueError(f"convert_to_tensor_fn must be one of {_CONVERT_FNS}, got "
-                       f"{convert_to_tensor_fn!r}.")
+    event_size, min_scale = parameterization_lib.check_head_arguments(
+        self, event_size, min_scale, convert_to_tensor_fn)
     kwargs.pop("make_distribution_fn", None)
     if kwargs.get("dtype") is None and keras.mixed_precision.global_policy().name.startswith(
         "mixed_"):
@@ -109,13 +110,7 @@ class DistributionHead(tfpl.DistributionLambda):
     self.convert_to_tensor_fn_name = convert_to_tensor_fn
 
   def call(self, inputs, *args, **kwargs):
-    size = tf.compat.dimension_value(inputs.shape[-1])
-    expected = self.params_size(self.event_size)
-    if size is not None and size != expected:
-      raise ValueError(
-          f"{type(self).__name__}(event_size={self.event_size}) takes params of shape "
-          f"[batch, {expected}] (= {type(self).__name__}.params_size({self.event_size}))"
-          f", got shape {list(inputs.shape)}.")
+    parameterization_lib.check_params_shape(self, inputs.shape)
     return super().call(inputs, *args, **kwargs)
 
   def get_config(self):
@@ -130,25 +125,24 @@ class DistributionHead(tfpl.DistributionLambda):
 
   @staticmethod
   def params_size(event_size):
+    """The size of the flat params the head takes (implemented by each head)."""
     raise NotImplementedError
 
   @staticmethod
   def new(params, event_size, min_scale=1e-3):
+    """The distribution of flat params [batch, params_size(event_size)] (each head)."""
     raise NotImplementedError
 
 
-def _scale(raw, min_scale):
-  return tf.math.softplus(raw) + _dtypes.cast(min_scale, raw.dtype)
-
-
 @keras.utils.register_keras_serializable(package="tfp_distill")
-class NormalHead(DistributionHead):
+class NormalHead(parameterization_lib.NormalParameterization, DistributionHead):
   """Diagonal Normal over an event of size E (tfpl.IndependentNormal with a floor).
 
   ```none
   params = [loc (E), raw_scale (E)]         params_size(E) = 2 E
   v = prod_e N(loc_e, (softplus(raw_scale_e) + min_scale)^2)
   ```
+  (`parameterization.NormalParameterization`, shared with `td.keras3.heads.NormalHead`.)
 
   Args: see `DistributionHead`.
 
@@ -161,20 +155,10 @@ class NormalHead(DistributionHead):
   ```
   """
 
-  @staticmethod
-  def params_size(event_size):
-    return 2 * int(event_size)
-
-  @staticmethod
-  def new(params, event_size, min_scale=1e-3):
-    params = tf.convert_to_tensor(params)
-    loc, raw = params[..., :event_size], params[..., event_size:]
-    return tfd.Independent(tfd.Normal(loc=loc, scale=_scale(raw, min_scale)),
-                           reinterpreted_batch_ndims=1)
-
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
-class MultivariateNormalTriLHead(DistributionHead):
+class MultivariateNormalTriLHead(parameterization_lib.MultivariateNormalTriLParameterization,
+                                 DistributionHead):
   """Full-covariance Normal over an event of size E (tfpl.MultivariateNormalTriL).
 
   ```none
@@ -182,31 +166,15 @@ class MultivariateNormalTriLHead(DistributionHead):
   v = N(loc, L L^T),  L = FillScaleTriL(diag: softplus + min_scale)(tril)
       (fill_triangular(tril) with its diagonal d -> softplus(d) + min_scale)
   ```
+  (`parameterization.MultivariateNormalTriLParameterization`.)
 
   Args: see `DistributionHead`.
   """
 
-  @staticmethod
-  def params_size(event_size):
-    event_size = int(event_size)
-    return event_size + event_size * (event_size + 1) // 2
-
-  @staticmethod
-  def new(params, event_size, min_scale=1e-3):
-    params = tf.convert_to_tensor(params)
-    loc, raw = params[..., :event_size], params[..., event_size:]
-    # tfb.FillScaleTriL(diag_shift=min_scale), written with a static identity mask: the
-    # gradients of the bijector (and of diag_part / set_diag) build zeros of a dynamic
-    # shape, which XLA (jit_compile) cannot compile. Masking by 0 / 1 is exact.
-    tril = tfp.math.fill_triangular(raw)
-    eye = tf.eye(event_size, dtype=tril.dtype)
-    diag = _scale(tf.reduce_sum(tril * eye, axis=-1), min_scale)          # [..., E]
-    scale_tril = tril * (1. - eye) + eye * diag[..., tf.newaxis]
-    return tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale_tril)
-
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
-class NormalPredictiveHead(DistributionHead):
+class NormalPredictiveHead(parameterization_lib.NormalPredictiveParameterization,
+                           DistributionHead):
   """Normal over y for mixture distillation, parameterized like a heteroscedastic member.
 
   ```none
@@ -220,38 +188,9 @@ class NormalPredictiveHead(DistributionHead):
   Args: see `DistributionHead`.
   """
 
-  @staticmethod
-  def params_size(event_size):
-    return 2 * int(event_size)
-
-  @staticmethod
-  def new(params, event_size, min_scale=1e-3):
-    family = families_lib.HeteroscedasticNormal(event_size, min_variance=min_scale)
-    return family.predictive(params)
-
-
-#: log-concentrations above this are clipped: exp(30) ~ 1e13 keeps lgamma finite in
-#: float32 and far beyond any precision an ensemble of M members can support.
-MAX_LOG_CONCENTRATION = 30.0
-
-
-class _ClassHead(DistributionHead):
-  """A head over K >= 2 classes with one parameter per class."""
-
-  def __init__(self, event_size, min_scale=1e-3, convert_to_tensor_fn="mean", **kwargs):
-    if int(event_size) < 2:
-      raise ValueError(f"{type(self).__name__} needs event_size (classes) >= 2, got "
-                       f"{event_size}.")
-    super().__init__(event_size, min_scale=min_scale,
-                     convert_to_tensor_fn=convert_to_tensor_fn, **kwargs)
-
-  @staticmethod
-  def params_size(event_size):
-    return int(event_size)
-
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
-class DirichletHead(_ClassHead):
+class DirichletHead(parameterization_lib.DirichletParameterization, DistributionHead):
   """Dirichlet over class-probability vectors (the EnD^2 student of [2]).
 
   ```none
@@ -278,16 +217,9 @@ class DirichletHead(_ClassHead):
   ```
   """
 
-  @staticmethod
-  def new(params, event_size, min_scale=1e-3):
-    params = tf.convert_to_tensor(params)
-    alpha = tf.exp(tf.minimum(params, MAX_LOG_CONCENTRATION)) + _dtypes.cast(min_scale,
-                                                                         params.dtype)
-    return tfd.Dirichlet(concentration=alpha)
-
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
-class CategoricalHead(_ClassHead):
+class CategoricalHead(parameterization_lib.CategoricalParameterization, DistributionHead):
   """One-hot Categorical over K classes from logits (mixture distillation, soft targets).
 
   ```none
@@ -300,49 +232,3 @@ class CategoricalHead(_ClassHead):
 
   Args: see `DistributionHead`.
   """
-
-  @staticmethod
-  def new(params, event_size, min_scale=1e-3):
-    return tfd.OneHotCategorical(logits=tf.convert_to_tensor(params),
-                                 dtype=tf.convert_to_tensor(params).dtype)
-
-
-def get_distribution(value):
-  """The `tfd.Distribution` behind a head's output (as Keras may pass it to a loss)."""
-  if isinstance(value, tfd.Distribution):
-    return value
-  dist = getattr(value, "_tfp_distribution", None)
-  if dist is None:
-    raise TypeError(
-        "Expected the output of a tfp_distill head (a tfd.Distribution), got "
-        f"{type(value).__name__}. The student's last layer must be a distribution head, "
-        "e.g. td.heads.MultivariateNormalTriLHead(event_size).")
-  return dist
-
-
-def _unwrap(dist):
-  """Strips tfp.layers' tensor-coercible wrapper."""
-  return getattr(dist, "tensor_distribution", dist)
-
-
-def distribution_parameters(dist):
-  """The parameters of a head's distribution as a dict of Tensors.
-
-  Args:
-    dist: `tfd.Distribution` from a tfp_distill head, batch [batch], event [E].
-
-  Returns:
-    dict: "loc" [batch, E] and either "scale" [batch, E] (diagonal heads) or
-      "scale_tril" [batch, E, E] (full covariance); "concentration" [batch, K]
-      (`DirichletHead`); "logits" [batch, K] (`CategoricalHead`).
-  """
-  dist = _unwrap(get_distribution(dist))
-  if isinstance(dist, tfd.Dirichlet):
-    return {"concentration": tf.convert_to_tensor(dist.concentration)}
-  if isinstance(dist, tfd.OneHotCategorical):
-    return {"logits": dist.logits_parameter()}
-  if isinstance(dist, tfd.MultivariateNormalTriL):
-    return {"loc": dist.loc, "scale_tril": dist.scale.to_dense()}
-  if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):
-    return {"loc": dist.distribution.loc, "scale": dist.distribution.scale}
-  raise TypeError(f"No parameter export for distribution {type(dist).__name__}.")

@@ -12,6 +12,12 @@ a distribution head (`tfp_distill.heads`) to it. Every initializer is seeded fro
 (the i-th seeded layer, in construction order, uses seed + i), so two calls with the same
 seed build models with identical weights.
 
+`mlp`, `small_cnn` and `resnet18_cifar` are built with either Keras (`keras_version`):
+tf_keras (2, with `td.heads`) or Keras 3 (3, TensorFlow backend, with `td.keras3.heads`;
+`td.keras3.models` has them with that default). By default a Keras 3 head makes a Keras 3
+model. The two Keras draw seeded initial weights differently: the same seed gives the
+same architecture, not the same weights.
+
 #### References
 
 [1]: He, Zhang, Ren, Sun. Deep residual learning for image recognition. CVPR 2016.
@@ -24,15 +30,39 @@ seed build models with identical weights.
 import numpy as np
 import tensorflow as tf
 
+from tfp_distill import _keras3
 from tfp_distill._keras import keras
 
 __all__ = ["mlp", "small_cnn", "resnet18_cifar", "batch_ensemble_cnn", "RandomSign",
-           "DenseBatchEnsemble", "Conv2DBatchEnsemble", "TileMembers", "MembersToAxis"]
+           "DenseBatchEnsemble", "Conv2DBatchEnsemble", "TileMembers", "MembersToAxis",
+           "keras_module"]
 
 # PyTorch's BatchNorm defaults, which the published CIFAR ResNet numbers use (Keras'
 # `momentum` is 1 - PyTorch's `momentum`).
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
+
+
+def keras_module(keras_version=None, head=None):
+  """The Keras a backbone is built with: tf_keras or Keras 3 (TensorFlow backend).
+
+  Args:
+    keras_version: None, 2 or 3. None: 3 when `head` is a Keras 3 layer, else 2.
+    head: None or the head the backbone ends in.
+
+  Returns:
+    the `tf_keras` module (2) or the Keras 3 `keras` module (3).
+
+  Raises:
+    ValueError: keras_version is not None, 2 or 3.
+    ImportError: 3 on another Keras 3 backend, or without Keras 3 (see `td.keras3`).
+  """
+  if keras_version is None:
+    keras_version = 3 if _keras3.is_keras3_object(head) else 2
+  if keras_version not in (2, 3):
+    raise ValueError(f"keras_version must be 2 (tf_keras) or 3 (Keras 3), got "
+                     f"{keras_version!r}.")
+  return keras if keras_version == 2 else _keras3.tensorflow_module("td.models(keras_version=3)")
 
 
 def _seeded(initializer, seed, i):
@@ -50,23 +80,23 @@ def _check_image_size(input_shape, filters):
     height, width = (height - 2) // 2, (width - 2) // 2
 
 
-def _input_layers(inputs, input_scale=None, input_normalization=None):
+def _input_layers(keras_lib, inputs, input_scale=None, input_normalization=None):
   """The model's first layers: a Rescaling by `input_scale` (e.g. 1/255 for raw pixels)
   and/or a Normalization to (x - mean) / sqrt(variance) (`input_normalization`: (mean,
   variance) arrays of one row's shape). Both are saved with the model, so it takes the
   inputs its members take."""
   h = inputs
   if input_scale is not None and float(input_scale) != 1.0:
-    h = keras.layers.Rescaling(float(input_scale), name="input_scale")(h)
+    h = keras_lib.layers.Rescaling(float(input_scale), name="input_scale")(h)
   if input_normalization is not None:
     mean, variance = (np.asarray(a, np.float32) for a in input_normalization)
-    h = keras.layers.Normalization(mean=mean, variance=np.maximum(variance, 1e-12),
-                                   name="input_normalization")(h)
+    h = keras_lib.layers.Normalization(mean=mean, variance=np.maximum(variance, 1e-12),
+                                       name="input_normalization")(h)
   return h
 
 
 def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", seed=None,
-        name=None, input_scale=None, input_normalization=None):
+        name=None, input_scale=None, input_normalization=None, keras_version=None):
   """A multilayer perceptron x -> params [batch, output_size] (-> head(params)).
 
   Args:
@@ -80,15 +110,19 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
     input_scale: None or float, multiply the inputs by it first (a Rescaling layer).
     input_normalization: None or (mean, variance), arrays of one input's shape: the
       model standardises its inputs itself (a Normalization layer, saved with it).
+    keras_version: None, 2 (tf_keras) or 3 (Keras 3); None: 3 for a Keras 3 head, else
+      2 (`keras_module`).
 
   Returns:
-    keras.Model.
+    keras.Model (of that Keras).
   """
+  keras = keras_module(keras_version, head)  # pylint: disable=redefined-outer-name
+
   def init(i):
     return keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
 
   inputs = keras.Input(shape=tuple(input_shape))
-  h = _input_layers(inputs, input_scale, input_normalization)
+  h = _input_layers(keras, inputs, input_scale, input_normalization)
   for i, units in enumerate(hidden_units):
     h = keras.layers.Dense(units, activation=activation, kernel_initializer=init(i))(h)
   out = keras.layers.Dense(output_size, kernel_initializer=init(len(hidden_units)))(h)
@@ -98,7 +132,8 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
 
 
 def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 64),
-              dense_units=128, dropout=0.0, seed=None, name=None, input_scale=None):
+              dense_units=128, dropout=0.0, seed=None, name=None, input_scale=None,
+              keras_version=None):
   """A small CNN for 28x28 images x [batch, 28, 28, 1] -> params [batch, output_size].
 
   ```none
@@ -137,6 +172,7 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
     name: model name.
     input_scale: None or float, multiply the inputs by it first (e.g. 1/255 for raw
       0-255 pixels; a Rescaling layer saved with the model).
+    keras_version: None, 2 (tf_keras) or 3 (Keras 3); see `mlp`.
 
   Returns:
     keras.Model: x [batch, height, width, channels] -> params [batch, output_size], or
@@ -158,8 +194,9 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
   if not 0.0 <= dropout < 1.0:
     raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
   _check_image_size(input_shape, filters)
+  keras = keras_module(keras_version, head)  # pylint: disable=redefined-outer-name
   inputs = keras.Input(shape=tuple(input_shape))
-  h = _input_layers(inputs, input_scale)
+  h = _input_layers(keras, inputs, input_scale)
   for i, f in enumerate(filters):
     h = keras.layers.Conv2D(
         int(f), 3, padding="valid", activation="relu",
@@ -185,7 +222,7 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
 
 
 def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64, l2=0.0,
-                   seed=None, name=None, input_scale=None):
+                   seed=None, name=None, input_scale=None, keras_version=None):
   """ResNet-18 for CIFAR [1]: x [batch, 32, 32, 3] -> params [batch, output_size].
 
   The CIFAR variant of ResNet-18 (as in the widely used CIFAR ResNet code): the ImageNet
@@ -224,6 +261,7 @@ def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64,
     name: model name.
     input_scale: None or float, multiply the inputs by it first (e.g. 1/255 for raw
       0-255 pixels; a Rescaling layer saved with the model).
+    keras_version: None, 2 (tf_keras) or 3 (Keras 3); see `mlp`.
 
   Returns:
     keras.Model: x [batch, height, width, channels] -> params [batch, output_size], or
@@ -250,6 +288,7 @@ def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64,
     raise ValueError(f"width must be an int >= 1, got {width}.")
   if not l2 >= 0:
     raise ValueError(f"l2 must be >= 0, got {l2}.")
+  keras = keras_module(keras_version, head)  # pylint: disable=redefined-outer-name
   regularizer = keras.regularizers.L2(float(l2)) if l2 > 0 else None
   counter = [0]
 
@@ -287,7 +326,7 @@ def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64,
     return keras.layers.Activation("relu", name=f"{prefix}_out")(y)
 
   inputs = keras.Input(shape=tuple(input_shape))
-  h = conv(_input_layers(inputs, input_scale), width, 3, 1, "stem_conv")
+  h = conv(_input_layers(keras, inputs, input_scale), width, 3, 1, "stem_conv")
   h = keras.layers.Activation("relu", name="stem_relu")(bn(h, "stem_bn"))
   for stage, (multiplier, strides) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
     for block in range(2):

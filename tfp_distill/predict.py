@@ -5,23 +5,24 @@ x (array or tf.data.Dataset) ─► batches ─► ┌ model(x) ─► decompose
                                            └────────── one tf.function (optional XLA) ──┘
 ```
 
-A student (its output a distribution, i.e. a tfp_distill head) is decomposed with
-`td.decompose`; a `td.Ensemble`, a BatchEnsemble student or any model returning member
-parameters z [batch, members, params] with `td.decompose_ensemble`. The model, the
-decomposition and the Monte Carlo draws run in one graph, traced once per model, settings
-and input shape (any batch size) and reused by later calls: the speed of a hand-written
-`tf.function` without writing one.
+A student of either Keras (its output a tf_keras head's distribution, or a Keras 3 head's
+parameters) is decomposed with `td.decompose`; a `td.Ensemble`, a BatchEnsemble student
+or any model returning member parameters z [batch, members, params] with
+`td.decompose_ensemble`. The model, the decomposition and the Monte Carlo draws run in
+one graph, traced once per model, settings and input shape (any batch size) and reused by
+later calls: the speed of a hand-written `tf.function` without writing one.
 """
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfp_distill import heads as heads_lib
+from tfp_distill import _keras3
+from tfp_distill import parameterization as parameterization_lib
 from tfp_distill import uncertainty
 from tfp_distill._keras import keras
 
-__all__ = ["finite_rows", "nan_rows", "predict_uncertainty"]
+__all__ = ["finite_rows", "model_output", "nan_rows", "predict_uncertainty"]
 
 # Attribute holding {(settings, input spec): concrete function} on the model itself, so
 # that the compiled functions live and die with their model.
@@ -30,7 +31,7 @@ _CACHE_ATTRIBUTE = "_tfp_distill_predict_functions"
 
 def _is_distribution(value):
   try:
-    heads_lib.get_distribution(value)
+    parameterization_lib.get_distribution(value)
   except TypeError:
     return False
   return True
@@ -43,6 +44,30 @@ def _input_spec(model):
     if inputs and len(inputs) == 1:
       return tf.TensorSpec([None] + list(inputs[0].shape[1:]), inputs[0].dtype)
   return None
+
+
+def model_output(model, x):
+  """model(x) in inference mode: a tf_keras head's distribution, a Keras 3 head's
+  parameters (marked with their distribution, `td.parameterization.mark`), or z.
+
+  Args:
+    model: a Keras model of either Keras, or any callable.
+    x: Tensor [batch, ...].
+
+  Returns:
+    what the model returns.
+  """
+  if isinstance(model, keras.layers.Layer):
+    return model(x, training=False)
+  if not _keras3.is_keras3_object(model):
+    return model(x)
+  out = model(x, training=False)
+  if tf.is_tensor(out) and not parameterization_lib.is_distribution_like(out):
+    from tfp_distill.keras3 import heads as heads3  # pylint: disable=import-outside-toplevel
+    head = heads3.find_head(model)
+    if head is not None:   # its output was copied on the way out: mark the copy
+      out = parameterization_lib.mark(tf.identity(out), head.distribution)
+  return out
 
 
 def finite_rows(x):
@@ -72,7 +97,7 @@ def _decomposition(model, family, num_samples, seed, method, num_points, antithe
 
   def body(x):
     ok = finite_rows(x)
-    out = model(x, training=False) if isinstance(model, keras.layers.Layer) else model(x)
+    out = model_output(model, x)
     if _is_distribution(out):
       u = uncertainty.decompose(out, family, num_samples=num_samples, seed=seed,
                                 method=method, num_points=num_points, antithetic=antithetic,
@@ -162,9 +187,10 @@ def predict_uncertainty(model, family, x, batch_size=1024, num_samples=100, seed
   outputs) on each batch; it is built on the first call and reused afterwards.
 
   Args:
-    model: a student (Keras model x -> distribution, ending in a tfp_distill head), or a
-      model returning members' parameters z [batch, members, params] (`td.Ensemble`, a
-      BatchEnsemble student), or any callable doing either.
+    model: a student (a tf_keras or Keras 3 model ending in a `td.heads` or
+      `td.keras3.heads` head), or a model returning members' parameters z [batch,
+      members, params] (`td.Ensemble`, a BatchEnsemble student), or any callable doing
+      either.
     family: the members' family (`td.families.HeteroscedasticNormal` or
       `td.families.CategoricalLogits`).
     x: array [n, ...], or a `tf.data.Dataset` of batches of x (or of (x, ...) tuples,

@@ -52,7 +52,7 @@ import tensorflow_probability as tfp
 from tfp_distill import _dtypes
 from tfp_distill import _quadrature
 from tfp_distill import families as families_lib
-from tfp_distill import heads as heads_lib
+from tfp_distill import parameterization as parameterization_lib
 
 tfd = tfp.distributions
 
@@ -201,7 +201,7 @@ def _categorical_predictive(logits):
 
 def _decompose_classification(dist, family, num_samples, seed, method, antithetic,
                               jit_compile, common_noise):
-  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  inner = parameterization_lib.unwrap(dist)
   k = family.num_classes
   size = _event_size_of(dist)
   if isinstance(inner, tfd.Dirichlet):
@@ -226,7 +226,7 @@ def _decompose_classification(dist, family, num_samples, seed, method, antitheti
         f"decompose: the distribution has event size {size}, but {family!r} needs a "
         f"distribution over its {family.params_size} logits (a Dirichlet or Categorical "
         f"head over {k} classes is also accepted).")
-  params = heads_lib.distribution_parameters(dist)
+  params = parameterization_lib.distribution_parameters(dist)
   scale = params["scale"] if "scale" in params else params["scale_tril"]
   return _graph(_logit_normal_monte_carlo, jit_compile)(
       params["loc"], scale, "scale" in params, family.reference_class, int(num_samples),
@@ -238,10 +238,11 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
   """Prediction and total / aleatoric / epistemic uncertainty of a student's output.
 
   Args:
-    distribution: the student's output, a tfd.Distribution with batch [batch] and event
-      [family.params_size] (a distribution over z), or event [family.event_size] (a
-      mixture-distilled predictive over y); for classification also a Dirichlet or a
-      Categorical over the classes.
+    distribution: the student's output (a tf_keras head's distribution, or the
+      parameters a Keras 3 head returns: `td.parameterization.get_distribution`), a
+      tfd.Distribution with batch [batch] and event [family.params_size] (a distribution
+      over z), or event [family.event_size] (a mixture-distilled predictive over y); for
+      classification also a Dirichlet or a Categorical over the classes.
     family: the members' family (`families.HeteroscedasticNormal` or
       `families.CategoricalLogits`).
     num_samples: int, Monte Carlo samples (method "monte_carlo").
@@ -280,7 +281,7 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
   u["epistemic"]    # [batch]
   ```
   """
-  dist = heads_lib.get_distribution(distribution)
+  dist = parameterization_lib.get_distribution(distribution)
   if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or (
       num_samples < 1):
     raise ValueError(f"decompose: num_samples must be an int >= 1, got {num_samples!r} "
@@ -306,7 +307,7 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
         f"decompose: the distribution has event size {size}, but {family!r} needs a "
         f"distribution over z (event size params_size={family.params_size}) or over y "
         f"(event size {family.event_size}).")
-  params = heads_lib.distribution_parameters(dist)
+  params = parameterization_lib.distribution_parameters(dist)
   loc = params["loc"]
   if method == "quadrature":
     var = (tf.square(params["scale"]) if "scale" in params

@@ -38,7 +38,7 @@ import tensorflow as tf
 from tfp_distill._keras import keras
 
 __all__ = ["NotVectorizableError", "StackedConv2D", "StackedDense", "StackedMembers",
-           "vectorization_blocker"]
+           "member_list", "vectorization_blocker"]
 
 SHARED, MEMBER, GROUPED = "shared", "member", "grouped"
 
@@ -500,6 +500,15 @@ def _plan(members):
   return first
 
 
+def member_list(members, num_members, what):
+  """`members` as a list, checked to hold `num_members` models (shared by the stacked
+  models of both Keras); ValueError naming `what` otherwise."""
+  members = list(members)
+  if len(members) != num_members:
+    raise ValueError(f"{what}: expected {num_members} members, got {len(members)}.")
+  return members
+
+
 def _clone(layer, name_suffix="stacked"):
   config = layer.get_config()
   config["name"] = f"{layer.name}_{name_suffix}"
@@ -593,10 +602,7 @@ class StackedMembers(keras.Model):
     Args:
       members: list of M models of the architecture this was built from.
     """
-    members = list(members)
-    if len(members) != self.num_members:
-      raise ValueError(f"load_from: expected {self.num_members} members, got "
-                       f"{len(members)}.")
+    members = member_list(members, self.num_members, "load_from")
     for stacked, layers in self._weighted(members):
       per_member = [layer.get_weights() for layer in layers]
       kind = type(stacked).__name__
@@ -642,10 +648,7 @@ class StackedMembers(keras.Model):
 
   def assign_to(self, members):
     """Writes the stacked weights back into M models of the architecture."""
-    members = list(members)
-    if len(members) != self.num_members:
-      raise ValueError(f"assign_to: expected {self.num_members} members, got "
-                       f"{len(members)}.")
+    members = member_list(members, self.num_members, "assign_to")
     for m, member in enumerate(members):
       for (_, layers), ws in zip(self._weighted(members), self.member_weights(m)):
         layers[m].set_weights(ws)

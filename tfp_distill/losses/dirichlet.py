@@ -22,7 +22,7 @@ import tensorflow_probability as tfp
 
 from tfp_distill import _dtypes
 from tfp_distill import families as families_lib
-from tfp_distill import heads as heads_lib
+from tfp_distill import parameterization as parameterization_lib
 from tfp_distill._keras import keras
 from tfp_distill.losses._checks import check_temperature
 from tfp_distill.losses._checks import check_weight
@@ -39,8 +39,8 @@ __all__ = ["dirichlet_nll", "proxy_dirichlet_target", "proxy_dirichlet_kl",
 
 
 def _dirichlet(dist):
-  dist = heads_lib.get_distribution(dist)
-  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  dist = parameterization_lib.get_distribution(dist)
+  inner = parameterization_lib.unwrap(dist)
   if not isinstance(inner, tfd.Dirichlet):
     raise TypeError(
         f"This loss needs a Dirichlet student (td.heads.DirichletHead), got "
@@ -229,56 +229,18 @@ def proxy_dirichlet_cost(z, dist, family=None, temperature=1.0, smoothing=1e-4, 
 _DIRICHLET_TARGETS = ("ensemble", "proxy", "proxy_kl")
 
 
-@keras.utils.register_keras_serializable(package="tfp_distill")
-class DirichletNLL(keras.losses.Loss):
-  """EnD^2 loss [2] (or the proxy-Dirichlet KL of [3]) for a `heads.DirichletHead` student.
+class DirichletNLLMixin:
+  """`DirichletNLL` without its Keras base: arguments, per-example loss, config.
 
-  ```none
-  target="ensemble":  L = dirichlet_nll(z, alpha; T, eps)
-  target="proxy":     L = proxy_dirichlet_cost(z, alpha; T, eps, offset)   (as published)
-  target="proxy_kl":  L = proxy_dirichlet_kl(z, alpha; T, eps, offset)     (undivided KL)
-  + label_weight * ( - log(alpha_y / alpha_0) )       (labelled targets only, T = 1)
-  + predictive_weight * KL(p_bar || alpha / alpha_0)    (`predictive_kl`, T = 1)
-  ```
-  The last term (default off: the papers' losses are the first lines) makes the
-  ensemble's predictive a soft target for the Dirichlet's mean; its temperature stays 1
-  while the Dirichlet term is annealed.
-
-  The temperature lives in a non-trainable `tf.Variable` (`loss.temperature`) so that
-  `callbacks.TemperatureAnnealing` can change it between epochs without retracing the
-  training step (a Python float would be frozen into the graph).
-
-  Args:
-    temperature: float T >= 1, initial temperature for the student and the members.
-    smoothing: float in [0, 1), target smoothing eps toward the uniform vector.
-    family: the members' `families.CategoricalLogits` (needed when members give K - 1
-      logits, or for labels), or None.
-    label_weight: float >= 0, weight of the labelled term.
-    target: "ensemble" (EnD^2, Dirichlet NLL of each member), "proxy" (Ryabinin et al.'s
-      proxy-Dirichlet cost as published, for many classes), or "proxy_kl" (the reverse
-      KL to the proxy target without the division by its precision; this library's
-      "proxy" before 2026-11-30, kept to reproduce those runs).
-    proxy_offset: float >= 0, offset of the proxy target's concentrations.
-    compute_dtype: None or "float64": dtype of the lgamma/digamma terms (None: the
-      student's dtype for EnD^2, float64 for the proxy target; see `proxy_dirichlet_kl`).
-    predictive_weight: float >= 0, weight of `predictive_kl`.
-    reduction, name: as for `keras.losses.Loss`.
-
-  #### Examples
-
-  ```python
-  loss = td.losses.DirichletNLL(temperature=10.0)
-  student.compile("adam", loss=loss)
-  student.fit(targets, epochs=30,
-              callbacks=[td.callbacks.TemperatureAnnealing(loss, 10.0, 1.0, 10, 25)])
-  ```
+  Mixed into a `Loss` of either Keras: `td.losses.DirichletNLL` (tf_keras) and
+  `td.keras3.losses.DirichletNLL` (Keras 3) are this class and their Keras' `Loss`;
+  `**kwargs` go to that `Loss` (`reduction`).
   """
 
   def __init__(self, temperature=1.0, smoothing=1e-4, family=None, label_weight=0.0,
                target="ensemble", proxy_offset=1.0, compute_dtype=None,
-               predictive_weight=0.0, reduction=keras.losses.Reduction.AUTO,
-               name="dirichlet_nll"):
-    super().__init__(reduction=reduction, name=name)
+               predictive_weight=0.0, name="dirichlet_nll", **kwargs):
+    super().__init__(name=name, **kwargs)
     self.predictive_weight = check_weight("predictive_weight", predictive_weight)
     if not 0. <= smoothing < 1.:
       raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
@@ -335,3 +297,49 @@ class DirichletNLL(keras.losses.Loss):
                   compute_dtype=self.compute_dtype,
                   predictive_weight=self.predictive_weight)
     return config
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class DirichletNLL(DirichletNLLMixin, keras.losses.Loss):
+  """EnD^2 loss [2] (or the proxy-Dirichlet KL of [3]) for a `heads.DirichletHead` student.
+
+  ```none
+  target="ensemble":  L = dirichlet_nll(z, alpha; T, eps)
+  target="proxy":     L = proxy_dirichlet_cost(z, alpha; T, eps, offset)   (as published)
+  target="proxy_kl":  L = proxy_dirichlet_kl(z, alpha; T, eps, offset)     (undivided KL)
+  + label_weight * ( - log(alpha_y / alpha_0) )       (labelled targets only, T = 1)
+  + predictive_weight * KL(p_bar || alpha / alpha_0)    (`predictive_kl`, T = 1)
+  ```
+  The last term (default off: the papers' losses are the first lines) makes the
+  ensemble's predictive a soft target for the Dirichlet's mean; its temperature stays 1
+  while the Dirichlet term is annealed.
+
+  The temperature lives in a non-trainable `tf.Variable` (`loss.temperature`) so that
+  `callbacks.TemperatureAnnealing` can change it between epochs without retracing the
+  training step (a Python float would be frozen into the graph).
+
+  Args:
+    temperature: float T >= 1, initial temperature for the student and the members.
+    smoothing: float in [0, 1), target smoothing eps toward the uniform vector.
+    family: the members' `families.CategoricalLogits` (needed when members give K - 1
+      logits, or for labels), or None.
+    label_weight: float >= 0, weight of the labelled term.
+    target: "ensemble" (EnD^2, Dirichlet NLL of each member), "proxy" (Ryabinin et al.'s
+      proxy-Dirichlet cost as published, for many classes), or "proxy_kl" (the reverse
+      KL to the proxy target without the division by its precision; this library's
+      "proxy" before 2026-11-30, kept to reproduce those runs).
+    proxy_offset: float >= 0, offset of the proxy target's concentrations.
+    compute_dtype: None or "float64": dtype of the lgamma/digamma terms (None: the
+      student's dtype for EnD^2, float64 for the proxy target; see `proxy_dirichlet_kl`).
+    predictive_weight: float >= 0, weight of `predictive_kl`.
+    reduction, name: as for `keras.losses.Loss`.
+
+  #### Examples
+
+  ```python
+  loss = td.losses.DirichletNLL(temperature=10.0)
+  student.compile("adam", loss=loss)
+  student.fit(targets, epochs=30,
+              callbacks=[td.callbacks.TemperatureAnnealing(loss, 10.0, 1.0, 10, 25)])
+  ```
+  """

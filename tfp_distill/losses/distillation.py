@@ -28,7 +28,7 @@ import tensorflow_probability as tfp
 from tfp_distill import _dtypes
 from tfp_distill import _quadrature
 from tfp_distill import families as families_lib
-from tfp_distill import heads as heads_lib
+from tfp_distill import parameterization as parameterization_lib
 from tfp_distill._keras import keras
 from tfp_distill.losses._checks import check_targets
 from tfp_distill.losses._checks import check_temperature
@@ -65,7 +65,7 @@ def mixture_cross_entropy(z, dist, family):
   Returns:
     loss: float Tensor [batch].
   """
-  dist = heads_lib.get_distribution(dist)
+  dist = parameterization_lib.get_distribution(dist)
   if not isinstance(family, families_lib.HeteroscedasticNormal):
     raise TypeError(f"mixture_cross_entropy supports HeteroscedasticNormal, got {family!r}.")
   z = tf.convert_to_tensor(z, dtype=dist.dtype)
@@ -86,8 +86,8 @@ def mixture_cross_entropy(z, dist, family):
 
 def as_student_logits(y_pred):
   """Logits [batch, K] from a CategoricalHead distribution or a plain logits Tensor."""
-  if isinstance(y_pred, tfd.Distribution) or hasattr(y_pred, "_tfp_distribution"):
-    inner = heads_lib._unwrap(heads_lib.get_distribution(y_pred))  # pylint: disable=protected-access
+  if parameterization_lib.is_distribution_like(y_pred):
+    inner = parameterization_lib.unwrap(parameterization_lib.get_distribution(y_pred))
     if isinstance(inner, (tfd.OneHotCategorical, tfd.Categorical)):
       return inner.logits_parameter()
     raise TypeError(f"Soft-target distillation needs a categorical student "
@@ -187,8 +187,8 @@ def member_cross_entropy(labels, logits):
 
 def classification_log_prob(dist, family, labels, num_samples, seed):
   """log q~(y) for a student over logits (Monte Carlo) or a Dirichlet (closed form)."""
-  dist = heads_lib.get_distribution(dist)
-  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  dist = parameterization_lib.get_distribution(dist)
+  inner = parameterization_lib.unwrap(dist)
   labels = tf.cast(family.check_labels(labels), tf.int32)
   if labels.shape.rank == 2:
     labels = tf.squeeze(labels, -1)
@@ -212,8 +212,8 @@ def _student_log_predictive(dist, family, num_samples, seed):
   log of the mean of softmax over `num_samples` reparameterized draws with a fixed
   stateless seed (common random numbers across steps, as `classification_log_prob`).
   """
-  dist = heads_lib.get_distribution(dist)
-  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  dist = parameterization_lib.get_distribution(dist)
+  inner = parameterization_lib.unwrap(dist)
   if isinstance(inner, tfd.Dirichlet):
     log_alpha = tf.math.log(tf.convert_to_tensor(inner.concentration))
     return log_alpha - tf.reduce_logsumexp(log_alpha, axis=-1, keepdims=True)
@@ -251,7 +251,7 @@ def predictive_kl(z, dist, family=None, num_samples=64, seed=0):
   Returns:
     loss: float Tensor [batch], >= 0.
   """
-  inner = heads_lib._unwrap(heads_lib.get_distribution(dist))  # pylint: disable=protected-access
+  inner = parameterization_lib.unwrap(parameterization_lib.get_distribution(dist))
   if not isinstance(inner, (tfd.Dirichlet, tfd.OneHotCategorical, tfd.Categorical)):
     if not isinstance(family, families_lib.CategoricalLogits):
       raise ValueError("predictive_kl of a student over logits needs the members' "
@@ -264,22 +264,16 @@ def predictive_kl(z, dist, family=None, num_samples=64, seed=0):
   return tf.reduce_sum(tf.exp(log_p_bar) * (log_p_bar - log_q), axis=-1)
 
 
-@keras.utils.register_keras_serializable(package="tfp_distill")
-class MixtureKL(keras.losses.Loss):
-  """Mixture-distillation baseline: KL(ensemble mixture || student), up to a constant.
+class MixtureKLMixin:
+  """`MixtureKL` without its Keras base: arguments, per-example loss, config.
 
-  Regression (`HeteroscedasticNormal` members): see `mixture_cross_entropy`; the student's
-  last layer is `heads.NormalPredictiveHead`. Classification (`CategoricalLogits`
-  members): `soft_target_kl` at T = 1; the student's last layer is
-  `heads.CategoricalHead` (or it outputs logits).
-
-  Args:
-    family: the members' family.
-    reduction, name: as for `keras.losses.Loss`.
+  Mixed into a `Loss` of either Keras: `td.losses.MixtureKL` (tf_keras) and
+  `td.keras3.losses.MixtureKL` (Keras 3) are this class and their Keras' `Loss`;
+  `**kwargs` go to that `Loss` (`reduction`).
   """
 
-  def __init__(self, family, reduction=keras.losses.Reduction.AUTO, name="mixture_kl"):
-    super().__init__(reduction=reduction, name=name)
+  def __init__(self, family, name="mixture_kl", **kwargs):
+    super().__init__(name=name, **kwargs)
     self.family = families_lib.get(family)
 
   def call(self, y_true, y_pred):
@@ -300,30 +294,31 @@ class MixtureKL(keras.losses.Loss):
 
 
 @keras.utils.register_keras_serializable(package="tfp_distill")
-class KnowledgeDistillation(keras.losses.Loss):
-  """Hinton knowledge distillation from an ensemble, with an optional label term.
+class MixtureKL(MixtureKLMixin, keras.losses.Loss):
+  """Mixture-distillation baseline: KL(ensemble mixture || student), up to a constant.
 
-  ```none
-  student logits s [batch, K]:      (the ensemble's mean as one soft target)
-    L = alpha T^2 KL(p_bar_T || softmax(s / T)) + (1 - alpha) CE(y, softmax(s))
-  student logits s [batch, E, K]:   (a BatchEnsemble: member i learns from teacher i [4])
-    L = 1/E sum_i [alpha T^2 KL(softmax(l_i / T) || softmax(s_i / T))
-                   + (1 - alpha) CE(y, softmax(s_i))]
-  ```
-  (`soft_target_kl`, `member_kl`). The label term is used when targets carry labels
-  (`{"ensemble": z, "label": y}`) and alpha < 1. The temperature is a non-trainable
-  `tf.Variable`, like `DirichletNLL`'s, so `TemperatureAnnealing` can drive it.
+  Regression (`HeteroscedasticNormal` members): see `mixture_cross_entropy`; the student's
+  last layer is `heads.NormalPredictiveHead`. Classification (`CategoricalLogits`
+  members): `soft_target_kl` at T = 1; the student's last layer is
+  `heads.CategoricalHead` (or it outputs logits).
 
   Args:
-    temperature: float T > 0.
-    alpha: float in [0, 1], weight of the distillation term.
-    family: the members' `families.CategoricalLogits`, or None (members give K logits).
+    family: the members' family.
     reduction, name: as for `keras.losses.Loss`.
   """
 
-  def __init__(self, temperature=1.0, alpha=1.0, family=None,
-               reduction=keras.losses.Reduction.AUTO, name="knowledge_distillation"):
-    super().__init__(reduction=reduction, name=name)
+
+class KnowledgeDistillationMixin:
+  """`KnowledgeDistillation` without its Keras base: arguments, per-example loss, config.
+
+  Mixed into a `Loss` of either Keras: `td.losses.KnowledgeDistillation` (tf_keras) and
+  `td.keras3.losses.KnowledgeDistillation` (Keras 3) are this class and their Keras' `Loss`;
+  `**kwargs` go to that `Loss` (`reduction`).
+  """
+
+  def __init__(self, temperature=1.0, alpha=1.0, family=None, name="knowledge_distillation",
+               **kwargs):
+    super().__init__(name=name, **kwargs)
     if not 0. <= alpha <= 1.:
       raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
     self.temperature = tf.Variable(check_temperature(temperature), trainable=False,
@@ -360,3 +355,26 @@ class KnowledgeDistillation(keras.losses.Loss):
     config.update(temperature=float(self.temperature.numpy()), alpha=self.alpha,
                   family=family_config(self.family))
     return config
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class KnowledgeDistillation(KnowledgeDistillationMixin, keras.losses.Loss):
+  """Hinton knowledge distillation from an ensemble, with an optional label term.
+
+  ```none
+  student logits s [batch, K]:      (the ensemble's mean as one soft target)
+    L = alpha T^2 KL(p_bar_T || softmax(s / T)) + (1 - alpha) CE(y, softmax(s))
+  student logits s [batch, E, K]:   (a BatchEnsemble: member i learns from teacher i [4])
+    L = 1/E sum_i [alpha T^2 KL(softmax(l_i / T) || softmax(s_i / T))
+                   + (1 - alpha) CE(y, softmax(s_i))]
+  ```
+  (`soft_target_kl`, `member_kl`). The label term is used when targets carry labels
+  (`{"ensemble": z, "label": y}`) and alpha < 1. The temperature is a non-trainable
+  `tf.Variable`, like `DirichletNLL`'s, so `TemperatureAnnealing` can drive it.
+
+  Args:
+    temperature: float T > 0.
+    alpha: float in [0, 1], weight of the distillation term.
+    family: the members' `families.CategoricalLogits`, or None (members give K logits).
+    reduction, name: as for `keras.losses.Loss`.
+  """

@@ -18,7 +18,7 @@ import tensorflow_probability as tfp
 
 from tfp_distill import _quadrature
 from tfp_distill import families as families_lib
-from tfp_distill import heads as heads_lib
+from tfp_distill import parameterization as parameterization_lib
 from tfp_distill._keras import keras
 from tfp_distill.losses._checks import check_targets
 from tfp_distill.losses._checks import check_weight
@@ -50,7 +50,7 @@ def ensemble_nll(z, dist):
   Raises:
     ValueError: if the shapes do not fit (see `check_targets`).
   """
-  dist = heads_lib.get_distribution(dist)
+  dist = parameterization_lib.get_distribution(dist)
   z = tf.convert_to_tensor(z, dtype=dist.dtype)
   check_targets(z, dist)
   log_prob = dist.log_prob(tf.transpose(z, [1, 0, 2]))   # [members, batch]
@@ -82,7 +82,7 @@ def predictive_log_prob(dist, family, y, num_points=40, num_samples=64, seed=0):
   Returns:
     log_prob: float Tensor [batch].
   """
-  dist = heads_lib.get_distribution(dist)
+  dist = parameterization_lib.get_distribution(dist)
   if not isinstance(family, families_lib.HeteroscedasticNormal):
     raise TypeError(f"predictive_log_prob supports HeteroscedasticNormal, got {family!r}.")
   e = family.event_size
@@ -95,7 +95,7 @@ def predictive_log_prob(dist, family, y, num_points=40, num_samples=64, seed=0):
     y = y[:, tf.newaxis]
   loc = dist.mean()
   m_mu, m_rho = loc[..., :e], loc[..., e:]
-  inner = heads_lib._unwrap(dist)  # pylint: disable=protected-access
+  inner = parameterization_lib.unwrap(dist)
   if isinstance(inner, tfd.Independent):
     # Diagonal v: mu and rho independent in every event dimension.
     var = dist.variance()
@@ -128,48 +128,17 @@ def predictive_log_prob(dist, family, y, num_points=40, num_samples=64, seed=0):
       tf.cast(num_samples, dist.dtype))
 
 
-@keras.utils.register_keras_serializable(package="tfp_distill")
-class EnsembleNLL(keras.losses.Loss):
-  """Keras loss of the general distribution-distillation framework (eq 7, 19-20 of [1]).
+class EnsembleNLLMixin:
+  """`EnsembleNLL` without its Keras base: arguments, per-example loss, config.
 
-  ```none
-  L = - 1/M sum_m log v(z_m | g(x))  +  label_weight * ( - log q~(y; g(x)) )
-      + predictive_weight * KL(p_bar || q~)                    (classification only)
-  ```
-  The second term is used only when targets carry labels
-  (`{"ensemble": z, "label": y}`) and `label_weight > 0`; it needs the members' family.
-  The third (`predictive_kl`, default off: the paper's loss is the first term) adds the
-  ensemble's predictive as a soft target for the student's Monte Carlo predictive.
-
-  Classification: the student is a Normal over logits (`NormalHead` or
-  `MultivariateNormalTriLHead` with event size `family.params_size`); with a
-  `CategoricalLogits(K, reference_class=True)` family the members' K logits are centred
-  on the reference class first (eq 9). The labelled term then uses a Monte Carlo
-  estimate of q~(y) = E_v[softmax([z, 0])_y] with `num_label_samples` samples drawn with
-  a fixed stateless seed (common random numbers across steps).
-
-  Args:
-    family: the members' family (needed for the labelled term and for reference-class
-      centring), or None.
-    label_weight: float >= 0, lambda of eq 20.
-    num_quadrature_points: int, Gauss-Hermite nodes for q~ (see `predictive_log_prob`).
-    num_label_samples: int, Monte Carlo samples for the classification labelled term
-      and the predictive term.
-    predictive_weight: float >= 0, weight of `predictive_kl` (classification families).
-    reduction, name: as for `keras.losses.Loss`.
-
-  #### Examples
-
-  ```python
-  student.compile(optimizer="adam", loss=td.losses.EnsembleNLL())
-  student.fit(td.teacher_targets(x, ensemble), epochs=30)
-  ```
+  Mixed into a `Loss` of either Keras: `td.losses.EnsembleNLL` (tf_keras) and
+  `td.keras3.losses.EnsembleNLL` (Keras 3) are this class and their Keras' `Loss`;
+  `**kwargs` go to that `Loss` (`reduction`).
   """
 
   def __init__(self, family=None, label_weight=0.0, num_quadrature_points=40,
-               num_label_samples=64, predictive_weight=0.0,
-               reduction=keras.losses.Reduction.AUTO, name="ensemble_nll"):
-    super().__init__(reduction=reduction, name=name)
+               num_label_samples=64, predictive_weight=0.0, name="ensemble_nll", **kwargs):
+    super().__init__(name=name, **kwargs)
     self.family = None if family is None else families_lib.get(family)
     self.predictive_weight = check_weight("predictive_weight", predictive_weight)
     if self.predictive_weight > 0 and not isinstance(self.family,
@@ -188,7 +157,7 @@ class EnsembleNLL(keras.losses.Loss):
     z, labels = unpack_targets(y_true)
     classification = isinstance(self.family, families_lib.CategoricalLogits)
     if classification:
-      inner = heads_lib._unwrap(heads_lib.get_distribution(y_pred))  # pylint: disable=protected-access
+      inner = parameterization_lib.unwrap(parameterization_lib.get_distribution(y_pred))
       if isinstance(inner, (tfd.Dirichlet, tfd.OneHotCategorical, tfd.Categorical)):
         raise TypeError(
             f"EnsembleNLL fits a Gaussian over the members' logits; a "
@@ -196,7 +165,7 @@ class EnsembleNLL(keras.losses.Loss):
             "td.losses.MixtureKL / KnowledgeDistillation (Categorical).")
       z = self.family.params(z)       # centred on the reference class where it has one
     if self.family is not None:
-      check_targets(z, heads_lib.get_distribution(y_pred),
+      check_targets(z, parameterization_lib.get_distribution(y_pred),
                     expected_params=self.family.params_size)
     loss = ensemble_nll(z, y_pred)
     if self.predictive_weight > 0:
@@ -232,3 +201,42 @@ class EnsembleNLL(keras.losses.Loss):
                   num_label_samples=self.num_label_samples,
                   predictive_weight=self.predictive_weight)
     return config
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class EnsembleNLL(EnsembleNLLMixin, keras.losses.Loss):
+  """Keras loss of the general distribution-distillation framework (eq 7, 19-20 of [1]).
+
+  ```none
+  L = - 1/M sum_m log v(z_m | g(x))  +  label_weight * ( - log q~(y; g(x)) )
+      + predictive_weight * KL(p_bar || q~)                    (classification only)
+  ```
+  The second term is used only when targets carry labels
+  (`{"ensemble": z, "label": y}`) and `label_weight > 0`; it needs the members' family.
+  The third (`predictive_kl`, default off: the paper's loss is the first term) adds the
+  ensemble's predictive as a soft target for the student's Monte Carlo predictive.
+
+  Classification: the student is a Normal over logits (`NormalHead` or
+  `MultivariateNormalTriLHead` with event size `family.params_size`); with a
+  `CategoricalLogits(K, reference_class=True)` family the members' K logits are centred
+  on the reference class first (eq 9). The labelled term then uses a Monte Carlo
+  estimate of q~(y) = E_v[softmax([z, 0])_y] with `num_label_samples` samples drawn with
+  a fixed stateless seed (common random numbers across steps).
+
+  Args:
+    family: the members' family (needed for the labelled term and for reference-class
+      centring), or None.
+    label_weight: float >= 0, lambda of eq 20.
+    num_quadrature_points: int, Gauss-Hermite nodes for q~ (see `predictive_log_prob`).
+    num_label_samples: int, Monte Carlo samples for the classification labelled term
+      and the predictive term.
+    predictive_weight: float >= 0, weight of `predictive_kl` (classification families).
+    reduction, name: as for `keras.losses.Loss`.
+
+  #### Examples
+
+  ```python
+  student.compile(optimizer="adam", loss=td.losses.EnsembleNLL())
+  student.fit(td.teacher_targets(x, ensemble), epochs=30)
+  ```
+  """

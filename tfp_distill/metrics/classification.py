@@ -339,40 +339,10 @@ del _fn
 # ----------------------------------------------------------------------------------------
 
 
-@keras.utils.register_keras_serializable(package="tfp_distill")
-class ExpectedCalibrationError(keras.metrics.Metric):
-  """Streaming expected calibration error with equal-width bins.
-
-  Accumulates, over all `update_state` calls, the per-bin (weighted) counts, sums of
-  confidences and sums of correct predictions, and returns
-
-  ```none
-  ECE = sum_i | correct_sum_i - confidence_sum_i | / sum_i count_i
-  ```
-  which for unweighted data is exactly `expected_calibration_error(labels, probs,
-  num_bins)` of all the batches concatenated (same (lower, upper] bins, see there). The
-  state is float64 (exact counts up to 2^53); the result has the metric's dtype
-  (float32). Before any update (or with total weight 0) the result is 0. Empty batches
-  are allowed and change nothing.
-
-  Args:
-    num_bins: Python int >= 1, the number of equal-width bins on [0, 1].
-    from_logits: Python bool; if True, `y_pred` holds logits and is passed through a
-      softmax.
-    name: str, the metric's name.
-
-  #### Examples
-
-  ```python
-  model.compile(loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=[metrics.ExpectedCalibrationError(num_bins=15)])
-  ```
-
-  #### References
-
-  [1]: Guo, Pleiss, Sun, Weinberger. On Calibration of Modern Neural Networks. ICML 2017.
-       arXiv:1706.04599.
-  """
+class ExpectedCalibrationErrorMixin:
+  """`ExpectedCalibrationError` without its Keras base (mixed into a `Metric` of either
+  Keras: `td.metrics.ExpectedCalibrationError` for tf_keras,
+  `td.keras3.metrics.ExpectedCalibrationError` for Keras 3)."""
 
   def __init__(self, num_bins=15, from_logits=False, name="ece"):
     super().__init__(name=name)
@@ -446,3 +416,39 @@ class ExpectedCalibrationError(keras.metrics.Metric):
 
   def get_config(self):
     return {"num_bins": self.num_bins, "from_logits": self.from_logits, "name": self.name}
+
+
+@keras.utils.register_keras_serializable(package="tfp_distill")
+class ExpectedCalibrationError(ExpectedCalibrationErrorMixin, keras.metrics.Metric):
+  """Streaming expected calibration error with equal-width bins.
+
+  Accumulates, over all `update_state` calls, the per-bin (weighted) counts, sums of
+  confidences and sums of correct predictions, and returns
+
+  ```none
+  ECE = sum_i | correct_sum_i - confidence_sum_i | / sum_i count_i
+  ```
+  which for unweighted data is exactly `expected_calibration_error(labels, probs,
+  num_bins)` of all the batches concatenated (same (lower, upper] bins, see there). The
+  state is float64 (exact counts up to 2^53); the result has the metric's dtype
+  (float32). Before any update (or with total weight 0) the result is 0. Empty batches
+  are allowed and change nothing.
+
+  Args:
+    num_bins: Python int >= 1, the number of equal-width bins on [0, 1].
+    from_logits: Python bool; if True, `y_pred` holds logits and is passed through a
+      softmax.
+    name: str, the metric's name.
+
+  #### Examples
+
+  ```python
+  model.compile(loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=[metrics.ExpectedCalibrationError(num_bins=15)])
+  ```
+
+  #### References
+
+  [1]: Guo, Pleiss, Sun, Weinberger. On Calibration of Modern Neural Networks. ICML 2017.
+       arXiv:1706.04599.
+  """
