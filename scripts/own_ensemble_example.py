@@ -45,6 +45,8 @@ def main(argv=None):
   parser.add_argument("--student-epochs", type=int, default=None,
                       help="student epochs (default: the schedule td.distill sets from "
                            "the data)")
+  parser.add_argument("--keras", choices=("2", "3"), default=None,
+                      help="the student's Keras (default: the command's, Keras 3)")
   parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
   args = parser.parse_args(argv)
   from tfp_distill import _keras3  # pylint: disable=import-outside-toplevel
@@ -88,6 +90,7 @@ def main(argv=None):
           "--test", os.path.join(args.out, "test.npz"),
           "--ood", os.path.join(args.out, "mnist.npz"), "--out", student_dir]
   argv += [] if student_epochs is None else ["--epochs", str(student_epochs)]
+  argv += [] if args.keras is None else ["--keras", args.keras]
   argv += ["--quiet", "--force"] if args.smoke else []
   print("tfp-distill " + " ".join(argv), flush=True)
   status = cli.main(argv)

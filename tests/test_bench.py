@@ -32,9 +32,9 @@ def test_fast_bench_writes_every_suite(tmp_path):
   assert set(saved["timings_s"]) == set(bench.SUITES) | {"figures", "total"}
   assert saved["wall_time_s"] == saved["timings_s"]["total"] > 0
   assert saved["config"]["repeats"] == 1 and saved["versions"]["tensorflow"]
-  # The students timed are the registry's (td.methods).
+  # The students timed are the registry's (td.methods), the Dirichlet in either Keras.
   assert set(report["suites"]["inference"]["small_cnn"]["students"]) == {
-      "dirichlet", "gaussian_logits_10"}
+      "dirichlet", "dirichlet_keras3", "gaussian_logits_10"}
   assert (tmp_path / "report.md").read_text().startswith("# tfp-distill bench")
   assert (tmp_path / "ratios.png").stat().st_size > 0
   for name, entry in report["suites"]["inference"].items():

@@ -24,6 +24,15 @@ from tfp_distill._keras import keras
 
 keras3 = pytest.importorskip("keras")
 
+
+def _load_student(path):
+  """The job's student.keras: Keras 3 by default, tf_keras from keras=2 runs (the file's
+  metadata says which); `tfp_distill.keras3` registers the Keras 3 heads and losses."""
+  import tfp_distill.keras3  # noqa: F401  pylint: disable=import-outside-toplevel
+  version = td._keras3.keras_file_version(path)  # pylint: disable=protected-access
+  loader = keras3 if version.startswith("3") else keras
+  return loader.models.load_model(path, compile=False)
+
 CLASSES, FEATURES = 3, 6
 
 
@@ -106,7 +115,7 @@ def test_keras3_members_end_to_end(files, tmp_path):
       np.argmax(u["prediction"], -1) == y_test)) <= tolerance.eps(np.float32)
   # The exported SavedModel serves the student's decomposition without tfp_distill.
   served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
-  student = keras.models.load_model(out / "student.keras", compile=False)
+  student = _load_student(out / "student.keras")
   expected = td.predict_uncertainty(student, td.families.CategoricalLogits(CLASSES), x_test)
   (name,) = served.structured_input_signature[1]
   got = served(**{name: tf.constant(x_test)})
@@ -221,13 +230,14 @@ def test_bad_inputs_exit_with_one_line(files, tmp_path, capsys, monkeypatch):
   z = np.load(root / "z.npz")["z"].copy()
   z[:40, 1, 0] = 1234.5           # some of these rows land in the training share
   np.savez(tmp_path / "z_marked.npz", z=z)
-  original = td.losses.DirichletNLL.call
+  # (The mixin holds the loss of both Keras: td.losses' and td.keras3.losses' classes.)
+  original = td.losses.dirichlet.DirichletNLLMixin.call
 
   def diverging(self, y_true, y_pred):
     marked = tf.reduce_any(tf.equal(y_true, 1234.5), axis=[1, 2])
     return tf.where(marked, np.nan, original(self, y_true, y_pred))
 
-  monkeypatch.setattr(td.losses.DirichletNLL, "call", diverging)
+  monkeypatch.setattr(td.losses.dirichlet.DirichletNLLMixin, "call", diverging)
   message = _error(capsys, "--teacher", tmp_path / "z_marked.npz", "--train", train,
                    "--out", tmp_path / "diverged")
   monkeypatch.undo()
@@ -277,12 +287,12 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
   assert cli.main(common + ["--out", str(tmp_path / "whole")]) == 0
   killed = tmp_path / "killed"
   pid = _killed_run("""
-      original = td.callbacks.StopOnNonFiniteLoss.on_train_batch_end
+      original = td.callbacks.StopOnNonFiniteLossMixin.on_train_batch_end
       def on_train_batch_end(self, batch, logs=None):
         if self.epoch == 3 and batch == 2:
           os.kill(os.getpid(), signal.SIGKILL)
         original(self, batch, logs)
-      td.callbacks.StopOnNonFiniteLoss.on_train_batch_end = on_train_batch_end
+      td.callbacks.StopOnNonFiniteLossMixin.on_train_batch_end = on_train_batch_end
   """, common + ["--out", str(killed)])
   assert (killed / "backup").exists() and not (killed / "student.keras").exists()
   with pytest.warns(RuntimeWarning, match=f"removed a stale lock left by PID {pid} "):
@@ -290,8 +300,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
   report = _report(killed)
   assert report["resumed_from_epoch"] == 3 and report["epochs_run"] == _report(
       tmp_path / "whole")["epochs_run"]
-  whole = keras.models.load_model(tmp_path / "whole" / "student.keras", compile=False)
-  resumed = keras.models.load_model(killed / "student.keras", compile=False)
+  whole = _load_student(tmp_path / "whole" / "student.keras")
+  resumed = _load_student(killed / "student.keras")
   for a, b in zip(whole.get_weights(), resumed.get_weights()):
     np.testing.assert_array_equal(a, b)   # the same float32 steps in the same order
   assert not (killed / "backup").exists()       # a finished run leaves nothing to resume
@@ -312,12 +322,12 @@ def test_a_kill_while_the_stopping_epoch_is_saved_resumes_to_the_same_student(fi
   assert whole["epochs_run"] < 30                 # early stopping did stop this run
   killed = tmp_path / "killed"
   pid = _killed_run("""
-      original = td.callbacks.EpochBackup.save
+      original = td.callbacks.EpochBackupMixin.save
       def save(self, epoch, finished=False):
         if finished:                   # the epoch at which training stops
           os.kill(os.getpid(), signal.SIGKILL)
         original(self, epoch, finished)
-      td.callbacks.EpochBackup.save = save
+      td.callbacks.EpochBackupMixin.save = save
   """, common + ["--out", str(killed)])
   with pytest.warns(RuntimeWarning, match=f"removed a stale lock left by PID {pid} "):
     assert cli.main(common + ["--out", str(killed), "--resume"]) == 0
@@ -326,8 +336,8 @@ def test_a_kill_while_the_stopping_epoch_is_saved_resumes_to_the_same_student(fi
   assert resumed["resumed_from_epoch"] == whole["epochs_run"] - 1
   # The report holds every epoch's history, those before the kill included.
   assert resumed["history"] == whole["history"]   # the same float32 steps, bit for bit
-  a = keras.models.load_model(tmp_path / "whole" / "student.keras", compile=False)
-  b = keras.models.load_model(killed / "student.keras", compile=False)
+  a = _load_student(tmp_path / "whole" / "student.keras")
+  b = _load_student(killed / "student.keras")
   for wa, wb in zip(a.get_weights(), b.get_weights()):
     np.testing.assert_array_equal(wa, wb)   # the same ops in the same order
 
@@ -378,13 +388,13 @@ def test_resume_refuses_another_jobs_backup(files, tmp_path, capsys, monkeypatch
   out = tmp_path / "run"
   base = ["--teacher", *paths, "--train", root / "train.npz", "--test", root / "test.npz",
           "--epochs", "4", "--out", out]
-  original = td.callbacks.EpochBackup.save
+  original = td.callbacks.EpochBackupMixin.save
 
   def interrupted(self, epoch, finished=False):
     original(self, epoch, finished)
     raise KeyboardInterrupt        # Ctrl-C after the first epoch's backup
 
-  monkeypatch.setattr(td.callbacks.EpochBackup, "save", interrupted)
+  monkeypatch.setattr(td.callbacks.EpochBackupMixin, "save", interrupted)
   assert "interrupted; run the same command with --resume" in _error(capsys, *base)
   monkeypatch.undo()
   assert (out / "backup" / "latest").exists()
@@ -451,7 +461,7 @@ def test_every_failure_ends_in_one_line(files, tmp_path, capsys, monkeypatch):
   def interrupted(self, epoch, finished=False):
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(td.callbacks.EpochBackup, "save", interrupted)
+  monkeypatch.setattr(td.callbacks.EpochBackupMixin, "save", interrupted)
   message = _error(capsys, *base, "--out", tmp_path / "stopped")
   assert message == (f"tfp-distill distill: interrupted; run the same command with "
                      f"--resume to continue from the last finished epoch (the backup in "
@@ -493,13 +503,13 @@ def test_a_second_run_on_the_same_folder_is_locked_out(files, tmp_path, capsys):
       import os, sys, time
       from tfp_distill import cli
       import tfp_distill as td
-      original = td.callbacks.StopOnNonFiniteLoss.on_train_batch_end
+      original = td.callbacks.StopOnNonFiniteLossMixin.on_train_batch_end
       def on_train_batch_end(self, batch, logs=None):
         open({str(tmp_path / "training")!r}, "w").close()
         while not os.path.exists({str(go)!r}):
           time.sleep(0.05)
         original(self, batch, logs)
-      td.callbacks.StopOnNonFiniteLoss.on_train_batch_end = on_train_batch_end
+      td.callbacks.StopOnNonFiniteLossMixin.on_train_batch_end = on_train_batch_end
       sys.exit(cli.main(sys.argv[1:]))
   """)
   first = subprocess.Popen(
@@ -588,8 +598,10 @@ def test_workers_train_in_sync(files, tmp_path, workers):
   reports = [_report(tmp_path / f"worker_{i}") for i in range(workers)]
   assert all(r["strategy"] == {"name": "multi-worker", "replicas": workers}
              for r in reports)
-  students = [keras.models.load_model(tmp_path / f"worker_{i}" / "student.keras",
-                                      compile=False) for i in range(workers)]
+  # Keras 3's fit does not run under this strategy: the default student is tf_keras here.
+  assert all(r["student_keras"] == 2 for r in reports)
+  students = [_load_student(tmp_path / f"worker_{i}" / "student.keras")
+              for i in range(workers)]
   for weights in zip(*(s.get_weights() for s in students)):
     for other in weights[1:]:
       np.testing.assert_array_equal(weights[0], other)
@@ -706,19 +718,36 @@ def test_a_worker_killed_mid_stream_loses_nothing(tmp_path, monkeypatch):
   assert np.isfinite(history.history["loss"][-1])
 
 
-def test_a_users_backbone_gets_the_head(files, tmp_path, capsys):
+@pytest.mark.parametrize("version", [3, 2])
+def test_a_users_backbone_gets_the_head(files, tmp_path, capsys, version):
+  """A backbone of the student's Keras (3 by default, 2 with --keras 2) gets the head; one
+  of the other Keras is refused in one line that names --keras."""
   root, paths = files
-  backbone = keras.Sequential([keras.layers.Dense(12, activation="relu",
-                                                  input_shape=(FEATURES,))], name="mine")
+  kit = keras3 if version == 3 else keras
+  backbone = kit.Sequential([kit.Input((FEATURES,)), kit.layers.Dense(12, activation="relu")],
+                            name="mine")
   backbone.save(tmp_path / "backbone.keras")
   out = tmp_path / "own_backbone"
   assert _run("--teacher", *paths, "--train", root / "train.npz", "--test",
-              root / "test.npz", "--student", tmp_path / "backbone.keras", "--out",
-              out) == 0
-  assert _report(out)["student_model"] == str(tmp_path / "backbone.keras")
-  student = keras.models.load_model(out / "student.keras", compile=False)
+              root / "test.npz", "--student", tmp_path / "backbone.keras", "--keras",
+              str(version), "--epochs", "2", "--out", out) == 0
+  report = _report(out)
+  assert report["student_model"] == str(tmp_path / "backbone.keras")
+  assert report["config"]["keras"] == version
+  student = _load_student(out / "student.keras")
+  assert isinstance(student, kit.Model)
   assert any(layer.name == "mine" for layer in student.layers)
-  # A Keras 3 backbone cannot carry a tfp.layers head: a clear error.
-  assert "save the backbone with tf_keras" in _error(
-      capsys, "--teacher", *paths, "--train", root / "train.npz", "--student", paths[0],
-      "--out", tmp_path / "k3_backbone")
+  other = paths[0] if version == 2 else root / "tk.keras"   # Keras 3 / tf_keras members
+  message = _error(capsys, "--teacher", *paths, "--train", root / "train.npz", "--student",
+                   other, "--keras", str(version), "--out", tmp_path / "other_backbone")
+  assert f"save the backbone with it, or pass --keras {5 - version}" in message
+
+
+def test_keras3_students_are_refused_under_the_multi_worker_strategy(files):
+  """An explicit keras=3 with the multi-worker strategy stops before any work, in one
+  line naming --keras (left out, the student is tf_keras there)."""
+  root, paths = files
+  with pytest.raises(td.job.DistillError, match="pass --keras 2"):
+    td.distill(paths, str(root / "train.npz"), keras=3, strategy="multi-worker")
+  with pytest.raises(td.job.DistillError, match="keras must be 3"):
+    td.distill(paths, str(root / "train.npz"), keras=4)

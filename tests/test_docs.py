@@ -110,8 +110,8 @@ def test_skipped_blocks_say_why_and_repeat_the_readme():
         assert re.match(r"<!-- docs-test: skip \(.+\) -->$", line), (page, line)
   started = [code for code, skipped in _python_blocks((DOCS / "getting-started.md").read_text())
              if skipped]
-  # The getting-started page shows the README's quickstarts and tf_keras student, unchanged.
-  assert started == readme_blocks and len(started) == 3
+  # The getting-started page shows the README's four blocks, unchanged.
+  assert started == readme_blocks and len(started) == 4
 
 
 # How the project's history reads on a page; CHANGELOG.md holds the history instead.

@@ -215,3 +215,75 @@ def test_classification_heads_round_trip(head_cls, tmp_path):
     head_cls(1)
   with pytest.raises(ValueError, match=r"params of shape \[batch, 4\]"):
     head_cls(4)(tf.zeros([2, 5]))
+
+
+def _targets_in_user_units(rng, rows=400, members=5, width=2):
+  """z [rows, members, width]: members' outputs far from 0 and 1 (a price, an energy)."""
+  centre = np.array([250.0, -40.0])[:width]
+  row_mean = centre + 30.0 * rng.normal(size=(rows, 1, width))
+  return row_mean + np.array([4.0, 0.2])[:width] * rng.normal(size=(rows, members, width))
+
+
+@pytest.mark.parametrize("head_cls", [td.heads.NormalHead, td.heads.MultivariateNormalTriLHead])
+def test_output_normalization_starts_at_the_targets_location_and_spread(head_cls):
+  """An untrained student (Dense output h = 0) behind the inverted Normalization predicts
+  the targets' mean over rows and members and, as its scale, the members' root-mean-square
+  spread about their row mean; one unit of h moves a location by the targets' sd."""
+  rng = np.random.default_rng(0)
+  z = _targets_in_user_units(rng)
+  head = head_cls(2)
+  mean, variance = td.parameterization.output_normalization(head, z)
+  layer = keras.layers.Normalization(mean=mean, variance=variance, invert=True)
+  params = layer(np.zeros((1, head_cls.params_size(2)), np.float32))
+  dist = head_cls.new(params, 2)
+  want_loc = z.reshape(-1, 2).mean(0)
+  want_spread = np.sqrt(np.var(z, axis=1).mean(0))
+  # One cast to float32 of the mean, the layer's multiply-add by 0: 2 eps of |loc|.
+  tolerance.assert_close(dist.mean().numpy()[0], want_loc, dtype=np.float32, ulps=2)
+  # softplus(softplus^-1(s - floor)) + floor in float32: the casts, softplus, one add.
+  stddev = dist.stddev().numpy()[0]
+  tolerance.assert_close(stddev, want_spread, dtype=np.float32,
+                         ulps=tolerance.FUNCTION_ULPS["softplus"] + 4)
+  if head_cls is td.heads.MultivariateNormalTriLHead:
+    tril = td.heads.distribution_parameters(dist)["scale_tril"].numpy()[0]
+    assert tril[1, 0] == 0.0        # no correlation until trained
+  moved = layer(np.eye(head_cls.params_size(2), dtype=np.float32)[:1])   # h_0 = 1
+  step = head_cls.new(moved, 2).mean().numpy()[0, 0] - want_loc[0]
+  np.testing.assert_allclose(step, z[..., 0].std(), rtol=1e-5)   # float32 of ~250: 1e-5
+
+
+def test_output_normalization_of_the_predictive_head_is_the_ensemble_predictive():
+  """NormalPredictiveHead over y: h = 0 gives the ensemble's predictive mean and variance
+  averaged over rows (members' z = [mu, rho], variance softplus(rho) + floor)."""
+  rng = np.random.default_rng(1)
+  mu = _targets_in_user_units(rng, width=1)
+  rho = rng.normal(3.0, 0.5, size=mu.shape)
+  z = np.concatenate([mu, rho], axis=-1)
+  head = td.heads.NormalPredictiveHead(1, min_scale=1e-3)
+  mean, variance = td.parameterization.output_normalization(head, z)
+  params = keras.layers.Normalization(mean=mean, variance=variance, invert=True)(
+      np.zeros((1, 2), np.float32))
+  dist = td.heads.NormalPredictiveHead.new(params, 1, min_scale=1e-3)
+  var = np.logaddexp(0.0, rho) + 1e-3
+  want_var = (var + (mu - mu.mean(1, keepdims=True)) ** 2).mean(1).mean()
+  tolerance.assert_close(dist.mean().numpy()[0, 0], mu.mean(), dtype=np.float32, ulps=2)
+  tolerance.assert_close(dist.variance().numpy()[0, 0], want_var, dtype=np.float32,
+                         ulps=tolerance.FUNCTION_ULPS["softplus"] + 4)
+
+
+def test_output_normalization_refuses_class_heads_and_other_widths():
+  z = np.zeros((4, 3, 2))
+  with pytest.raises(ValueError, match="NormalHead, MultivariateNormalTriLHead"):
+    td.parameterization.output_normalization(td.heads.DirichletHead(2), z)
+  with pytest.raises(ValueError, match="width 3, got width 2"):
+    td.parameterization.output_normalization(td.heads.NormalHead(3), z)
+  with pytest.raises(ValueError, match=r"\[rows, members, P\]"):
+    td.parameterization.output_normalization(td.heads.NormalHead(2), z[0])
+
+
+def test_constant_targets_keep_a_finite_normalization():
+  """Targets that do not vary (one member, a constant output) give unit widths, not 0."""
+  mean, variance = td.parameterization.output_normalization(td.heads.NormalHead(2),
+                                                            np.full((5, 1, 2), 7.0))
+  assert np.all(np.isfinite(mean)) and np.all(variance > 0)
+  np.testing.assert_array_equal(mean[:2], [7.0, 7.0])

@@ -46,7 +46,7 @@ def test_public_names():
   assert set(td.models.__all__) == {"mlp", "small_cnn", "resnet18_cifar", "RandomSign",
                                     "DenseBatchEnsemble", "Conv2DBatchEnsemble",
                                     "batch_ensemble_cnn", "TileMembers", "MembersToAxis",
-                                    "keras_module"}
+                                    "keras_module", "output_layer"}
   for name in td.models.__all__:
     assert hasattr(td.models, name)
 

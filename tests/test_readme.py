@@ -20,15 +20,16 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
 
 
 def test_every_python_block_of_the_readme_is_run_below():
-  # The regression and classification quickstarts (Keras 3), the tf_keras student.
-  assert len(_blocks("python")) == 3
+  # The regression and classification quickstarts (Keras 3), the tf_keras student, and
+  # td.distill on the user's own member files.
+  assert len(_blocks("python")) == 4
 
 
 def test_quickstarts_are_written_with_keras3_only():
   """`import keras` is what users write: no tf_keras and no private module in the
   quickstarts; the tf_keras section imports the public `tf_keras`."""
-  regression, classification, tf_keras_section = _blocks("python")
-  for code in (regression, classification):
+  regression, classification, tf_keras_section, own = _blocks("python")
+  for code in (regression, classification, own):
     assert "import keras\n" in code and "tf_keras" not in code and "._" not in code
   assert "import tf_keras\n" in tf_keras_section and "._" not in tf_keras_section
   assert "tfp_distill._keras" not in README.read_text()
@@ -65,6 +66,43 @@ def test_tf_keras_student_runs(tmp_path, monkeypatch):
   exec(compile(code, "README tf_keras student", "exec"), namespace)  # noqa: S102
   assert namespace["u"]["prediction"].shape == (256, 3)
   assert isinstance(namespace["student"], namespace["tf_keras"].Model)
+
+
+def test_own_ensemble_block_runs(tmp_path, monkeypatch):
+  """td.distill on three softmax members saved as `.keras` files (wine, scikit-learn's):
+  the members' probabilities are read as such, and the report's ensemble accuracy is the
+  members' own."""
+  import keras  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from sklearn import datasets  # pylint: disable=import-outside-toplevel
+  x, y = datasets.load_wine(return_X_y=True)
+  x = ((x - x.mean(0)) / x.std(0)).astype("float32")
+  order = np.random.default_rng(0).permutation(len(x))
+  train, test = order[:124], order[124:]
+  monkeypatch.chdir(tmp_path)
+  members = []
+  for i in range(3):
+    keras.utils.set_random_seed(i)
+    member = keras.Sequential([keras.Input((13,)), keras.layers.Dense(16, activation="relu"),
+                               keras.layers.Dense(3, activation="softmax")])
+    member.compile("adam", "sparse_categorical_crossentropy")
+    member.fit(x[train], y[train], epochs=30, verbose=0)
+    member.save(f"member_{i}.keras")
+    members.append(member)
+  namespace = {"x_train": x[train], "y_train": y[train], "x_test": x[test],
+               "y_test": y[test]}
+  exec(compile(_blocks("python")[3], "README td.distill", "exec"), namespace)  # noqa: S102
+  report = namespace["result"].report
+  assert report["conventions"]["outputs"]["kind"] == "probs"
+  mean = np.mean([m.predict(x[test], verbose=0) for m in members], axis=0)
+  # The same argmaxes: the job averages the members' probabilities (read back from logits
+  # floored far below any winning class's probability), so the accuracy is equal, up to
+  # the report's float32 (one rounding: eps/2 relative).
+  want = np.mean(mean.argmax(1) == y[test])
+  assert abs(report["ensemble"]["accuracy"] - want) <= np.finfo(np.float32).eps / 2 * want
+  assert namespace["u"]["prediction"].shape == (len(test), 3)
+  assert (tmp_path / "run" / "report.json").exists()
+  assert (tmp_path / "run" / "student.keras").exists()
 
 
 def test_readme_is_short():

@@ -222,7 +222,7 @@ def model_roundings(model, batch=None):
   BatchNormalization's batch mean and variance (two sums of batch x positions terms).
 
   Args:
-    model: a built tf_keras model.
+    model: a built tf_keras or Keras 3 model.
     batch: None, or the training batch size.
 
   Returns:
@@ -236,7 +236,10 @@ def model_roundings(model, batch=None):
     if hasattr(layer, "layers"):
       count += model_roundings(layer, batch)
       continue
-    shape = layer.output_shape
+    try:
+      shape = layer.output_shape
+    except AttributeError:       # Keras 3 layers have their symbolic output's shape
+      shape = tuple(layer.output.shape)
     shape = shape[0] if isinstance(shape, list) else shape
     positions = int(np.prod(shape[1:-1])) if isinstance(shape, tuple) and len(shape) > 2 else 1
     kernel = getattr(layer, "kernel", None)

@@ -59,8 +59,10 @@ class Method:
     task: "classification" or "regression".
     aliases: tuple of str, older names that resolve to this method.
     summary: str, one line for reports and `--help`.
-    make_head: callable(family) -> (head layer, params_size).
-    make_loss: callable(family, temperature) -> Keras loss.
+    make_head: callable(family, heads=td.heads) -> (head layer, params_size); `heads`
+      is `td.heads` or `td.keras3.heads`.
+    make_loss: callable(family, temperature, losses=td.losses) -> Keras loss; `losses`
+      is `td.losses` or `td.keras3.losses`.
     make_decomposition_family: callable(family) -> the family `td.decompose` takes for
       this student (e.g. the reference-class family for a Gaussian over logits).
     epistemic: bool, whether the student has an epistemic part (a distribution over the
@@ -85,15 +87,21 @@ class Method:
   temperature: tuple | None = None
   paper: str = ""
 
-  def head(self, family):
-    """(head layer, params_size) of the student's distribution head."""
-    return self.make_head(family)
+  def head(self, family, keras_version=2):
+    """(head layer, params_size) of the student's distribution head: a `td.heads` layer
+    (keras_version 2, tf_keras) or a `td.keras3.heads` one (3)."""
+    if keras_version == 2:
+      return self.make_head(family)
+    return self.make_head(family, heads=_modules(keras_version)[0])
 
-  def loss(self, family, temperature=None):
-    """The Keras loss; `temperature` defaults to the schedule's initial value."""
+  def loss(self, family, temperature=None, keras_version=2):
+    """The Keras loss (`td.losses`, or `td.keras3.losses` for keras_version 3);
+    `temperature` defaults to the schedule's initial value."""
     if temperature is None and self.temperature is not None:
       temperature = self.temperature[0]
-    return self.make_loss(family, temperature)
+    if keras_version == 2:
+      return self.make_loss(family, temperature)
+    return self.make_loss(family, temperature, losses=_modules(keras_version)[1])
 
   def decomposition_family(self, family):
     """The family `td.decompose` / `td.predict_uncertainty` take for this student."""
@@ -110,6 +118,17 @@ class Method:
 
 
 _REGISTRY = {}
+
+
+def _modules(keras_version):
+  """(heads, losses) modules of a Keras: 2 (tf_keras) or 3 (Keras 3, TensorFlow backend)."""
+  if keras_version == 3:
+    from tfp_distill.keras3 import heads, losses  # pylint: disable=import-outside-toplevel
+    return heads, losses
+  if keras_version == 2:
+    return heads_lib, losses_lib
+  raise ValueError(f"keras_version must be 2 (tf_keras) or 3 (Keras 3), got "
+                   f"{keras_version!r}.")
 
 
 def register(method):
@@ -176,42 +195,45 @@ def _same(family):
   return family
 
 
-def _dirichlet_head(family):
-  return heads_lib.DirichletHead(family.num_classes), family.num_classes
+def _dirichlet_head(family, heads=heads_lib):
+  return heads.DirichletHead(family.num_classes), family.num_classes
 
 
-def _categorical_head(family):
-  return heads_lib.CategoricalHead(family.num_classes), family.num_classes
+def _categorical_head(family, heads=heads_lib):
+  return heads.CategoricalHead(family.num_classes), family.num_classes
+
+
+def _normal_class(heads, full):
+  return heads.MultivariateNormalTriLHead if full else heads.NormalHead
 
 
 def _logit_normal_head(full):
-  cls = heads_lib.MultivariateNormalTriLHead if full else heads_lib.NormalHead
 
-  def make(family):
-    size = family.num_classes - 1
+  def make(family, heads=heads_lib):
+    cls, size = _normal_class(heads, full), family.num_classes - 1
     return cls(size), cls.params_size(size)
   return make
 
 
 def _z_normal_head(full):
-  cls = heads_lib.MultivariateNormalTriLHead if full else heads_lib.NormalHead
 
-  def make(family):
+  def make(family, heads=heads_lib):
+    cls = _normal_class(heads, full)
     return cls(family.params_size), cls.params_size(family.params_size)
   return make
 
 
-def _predictive_normal_head(family):
-  head = heads_lib.NormalPredictiveHead(family.event_size, min_scale=family.min_variance)
-  return head, heads_lib.NormalPredictiveHead.params_size(family.event_size)
+def _predictive_normal_head(family, heads=heads_lib):
+  head = heads.NormalPredictiveHead(family.event_size, min_scale=family.min_variance)
+  return head, heads.NormalPredictiveHead.params_size(family.event_size)
 
 
 register(Method(
     name="end2", task="classification", aliases=("dirichlet", "end^2", "end-2"),
     summary="EnD^2: a Dirichlet over the members' probability vectors",
     make_head=_dirichlet_head,
-    make_loss=lambda family, t: losses_lib.DirichletNLL(temperature=t, smoothing=1e-4,
-                                                       family=family),
+    make_loss=lambda family, t, losses=losses_lib: losses.DirichletNLL(
+        temperature=t, smoothing=1e-4, family=family),
     make_decomposition_family=_same, epistemic=True, extra_inputs="mixup",
     temperature=(2.5, 1.0), paper="Malinin et al. 2020, arXiv:1905.00076"))
 register(Method(
@@ -219,7 +241,7 @@ register(Method(
     aliases=("gaussian", "gaussian-over-logits", "logit-normal"),
     summary="a full-covariance Normal over the members' K-1 centred logits",
     make_head=_logit_normal_head(full=True),
-    make_loss=lambda family, t: losses_lib.EnsembleNLL(_centred(family)),
+    make_loss=lambda family, t, losses=losses_lib: losses.EnsembleNLL(_centred(family)),
     make_decomposition_family=_centred, epistemic=True, extra_inputs="mixup",
     paper="Lindqvist et al. 2020, arXiv:2002.11531"))
 register(Method(
@@ -227,14 +249,14 @@ register(Method(
     aliases=("gaussian-diagonal",),
     summary="a diagonal Normal over the members' K-1 centred logits (the paper's choice)",
     make_head=_logit_normal_head(full=False),
-    make_loss=lambda family, t: losses_lib.EnsembleNLL(_centred(family)),
+    make_loss=lambda family, t, losses=losses_lib: losses.EnsembleNLL(_centred(family)),
     make_decomposition_family=_centred, epistemic=True, extra_inputs="mixup",
     paper="Lindqvist et al. 2020, arXiv:2002.11531"))
 register(Method(
     name="proxy-dirichlet", task="classification", aliases=("proxy",),
     summary="a Dirichlet fitted to the proxy-Dirichlet target (for many classes)",
     make_head=_dirichlet_head,
-    make_loss=lambda family, t: losses_lib.DirichletNLL(
+    make_loss=lambda family, t, losses=losses_lib: losses.DirichletNLL(
         temperature=1.0 if t is None else t, family=family, target="proxy"),
     make_decomposition_family=_same, epistemic=True, extra_inputs="mixup",
     paper="Ryabinin et al. 2021, arXiv:2105.06987"))
@@ -242,7 +264,7 @@ register(Method(
     name="kd", task="classification", aliases=("knowledge-distillation",),
     summary="knowledge distillation: one Categorical, the ensemble's mean at T = 2",
     make_head=_categorical_head,
-    make_loss=lambda family, t: losses_lib.KnowledgeDistillation(
+    make_loss=lambda family, t, losses=losses_lib: losses.KnowledgeDistillation(
         temperature=2.0 if t is None else t, family=family),
     make_decomposition_family=_same, epistemic=False, extra_inputs="mixup",
     paper="Hinton et al. 2015, arXiv:1503.02531"))
@@ -250,27 +272,27 @@ register(Method(
     name="mixture", task="classification", aliases=("mixture-kl", "soft-targets"),
     summary="mixture distillation: one Categorical fitted to the ensemble's mean",
     make_head=_categorical_head,
-    make_loss=lambda family, t: losses_lib.MixtureKL(family),
+    make_loss=lambda family, t, losses=losses_lib: losses.MixtureKL(family),
     make_decomposition_family=_same, epistemic=False, extra_inputs="mixup",
     paper="Lindqvist et al. 2020, eq 5"))
 register(Method(
     name="mvn", task="regression", aliases=("full", "full-covariance", "gaussian"),
     summary="a full-covariance Normal over the members' z = [mu, rho]",
     make_head=_z_normal_head(full=True),
-    make_loss=lambda family, t: losses_lib.EnsembleNLL(),
+    make_loss=lambda family, t, losses=losses_lib: losses.EnsembleNLL(),
     make_decomposition_family=_same, epistemic=True, extra_inputs="jitter",
     paper="Lindqvist et al. 2020, arXiv:2002.11531"))
 register(Method(
     name="diagonal", task="regression", aliases=("diag", "independent-normal"),
     summary="a diagonal Normal over the members' z = [mu, rho]",
     make_head=_z_normal_head(full=False),
-    make_loss=lambda family, t: losses_lib.EnsembleNLL(),
+    make_loss=lambda family, t, losses=losses_lib: losses.EnsembleNLL(),
     make_decomposition_family=_same, epistemic=True, extra_inputs="jitter",
     paper="Lindqvist et al. 2020, arXiv:2002.11531"))
 register(Method(
     name="mixture", task="regression", aliases=("mixture-kl",),
     summary="mixture distillation: one Normal over y fitted to the ensemble's mixture",
     make_head=_predictive_normal_head,
-    make_loss=lambda family, t: losses_lib.MixtureKL(family),
+    make_loss=lambda family, t, losses=losses_lib: losses.MixtureKL(family),
     make_decomposition_family=_same, epistemic=False, extra_inputs="jitter",
     paper="Lindqvist et al. 2020, eq 31"))

@@ -35,7 +35,7 @@ from tfp_distill._keras import keras
 
 __all__ = ["mlp", "small_cnn", "resnet18_cifar", "batch_ensemble_cnn", "RandomSign",
            "DenseBatchEnsemble", "Conv2DBatchEnsemble", "TileMembers", "MembersToAxis",
-           "keras_module"]
+           "keras_module", "output_layer"]
 
 # PyTorch's BatchNorm defaults, which the published CIFAR ResNet numbers use (Keras'
 # `momentum` is 1 - PyTorch's `momentum`).
@@ -95,8 +95,20 @@ def _input_layers(keras_lib, inputs, input_scale=None, input_normalization=None)
   return h
 
 
+def output_layer(keras_lib, params, output_normalization=None):
+  """params -> mean + sqrt(variance) * params (an inverted Normalization layer, saved with
+  the model), or params unchanged for None. `output_normalization`: (mean, variance)
+  arrays [params_size] (`td.parameterization.output_normalization`)."""
+  if output_normalization is None:
+    return params
+  mean, variance = (np.asarray(a, np.float32) for a in output_normalization)
+  return keras_lib.layers.Normalization(mean=mean, variance=variance, invert=True,
+                                        name="output_normalization")(params)
+
+
 def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", seed=None,
-        name=None, input_scale=None, input_normalization=None, keras_version=None):
+        name=None, input_scale=None, input_normalization=None, keras_version=None,
+        output_normalization=None):
   """A multilayer perceptron x -> params [batch, output_size] (-> head(params)).
 
   Args:
@@ -112,6 +124,9 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
       model standardises its inputs itself (a Normalization layer, saved with it).
     keras_version: None, 2 (tf_keras) or 3 (Keras 3); None: 3 for a Keras 3 head, else
       2 (`keras_module`).
+    output_normalization: None or (mean, variance) arrays [output_size]: the last
+      Dense layer's output h becomes mean + sqrt(variance) * h (`output_layer`; for
+      regression targets in a user's units, `td.parameterization.output_normalization`).
 
   Returns:
     keras.Model (of that Keras).
@@ -126,6 +141,7 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
   for i, units in enumerate(hidden_units):
     h = keras.layers.Dense(units, activation=activation, kernel_initializer=init(i))(h)
   out = keras.layers.Dense(output_size, kernel_initializer=init(len(hidden_units)))(h)
+  out = output_layer(keras, out, output_normalization)
   if head is not None:
     out = head(out)
   return keras.Model(inputs, out, name=name)

@@ -55,6 +55,7 @@ __all__ = [
     "get_distribution",
     "is_distribution_like",
     "mark",
+    "output_normalization",
     "unwrap",
 ]
 
@@ -366,3 +367,100 @@ def distribution_parameters(dist):
   if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):
     return {"loc": dist.distribution.loc, "scale": dist.distribution.scale}
   raise TypeError(f"No parameter export for distribution {type(dist).__name__}.")
+
+
+def _softplus_inverse(y):
+  """x with softplus(x) = y, for y > 0 (float64 NumPy; exact for large y)."""
+  y = np.asarray(y, np.float64)
+  return y + np.log(-np.expm1(-y))
+
+
+def _robust_width(values, axis):
+  """The standard deviation along `axis`, 1 where it is 0 or not finite (a constant)."""
+  width = np.std(values, axis=axis)
+  return np.where(np.isfinite(width) & (width > 0), width, 1.0)
+
+
+def output_normalization(head, z):
+  """Where a regression head's raw params start: (mean, variance) of an inverted Keras
+  `Normalization` layer between the student's last Dense layer and its head.
+
+  ```none
+  raw params = mean + sqrt(variance) * h        (h: the Dense layer's output, O(1))
+  ```
+  The teacher's targets of a user's regressor are in the units of its y (a price in
+  thousands, an energy in kWh): a student whose Dense layer must grow its outputs to
+  those units learns slowly and lands far behind its teacher. With this layer an
+  untrained student (h ~ 0) predicts the targets' overall location, and the members'
+  typical spread, and h moves each raw param by about one of the targets' units:
+
+  - locations: the targets' mean and standard deviation over rows and members;
+  - a softplus scale s (`NormalHead`, the Cholesky diagonal of
+    `MultivariateNormalTriLHead`): softplus(mean) = the members' root-mean-square spread
+    about their row mean, sqrt(variance) = max(that spread, 1) (about one unit of
+    log-scale per unit of h);
+  - Cholesky entries below the diagonal: mean 0, sqrt(variance) = the row's spread;
+  - `NormalPredictiveHead` (over y): the ensemble's predictive mean and variance
+    (`families.HeteroscedasticNormal` with the head's floor as `min_variance`).
+
+  Args:
+    head: a `NormalHead`, `MultivariateNormalTriLHead` (over the members' z, E = P) or
+      `NormalPredictiveHead` (over y, P = 2 E), of either Keras.
+    z: float array [rows, members, P], the teacher's targets (what the loss takes).
+
+  Returns:
+    (mean, variance): float32 NumPy arrays [params_size(E)].
+
+  Raises:
+    ValueError: a head of another kind, or z of another width than the head's event.
+  """
+  z = np.asarray(z, np.float64)
+  if z.ndim != 3:
+    raise ValueError(f"output_normalization: z must be [rows, members, P], got shape "
+                     f"{list(z.shape)}.")
+  name = type(head).__name__
+  event_size, min_scale = int(head.event_size), float(head.min_scale)
+  if isinstance(head, NormalPredictiveParameterization):
+    if z.shape[-1] != 2 * event_size:
+      raise ValueError(f"output_normalization: {name}({event_size}) distils members' z "
+                       f"[mu, rho] of width {2 * event_size}, got width {z.shape[-1]}.")
+    mu = z[..., :event_size]
+    var = np.logaddexp(0.0, z[..., event_size:]) + min_scale      # softplus + floor
+    mean = mu.mean(axis=1)                                        # [rows, E]
+    predictive = (var + (mu - mean[:, None]) ** 2).mean(axis=1).mean(axis=0)
+    loc_mean, loc_width = mean.mean(axis=0), _robust_width(mean, axis=0)
+    raw = _softplus_inverse(np.maximum(predictive - min_scale, min_scale))
+    return _as_normalization(np.concatenate([loc_mean, raw]),
+                             np.concatenate([loc_width, np.maximum(predictive, 1.0)]))
+  if not isinstance(head, (NormalParameterization, MultivariateNormalTriLParameterization)):
+    raise ValueError(f"output_normalization takes a NormalHead, MultivariateNormalTriLHead "
+                     f"or NormalPredictiveHead, got {name}.")
+  if z.shape[-1] != event_size:
+    raise ValueError(f"output_normalization: {name}({event_size}) is over z of width "
+                     f"{event_size}, got width {z.shape[-1]}.")
+  flat = z.reshape(-1, event_size)
+  loc_mean, loc_width = flat.mean(axis=0), _robust_width(flat, axis=0)
+  spread = np.sqrt(np.mean(np.var(z, axis=1), axis=0))            # [E]
+  spread = np.where(np.isfinite(spread), np.maximum(spread, 2 * min_scale), 1.0)
+  diagonal_raw = _softplus_inverse(spread - min_scale)
+  if isinstance(head, MultivariateNormalTriLParameterization):
+    size = event_size * (event_size + 1) // 2
+    with tf.init_scope():
+      filled = tfp.math.fill_triangular(tf.range(size)).numpy()    # [E, E] -> flat index
+    raw_mean, raw_width = np.zeros(size), np.ones(size)
+    for i in range(event_size):
+      for j in range(i + 1):
+        k = filled[i, j]
+        if i == j:
+          raw_mean[k], raw_width[k] = diagonal_raw[i], max(spread[i], 1.0)
+        else:
+          raw_width[k] = spread[i]
+  else:
+    raw_mean, raw_width = diagonal_raw, np.maximum(spread, 1.0)
+  return _as_normalization(np.concatenate([loc_mean, raw_mean]),
+                           np.concatenate([loc_width, raw_width]))
+
+
+def _as_normalization(mean, width):
+  """(mean, variance) float32 arrays for `Normalization(invert=True)`."""
+  return mean.astype(np.float32), np.square(width).astype(np.float32)

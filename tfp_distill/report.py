@@ -407,6 +407,12 @@ def _times(ratio):
   return f"{ratio:.3g}x"
 
 
+def _keras_words(report):
+  """", a Keras 3 model" (or tf_keras) for the report's first line; "" if not recorded."""
+  return {3: ", a Keras 3 model", 2: ", a tf_keras model"}.get(report.get("student_keras"),
+                                                               "")
+
+
 def format_markdown(report):
   """The report as Markdown: verdict, metrics, fidelity, OOD, speed, decisions, times."""
   sizes = report["data"]["sizes"]
@@ -415,7 +421,8 @@ def format_markdown(report):
   verdict_block = report.get("verdict") or {}
   lines = [f"# Distilled student: {report['method']} ({report['task']})", "",
            f"Ensemble of {report['num_members']} members -> {report['student_model']} "
-           f"student ({report.get('method_summary', report['method'])}). Train "
+           f"student{_keras_words(report)} ({report.get('method_summary', report['method'])})"
+           ". Train "
            f"{report['data']['train']} ({sizes['train']} rows, {extra}, "
            f"{sizes['early_stopping']} rows for early stopping; {report['epochs_run']} "
            f"epochs), test {report['data']['test']} ({sizes['test']}).", ""]

@@ -128,8 +128,11 @@ def _training_flags(distill):
   distill.add_argument("--student", default=None,
                        help="builtin:mlp (feature vectors; 150 hidden units, standardises "
                             "its inputs), builtin:small_cnn (images, default for images), "
-                            "builtin:resnet18, or a tf_keras .keras backbone x -> features "
-                            "to which the head is appended")
+                            "builtin:resnet18, or a .keras backbone x -> features (of "
+                            "the student's Keras) to which the head is appended")
+  distill.add_argument("--keras", type=int, choices=(2, 3), default=None,
+                       help="the student's Keras: 3 (default: Keras 3, `import keras`, "
+                            "TensorFlow backend) or 2 (tf_keras, tfp.layers heads)")
   distill.add_argument("--epochs", type=_common.positive_int, default=None,
                        help="maximum student epochs (default: from the data, at least "
                             "--min-steps optimizer steps and 30 epochs; early stopping on "

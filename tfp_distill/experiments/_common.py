@@ -109,7 +109,7 @@ def with_options(loss, **options):
   return type(loss).from_config({**loss.get_config(), **options})
 
 
-def registry_student(name, task, family, temperature=None, **options):
+def registry_student(name, task, family, temperature=None, keras_version=2, **options):
   """The student `td.methods.get(name, task)` defines, with a study's loss options.
 
   A study names its students by the registry's names or their aliases ("full" is "mvn",
@@ -121,6 +121,7 @@ def registry_student(name, task, family, temperature=None, **options):
     task: "classification" or "regression".
     family: the members' family (`td.families`).
     temperature: None (the registry's initial temperature) or float.
+    keras_version: 2 (tf_keras heads and losses) or 3 (`td.keras3`'s).
     **options: the loss's constructor arguments to change (e.g. smoothing, target,
       predictive_weight, alpha): a study's setting the registry does not choose.
 
@@ -129,8 +130,9 @@ def registry_student(name, task, family, temperature=None, **options):
   """
   import tfp_distill as td  # pylint: disable=import-outside-toplevel
   method = td.methods.get(name, task)
-  head, params_size = method.head(family)
-  loss = with_options(method.loss(family, temperature), **options)
+  head, params_size = method.head(family, keras_version=keras_version)
+  loss = with_options(method.loss(family, temperature, keras_version=keras_version),
+                      **options)
   parts = ("epistemic", "aleatoric", "total") if method.epistemic else ("total",)
   return RegistryStudent(method, head, params_size, loss,
                          method.decomposition_family(family), parts)

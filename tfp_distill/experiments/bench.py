@@ -176,13 +176,14 @@ def machine():
 # ----------------------------------------------------------------------------------------
 
 
-def _backbone(name, seed, output_size=None, head=None):
+def _backbone(name, seed, output_size=None, head=None, keras_version=None):
+  kwargs = {"head": head, "seed": seed, "keras_version": keras_version}
   if name == "mlp":
-    return td.models.mlp((8,), [50], output_size or 2, head=head, seed=seed)
+    return td.models.mlp((8,), [50], output_size or 2, **kwargs)
   if name == "small_cnn":
-    return td.models.small_cnn(output_size=output_size or 10, head=head, seed=seed)
+    return td.models.small_cnn(output_size=output_size or 10, **kwargs)
   if name == "resnet18":
-    return td.models.resnet18_cifar(output_size=output_size or 10, head=head, seed=seed)
+    return td.models.resnet18_cifar(output_size=output_size or 10, **kwargs)
   raise ValueError(f"Unknown backbone {name!r}.")
 
 
@@ -207,7 +208,11 @@ def _students(name, family, mc_samples):
   if name == "mlp":
     spec = _common.registry_student(_REGRESSION_STUDENT, "regression", family)
     student = td.models.mlp((8,), [75], spec.params_size, head=spec.head, seed=100)
+    spec3 = _common.registry_student(_REGRESSION_STUDENT, "regression", family,
+                                     keras_version=3)
+    student3 = td.models.mlp((8,), [75], spec3.params_size, head=spec3.head, seed=100)
     return {"full_covariance_quadrature": (student, spec.family, {}),
+            "full_covariance_quadrature_keras3": (student3, spec3.family, {}),
             "full_covariance_monte_carlo_100": (student, spec.family, {
                 "method": "monte_carlo", "num_samples": 100})}
   out = {}
@@ -216,6 +221,10 @@ def _students(name, family, mc_samples):
     student = _backbone(name, seed, spec.params_size, spec.head)
     if label == "dirichlet":
       out[label] = (student, spec.family, {})
+      # The same student in Keras 3 (td.keras3's head; the same architecture).
+      spec3 = _common.registry_student(method, "classification", family, keras_version=3)
+      out[f"{label}_keras3"] = (_backbone(name, seed, spec3.params_size, spec3.head),
+                                spec3.family, {})
       continue
     for t in (mc_samples if name != "resnet18" else (100,)):
       out[f"{label}_{t}"] = (student, spec.family, {"num_samples": t})

@@ -26,6 +26,8 @@ def targets(suites):
   if cnn:
     add("predict_uncertainty: Dirichlet student vs ensemble (small CNN, M = 10)",
         cnn["student_speedup"].get("dirichlet"), 9.0)
+    add("predict_uncertainty: Keras 3 Dirichlet student vs ensemble (small CNN, M = 10)",
+        cnn["student_speedup"].get("dirichlet_keras3"), 9.0)
     add("predict_uncertainty: Gaussian-over-logits student, 100 samples, vs ensemble "
         "(small CNN, M = 10)", cnn["student_speedup"].get("gaussian_logits_100"), 8.0)
   for name, entry in inference.items():

@@ -11,7 +11,7 @@ from tfp_distill import methods as methods_lib
 
 __all__ = ["DistillConfig", "DistillError", "EXTRA_INPUTS", "EXTRA_KINDS", "FIELD_TYPES",
            "NOT_FINGERPRINTED", "STRATEGIES", "STUDENTS", "check_config",
-           "parse_extra_inputs"]
+           "parse_extra_inputs", "student_keras"]
 
 
 STUDENTS = ("auto", "builtin:mlp", "builtin:small_cnn", "builtin:resnet18")
@@ -59,7 +59,11 @@ class DistillConfig:
     classes: None, or the class names in the members' order (string labels in a .csv).
     target_column: None (the last column) or the .csv column to predict.
     student: "auto" (builtin:small_cnn for images, builtin:mlp otherwise), a name in
-      `STUDENTS`, or a tf_keras `.keras` backbone x -> features (a head is appended).
+      `STUDENTS`, or a `.keras` backbone x -> features of the student's Keras (a head is
+      appended).
+    keras: the student's Keras: None (3, or 2 under the multi-worker strategy, which
+      Keras 3's `fit` does not run under), 3 (`import keras`, TensorFlow backend;
+      `td.keras3` heads and losses) or 2 (tf_keras, `td.heads`: `tfp.layers` heads).
     epochs: None (from the data: at least `min_steps` optimizer steps and 30 epochs) or
       the maximum number of epochs.
     min_steps: int, the fewest optimizer steps an automatic schedule plans for.
@@ -107,6 +111,7 @@ class DistillConfig:
   classes: tuple = None
   target_column: str = None
   student: str = "auto"
+  keras: int = None
   epochs: int = None
   min_steps: int = 3000
   min_steps_per_epoch: int = 50
@@ -134,8 +139,9 @@ FIELD_TYPES = {
     "teacher": "paths", "train": "str?", "out": "str?", "test": "str?", "ood": "str?",
     "aux": "str?", "task": "str?", "method": "str?", "teacher_output": "str",
     "variance": "str", "noise_variance": "auto|float", "image_scale": "str",
-    "classes": "strs?", "target_column": "str?", "student": "str", "epochs": "int?",
-    "min_steps": "int", "min_steps_per_epoch": "int", "batch_size": "int", "learning_rate": "float", "patience": "int?",
+    "classes": "strs?", "target_column": "str?", "student": "str", "keras": "int?",
+    "epochs": "int?", "min_steps": "int", "min_steps_per_epoch": "int", "batch_size": "int",
+    "learning_rate": "float", "patience": "int?",
     "validation_fraction": "float", "test_fraction": "float", "extra_inputs": "str",
     "jitter_copies": "int", "jitter_scale": "float", "min_variance": "float",
     "num_samples": "int", "strategy": "str", "resume": "bool", "data_service": "str?",
@@ -257,10 +263,25 @@ def check_config(config):
     if not known:
       listing = "; ".join(f"{t}: {', '.join(methods_lib.names(t))}" for t in tasks)
       raise DistillError(f"method {config.method!r} is not a method ({listing}).")
+  if config.keras not in (None, 2, 3):
+    raise DistillError(f"keras must be 3 (Keras 3, `import keras`) or 2 (tf_keras), got "
+                       f"{config.keras!r}.")
+  if config.keras == 3 and config.strategy == "multi-worker":
+    raise DistillError("keras 3 students cannot train under the multi-worker strategy "
+                       "(Keras 3's fit does not take its per-replica values): pass --keras "
+                       "2 (tf_keras), or leave --keras out.")
   student = str(config.student)
   if student not in STUDENTS and not student.endswith(".keras"):
     raise DistillError(f"student must be one of {', '.join(STUDENTS)} or a .keras "
                        f"backbone, got {student!r}.")
+
+
+def student_keras(config):
+  """The student's Keras, 2 or 3: `config.keras`, or when None 3 (2 under the
+  multi-worker strategy)."""
+  if config.keras is not None:
+    return config.keras
+  return 2 if config.strategy == "multi-worker" else 3
 
 
 def _method_or_none(name, task):

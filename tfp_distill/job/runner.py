@@ -31,7 +31,8 @@ class DistillResult:
   """What `distill` returns.
 
   Attributes:
-    student: the trained student (a tf_keras model x -> distribution).
+    student: the trained student x -> distribution: a Keras 3 model (`keras=3`, the
+      default; its head outputs the parameters) or a tf_keras one (`keras=2`).
     family: the family `td.predict_uncertainty(student, family, x)` takes.
     teacher_family: the family of the (converted) members' outputs.
     teacher: the converted teacher (a `td.Ensemble` whose members give the family's z),
@@ -395,7 +396,8 @@ class _Job:
                            "best_epoch": training.stopping.state.get("best_epoch")},
               "history": history, "epochs_run": len(history.get("loss", [])),
               "resumed_from_epoch": training.start_epoch,
-              "student_model": training.student_name}
+              "student_model": training.student_name,
+              "student_keras": training.keras.version}
     return DistillResult(training.student, training.decomposition_family,
                          convention.family, prepared["teacher"], convention,
                          prepared["method"], report)
@@ -418,6 +420,7 @@ class _Job:
         "task": result.teacher_family.task, "method": result.method.name,
         "method_summary": result.method.summary,
         "student_model": result.report["student_model"],
+        "student_keras": result.report["student_keras"],
         "strategy": {"name": config.strategy,
                      "replicas": int(self.strategy.num_replicas_in_sync)},
         "teacher_outputs_from": config.data_service or (

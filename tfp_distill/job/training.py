@@ -10,13 +10,15 @@ from tfp_distill import callbacks as callbacks_lib
 from tfp_distill import distiller as distiller_lib
 from tfp_distill import ensemble as ensemble_lib
 from tfp_distill import models as models_lib
+from tfp_distill import parameterization as parameterization_lib
 from tfp_distill import targets as targets_lib
 from tfp_distill import teachers as teachers_lib
-from tfp_distill._keras import keras
-from tfp_distill.job.config import DistillError, parse_extra_inputs
+from tfp_distill import _keras3
+from tfp_distill._keras import keras as tf_keras
+from tfp_distill.job.config import DistillError, parse_extra_inputs, student_keras
 
-__all__ = ["Training", "build_student", "epoch_batches",
-           "extra_inputs_for", "make_strategy", "schedule"]
+__all__ = ["Training", "build_student", "epoch_batches", "extra_inputs_for", "keras_of",
+           "make_strategy", "schedule"]
 
 
 #: The default share of the training rows of each kind of extra input.
@@ -98,7 +100,42 @@ def _image_filters(shape):
   return tuple(filters)
 
 
-def build_student(config, input_shape, head, params_size, pixel_scale, x_fit):
+class _Keras:
+  """What a student of one Keras is built and trained with."""
+
+  def __init__(self, version):
+    self.version = version
+    if version == 3:
+      try:
+        self.keras = _keras3.tensorflow_module("the Keras 3 student")
+        from tfp_distill import keras3  # pylint: disable=import-outside-toplevel
+      except ImportError as error:
+        raise DistillError(f"{error} (--keras 2 builds a tf_keras student).") from None
+      self.callbacks, self.distiller = keras3.callbacks, keras3.Distiller
+    else:
+      self.keras, self.callbacks = tf_keras, callbacks_lib
+      self.distiller = distiller_lib.Distiller
+
+  def is_model(self, obj):
+    if self.version == 3:
+      return _keras3.is_keras3_object(obj) and isinstance(obj, self.keras.Model)
+    return isinstance(obj, tf_keras.Model)
+
+
+def keras_of(config):
+  """The student's Keras (`student_keras(config)`): its module, callbacks, Distiller.
+
+  Raises:
+    DistillError: Keras 3 asked for but missing or on another backend (naming --keras).
+  """
+  return _Keras(student_keras(config))
+
+
+def build_student(config, input_shape, head, params_size, pixel_scale, x_fit,
+                  output_normalization=None):
+  """(name, student model) of `config.student`, in the student's Keras (`keras_of`)."""
+  keras_ = keras_of(config)
+  keras = keras_.keras
   name = config.student
   if name == "auto":
     name = "builtin:small_cnn" if len(input_shape) == 3 else "builtin:mlp"
@@ -110,7 +147,9 @@ def build_student(config, input_shape, head, params_size, pixel_scale, x_fit):
                          f"{list(input_shape)} (try builtin:small_cnn).")
     normalization = (x_fit.mean(0), x_fit.var(0))
     return name, models_lib.mlp(input_shape, (150,), params_size, head=head, seed=seed,
-                                name="student", input_normalization=normalization)
+                                name="student", input_normalization=normalization,
+                                output_normalization=output_normalization,
+                                keras_version=keras_.version)
   if name in ("builtin:small_cnn", "builtin:resnet18"):
     if len(input_shape) != 3:
       raise DistillError(f"{name} takes images [height, width, channels]; these inputs "
@@ -122,21 +161,27 @@ def build_student(config, input_shape, head, params_size, pixel_scale, x_fit):
                            f"{list(input_shape)}.")
       return name, models_lib.small_cnn(input_shape, params_size, head=head,
                                         filters=filters, dense_units=64, seed=seed,
-                                        name="student", input_scale=scale)
+                                        name="student", input_scale=scale,
+                                        keras_version=keras_.version)
     return name, models_lib.resnet18_cifar(input_shape, params_size, head=head, seed=seed,
-                                           name="student", input_scale=scale)
+                                           name="student", input_scale=scale,
+                                           keras_version=keras_.version)
   if not os.path.exists(name):
     raise DistillError(f"Student backbone {name} does not exist.")
   backbone = teachers_lib.load_member(name)
-  if not isinstance(backbone, keras.Model):
-    raise DistillError(f"Student backbone {name} is a {teachers_lib.describe(backbone)}; "
-                       "the student is built with tf_keras (tfp.layers needs it): save the "
-                       "backbone with tf_keras.")
+  if not keras_.is_model(backbone):
+    other = 2 if keras_.version == 3 else 3
+    raise DistillError(
+        f"Student backbone {name} is a {teachers_lib.describe(backbone)}; the student is "
+        f"built with {'Keras 3' if keras_.version == 3 else 'tf_keras'} (--keras "
+        f"{keras_.version}): save the backbone with it, or pass --keras {other} for a "
+        f"{'Keras 3' if other == 3 else 'tf_keras'} backbone.")
   inputs = keras.Input(input_shape)
   features = backbone(inputs)
-  if features.shape.rank != 2:
+  if len(features.shape) != 2:
     features = keras.layers.Flatten()(features)
   params = keras.layers.Dense(params_size, name="head_params")(features)
+  params = models_lib.output_layer(keras, params, output_normalization)
   return name, keras.Model(inputs, head(params), name="student")
 
 
@@ -171,7 +216,7 @@ def epoch_batches(x, z, batch_size, seed, start_epoch, epochs, passes=1):
   return data.with_options(options), steps * passes
 
 
-def _adam(learning_rate, epochs, examples, batch_size):
+def _adam(keras, learning_rate, epochs, examples, batch_size):
   steps = epochs * -(-examples // batch_size)
   return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
       learning_rate, decay_steps=steps))
@@ -185,39 +230,45 @@ class Training:
     self.config, self.strategy, self.method = config, strategy, method
     self.x_fit, self.z_fit, self.x_val, self.z_val = x_fit, z_fit, x_val, z_val
     self.epochs, self.passes, self.patience = epochs, passes, patience
-    head, params_size = method.head(family)
-    self.loss = method.loss(family)
+    self.keras = keras_of(config)
+    callbacks = self.keras.callbacks
+    head, params_size = method.head(family, keras_version=self.keras.version)
+    self.loss = method.loss(family, keras_version=self.keras.version)
     self.decomposition_family = method.decomposition_family(family)
     annealing = method.annealing(epochs)
     self.callbacks = []
     anneal_end = 0
     if annealing is not None:
-      self.callbacks.append(callbacks_lib.TemperatureAnnealing(self.loss, *annealing))
+      self.callbacks.append(callbacks.TemperatureAnnealing(self.loss, *annealing))
       anneal_end = annealing[3]
     # The held-out loss is comparable across epochs only once the temperature is final.
-    self.stopping = callbacks_lib.ResumableEarlyStopping("val_loss", patience, anneal_end)
+    self.stopping = callbacks.ResumableEarlyStopping("val_loss", patience, anneal_end)
     self.folder = folder
     self.backup = None
     if folder is not None:
-      self.backup = callbacks_lib.EpochBackup(folder.reserve("backup"),
-                                              stateful=[self.stopping],
-                                              fingerprint=fingerprint)
+      self.backup = callbacks.EpochBackup(folder.reserve("backup"),
+                                          stateful=[self.stopping], fingerprint=fingerprint)
+    # Regression targets are in the user's units: the student's raw params start at
+    # their location and spread (td.parameterization.output_normalization).
+    normalization = (parameterization_lib.output_normalization(head, z_fit)
+                     if method.task == "regression" else None)
     with strategy.scope():
       self.student_name, self.student = build_student(
-          config, x_fit.shape[1:], head, params_size, pixel_scale, x_fit)
+          config, x_fit.shape[1:], head, params_size, pixel_scale, x_fit, normalization)
       # Targets are precomputed: the Distiller never runs a teacher, but its train step
       # stops a divergent run at the step, with the batch's statistics.
-      self.trainer = distiller_lib.Distiller(self.student, None, self.loss)
+      self.trainer = self.keras.distiller(self.student, None, self.loss)
       self.trainer(x_fit[:1])
-      self.trainer.compile(optimizer=_adam(config.learning_rate, epochs * passes,
-                                           len(x_fit), config.batch_size))
+      self.trainer.compile(optimizer=_adam(self.keras.keras, config.learning_rate,
+                                           epochs * passes, len(x_fit), config.batch_size))
       self.start_epoch = (self.backup.restore(self.trainer)
                           if config.resume and self.backup is not None else 0)
 
   def run(self):
     """Trains; returns the history (every epoch's, those before a resume included)."""
     config = self.config
-    finite = callbacks_lib.StopOnNonFiniteLoss()
+    callbacks_of_keras = self.keras.callbacks
+    finite = callbacks_of_keras.StopOnNonFiniteLoss()
     history = {}
     if self.backup is not None and self.backup.finished:
       self.stopping.restore_best(self.trainer)     # killed after training had ended
@@ -230,11 +281,12 @@ class Training:
       callbacks = self.callbacks + [finite, self.stopping]
       if self.backup is not None:
         callbacks.append(self.backup)
-        callbacks.append(callbacks_lib.EpochSummaries(self.folder.reserve("logs")))
-      callbacks.append(callbacks_lib.ProgressBar("student", disable=not config.verbose))
+        callbacks.append(callbacks_of_keras.EpochSummaries(self.folder.reserve("logs")))
+      callbacks.append(callbacks_of_keras.ProgressBar("student",
+                                                      disable=not config.verbose))
       result = self.trainer.fit(train_data, validation_data=val_data, epochs=self.epochs,
                                 initial_epoch=self.start_epoch, steps_per_epoch=steps,
-                                verbose=0, callbacks=callbacks)
+                                verbose=0, callbacks=callbacks, shuffle=False)
       history = {k: [float(v) for v in values] for k, values in result.history.items()}
     if finite.where is not None:
       raise DistillError(f"{finite.message()} Nothing was saved (--learning-rate sets "
