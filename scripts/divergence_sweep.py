@@ -22,7 +22,8 @@ when the trained student's test predictions or NLL are not finite. Finished runs
 in `<out>/runs.jsonl` and skipped by a rerun of the same command.
 
 Usage:
-  python scripts/divergence_sweep.py --out reports/divergence --json docs/reliability/divergence.json
+  python scripts/divergence_sweep.py --out reports/divergence \
+      --json docs/reliability/divergence.json
   python scripts/divergence_sweep.py --out reports/divergence --part uci --datasets yacht,boston
   python scripts/divergence_sweep.py --smoke --out /tmp/divergence   # seconds; for the tests
 """

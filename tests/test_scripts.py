@@ -257,3 +257,38 @@ def test_serve_load_smoke(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "| small_cnn_dirichlet | 2 |" in printed and "untrained" in printed
   assert f"TensorFlow {result['machine']['tensorflow']}" in printed
+
+
+def test_pca_holdout_holds_out_the_far_end_of_the_first_component():
+  """The held-out rows are those with the largest scores on the first principal component
+  (NumPy's SVD of the centred rows; its sign is SVD's, so the test takes either end)."""
+  module = _load("ood_inputs_study")
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(200, 3)) * np.array([5.0, 1.0, 0.5])   # PC1 is the first feature
+  keep, held = module.pca_holdout(x, share=0.15)
+  assert len(held) == 30 and len(keep) == 170
+  assert set(keep) | set(held) == set(range(200)) and not set(keep) & set(held)
+  first = x[:, 0]
+  # The 30 rows at one end of feature 0, which carries almost all the variance.
+  top, bottom = set(np.argsort(first)[-30:]), set(np.argsort(first)[:30])
+  assert set(held) in (top, bottom)
+
+
+@pytest.mark.slow
+def test_ood_inputs_study_smoke(tmp_path):
+  rows = _load("ood_inputs_study").main(["--fast", "--out", str(tmp_path)])
+  assert [r["mix"] for r in rows] == ["default", "default+far", "default+box"]
+  assert sum(r["chosen"] for r in rows) == 1
+  for r in rows:
+    assert math.isfinite(r["proxy"]["auroc_gap"]) and math.isfinite(r["nll_gap"])
+    assert set(r["far"]) == {"0", "1", "3"}
+    assert all(0 <= b["student_auroc"] <= 1 for b in r["far"].values())
+  assert "| wine | 0 | default+far |" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_distill_defaults_smoke(tmp_path):
+  rows = _load("distill_defaults").main(["--fast", "--out", str(tmp_path)])
+  assert {r["version"] for r in rows} == {"defaults", "30 one-pass epochs"}
+  assert all("error" not in r and math.isfinite(r["nll_gap"]) for r in rows)
+  assert (tmp_path / "report.md").exists()

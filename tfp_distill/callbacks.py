@@ -130,6 +130,7 @@ class TemperatureAnnealingMixin:
     return found
 
   def temperature(self, epoch):
+    """The temperature for `epoch` (0-based; `annealed_temperature`)."""
     return annealed_temperature(epoch, self.initial, self.final, self.start_epoch,
                                 self.end_epoch)
 

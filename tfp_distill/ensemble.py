@@ -205,6 +205,7 @@ class Ensemble(keras.Model):
 
   @property
   def num_members(self):
+    """M, the number of members."""
     return len(self.members)
 
   @property
@@ -214,6 +215,7 @@ class Ensemble(keras.Model):
 
   @property
   def vectorized(self):
+    """Whether the members run as one stacked model (`stack_members`)."""
     return self.stacked is not None
 
   def refresh(self):

@@ -107,6 +107,7 @@ class HeteroscedasticNormal(Family):
 
   @property
   def params_size(self):
+    """2 E: z = [mu (E), rho (E)]."""
     return 2 * self.event_size
 
   def split(self, z):
@@ -200,6 +201,7 @@ class CategoricalLogits(Family):
 
   @property
   def params_size(self):
+    """K logits, or K - 1 with a reference class."""
     return self.num_classes - 1 if self.reference_class else self.num_classes
 
   def check_params(self, z, what="z"):

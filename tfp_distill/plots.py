@@ -7,10 +7,10 @@ non-interactive Agg backend there, so importing this module opens no display.
 
 import numpy as np
 
-__all__ = ["pyplot", "save_figure", "plot_regression_uncertainty", "plot_sparsification", "plot_variances",
-           "plot_histograms", "plot_roc_curves", "plot_severity_boxes", "plot_method_bars",
-           "plot_lines", "plot_uci_fidelity", "plot_uci_ood_auroc", "plot_error_lines",
-           "plot_scatter_grid"]
+__all__ = ["pyplot", "save_figure", "plot_regression_uncertainty", "plot_sparsification",
+           "plot_variances", "plot_histograms", "plot_roc_curves", "plot_severity_boxes",
+           "plot_method_bars", "plot_lines", "plot_uci_fidelity", "plot_uci_ood_auroc",
+           "plot_error_lines", "plot_scatter_grid"]
 
 _COLORS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
 

@@ -249,7 +249,8 @@ def evaluate(student, student_family, teacher, teacher_family, method, test, ood
       roc_panels.setdefault(f"{ood.name} vs {test.name}", {})[f"{name} ({part})"] = (
           np.asarray(fpr), np.asarray(tpr), float(result["auroc"]))
   far = {}
-  if ood is None and train_x is not None and test.x.ndim == 2 and u["ensemble"] is not None and teacher is not None:
+  if (ood is None and train_x is not None and test.x.ndim == 2 and u["ensemble"] is not None
+      and teacher is not None):
     far = far_points_block(student_u, teacher, teacher_family, train_x, test.x, u)
   timing = None
   if teacher is not None:
@@ -332,15 +333,15 @@ def verdict(report):
       advice.append(f"training ended at its limit of {schedule.get('epochs')} epochs with "
                     "the held-out loss still falling: train longer (epochs, min_steps)")
     if report.get("task") == "classification" and report.get("method") == "end2":
-      advice.append("try method gaussian-logits (a Normal over the logits) or a larger "
+      advice.append("method gaussian-logits (a Normal over the logits), or a larger "
                     "student")
     elif report.get("task") == "regression" and report.get("method") != "mvn":
-      advice.append("try method mvn (a full-covariance Normal over z)")
+      advice.append("method mvn (a full-covariance Normal over z)")
     if any("OOD" in s or "epistemic" in s or "far points" in s for s in short):
       advice.append("distil on inputs away from the training rows too (extra_inputs with "
                     "far or box, or unlabelled data with aux)")
     if not advice:
-      advice.append("try a larger student (student), more epochs, or another method")
+      advice.append("a larger student (student), more epochs, or another method")
   check = (report.get("conventions") or {}).get("ensemble_check") or {}
   if check.get("at_chance"):
     short.insert(0, f"the ensemble itself is at chance level ({check.get('said')}): the "

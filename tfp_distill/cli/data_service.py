@@ -30,6 +30,7 @@ def add_parser(commands):
 
 
 def run(args):
+  """Runs `tfp-distill data-service` with the parsed `args`; returns the exit status."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   service = tf.data.experimental.service
   if args.role == "dispatcher":

@@ -251,6 +251,7 @@ def failure_line(command, error, out=None):
 
 
 def run(args):
+  """Runs `tfp-distill distill` with the parsed `args`; returns the exit status."""
   from tfp_distill import job  # pylint: disable=import-outside-toplevel
   from tfp_distill import report as report_lib  # pylint: disable=import-outside-toplevel
   out = None

@@ -61,6 +61,7 @@ def add_parser(commands):
 
 
 def run(args):
+  """Runs `tfp-distill images` with the parsed `args`; returns the exit status."""
   from tfp_distill.experiments import images  # pylint: disable=import-outside-toplevel
   config = images.ImagesConfig.fast() if args.fast else images.ImagesConfig()
   if args.variant:

@@ -59,6 +59,7 @@ def add_parser(commands):
 
 
 def run(args):
+  """Runs `tfp-distill uci` with the parsed `args`; returns the exit status."""
   from tfp_distill.datasets import uci as uci_data  # pylint: disable=import-outside-toplevel
   from tfp_distill.experiments import uci  # pylint: disable=import-outside-toplevel
   config = uci.UCIConfig.fast() if args.fast else uci.UCIConfig()

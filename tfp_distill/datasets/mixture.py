@@ -62,6 +62,7 @@ class MixtureData:
 
   @property
   def num_classes(self):
+    """K, the number of mixture components (classes)."""
     return len(self.means)
 
 

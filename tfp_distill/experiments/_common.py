@@ -25,8 +25,9 @@ import numpy as np
 
 __all__ = ["FIDELITY_COLUMNS", "ENSEMBLE_FIELDS", "RegistryStudent", "adam", "batched",
            "classification_metrics", "cnn", "cnn_ensemble", "config_key", "fidelity",
-           "fidelity_columns", "image_study_inputs", "load_images", "load_ood_images", "markdown_footer", "number",
-           "registry_student", "regression_nll", "with_options", "write_report"]
+           "fidelity_columns", "image_study_inputs", "load_images", "load_ood_images",
+           "markdown_footer", "number", "registry_student", "regression_nll", "with_options",
+           "write_report"]
 
 
 def config_key(config, fields=()):

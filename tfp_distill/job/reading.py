@@ -26,6 +26,8 @@ EVIDENCE_ROWS = 2048
 
 @dataclasses.dataclass
 class Teacher:
+  """The job's teacher: the user's ensemble or its precomputed outputs, as loaded."""
+
   ensemble: object          # the user's ensemble (raw outputs), or None
   z: dict                   # precomputed raw outputs {"train"/"test"/"ood": array}
   members: list             # member objects (for their last layer), may be empty
@@ -356,5 +358,7 @@ def converted_teacher(teacher, convention):
 
 
 def convert_array(convention, z, batch=65536):
+  """The members' raw outputs z [n, M, outputs] in the convention's family (NumPy), in
+  batches of `batch` rows."""
   return np.concatenate([convention.convert(z[i:i + batch]).numpy()
                          for i in range(0, len(z), batch)], axis=0)

@@ -79,6 +79,7 @@ def schedule(config, n_fit):
 
 
 def make_strategy(name):
+  """The `tf.distribute` strategy of `DistillConfig.strategy` (`STRATEGIES`)."""
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
   if name == "multi-worker":

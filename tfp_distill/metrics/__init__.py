@@ -41,8 +41,8 @@ for sorting (int64 for integer scores) and only the float outputs follow the rul
 Calibration sums and ranking counts are accumulated in float64 / int64 and cast at the end.
 
 Validation: shape errors that can be seen statically (mismatched sizes, wrong rank, empty
-input, bad `num_fractions` or `num_bins`) raise `ValueError` at call (or trace) time; with statically
-unknown sizes inside `tf.function` the same checks run as graph assertions and raise
+input, bad `num_fractions` or `num_bins`) raise `ValueError` at call (or trace) time; with
+statically unknown sizes inside `tf.function` the same checks run as graph assertions and raise
 `tf.errors.InvalidArgumentError`. Value checks (NaN/Inf, non-positive variances, negative
 errors, zero reference values) raise `ValueError` when executing eagerly and
 `tf.errors.InvalidArgumentError` when run inside a graph. The classification value
