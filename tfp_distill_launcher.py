@@ -48,9 +48,9 @@ def _import_quietly():
   with tempfile.TemporaryFile() as captured:
     os.dup2(captured.fileno(), 2)
     try:
-      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      import tensorflow as tf
       tf.config.list_physical_devices()         # device discovery logs here (cuInit)
-      from tfp_distill import cli  # pylint: disable=import-outside-toplevel
+      from tfp_distill import cli
     finally:
       sys.stderr.flush()
       os.dup2(saved, 2)
@@ -66,7 +66,7 @@ def main(argv=None):
   """Runs `tfp-distill`; returns its exit status."""
   argv = sys.argv[1:] if argv is None else list(argv)
   if "--verbose" in argv:
-    from tfp_distill import cli  # pylint: disable=import-outside-toplevel
+    from tfp_distill import cli
   else:
     # TensorFlow's own log level for what comes after the import (INFO and WARNING off).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -33,12 +33,12 @@ SETS = ("wine", "breast_cancer", "yacht", "energy")
 def _data(name, seed):
   """(x_train, y_train, x_test, y_test, task): 70/30 split, x standardised on train."""
   if name in ("wine", "breast_cancer"):
-    from sklearn import datasets  # pylint: disable=import-outside-toplevel
+    from sklearn import datasets
     loader = {"wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer}
     x, y = loader[name](return_X_y=True)
     task = "classification"
   else:
-    from tfp_distill.datasets import uci  # pylint: disable=import-outside-toplevel
+    from tfp_distill.datasets import uci
     folder = uci.data_dir() / {"yacht": "yacht", "energy": "energy"}[name]
     data = np.loadtxt(folder / "data.txt", ndmin=2)
     features = np.loadtxt(folder / "index_features.txt", dtype=int, ndmin=1)
@@ -165,7 +165,7 @@ def main(argv=None):
   parser.add_argument("--sets", default=",".join(SETS))
   parser.add_argument("--fast", action="store_true", help="smoke mode: one set, tiny")
   args = parser.parse_args(argv)
-  from tfp_distill import _keras3  # pylint: disable=import-outside-toplevel
+  from tfp_distill import _keras3
   keras = _keras3.module()
   sets = args.sets.split(",") if not args.fast else ["wine"]
   seeds = 1 if args.fast else args.seeds

@@ -105,7 +105,7 @@ def _in_distribution(report):
 
 def run_one(td, keras, dd, name, seed, args):
   """Selection and measurement for one set and seed; returns a list of rows."""
-  from scipy import stats  # pylint: disable=import-outside-toplevel
+  from scipy import stats
   x, y, x_test, y_test, task = dd._data(name, seed)  # pylint: disable=protected-access
   count, epochs = (2, 5) if args.fast else (5, 200)
   rows = []
@@ -129,7 +129,7 @@ def run_one(td, keras, dd, name, seed, args):
   # 2. Measurement: members on all training rows, a second ensemble as the ceiling.
   members = dd._members(keras, x, y, task, seed, count, epochs)  # pylint: disable=protected-access
   second = dd._members(keras, x, y, task, seed + 500, count, epochs)  # pylint: disable=protected-access
-  from tfp_distill.datasets import far as far_lib  # pylint: disable=import-outside-toplevel
+  from tfp_distill.datasets import far as far_lib
   far = far_lib.far_points(x, x_test, td.report.FAR_DISTANCES, "random", seed=0)
   ceiling = {f"{d:g}": float(stats.spearmanr(_epistemic(td, members, task, xf),
                                              _epistemic(td, second, task, xf))[0])
@@ -194,8 +194,8 @@ def main(argv=None):
   parser.add_argument("--min-steps", type=int, default=1500)
   parser.add_argument("--fast", action="store_true", help="smoke mode: one set, tiny")
   args = parser.parse_args(argv)
-  import tfp_distill as td  # pylint: disable=import-outside-toplevel
-  from tfp_distill import _keras3  # pylint: disable=import-outside-toplevel
+  import tfp_distill as td
+  from tfp_distill import _keras3
   keras = _keras3.module()
   dd = _sibling("distill_defaults")
   sets = ["wine"] if args.fast else args.sets.split(",")

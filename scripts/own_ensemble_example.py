@@ -49,9 +49,9 @@ def main(argv=None):
                       help="the student's Keras (default: the command's, Keras 3)")
   parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
   args = parser.parse_args(argv)
-  from tfp_distill import _keras3  # pylint: disable=import-outside-toplevel
-  from tfp_distill import cli  # pylint: disable=import-outside-toplevel
-  from tfp_distill.datasets import images  # pylint: disable=import-outside-toplevel
+  from tfp_distill import _keras3
+  from tfp_distill import cli
+  from tfp_distill.datasets import images
 
   keras = _keras3.module()        # Keras 3, as the user's own code would import it
   os.makedirs(args.out, exist_ok=True)

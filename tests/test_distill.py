@@ -28,7 +28,7 @@ keras3 = pytest.importorskip("keras")
 def _load_student(path):
   """The job's student.keras: Keras 3 by default, tf_keras from keras=2 runs (the file's
   metadata says which); `tfp_distill.keras3` registers the Keras 3 heads and losses."""
-  import tfp_distill.keras3  # noqa: F401  pylint: disable=import-outside-toplevel
+  import tfp_distill.keras3  # noqa: F401
   version = td._keras3.keras_file_version(path)  # pylint: disable=protected-access
   loader = keras3 if version.startswith("3") else keras
   return loader.models.load_model(path, compile=False)
@@ -610,7 +610,7 @@ def test_workers_train_in_sync(files, tmp_path, workers):
 
 def _wait_for_line(proc, text, timeout=120):
   """Reads the process's stdout until a line containing text (the server is up)."""
-  import select  # pylint: disable=import-outside-toplevel
+  import select
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
     ready, _, _ = select.select([proc.stdout], [], [], 1.0)

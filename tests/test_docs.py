@@ -159,7 +159,7 @@ def _commands(parser, path):
 def test_cli_reference_is_generated_from_the_parsers(site):
   """cli.html is written from `cli._parser()` at build time (mkdocs_hooks.py): a section
   per subcommand with every flag; no hand-written copy can go stale."""
-  from tfp_distill import cli  # pylint: disable=import-outside-toplevel
+  from tfp_distill import cli
   out, result = site
   assert result.returncode == 0, "the site did not build: see test_site_builds_strictly"
   assert not (DOCS / "cli.md").exists()

@@ -82,7 +82,7 @@ def test_the_lock_refuses_a_live_run_and_replaces_a_dead_ones(tmp_path):
   sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
     lock = tmp_path / "run" / job_folder.LOCK_NAME
-    import socket  # pylint: disable=import-outside-toplevel
+    import socket
     lock.write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
                                 "started": "then"}))
     with pytest.raises(job_folder.FolderError, match=f"in use by another run \\(PID "

@@ -45,12 +45,12 @@ def test_citation_file():
 
 
 def test_the_version_lives_in_one_place():
-  import tfp_distill as td  # pylint: disable=import-outside-toplevel
+  import tfp_distill as td
   assert re.fullmatch(r"\d+\.\d+\.\d+", td.__version__)
   assert _setup_cfg()["metadata"]["version"] == "attr: tfp_distill.__version__"
   assert "version" not in (ROOT / "pyproject.toml").read_text()
   try:
-    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    from importlib import metadata
     installed = metadata.version("tfp_distill")
   except metadata.PackageNotFoundError:
     pytest.skip("tfp_distill is not installed (pip install -e .)")

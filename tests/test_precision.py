@@ -68,7 +68,7 @@ def test_distiller_with_xla_equals_without(head_name):
 
 def test_mvn_head_equals_fill_scale_tril():
   """The XLA-friendly Cholesky factor is tfb.FillScaleTriL's (float64)."""
-  import tensorflow_probability as tfp   # pylint: disable=import-outside-toplevel
+  import tensorflow_probability as tfp
   params = np.random.default_rng(1).normal(size=(7, 2 + 3)).astype(np.float64)
   dist = td.heads.MultivariateNormalTriLHead.new(params, 2, min_scale=1e-3)
   want = tfp.bijectors.FillScaleTriL(diag_shift=np.float64(1e-3))(params[:, 2:])

@@ -72,9 +72,9 @@ def test_own_ensemble_block_runs(tmp_path, monkeypatch):
   """td.distill on three softmax members saved as `.keras` files (wine, scikit-learn's):
   the members' probabilities are read as such, and the report's ensemble accuracy is the
   members' own."""
-  import keras  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from sklearn import datasets  # pylint: disable=import-outside-toplevel
+  import keras
+  import numpy as np
+  from sklearn import datasets
   x, y = datasets.load_wine(return_X_y=True)
   x = ((x - x.mean(0)) / x.std(0)).astype("float32")
   order = np.random.default_rng(0).permutation(len(x))
@@ -123,8 +123,8 @@ def test_every_file_the_readme_points_to_exists():
 
 
 def test_readme_distill_command_parses():
-  import shlex  # pylint: disable=import-outside-toplevel
-  from tfp_distill import cli  # pylint: disable=import-outside-toplevel
+  import shlex
+  from tfp_distill import cli
   block = next(b for b in _blocks("bash") if "tfp-distill distill" in b)
   command = block.split("\n#")[0].replace("\\\n", " ")
   args = cli._parser().parse_args(shlex.split(command)[1:])  # pylint: disable=protected-access

@@ -265,10 +265,10 @@ def test_a_cache_writer_killed_with_sigkill_is_detected_and_rebuilt(tmp_path):
   """A real kill: a process writing the cache is sent SIGKILL once its first shard file
   exists. The next run finds no manifest, warns, rebuilds, and gets the teacher's outputs
   (never the partial files)."""
-  import signal  # pylint: disable=import-outside-toplevel
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  import time  # pylint: disable=import-outside-toplevel
+  import signal
+  import subprocess
+  import sys
+  import time
   folder = tmp_path / "cache"
   writer = SLOW_TEACHER + f"""
 import numpy as np

@@ -310,7 +310,7 @@ def test_a_variance_convention_too_close_to_call_is_refused():
 @pytest.fixture(scope="module", name="digits")
 def digits_fixture(tmp_path_factory):
   """scikit-learn's 8x8 digits as PNG files in one folder per class (0-255 pixels)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   images, labels = datasets.load_digits(return_X_y=True)
   images = np.round(images.reshape(-1, 8, 8, 1) * (255.0 / 16.0)).astype(np.uint8)
   root = tmp_path_factory.mktemp("digits")
@@ -419,7 +419,7 @@ def test_csv_classification_with_class_names_and_no_header(wine, tmp_path):
 
 
 def test_speed_ups_of_any_size_print_right():
-  from tfp_distill import report as report_lib  # pylint: disable=import-outside-toplevel
+  from tfp_distill import report as report_lib
   assert [report_lib._times(r) for r in (0.0451, 0.245, 3.81, 12.44, 128.2)] == [
       "0.0451x", "0.245x", "3.81x", "12.4x", "128x"]
 

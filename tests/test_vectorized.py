@@ -397,7 +397,7 @@ def test_divergence_is_loud():
 def test_vectorized_ensemble_matches_side_by_side_statistics(load_or_skip):
   """On UCI yacht (split 0), vectorized and side-by-side training give ensembles of equal
   quality: they differ only in the members' (independent, random) data orders."""
-  from tfp_distill.datasets import uci   # pylint: disable=import-outside-toplevel
+  from tfp_distill.datasets import uci
   data = load_or_skip(uci.load_uci, "yacht", 0)
   family = td.families.HeteroscedasticNormal(1, min_variance=1e-4)
   build = lambda s: td.models.mlp(data.x_train.shape[1:], [50], 2, seed=s)

@@ -47,7 +47,7 @@ def __getattr__(name):
   # td.keras3 is imported on first use: it needs Keras 3 on the TensorFlow backend, and
   # `import tfp_distill` must work without it (there td.keras3 refuses, in one line).
   if name == "keras3":
-    import importlib  # pylint: disable=import-outside-toplevel
+    import importlib
     return importlib.import_module("tfp_distill.keras3")
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -24,7 +24,7 @@ class Keras3Error(ValueError):
 
 def _keras3():
   try:
-    import keras  # pylint: disable=import-outside-toplevel
+    import keras
   except ImportError as error:
     backend = os.environ.get("KERAS_BACKEND")
     if backend and backend != "tensorflow":

@@ -366,7 +366,7 @@ class EpochBackupMixin:
 
   def check_fingerprint(self):
     """Raises ValueError if the backup was made by another job (names what differs)."""
-    from tfp_distill import job_folder  # pylint: disable=import-outside-toplevel
+    from tfp_distill import job_folder
     path = os.path.join(self.folder, "fingerprint.json")
     if self.fingerprint is None:
       return

@@ -273,7 +273,7 @@ class Distiller(DistillerMixin, keras.Model):
   @staticmethod
   def stop_on_nonfinite_class():
     """`td.callbacks.StopOnNonFiniteLoss`, which `fit` adds (on_nonfinite="raise")."""
-    from tfp_distill import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
+    from tfp_distill import callbacks as callbacks_lib
     return callbacks_lib.StopOnNonFiniteLoss
 
 

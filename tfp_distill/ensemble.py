@@ -43,7 +43,7 @@ _TRAINING_NAMES = ("VectorizationWarning", "array_member_streams", "member_permu
 
 def __getattr__(name):
   if name in _TRAINING_NAMES:
-    from tfp_distill import ensemble_training  # pylint: disable=import-outside-toplevel
+    from tfp_distill import ensemble_training
     return getattr(ensemble_training, name)
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -90,7 +90,7 @@ def stack_members(members):
   """
   members = list(members)
   if members and _keras3.is_keras3_object(members[0]):
-    from tfp_distill.keras3 import vectorized as k3  # pylint: disable=import-outside-toplevel
+    from tfp_distill.keras3 import vectorized as k3
     return k3.StackedMembers(members)
   return vectorized_lib.StackedMembers(members, name="stacked_members")
 

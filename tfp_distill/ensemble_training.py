@@ -339,7 +339,7 @@ def train_ensemble(build_member, dataset, family, num_members=10, epochs=40,
   if stacked is not None or keras3:
     loop = stacked
     if stacked is None:   # Keras 3 members side by side, in the stacked model's loop
-      from tfp_distill.keras3 import vectorized as k3  # pylint: disable=import-outside-toplevel
+      from tfp_distill.keras3 import vectorized as k3
       loop = k3.MemberLoop(members)
     history = _fit_stacked(loop, family, data, arrays, epochs, batch_size, learning_rate,
                            seed, shuffle_buffer != 1, shuffle_buffer, size, verbose, keras3)

@@ -318,7 +318,7 @@ class JobFolder:
       holder = None
     if not isinstance(holder, dict):
       # Empty or torn: a writer between os.open and its write, or one killed right there.
-      import time  # pylint: disable=import-outside-toplevel
+      import time
       age = time.time() - os.path.getmtime(path) if os.path.exists(path) else 0
       return None if age < 5 else {"pid": -1, "host": socket.gethostname()}
     return holder

@@ -123,7 +123,7 @@ _REGISTRY = {}
 def _modules(keras_version):
   """(heads, losses) modules of a Keras: 2 (tf_keras) or 3 (Keras 3, TensorFlow backend)."""
   if keras_version == 3:
-    from tfp_distill.keras3 import heads, losses  # pylint: disable=import-outside-toplevel
+    from tfp_distill.keras3 import heads, losses
     return heads, losses
   if keras_version == 2:
     return heads_lib, losses_lib

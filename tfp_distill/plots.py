@@ -18,15 +18,15 @@ _COLORS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:o
 def pyplot():
   """matplotlib.pyplot on the non-interactive Agg backend (a one-line error naming the
   [studies] extra when matplotlib is missing)."""
-  from tfp_distill import _optional  # pylint: disable=import-outside-toplevel
+  from tfp_distill import _optional
   matplotlib = _optional.require("matplotlib", "figures")
   matplotlib.use("Agg")
-  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  from matplotlib import pyplot
   return pyplot
 
 
 def _null_formatter():
-  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+  from matplotlib import ticker
   return ticker.NullFormatter()
 
 

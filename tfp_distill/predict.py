@@ -63,7 +63,7 @@ def model_output(model, x):
     return model(x)
   out = model(x, training=False)
   if tf.is_tensor(out) and not parameterization_lib.is_distribution_like(out):
-    from tfp_distill.keras3 import heads as heads3  # pylint: disable=import-outside-toplevel
+    from tfp_distill.keras3 import heads as heads3
     head = heads3.find_head(model)
     if head is not None:   # its output was copied on the way out: mark the copy
       out = parameterization_lib.mark(tf.identity(out), head.distribution)

@@ -58,8 +58,8 @@ def header(config, timings):
     config: a dataclass of settings (or a dict).
     timings: dict {stage: seconds}; "total" (if present) is the wall time.
   """
-  import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
-  import tfp_distill  # pylint: disable=import-outside-toplevel
+  import tensorflow_probability as tfp
+  import tfp_distill
   values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
   return {"config": values,
           "versions": {"tensorflow": tf.__version__,
@@ -158,7 +158,7 @@ def far_points_block(student_u, teacher, teacher_family, train_x, test_x, u_test
   Returns:
     dict {distance (str): {"ensemble": {...}, "student": {...}, "fidelity": {...}}}.
   """
-  from tfp_distill.datasets import far as far_lib  # pylint: disable=import-outside-toplevel
+  from tfp_distill.datasets import far as far_lib
   points = far_lib.far_points(train_x, test_x, FAR_DISTANCES, "random", seed=0)
   out = {}
   for d, x_far in points.items():

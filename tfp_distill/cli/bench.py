@@ -43,7 +43,7 @@ def add_parser(commands):
 
 def run(args):
   """Runs `tfp-distill bench` with the parsed `args`; returns the exit status."""
-  from tfp_distill.experiments import bench  # pylint: disable=import-outside-toplevel
+  from tfp_distill.experiments import bench
   overrides = {"suites": args.suite and _common.comma_list(args.suite),
                "repeats": args.repeats,
                "members": args.members and _common.comma_list(args.members, int),

@@ -31,7 +31,7 @@ def add_parser(commands):
 
 def run(args):
   """Runs `tfp-distill data-service` with the parsed `args`; returns the exit status."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   service = tf.data.experimental.service
   if args.role == "dispatcher":
     if args.dispatcher or args.worker_address:

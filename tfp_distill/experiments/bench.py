@@ -163,7 +163,7 @@ def machine():
     cores = len(os.sched_getaffinity(0))
   except AttributeError:
     cores = os.cpu_count()
-  import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
+  import tensorflow_probability as tfp
   return {"cpu": cpu, "cores": cores,
           "gpus": [d.name for d in tf.config.list_logical_devices("GPU")],
           "python": platform.python_version(), "tensorflow": tf.__version__,
@@ -319,7 +319,7 @@ def _numpy_logit_normal(loc, scale, num_samples, rng):
 
 
 def _numpy_dirichlet(alpha):
-  from scipy import special  # pylint: disable=import-outside-toplevel
+  from scipy import special
   alpha_0 = alpha.sum(-1, keepdims=True)
   prediction = alpha / alpha_0
   total = -(prediction * np.log(prediction)).sum(-1)

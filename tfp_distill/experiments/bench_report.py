@@ -146,7 +146,7 @@ def plot_ratios(report, path):
   rows = [t for t in report.get("targets", []) if t["unit"] == "x"]
   if not rows:
     return None
-  from tfp_distill.experiments import plots  # pylint: disable=import-outside-toplevel
+  from tfp_distill.experiments import plots
   plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.2))
   names = [r["target"] for r in rows]

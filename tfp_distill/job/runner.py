@@ -99,7 +99,7 @@ def _fingerprint(config, objects):
 
 
 def _object_digest(value):
-  import hashlib  # pylint: disable=import-outside-toplevel
+  import hashlib
   digest = hashlib.sha256()
   if isinstance(value, ensemble_lib.Ensemble):
     value = value.members
@@ -195,7 +195,7 @@ def distill(teacher, train, test=None, ood=None, *, aux=None, out=None, resume=F
 
 def _check_dispatcher(address, timeout=10.0):
   """Refuses a --data-service address where nothing answers (before: a silent hang)."""
-  import socket  # pylint: disable=import-outside-toplevel
+  import socket
   host_port = address.split("://", 1)[-1]
   host, _, port = host_port.rpartition(":")
   if not host or not port.isdigit():

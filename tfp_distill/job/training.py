@@ -109,7 +109,7 @@ class _Keras:
     if version == 3:
       try:
         self.keras = _keras3.tensorflow_module("the Keras 3 student")
-        from tfp_distill import keras3  # pylint: disable=import-outside-toplevel
+        from tfp_distill import keras3
       except ImportError as error:
         raise DistillError(f"{error} (--keras 2 builds a tf_keras student).") from None
       self.callbacks, self.distiller = keras3.callbacks, keras3.Distiller
