@@ -152,7 +152,7 @@ def run_one(td, keras, dd, name, seed, args):
   return rows
 
 
-def _markdown(rows, args):
+def _markdown(rows, args, wall=None):
   lines = ["# Distillation inputs off the data: far-point fidelity by input mix", "",
            "Five Keras 3 members per set and seed; `td.distill` with each input mix "
            f"(min_steps {args.min_steps}). The mix is chosen on a PCA hold-out of the "
@@ -181,8 +181,9 @@ def _markdown(rows, args):
     lines.append(f"| {r['set']} | {r['seed']} | {r['mix']} | {'yes' if r['chosen'] else ''}"
                  f" | {proxy} | {ind} | " + " | ".join(cell(r["far"], "1") + cell(r["far"], "3"))
                  + " |")
+  took = "" if wall is None else f", {wall / 60:.1f} min"
   lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds} --out "
-            f"{args.out}`; 2 CPU cores."]
+            f"{args.out}`; 2 CPU cores{took}."]
   return "\n".join(lines) + "\n"
 
 
@@ -197,6 +198,7 @@ def main(argv=None):
   import tfp_distill as td
   from tfp_distill import _keras3
   keras = _keras3.module()
+  start = time.perf_counter()
   dd = _sibling("distill_defaults")
   sets = ["wine"] if args.fast else args.sets.split(",")
   if args.fast:
@@ -205,12 +207,13 @@ def main(argv=None):
   for name in sets:
     for seed in range(1 if args.fast else args.seeds):
       rows += run_one(td, keras, dd, name, seed, args)
+  wall = time.perf_counter() - start
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "report.json"), "w") as f:
-    json.dump({"rows": rows, "args": vars(args)}, f, indent=2)
+    json.dump({"rows": rows, "args": vars(args), "wall_time_s": wall}, f, indent=2)
   with open(os.path.join(args.out, "report.md"), "w") as f:
-    f.write(_markdown(rows, args))
-  print(_markdown(rows, args))
+    f.write(_markdown(rows, args, wall))
+  print(_markdown(rows, args, wall))
   return rows
 
 

@@ -53,3 +53,22 @@ def test_mixed_inputs_aux_and_far_points(job):
   assert with_ood["far"] == {} and with_ood["data"]["extra_inputs"] == "none"
   with pytest.raises(td.job.DistillError, match="aux .* shape"):
     td.distill(members, (x, y), aux=aux[:, :3], **FAST)
+
+
+def test_a_misfit_found_when_the_members_run_is_one_line_too():
+  """Members whose graph was traced for a relaxed input shape fail when they run, with
+  TensorFlow's multi-line InvalidArgumentError (seen on one CI CPU): the job says in one
+  line that the inputs do not fit, naming the data, its shape and TensorFlow's first line."""
+  import tensorflow as tf
+  from tfp_distill.job import reading
+
+  def members(x):
+    raise tf.errors.InvalidArgumentError(
+        None, None, "Matrix size-incompatible: In[0]: [2,3], In[1]: [4,16]\n\t [[node]]")
+
+  part = td.datasets.sources.DataSource(np.zeros((5, 3), np.float32), None, "aux.npz")
+  with pytest.raises(td.job.DistillError) as error:
+    reading.check_inputs_fit(members, part, "aux")
+  message = str(error.value)
+  assert message == ("--aux aux.npz: inputs of shape [3] do not fit the members: Matrix "
+                     "size-incompatible: In[0]: [2,3], In[1]: [4,16]")

@@ -280,13 +280,7 @@ class Ensemble(keras.Model):
         bad = np.flatnonzero(~ok)
         raise ValueError(f"td.Ensemble: {len(bad)} input row(s) hold NaN or Inf, the "
                          f"first is row {int(bad[0])}.")
-      try:
-        return self._graph_call(x)
-      except tf.errors.InvalidArgumentError as error:
-        # A graph traced for a relaxed shape fails when it runs, not when it is traced.
-        first = str(error).strip().splitlines()[0]
-        raise ValueError(f"The members cannot take inputs of shape {list(x.shape)}: "
-                         f"{first}") from error
+      return self._graph_call(x)
     return self._forward(x)
 
   def predict_targets(self, x, batch_size=1024):

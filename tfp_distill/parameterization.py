@@ -127,12 +127,19 @@ class NormalParameterization(_Parameterization):
 
 
 @functools.lru_cache(maxsize=None)
+def _fill_index(event_size):
+  """int [E, E]: where each entry of the lower triangle sits in a `fill_triangular`
+  vector of length E (E + 1) / 2 (entries above the diagonal: 0)."""
+  size = event_size * (event_size + 1) // 2
+  with tf.init_scope():   # eager even while a graph is traced
+    return tfp.math.fill_triangular(tf.range(size)).numpy()
+
+
+@functools.lru_cache(maxsize=None)
 def _diagonal_mask(event_size):
   """bool [E (E + 1) / 2]: which entries of a `fill_triangular` vector are diagonal."""
   size = event_size * (event_size + 1) // 2
-  with tf.init_scope():   # eager even while a graph is traced
-    filled = tfp.math.fill_triangular(tf.range(size)).numpy()
-  return np.isin(np.arange(size), np.diagonal(filled))
+  return np.isin(np.arange(size), np.diagonal(_fill_index(event_size)))
 
 
 class MultivariateNormalTriLParameterization(_Parameterization):
@@ -445,8 +452,7 @@ def output_normalization(head, z):
   diagonal_raw = _softplus_inverse(spread - min_scale)
   if isinstance(head, MultivariateNormalTriLParameterization):
     size = event_size * (event_size + 1) // 2
-    with tf.init_scope():
-      filled = tfp.math.fill_triangular(tf.range(size)).numpy()    # [E, E] -> flat index
+    filled = _fill_index(event_size)                                # [E, E] -> flat index
     raw_mean, raw_width = np.zeros(size), np.ones(size)
     for i in range(event_size):
       for j in range(i + 1):

@@ -112,6 +112,12 @@ def check_inputs_fit(ensemble, part, role):
   """Runs the members on two rows; a DistillError names the data and the shapes."""
   try:
     ensemble(part.x[:2])
+  except tf.errors.InvalidArgumentError as error:
+    # The members' graph, traced for a relaxed input shape, fails when it runs (on some
+    # CPUs' kernels), not when it is traced: the same misfit, found one step later.
+    first = str(error).strip().splitlines()[0]
+    raise DistillError(f"--{role} {part.name}: inputs of shape {list(part.x.shape[1:])} "
+                       f"do not fit the members: {first}") from error
   except ValueError as error:
     if "cannot take inputs" not in str(error):
       raise DistillError(str(error)) from error      # e.g. members of different sizes
