@@ -35,22 +35,27 @@ class ProgressBarMixin:
     self._bar = None
 
   def on_train_begin(self, logs=None):
+    """Opens the bar over `params["epochs"]` epochs."""
     self._bar = tqdm(total=self.params.get("epochs"), desc=self.description, unit="epoch",
                      disable=self.disable, leave=self.leave, dynamic_ncols=True)
 
   def on_epoch_end(self, epoch, logs=None):
+    """Advances the bar by one epoch and shows the epoch's logs beside it."""
     if logs:
       self._bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
     self._bar.update(1)
 
   def on_train_end(self, logs=None):
+    """Closes the bar."""
     self._bar.close()
 
   def get_config(self):
+    """The constructor arguments (description, disable, leave), for Keras serialization."""
     return {"description": self.description, "disable": self.disable, "leave": self.leave}
 
   @classmethod
   def from_config(cls, config):
+    """The callback whose constructor arguments are `config`."""
     return cls(**config)
 
 
@@ -135,21 +140,25 @@ class TemperatureAnnealingMixin:
                                 self.end_epoch)
 
   def on_epoch_begin(self, epoch, logs=None):
+    """Sets the `temperature` of every loss it drives to the schedule's value for `epoch`."""
     value = self.temperature(epoch)
     for loss in self._targets():
       loss.temperature.assign(value)
 
   def on_epoch_end(self, epoch, logs=None):
+    """Adds the current temperature to the epoch's logs as "temperature"."""
     if logs is not None:
       logs["temperature"] = float(self._targets()[0].temperature.numpy())
 
   def get_config(self):
+    """The constructor arguments (`loss` serialized, or None), for Keras serialization."""
     return {"loss": None if self.loss is None else self.losses_module.serialize(self.loss),
             "initial": self.initial, "final": self.final,
             "start_epoch": self.start_epoch, "end_epoch": self.end_epoch}
 
   @classmethod
   def from_config(cls, config):
+    """The callback whose constructor arguments are `config` (a serialized loss is rebuilt)."""
     return cls(**config)
 
 
@@ -195,11 +204,14 @@ class StopOnNonFiniteLossMixin:
     self._first_step = 0
 
   def on_epoch_begin(self, epoch, logs=None):
+    """Keeps the epoch and the model's step count at its start (to number the batches)."""
     self.epoch = epoch
     counter = getattr(self.model, "_train_counter", None)
     self._first_step = int(counter.numpy()) if counter is not None else 0
 
   def on_train_batch_end(self, batch, logs=None):
+    """If the batch's loss is NaN/Inf or the model recorded a non-finite step, keeps `where`
+    and `details` and stops training (raises `NonFiniteLossError` with `raise_error`)."""
     report = getattr(self.model, "nonfinite_report", None)
     details = report() if callable(report) else None
     loss = (logs or {}).get("loss")
@@ -297,6 +309,8 @@ class ResumableEarlyStoppingMixin:
     self.best_weights = [arrays[k] for k in names] if names else None
 
   def on_epoch_end(self, epoch, logs=None):
+    """Keeps the lowest monitored value and its weights; stops training after `patience`
+    epochs without a lower one."""
     current = (logs or {}).get(self.monitor)
     if current is None or not np.isfinite(current) or epoch < self.start_from_epoch:
       return
@@ -315,6 +329,7 @@ class ResumableEarlyStoppingMixin:
       (model or self.model).set_weights(self.best_weights)
 
   def on_train_end(self, logs=None):
+    """Restores the best epoch's weights on the model (`restore_best`)."""
     self.restore_best()
 
 
@@ -431,6 +446,7 @@ class EpochBackupMixin:
   # -- writing ---------------------------------------------------------------------------
 
   def on_train_begin(self, logs=None):
+    """Creates the folder, removes interrupted epochs and writes the fingerprint if absent."""
     os.makedirs(self.folder, exist_ok=True)
     self._remove_partial_epochs()
     path = os.path.join(self.folder, "fingerprint.json")
@@ -441,6 +457,8 @@ class EpochBackupMixin:
       os.replace(tmp, path)
 
   def on_epoch_end(self, epoch, logs=None):
+    """Adds the epoch's logs to `history` and saves the epoch (`save`); finished when
+    training stops here or this was the last epoch."""
     for key, value in (logs or {}).items():
       self.history.setdefault(key, []).append(float(value))
     finished = bool(self.model.stop_training) or epoch + 1 >= self.params.get("epochs", 0)
@@ -543,6 +561,7 @@ class EpochSummariesMixin:
     return self._writers[name]
 
   def on_epoch_end(self, epoch, logs=None):
+    """Writes each log as the scalar "epoch_<name>" (train/ or validation/) and flushes."""
     for key, value in (logs or {}).items():
       part, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
       with self._writer(part).as_default():
@@ -551,6 +570,7 @@ class EpochSummariesMixin:
       writer.flush()
 
   def on_train_end(self, logs=None):
+    """Closes the summary writers."""
     for writer in self._writers.values():
       writer.close()
     self._writers = {}

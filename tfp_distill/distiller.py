@@ -61,9 +61,11 @@ class DistillerMixin:
 
   @property
   def metrics(self):
+    """The mean-loss tracker alone: the one metric `fit` and `evaluate` report and reset."""
     return [self.loss_tracker]
 
   def call(self, x, training=False):
+    """The student's output (its distribution) for x [batch, ...]; the teacher does not run."""
     return self.student(x, training=training)
 
   def _label_weight(self):
@@ -113,6 +115,8 @@ class DistillerMixin:
     return loss, per_example
 
   def train_step(self, data):
+    """Targets from the teacher (on the perturbed x, if any), then one step on the student,
+    guarded unless on_nonfinite="ignore"; returns {"loss": the running mean}."""
     x, x_clean, targets = self._targets(data)
     with tf.GradientTape() as tape:
       dist = self.student(x, training=True)
@@ -197,6 +201,8 @@ class DistillerMixin:
     return super().fit(*args, **kwargs)
 
   def test_step(self, data):
+    """The student's loss on the teacher's targets as in `train_step`, without an update;
+    returns {"loss": the running mean}."""
     x, x_clean, targets = self._targets(data)
     dist = self.student(x, training=False)
     clean_dist = None if x_clean is None else self.student(x_clean, training=False)

@@ -375,5 +375,6 @@ class Ensemble(keras.Model):
     return cls(members, family=family, vectorize=vectorize, jit_compile=jit_compile)
 
   def get_config(self):
+    """Raises NotImplementedError: an Ensemble is saved with `save(path)`, not as a config."""
     raise NotImplementedError("Save an Ensemble with Ensemble.save(path); load it with "
                               "Ensemble.load(path).")

@@ -43,10 +43,12 @@ class Family:
     raise NotImplementedError
 
   def get_config(self):
+    """The `__init__` arguments as JSON values (implemented by each family)."""
     raise NotImplementedError
 
   @classmethod
   def from_config(cls, config):
+    """The family whose `__init__` arguments are `config` (the inverse of `get_config`)."""
     return cls(**config)
 
   def check_params(self, z, what="z"):
@@ -157,6 +159,7 @@ class HeteroscedasticNormal(Family):
     return -self.predictive(z).log_prob(y)
 
   def get_config(self):
+    """The `__init__` arguments: event_size and min_variance."""
     return {"event_size": self.event_size, "min_variance": self.min_variance}
 
 
@@ -292,6 +295,7 @@ class CategoricalLogits(Family):
         labels=tf.cast(y, tf.int32), logits=self.logits(z))
 
   def get_config(self):
+    """The `__init__` arguments: num_classes and reference_class."""
     return {"num_classes": self.num_classes, "reference_class": self.reference_class}
 
 

@@ -110,10 +110,12 @@ class DistributionHead(tfpl.DistributionLambda):
     self.convert_to_tensor_fn_name = convert_to_tensor_fn
 
   def call(self, inputs, *args, **kwargs):
+    """params [batch, params_size(event_size)] -> the head's distribution (shape checked)."""
     parameterization_lib.check_params_shape(self, inputs.shape)
     return super().call(inputs, *args, **kwargs)
 
   def get_config(self):
+    """The layer's constructor arguments (Keras' and the head's), for Keras serialization."""
     config = keras.layers.Layer.get_config(self)
     config.update(event_size=self.event_size, min_scale=self.min_scale,
                   convert_to_tensor_fn=self.convert_to_tensor_fn_name)
@@ -121,6 +123,7 @@ class DistributionHead(tfpl.DistributionLambda):
 
   @classmethod
   def from_config(cls, config):
+    """The head whose constructor arguments are `config`."""
     return cls(**config)
 
   @staticmethod

@@ -383,6 +383,7 @@ class RandomSign(keras.initializers.Initializer):
     return tf.cast(2 * bits - 1, dtype)
 
   def get_config(self):
+    """The initializer's constructor arguments ({"seed"}), for Keras serialization."""
     return {"seed": self.seed}
 
 
@@ -463,6 +464,8 @@ class DenseBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
     self._init_batch_ensemble(ensemble_size, fast_weight_initializer or RandomSign())
 
   def build(self, input_shape):
+    """Creates the shared kernel [in, units] and the fast weights (alpha, gamma, the
+    biases if use_bias)."""
     in_size = int(input_shape[-1])
     self.kernel = self.add_weight("kernel", [in_size, self.units],
                                   initializer=self.kernel_initializer)
@@ -470,6 +473,7 @@ class DenseBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, inputs):
+    """inputs [E * batch, in] (member-major) -> [E * batch, units]."""
     x = self._split_members(inputs)                               # [E, batch, in]
     y = tf.matmul(x * self._per_member(self.alpha, 3), self.kernel)
     y = y * self._per_member(self.gamma, 3)
@@ -478,6 +482,7 @@ class DenseBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
     return self.activation(self._merge_members(y))
 
   def get_config(self):
+    """The layer's constructor arguments, for Keras serialization."""
     config = super().get_config()
     config.update(units=self.units, activation=keras.activations.serialize(self.activation),
                   use_bias=self.use_bias,
@@ -525,6 +530,8 @@ class Conv2DBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
     self._init_batch_ensemble(ensemble_size, fast_weight_initializer or RandomSign())
 
   def build(self, input_shape):
+    """Creates the shared kernel [h, w, c, filters] and the fast weights (alpha, gamma, the
+    biases if use_bias)."""
     channels = int(input_shape[-1])
     self.kernel = self.add_weight("kernel", list(self.kernel_size) + [channels, self.filters],
                                   initializer=self.kernel_initializer)
@@ -532,6 +539,7 @@ class Conv2DBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, inputs):
+    """inputs [E * batch, H, W, c] (member-major) -> [E * batch, H', W', filters]."""
     x = self._split_members(inputs) * self._per_member(self.alpha, 5)   # [E, b, h, w, c]
     y = tf.nn.conv2d(self._merge_members(x), self.kernel, strides=self.strides,
                      padding=self.padding.upper())
@@ -541,6 +549,7 @@ class Conv2DBatchEnsemble(_BatchEnsembleMixin, keras.layers.Layer):
     return self.activation(self._merge_members(y))
 
   def get_config(self):
+    """The layer's constructor arguments, for Keras serialization."""
     config = super().get_config()
     config.update(filters=self.filters, kernel_size=list(self.kernel_size),
                   strides=list(self.strides), padding=self.padding,
@@ -577,6 +586,7 @@ class TileMembers(_MemberLayoutLayer):
   """
 
   def call(self, inputs):
+    """x [batch, ...] -> [E * batch, ...]: E copies of the batch, member-major."""
     multiples = tf.concat([[self.ensemble_size],
                            tf.ones([tf.rank(inputs) - 1], tf.int32)], axis=0)
     return tf.tile(inputs, multiples)
@@ -594,12 +604,14 @@ class MembersToAxis(_MemberLayoutLayer):
   """
 
   def call(self, inputs):
+    """[E * batch, K] (member-major) -> [batch, E, K]."""
     e = self.ensemble_size
     k = tf.shape(inputs)[-1]
     y = tf.reshape(inputs, tf.stack([e, -1, k]))
     return tf.transpose(y, [1, 0, 2])
 
   def compute_output_shape(self, input_shape):
+    """[E * batch, K] -> [None, E, K]."""
     return tf.TensorShape([None, self.ensemble_size, input_shape[-1]])
 
 

@@ -120,6 +120,7 @@ class Gaussian(_Perturbation):
     return _clip(x + tf.cast(self.scale, x.dtype) * noise, self.clip)
 
   def get_config(self):
+    """The `__init__` arguments as JSON values (`from_config` rebuilds the perturbation)."""
     return {"scale": self.scale, "clip": None if self.clip is None else list(self.clip)}
 
 
@@ -211,6 +212,7 @@ class ODS(_Perturbation):
     return _clip(_step(x, g, step), self.clip)
 
   def get_config(self):
+    """The `__init__` arguments as JSON values (`from_config` rebuilds the perturbation)."""
     return {"step_size": self.step_size, "temperature": self.temperature,
             "clip": None if self.clip is None else list(self.clip)}
 
@@ -272,6 +274,8 @@ class MeanDisagreement(_Perturbation):
                  self.clip)
 
   def get_config(self):
+    """The `__init__` arguments as JSON values, the family serialized (`from_config` rebuilds
+    the perturbation)."""
     return {"step_size": self.step_size,
             "family": None if self.family is None else families_lib.serialize(self.family),
             "clip": None if self.clip is None else list(self.clip)}

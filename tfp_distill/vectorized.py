@@ -286,6 +286,7 @@ class StackedDense(_StackedLayer):
     return _apply_activation(_Value(y, MEMBER, self.num_members), self.activation)
 
   def get_config(self):
+    """The layer's constructor arguments (the shared ones and `units`), for Keras serialization."""
     config = super().get_config()
     config.update(units=self.units)
     return config
@@ -359,6 +360,8 @@ class StackedConv2D(_StackedLayer):
     return _apply_activation(_Value(y, GROUPED, self.num_members), self.activation)
 
   def get_config(self):
+    """The layer's constructor arguments (the shared ones and the convolution's), for Keras
+    serialization."""
     config = super().get_config()
     config.update(filters=self.filters, kernel_size=list(self.kernel_size),
                   strides=list(self.strides), padding=self.padding,
@@ -662,6 +665,8 @@ class StackedMembers(keras.Model):
   # -- forward ------------------------------------------------------------------------------
 
   def call(self, inputs, training=None, per_member=False):  # pylint: disable=arguments-differ
+    """Runs every member: x [batch, ...] (with `per_member=True` [members, batch, ...]) -> z
+    [batch, members, params] in the members' output dtype."""
     m = self.num_members
     x = tf.convert_to_tensor(inputs)
     if x.dtype != self._input_dtype and x.dtype.is_floating:
@@ -750,5 +755,6 @@ class StackedMembers(keras.Model):
     return _Value(layer([a.t for a in common]), layout, m)
 
   def get_config(self):
+    """Raises NotImplementedError: StackedMembers is rebuilt from its members, not a config."""
     raise NotImplementedError("StackedMembers is rebuilt from its members: save the "
                               "td.Ensemble that holds it (Ensemble.save).")

@@ -35,6 +35,7 @@ class Commands:
              "traceback (default: quiet, errors in one line)")
 
   def add_parser(self, name, **kwargs):
+    """A subcommand's parser (`add_parser` of the subparsers) with the common flags."""
     return self._commands.add_parser(name, parents=[self._common], **kwargs)
 
 

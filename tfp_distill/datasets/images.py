@@ -342,6 +342,7 @@ class NumpyUnpickler(pickle.Unpickler):
   }
 
   def find_class(self, module, name):
+    """The allowed NumPy global `module.name`; raises pickle.UnpicklingError for any other."""
     if (module, name) not in self._ALLOWED:
       raise pickle.UnpicklingError(
           f"refusing to load global {module}.{name}: only NumPy arrays are allowed.")

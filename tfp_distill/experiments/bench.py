@@ -447,6 +447,8 @@ def _measure_memory(payload):
 
 
 def run_decompose(config, log=print):
+  """The decompose suite: each case's variants timed (and their peak memory with
+  `config.memory`); returns {case: {...}}."""
   results = {}
   for case, (make, variants) in _decompose_cases(config).items():
     inputs = make()
@@ -543,6 +545,8 @@ def _sequential_fit(build, x, y, family, num_members, epochs, batch_size, learni
 
 
 def run_train(config, log=print):
+  """The ensemble-training suite: vectorized, one-graph and sequential training timed;
+  returns {case: {...}}."""
   results = {}
   rng = np.random.default_rng(config.seed)
   uci, cnn = config.train_uci, config.train_cnn

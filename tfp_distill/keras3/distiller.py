@@ -68,6 +68,7 @@ class Distiller(distiller_lib.DistillerMixin, keras.Model):
     super().compile(*args, **kwargs)
 
   def train_step(self, data):
+    """`DistillerMixin.train_step`, then counts the step (the count seeds the perturbations)."""
     logs = super().train_step(data)
     self._train_counter.assign_add(1)
     return logs

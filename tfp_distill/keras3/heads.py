@@ -93,14 +93,18 @@ class DistributionHead(keras.layers.Layer):
     self.convert_to_tensor_fn = convert_to_tensor_fn
 
   def call(self, inputs):
+    """params [batch, params_size(event_size)] -> the parameters [batch,
+    output_size(event_size)], marked with the head's distribution."""
     parameterization_lib.check_params_shape(self, inputs.shape)
     parameters = self.parameters(inputs, self.event_size, self.min_scale)
     return parameterization_lib.mark(parameters, self.distribution)
 
   def compute_output_shape(self, input_shape):
+    """[..., params_size(event_size)] -> [..., output_size(event_size)]."""
     return tuple(input_shape[:-1]) + (self.output_size(self.event_size),)
 
   def get_config(self):
+    """The layer's constructor arguments (Keras' and the head's), for Keras serialization."""
     config = super().get_config()
     config.update(event_size=self.event_size, min_scale=self.min_scale,
                   convert_to_tensor_fn=self.convert_to_tensor_fn)

@@ -26,6 +26,8 @@ class ExpectedCalibrationError(classification.ExpectedCalibrationErrorMixin,
   """
 
   def update_state(self, y_true, y_pred, sample_weight=None):
+    """Adds a batch to the per-bin sums; a Keras 3 head's output counts as its mean (the
+    class probabilities)."""
     if parameterization_lib.is_distribution_like(y_pred):
       y_pred = parameterization_lib.get_distribution(y_pred).mean()
     super().update_state(y_true, y_pred, sample_weight)

@@ -16,6 +16,7 @@ __all__ = ["check_targets", "unpack_targets", "static_event_size", "member_log_p
 
 
 def static_event_size(dist):
+  """The static size of the last event axis of `dist` (1 for a scalar event; None if unknown)."""
   return tf.compat.dimension_value(dist.event_shape[-1]) if dist.event_shape.rank else 1
 
 
@@ -92,16 +93,19 @@ def member_log_probs(z, num_classes, family, temperature, smoothing, dtype):
 
 
 def check_weight(name, value):
+  """`value` as a float; raises ValueError (naming `name`) unless it is finite and >= 0."""
   if not (np.isfinite(value) and value >= 0):
     raise ValueError(f"{name} must be a finite float >= 0, got {value}.")
   return float(value)
 
 
 def family_config(family):
+  """The serialized family ({"class_name", "config"}), or None."""
   return None if family is None else families_lib.serialize(family)
 
 
 def check_temperature(value):
+  """`value` as a float; raises ValueError unless it is > 0 and finite in float32."""
   # The temperature lives in a float32 variable: check the value it will hold (1e39
   # would become inf, 1e-46 zero).
   with np.errstate(over="ignore", under="ignore"):

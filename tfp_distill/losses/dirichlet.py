@@ -261,6 +261,8 @@ class DirichletNLLMixin:
     self.compute_dtype = None if compute_dtype is None else tf.as_dtype(compute_dtype).name
 
   def call(self, y_true, y_pred):
+    """Targets z [batch, members, params] (or {"ensemble": z, "label": y}) and the Dirichlet
+    student -> [batch]: the `target` cost, plus the predictive and label terms if weighted."""
     z, labels = unpack_targets(y_true)
     temperature = tf.convert_to_tensor(self.temperature)
     if self.target == "ensemble":
@@ -290,6 +292,7 @@ class DirichletNLLMixin:
                                                          None, None)
 
   def get_config(self):
+    """The loss's constructor arguments (the current temperature), for Keras serialization."""
     config = super().get_config()
     config.update(temperature=float(self.temperature.numpy()), smoothing=self.smoothing,
                   family=family_config(self.family), label_weight=self.label_weight,

@@ -277,6 +277,8 @@ class MixtureKLMixin:
     self.family = families_lib.get(family)
 
   def call(self, y_true, y_pred):
+    """Targets z [batch, members, params] (or {"ensemble": z, ...}) and the student's output
+    -> [batch]: `soft_target_kl` for CategoricalLogits, else `mixture_cross_entropy`."""
     z, _ = unpack_targets(y_true)
     if isinstance(self.family, families_lib.CategoricalLogits):
       return soft_target_kl(z, as_student_logits(y_pred), self.family)
@@ -288,6 +290,7 @@ class MixtureKLMixin:
     return 0.
 
   def get_config(self):
+    """The loss's constructor arguments (the family serialized), for Keras serialization."""
     config = super().get_config()
     config.update(family=family_config(self.family))
     return config
@@ -327,6 +330,8 @@ class KnowledgeDistillationMixin:
     self.family = None if family is None else families_lib.get(family)
 
   def call(self, y_true, y_pred):
+    """Targets z [batch, members, params] (or {"ensemble": z, "label": y}) and student logits
+    [batch, K] or [batch, E, K] -> [batch]: alpha times the KL, plus the label term."""
     z, labels = unpack_targets(y_true)
     logits = as_student_logits(y_pred)
     temperature = tf.cast(self.temperature, logits.dtype)
@@ -351,6 +356,7 @@ class KnowledgeDistillationMixin:
     return (1. - self.alpha) * member_cross_entropy(labels, as_student_logits(y_pred))
 
   def get_config(self):
+    """The loss's constructor arguments (the current temperature), for Keras serialization."""
     config = super().get_config()
     config.update(temperature=float(self.temperature.numpy()), alpha=self.alpha,
                   family=family_config(self.family))

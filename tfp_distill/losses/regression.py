@@ -154,6 +154,8 @@ class EnsembleNLLMixin:
     self.num_label_samples = int(num_label_samples)
 
   def call(self, y_true, y_pred):
+    """Targets z [batch, members, params] (or {"ensemble": z, "label": y}) and the student
+    -> [batch]: `ensemble_nll`, plus the predictive and label terms if weighted."""
     z, labels = unpack_targets(y_true)
     classification = isinstance(self.family, families_lib.CategoricalLogits)
     if classification:
@@ -195,6 +197,7 @@ class EnsembleNLLMixin:
     return self.label_weight * -log_q
 
   def get_config(self):
+    """The loss's constructor arguments (the family serialized), for Keras serialization."""
     config = super().get_config()
     config.update(family=family_config(self.family), label_weight=self.label_weight,
                   num_quadrature_points=self.num_quadrature_points,

@@ -407,14 +407,17 @@ class ExpectedCalibrationErrorMixin:
     self.bin_correct_sums.assign_add(correct_sums)
 
   def result(self):
+    """The ECE of all the batches so far (0 before any), in the metric's dtype."""
     return tf.cast(_ece_from_sums(self.bin_counts, self.bin_confidence_sums,
                                   self.bin_correct_sums), self.dtype)
 
   def reset_state(self):
+    """Zeros the per-bin sums."""
     for variable in (self.bin_counts, self.bin_confidence_sums, self.bin_correct_sums):
       variable.assign(tf.zeros_like(variable))
 
   def get_config(self):
+    """The metric's constructor arguments, for Keras serialization."""
     return {"num_bins": self.num_bins, "from_logits": self.from_logits, "name": self.name}
 
 
