@@ -8,10 +8,14 @@ yacht and energy, regression, raw targets) and seed:
    splits them: the 15% with the largest score are a proxy out-of-distribution set, the
    rest the proxy training rows. Five Keras 3 members are trained on the proxy training
    rows, and `td.distill` distils them with each input mix (`MIXES`: the method's default
-   inputs alone, plus far points, plus the data's widened box), with the proxy OOD rows
-   as `ood`. The proxy score of a mix is the student's OOD AUROC minus the ensemble's
-   there (ties within 0.01 go to the student whose mean epistemic uncertainty on those
-   rows is nearer the ensemble's, as a log ratio). The mix with the best score is chosen.
+   inputs alone, plus far points or the data's widened box, as many as the training rows
+   or a quarter of that), with the proxy OOD rows
+   as `ood` and a fifth of the other rows held out as the proxy's test rows. A mix is
+   admissible if the student's in-distribution score on those held-out rows is within
+   `IN_DISTRIBUTION_SLACK` of the default inputs' student (far inputs can cost accuracy
+   on the data). Among admissible mixes, the one whose student's OOD AUROC minus the
+   ensemble's is largest is chosen (ties within 0.01 go to the student whose mean
+   epistemic uncertainty on the OOD rows is nearer the ensemble's, as a log ratio).
    Nothing of the test rows or of the reported far points is seen.
 2. **Measurement.** Five members on all the training rows; each mix distilled; the
    report's far block (the test rows moved 0, 1 and 3 feature sd beyond the data,
@@ -21,7 +25,7 @@ yacht and energy, regression, raw targets) and seed:
    of other seeds: the noise ceiling). In distribution: the NLL gap (classification) or
    RMSE ratio (regression) on the test rows.
 
-    python scripts/ood_inputs_study.py --out docs/ood_inputs [--seeds 1] [--fast]
+    python scripts/ood_inputs_study.py --out docs/ood_inputs [--seeds 1] [--mixes ...] [--fast]
 
 Writes DIR/report.json and DIR/report.md. Members and students as in
 `scripts/distill_defaults.py` (two hidden layers of 64; `td.distill` defaults, except
@@ -36,8 +40,17 @@ import time
 
 import numpy as np
 
-#: name -> extra_inputs spec with "{default}" the method's own kind (mixup or jitter).
-MIXES = {"default": "{default}", "default+far": "{default}+far", "default+box": "{default}+box"}
+#: name -> extra_inputs spec with "{default}" the method's own kind (mixup or jitter). The
+#: ":0.25" mixes add a quarter as many far or box inputs as training rows (the others as
+#: many).
+MIXES = {"default": "{default}", "default+far": "{default}+far",
+         "default+far:0.25": "{default}+far:0.25", "default+box": "{default}+box",
+         "default+box:0.25": "{default}+box:0.25"}
+#: How much worse than the default inputs' a mix's in-distribution score on the proxy's
+#: held-out training rows may be and still be chosen: the student's RMSE / the
+#: ensemble's may grow by this factor (regression), its NLL gap by this many nats
+#: (classification).
+IN_DISTRIBUTION_SLACK = {"rmse_ratio": 1.05, "nll_gap": 0.02}
 SETS = ("wine", "breast_cancer", "yacht", "energy")
 _DEFAULT_KIND = {"classification": "mixup", "regression": "jitter"}
 
@@ -79,28 +92,53 @@ def _epistemic(td, members, task, x):
 
 
 def _proxy_score(report):
+  """The proxy's view of one student: OOD AUROC gap and log mean ratio on the held-out
+  principal-component rows, and its in-distribution score on the held-out inner rows."""
   ood = report.get("ood") or {}
   ens, stu = ood.get("ensemble"), ood.get("student")
   if not ens or not stu:
     return None
   ratio = stu["mean_out"] / max(ens["mean_out"], 1e-30)
   return {"auroc_gap": stu["auroc"] - ens["auroc"], "log_mean_ratio": float(np.log(ratio)),
-          "student_auroc": stu["auroc"], "ensemble_auroc": ens["auroc"]}
+          "student_auroc": stu["auroc"], "ensemble_auroc": ens["auroc"],
+          **_in_distribution(report)}
 
 
-def _choose(scores):
-  """The mix with the best proxy AUROC gap; within 0.01 of it, the nearer mean."""
-  best = max(s["auroc_gap"] for s in scores.values())
-  near = {m: s for m, s in scores.items() if s["auroc_gap"] >= best - 0.01}
+def admissible(scores):
+  """The mixes whose in-distribution score on the proxy is within `IN_DISTRIBUTION_SLACK`
+  of the default inputs' (the default always is)."""
+  base = scores["default"]
+  out = []
+  for mix, s in scores.items():
+    if "rmse_ratio" in s:
+      ok = s["rmse_ratio"] <= base["rmse_ratio"] * IN_DISTRIBUTION_SLACK["rmse_ratio"]
+    else:
+      ok = s["nll_gap"] <= base["nll_gap"] + IN_DISTRIBUTION_SLACK["nll_gap"]
+    if ok or mix == "default":
+      out.append(mix)
+  return out
+
+
+def choose(scores):
+  """Among the admissible mixes, the best proxy AUROC gap; within 0.01 of it, the mean
+  nearer the ensemble's."""
+  near = {m: scores[m] for m in admissible(scores)}
+  best = max(s["auroc_gap"] for s in near.values())
+  near = {m: s for m, s in near.items() if s["auroc_gap"] >= best - 0.01}
   return min(near, key=lambda m: abs(near[m]["log_mean_ratio"]))
 
 
 def _in_distribution(report):
   ens, stu = report["ensemble"], report["student"]
   if "accuracy" in ens:
-    return {"nll_gap": stu["nll"] - ens["nll"], "accuracy_gap": ens["accuracy"] -
-            stu["accuracy"]}
-  return {"rmse_ratio": stu["rmse"] / ens["rmse"]}
+    out = {"nll_gap": stu["nll"] - ens["nll"], "accuracy_gap": ens["accuracy"] -
+           stu["accuracy"]}
+  else:
+    out = {"rmse_ratio": stu["rmse"] / ens["rmse"]}
+  epistemic = (report.get("fidelity") or {}).get("epistemic") or {}
+  out["mean_ratio"] = epistemic.get("mean_ratio")
+  out["spearman"] = epistemic.get("spearman")
+  return out
 
 
 def run_one(td, keras, dd, name, seed, args):
@@ -118,14 +156,14 @@ def run_one(td, keras, dd, name, seed, args):
   members = dd._members(keras, x[proxy_train], y[proxy_train], task, seed + 100, count,  # pylint: disable=protected-access
                         epochs)
   scores = {}
-  for mix in MIXES:
+  for mix in args.mix_names:
     report = _distill(td, members, (x[proxy_train], y[proxy_train]),
                       (x[proxy_test], y[proxy_test]), task, mix, ood=x[held],
                       min_steps=args.min_steps, seed=seed)
     scores[mix] = _proxy_score(report)
     print(json.dumps({"set": name, "seed": seed, "stage": "proxy", "mix": mix,
                       **scores[mix]}), flush=True)
-  chosen = _choose(scores)
+  chosen = choose(scores)
   # 2. Measurement: members on all training rows, a second ensemble as the ceiling.
   members = dd._members(keras, x, y, task, seed, count, epochs)  # pylint: disable=protected-access
   second = dd._members(keras, x, y, task, seed + 500, count, epochs)  # pylint: disable=protected-access
@@ -134,7 +172,7 @@ def run_one(td, keras, dd, name, seed, args):
   ceiling = {f"{d:g}": float(stats.spearmanr(_epistemic(td, members, task, xf),
                                              _epistemic(td, second, task, xf))[0])
              for d, xf in far.items()}
-  for mix in MIXES:
+  for mix in args.mix_names:
     start = time.perf_counter()
     report = _distill(td, members, (x, y), (x_test, y_test), task, mix,
                       min_steps=args.min_steps, seed=seed)
@@ -160,10 +198,16 @@ def _markdown(rows, args, wall=None):
            "columns are the report's far points 1 and 3 feature sd beyond the data "
            "(AUROC of the epistemic uncertainty, test rows vs far points; mean ratio "
            "student / ensemble; Spearman to the ensemble, beside a second ensemble's).",
-           "", "| set | seed | mix | chosen | proxy AUROC gap | in-dist | far 1: AUROC "
-           "ens / stu | mean ratio | Spearman (ceiling) | far 3: AUROC ens / stu | mean "
-           "ratio | Spearman (ceiling) |", "|---|---:|---|:---:|---:|---:|---:|---:|---:|"
-           "---:|---:|---:|"]
+           "A mix may be chosen only if its in-distribution score on the proxy's held-out "
+           "training rows is within "
+           f"{IN_DISTRIBUTION_SLACK['rmse_ratio']:g}x (RMSE ratio) or "
+           f"+{IN_DISTRIBUTION_SLACK['nll_gap']:g} nats (NLL gap) of the default inputs'. "
+           "In distribution: the test rows' score and the student's mean epistemic "
+           "uncertainty there over the ensemble's.",
+           "", "| set | seed | mix | chosen | proxy AUROC gap | proxy in-dist | in-dist | "
+           "mean ratio | far 1: AUROC ens / stu | mean ratio | Spearman (ceiling) | far 3: "
+           "AUROC ens / stu | mean ratio | Spearman (ceiling) |",
+           "|---|---:|---|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
   def cell(f, d):
     b = f.get(d)
@@ -174,13 +218,18 @@ def _markdown(rows, args, wall=None):
     return [f"{b['ensemble_auroc']:.3f} / {b['student_auroc']:.3f}",
             f"{b['mean_ratio']:.2f}", f"{spear} ({ceil})"]
 
+  def in_dist(r):
+    if not r:
+      return "-"
+    return (f"NLL gap {r['nll_gap']:+.3f}" if "nll_gap" in r
+            else f"RMSE x{r['rmse_ratio']:.2f}")
+
   for r in rows:
-    ind = (f"NLL gap {r['nll_gap']:+.3f}" if "nll_gap" in r
-           else f"RMSE x{r['rmse_ratio']:.2f}")
     proxy = "-" if r["proxy"] is None else f"{r['proxy']['auroc_gap']:+.3f}"
+    ratio = "-" if r.get("mean_ratio") is None else f"{r['mean_ratio']:.2f}"
     lines.append(f"| {r['set']} | {r['seed']} | {r['mix']} | {'yes' if r['chosen'] else ''}"
-                 f" | {proxy} | {ind} | " + " | ".join(cell(r["far"], "1") + cell(r["far"], "3"))
-                 + " |")
+                 f" | {proxy} | {in_dist(r['proxy'])} | {in_dist(r)} | {ratio} | "
+                 + " | ".join(cell(r["far"], "1") + cell(r["far"], "3")) + " |")
   took = "" if wall is None else f", {wall / 60:.1f} min"
   lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds} --out "
             f"{args.out}`; 2 CPU cores{took}."]
@@ -193,8 +242,15 @@ def main(argv=None):
   parser.add_argument("--seeds", type=int, default=1)
   parser.add_argument("--sets", default=",".join(SETS))
   parser.add_argument("--min-steps", type=int, default=1500)
+  parser.add_argument("--mixes", default=",".join(MIXES),
+                      help="comma-separated names of MIXES (default: all; 'default' is "
+                           "always included)")
   parser.add_argument("--fast", action="store_true", help="smoke mode: one set, tiny")
   args = parser.parse_args(argv)
+  args.mix_names = ["default"] + [m for m in args.mixes.split(",") if m != "default"]
+  unknown = [m for m in args.mix_names if m not in MIXES]
+  if unknown:
+    parser.error(f"--mixes: unknown {unknown}; known: {', '.join(MIXES)}")
   import tfp_distill as td
   from tfp_distill import _keras3
   keras = _keras3.module()

@@ -72,3 +72,31 @@ def test_a_misfit_found_when_the_members_run_is_one_line_too():
   message = str(error.value)
   assert message == ("--aux aux.npz: inputs of shape [3] do not fit the members: Matrix "
                      "size-incompatible: In[0]: [2,3], In[1]: [4,16]")
+
+
+def test_normalizations_come_from_the_training_rows_alone():
+  """Far inputs, where the members' extrapolations spread widely, change neither the
+  student's input normalization nor where its regression params start: both come from
+  the training rows (the split is drawn before the extra inputs, so it is the same)."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(200, 3)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5]) + 5).astype(np.float32)
+  members = []
+  for s in range(3):
+    member = td.models.mlp((3,), [16], 2, seed=s)
+    member.compile(keras.optimizers.Adam(1e-2), "mse")
+    member.fit(x, np.stack([y, np.zeros_like(y)], 1), epochs=40, verbose=0)
+    members.append(member)
+  weights = {}
+  for spec in ("jitter", "jitter+far:2"):
+    student = td.distill(members, (x, y), extra_inputs=spec, task="regression",
+                         variance="softplus", epochs=1, verbose=0).student
+    # Keras 3's Normalization keeps a given mean and variance in its config.
+    weights[spec] = {layer.name: [np.asarray(layer.get_config()[k], np.float32)
+                                  for k in ("mean", "variance")]
+                     for layer in student.layers
+                     if layer.name in ("input_normalization", "output_normalization")}
+  assert sorted(weights["jitter"]) == ["input_normalization", "output_normalization"]
+  for name, arrays in weights["jitter"].items():
+    for a, b in zip(arrays, weights["jitter+far:2"][name], strict=True):
+      np.testing.assert_array_equal(a, b)

@@ -274,10 +274,33 @@ def test_pca_holdout_holds_out_the_far_end_of_the_first_component():
   assert set(held) in (top, bottom)
 
 
+def test_ood_inputs_choice_keeps_in_distribution_accuracy():
+  """A mix whose student is worse on the proxy's held-out training rows than the default
+  inputs' by more than the slack is never chosen, however good its OOD AUROC; among the
+  others the best AUROC gap wins, and a near tie goes to the nearer magnitude."""
+  module = _load("ood_inputs_study")
+  slack = module.IN_DISTRIBUTION_SLACK
+  reg = {"default": {"auroc_gap": -0.2, "log_mean_ratio": -1.0, "rmse_ratio": 1.0},
+         "default+far": {"auroc_gap": 0.3, "log_mean_ratio": 0.1,
+                         "rmse_ratio": 1.0 * slack["rmse_ratio"] * 1.01},
+         "default+box": {"auroc_gap": 0.1, "log_mean_ratio": 0.9, "rmse_ratio": 1.0},
+         "default+far:0.25": {"auroc_gap": 0.095, "log_mean_ratio": 0.2,
+                              "rmse_ratio": 1.0 * slack["rmse_ratio"] * 0.99}}
+  assert module.admissible(reg) == ["default", "default+box", "default+far:0.25"]
+  assert module.choose(reg) == "default+far:0.25"      # within 0.01 of box, nearer size
+  reg["default+box"]["auroc_gap"] = 0.2
+  assert module.choose(reg) == "default+box"
+  cls = {"default": {"auroc_gap": 0.0, "log_mean_ratio": 0.0, "nll_gap": 0.05},
+         "default+far": {"auroc_gap": 0.5, "log_mean_ratio": 0.0,
+                         "nll_gap": 0.05 + slack["nll_gap"] + 1e-3}}
+  assert module.choose(cls) == "default"
+
+
 @pytest.mark.slow
 def test_ood_inputs_study_smoke(tmp_path):
-  rows = _load("ood_inputs_study").main(["--fast", "--out", str(tmp_path)])
-  assert [r["mix"] for r in rows] == ["default", "default+far", "default+box"]
+  rows = _load("ood_inputs_study").main(["--fast", "--mixes", "default+far", "--out",
+                                         str(tmp_path)])
+  assert [r["mix"] for r in rows] == ["default", "default+far"]
   assert sum(r["chosen"] for r in rows) == 1
   for r in rows:
     assert math.isfinite(r["proxy"]["auroc_gap"]) and math.isfinite(r["nll_gap"])

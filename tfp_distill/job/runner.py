@@ -387,7 +387,7 @@ class _Job:
     training = Training(config, self.strategy, prepared["method"], convention.family,
                          prepared["pixel_scale"], prepared["x_fit"], prepared["z_fit"],
                          prepared["val"].x, prepared["z_val"], epochs, passes, patience,
-                         self.folder, fingerprint)
+                         self.folder, fingerprint, n_rows=len(prepared["fit"].x))
     history = training.run()
     report = {"schedule": {"epochs": epochs, "passes_per_epoch": passes,
                            "patience": patience, "how": how,

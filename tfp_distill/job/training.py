@@ -227,7 +227,9 @@ class Training:
   """The student's training: built under the strategy, resumable by epoch."""
 
   def __init__(self, config, strategy, method, family, pixel_scale, x_fit, z_fit, x_val,
-               z_val, epochs, passes, patience, folder, fingerprint):
+               z_val, epochs, passes, patience, folder, fingerprint, n_rows=None):
+    """`x_fit`/`z_fit` hold the training rows first (`n_rows` of them; all if None), then
+    the extra inputs the teacher labelled."""
     self.config, self.strategy, self.method = config, strategy, method
     self.x_fit, self.z_fit, self.x_val, self.z_val = x_fit, z_fit, x_val, z_val
     self.epochs, self.passes, self.patience = epochs, passes, patience
@@ -249,13 +251,18 @@ class Training:
     if folder is not None:
       self.backup = callbacks.EpochBackup(folder.reserve("backup"),
                                           stateful=[self.stopping], fingerprint=fingerprint)
+    # The student's input and output normalizations come from the training rows alone.
     # Regression targets are in the user's units: the student's raw params start at
-    # their location and spread (td.parameterization.output_normalization).
-    normalization = (parameterization_lib.output_normalization(head, z_fit)
+    # their location and spread (td.parameterization.output_normalization). Not from the
+    # extra inputs: on far ones the members' extrapolations spread widely, and would set
+    # the spread's scale far above the data's (an untrained student would start with
+    # that epistemic variance on the data), and their features the inputs' scale.
+    normalization = (parameterization_lib.output_normalization(head, z_fit[:n_rows])
                      if method.task == "regression" else None)
     with strategy.scope():
       self.student_name, self.student = build_student(
-          config, x_fit.shape[1:], head, params_size, pixel_scale, x_fit, normalization)
+          config, x_fit.shape[1:], head, params_size, pixel_scale, x_fit[:n_rows],
+          normalization)
       # Targets are precomputed: the Distiller never runs a teacher, but its train step
       # stops a divergent run at the step, with the batch's statistics.
       self.trainer = self.keras.distiller(self.student, None, self.loss)
