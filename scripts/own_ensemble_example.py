@@ -12,6 +12,8 @@ What a user with an ensemble does, on data that ships offline:
 Usage:
   python scripts/own_ensemble_example.py --out reports/own_ensemble
   python scripts/own_ensemble_example.py --smoke --out /tmp/own_ensemble   # seconds
+  python scripts/own_ensemble_example.py --out reports/own_ensemble --reuse-members \
+      --extra-inputs mixup+box:0.5 --student-dir student_box   # the same members
 """
 
 import argparse
@@ -47,6 +49,14 @@ def main(argv=None):
                            "the data)")
   parser.add_argument("--keras", choices=("2", "3"), default=None,
                       help="the student's Keras (default: the command's, Keras 3)")
+  parser.add_argument("--extra-inputs", default=None,
+                      help="the job's --extra-inputs (default: the method's, mixup)")
+  parser.add_argument("--student-dir", default="student",
+                      help="the student's folder, under --out")
+  parser.add_argument("--reuse-members", action="store_true",
+                      help="distil the member_*.keras files already in --out (trained "
+                           "by an earlier run with the same settings) instead of "
+                           "training new ones")
   parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
   args = parser.parse_args(argv)
   from tfp_distill import _keras3
@@ -74,6 +84,11 @@ def main(argv=None):
   start = time.perf_counter()
   paths = []
   for m in range(members):
+    if args.reuse_members:
+      paths.append(os.path.join(args.out, f"member_{m}.keras"))
+      if not os.path.exists(paths[-1]):
+        sys.exit(f"--reuse-members: {paths[-1]} does not exist (run once without it).")
+      continue
     model = _keras3_member(keras, m, filters, dense_units)
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -85,12 +100,13 @@ def main(argv=None):
   members_s = time.perf_counter() - start
 
   start = time.perf_counter()
-  student_dir = os.path.join(args.out, "student")
+  student_dir = os.path.join(args.out, args.student_dir)
   argv = ["distill", "--teacher", *paths, "--train", os.path.join(args.out, "train.npz"),
           "--test", os.path.join(args.out, "test.npz"),
           "--ood", os.path.join(args.out, "mnist.npz"), "--out", student_dir]
   argv += [] if student_epochs is None else ["--epochs", str(student_epochs)]
   argv += [] if args.keras is None else ["--keras", args.keras]
+  argv += [] if args.extra_inputs is None else ["--extra-inputs", args.extra_inputs]
   argv += ["--quiet", "--force"] if args.smoke else []
   print("tfp-distill " + " ".join(argv), flush=True)
   status = cli.main(argv)
@@ -99,6 +115,7 @@ def main(argv=None):
     report = json.load(f)
   report["example"] = {"members_s": members_s, "distill_s": distill_s,
                        "members": members, "member_epochs": member_epochs,
+                       "members_reused": args.reuse_members,
                        "keras": keras.__version__}
   with open(os.path.join(student_dir, "report.json"), "w") as f:
     json.dump(report, f, indent=2, default=float)

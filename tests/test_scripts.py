@@ -233,6 +233,12 @@ def test_own_ensemble_example_smoke(tmp_path, load_or_skip):
   assert report["teacher_outputs_from"] == "this process"
   assert all(math.isfinite(v) for v in report["student"].values())
   assert (tmp_path / "student" / "saved_model").exists()
+  # The same members, distilled again with other inputs into another folder.
+  again = _load("own_ensemble_example").main(
+      ["--smoke", "--out", str(tmp_path), "--reuse-members", "--extra-inputs",
+       "mixup+box:0.5", "--student-dir", "student_box"])
+  assert again["example"]["members_reused"] and again["data"]["extra_inputs"] == "mixup+box"
+  assert again["ensemble"] == report["ensemble"]          # the same members' metrics
 
 
 def test_serve_load_smoke(tmp_path, capsys):
