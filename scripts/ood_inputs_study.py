@@ -231,9 +231,86 @@ def _markdown(rows, args, wall=None):
                  f" | {proxy} | {in_dist(r['proxy'])} | {in_dist(r)} | {ratio} | "
                  + " | ".join(cell(r["far"], "1") + cell(r["far"], "3")) + " |")
   took = "" if wall is None else f", {wall / 60:.1f} min"
-  lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds} --out "
-            f"{args.out}`; 2 CPU cores{took}."]
+  merged = getattr(args, "merge", None)
+  how = (f"; run as {len(merged)} processes side by side, one per part of the sets "
+         "(`--sets`), joined with `--merge`, the time that of the longest" if merged else "")
+  lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds} --sets "
+            f"{args.sets} --out {args.out}`; 2 CPU cores{took}{how}."]
   return "\n".join(lines) + "\n"
+
+
+def summary(rows, tolerance=0.02, factor=1.5):
+  """Per set and mix, over seeds: the mean of each figure, and the targets met.
+
+  The targets: far-point AUROC at 1 and 3 sd no more than `tolerance` below the
+  ensemble's; the student's mean epistemic uncertainty within `factor` of the
+  ensemble's on the test rows and at 1 and 3 sd; Spearman to the ensemble at 1 and 3 sd
+  at least the second ensemble's. Returns a list of dicts, one per (set, mix).
+  """
+  groups = {}
+  for r in rows:
+    groups.setdefault((r["set"], r["mix"]), []).append(r)
+  out = []
+  for (name, mix), group in groups.items():
+    def mean(get):
+      values = [v for v in (get(r) for r in group) if v is not None]
+      return float(np.mean(values)) if values else None
+    row = {"set": name, "mix": mix, "seeds": len(group),
+           "chosen": sum(r["chosen"] for r in group)}
+    key = "nll_gap" if "nll_gap" in group[0] else "rmse_ratio"
+    row[key] = mean(lambda r, k=key: r[k])
+    row["mean_ratio"] = mean(lambda r: r.get("mean_ratio"))
+    met = {"auroc": True, "magnitude": True, "spearman": True}
+    ratios = [r.get("mean_ratio") for r in group]
+    for d in ("1", "3"):
+      row[f"far{d}_auroc_gap"] = mean(lambda r, d=d: r["far"][d]["student_auroc"] -
+                                      r["far"][d]["ensemble_auroc"])
+      row[f"far{d}_mean_ratio"] = mean(lambda r, d=d: r["far"][d]["mean_ratio"])
+      row[f"far{d}_spearman"] = mean(lambda r, d=d: r["far"][d]["spearman"])
+      row[f"far{d}_ceiling"] = mean(lambda r, d=d: r["far"][d]["ceiling_spearman"])
+      met["auroc"] &= row[f"far{d}_auroc_gap"] >= -tolerance
+      met["spearman"] &= (row[f"far{d}_spearman"] is not None and
+                          row[f"far{d}_spearman"] >= row[f"far{d}_ceiling"])
+      ratios += [r["far"][d]["mean_ratio"] for r in group]
+    met["magnitude"] = all(v is not None and 1 / factor <= v <= factor for v in ratios)
+    row["met"] = met
+    out.append(row)
+  return out
+
+
+def summary_markdown(rows):
+  """The summary table (`summary`) in Markdown."""
+  lines = ["| set | mix | chosen (of seeds) | in-dist | mean ratio, test / far 1 / far 3 "
+           "| AUROC gap far 1 / far 3 | Spearman far 3 (ceiling) | targets met |",
+           "|---|---|---:|---:|---:|---:|---:|---|"]
+
+  def f(v, spec):
+    return "-" if v is None else format(v, spec)
+
+  for r in summary(rows):
+    ind = (f"NLL gap {r['nll_gap']:+.3f}" if "nll_gap" in r
+           else f"RMSE x{r['rmse_ratio']:.2f}")
+    met = ", ".join(k for k, v in r["met"].items() if v) or "none"
+    lines.append(
+        f"| {r['set']} | {r['mix']} | {r['chosen']} of {r['seeds']} | {ind} | "
+        f"{f(r['mean_ratio'], '.2f')} / {f(r['far1_mean_ratio'], '.2f')} / "
+        f"{f(r['far3_mean_ratio'], '.2f')} | {f(r['far1_auroc_gap'], '+.3f')} / "
+        f"{f(r['far3_auroc_gap'], '+.3f')} | {f(r['far3_spearman'], '.2f')} "
+        f"({f(r['far3_ceiling'], '.2f')}) | {met} |")
+  return "\n".join(lines) + "\n"
+
+
+def _write(out, rows, args, wall):
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "report.json"), "w") as f:
+    json.dump({"rows": rows, "args": vars(args), "wall_time_s": wall}, f, indent=2)
+  text = (_markdown(rows, args, wall) + "\n## Over seeds\n\nMeans over the seeds; "
+          "targets: AUROC at 1 and 3 sd within 0.02 of the ensemble's, mean ratio within "
+          "1.5x on the test rows and at 1 and 3 sd (every seed), Spearman at 1 and 3 sd at "
+          "least the ceiling's.\n\n" + summary_markdown(rows))
+  with open(os.path.join(out, "report.md"), "w") as f:
+    f.write(text)
+  return text
 
 
 def main(argv=None):
@@ -246,7 +323,21 @@ def main(argv=None):
                       help="comma-separated names of MIXES (default: all; 'default' is "
                            "always included)")
   parser.add_argument("--fast", action="store_true", help="smoke mode: one set, tiny")
+  parser.add_argument("--merge", nargs="+", metavar="DIR",
+                      help="write --out from the report.json of runs on other sets "
+                           "(e.g. two processes, a part of the sets each); trains nothing")
   args = parser.parse_args(argv)
+  if args.merge:
+    parts = []
+    for folder in args.merge:
+      with open(os.path.join(folder, "report.json")) as f:
+        parts.append(json.load(f))
+    rows = [r for part in parts for r in part["rows"]]
+    args.seeds = max(p["args"]["seeds"] for p in parts)
+    args.min_steps = parts[0]["args"]["min_steps"]
+    args.sets = ",".join(dict.fromkeys(r["set"] for r in rows))
+    print(_write(args.out, rows, args, max(p["wall_time_s"] for p in parts)))
+    return rows
   args.mix_names = ["default"] + [m for m in args.mixes.split(",") if m != "default"]
   unknown = [m for m in args.mix_names if m not in MIXES]
   if unknown:
@@ -264,12 +355,7 @@ def main(argv=None):
     for seed in range(1 if args.fast else args.seeds):
       rows += run_one(td, keras, dd, name, seed, args)
   wall = time.perf_counter() - start
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "report.json"), "w") as f:
-    json.dump({"rows": rows, "args": vars(args), "wall_time_s": wall}, f, indent=2)
-  with open(os.path.join(args.out, "report.md"), "w") as f:
-    f.write(_markdown(rows, args, wall))
-  print(_markdown(rows, args, wall))
+  print(_write(args.out, rows, args, wall))
   return rows
 
 

@@ -102,7 +102,8 @@ def test_keras3_members_end_to_end(files, tmp_path):
     assert all(np.isfinite(v) for v in report[name].values())
   assert report["ensemble"]["accuracy"] > 0.8        # the blobs are well separated
   assert set(report["fidelity"]) == {"total", "aleatoric", "epistemic"}
-  assert set(report["ood"]) == {"ensemble", "student"} and report["speedup"] > 0
+  assert set(report["ood"]) == {"ensemble", "student", "fidelity"}
+  assert report["speedup"] > 0
   for name in report["files"].values():
     assert os.path.exists(out / name), name
   # The ensemble's figures are what td computes from the members themselves.
@@ -117,6 +118,18 @@ def test_keras3_members_end_to_end(files, tmp_path):
   served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
   student = _load_student(out / "student.keras")
   expected = td.predict_uncertainty(student, td.families.CategoricalLogits(CLASSES), x_test)
+  # On the OOD inputs, the student's epistemic uncertainty against the ensemble's: the
+  # report's rank correlation and mean ratio are SciPy's and NumPy's on the same values
+  # (recomputed here in another graph: near-ties may swap, so a loose Spearman bound).
+  from scipy import stats
+  x_ood = np.load(root / "ood.npz")["x"]
+  family = td.families.CategoricalLogits(CLASSES)
+  s_ood = td.predict_uncertainty(student, family, x_ood)["epistemic"]
+  e_ood = td.predict_uncertainty(ensemble, family, x_ood)["epistemic"]
+  fidelity = report["ood"]["fidelity"]
+  assert fidelity["n"] == len(x_ood)
+  assert fidelity["spearman"] == pytest.approx(stats.spearmanr(s_ood, e_ood)[0], abs=0.01)
+  assert fidelity["mean_ratio"] == pytest.approx(np.mean(s_ood) / np.mean(e_ood), rel=1e-3)
   (name,) = served.structured_input_signature[1]
   got = served(**{name: tf.constant(x_test)})
   # The same student and decomposition in another graph: the student's roundings, then

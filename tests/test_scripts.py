@@ -302,6 +302,26 @@ def test_ood_inputs_choice_keeps_in_distribution_accuracy():
   assert module.choose(cls) == "default"
 
 
+def test_ood_inputs_summary_says_which_targets_are_met():
+  module = _load("ood_inputs_study")
+
+  def row(seed, auroc, ratio, spearman):
+    block = {"ensemble_auroc": 0.8, "student_auroc": auroc, "mean_ratio": ratio,
+             "spearman": spearman, "ceiling_spearman": 0.6}
+    return {"set": "s", "mix": "m", "seed": seed, "chosen": seed == 0, "rmse_ratio": 1.0,
+            "mean_ratio": 1.2, "far": {"1": dict(block), "3": dict(block)}}
+
+  (good,) = module.summary([row(0, 0.79, 1.4, 0.7), row(1, 0.785, 0.7, 0.65)])
+  assert good["met"] == {"auroc": True, "magnitude": True, "spearman": True}
+  assert good["chosen"] == 1 and good["seeds"] == 2
+  assert good["far3_auroc_gap"] == pytest.approx(-0.0125)
+  # One seed's ratio outside 1.5x fails the magnitude; a mean AUROC 0.03 below fails it.
+  (bad,) = module.summary([row(0, 0.77, 1.6, 0.5), row(1, 0.77, 1.0, 0.5)])
+  assert bad["met"] == {"auroc": False, "magnitude": False, "spearman": False}
+  assert "| s | m | 1 of 2 |" in module.summary_markdown([row(0, 0.79, 1.4, 0.7),
+                                                         row(1, 0.785, 0.7, 0.65)])
+
+
 @pytest.mark.slow
 def test_ood_inputs_study_smoke(tmp_path):
   rows = _load("ood_inputs_study").main(["--fast", "--mixes", "default+far", "--out",
@@ -312,7 +332,11 @@ def test_ood_inputs_study_smoke(tmp_path):
     assert math.isfinite(r["proxy"]["auroc_gap"]) and math.isfinite(r["nll_gap"])
     assert set(r["far"]) == {"0", "1", "3"}
     assert all(0 <= b["student_auroc"] <= 1 for b in r["far"].values())
-  assert "| wine | 0 | default+far |" in (tmp_path / "report.md").read_text()
+  text = (tmp_path / "report.md").read_text()
+  assert "| wine | 0 | default+far |" in text and "## Over seeds" in text
+  merged = _load("ood_inputs_study").main(["--merge", str(tmp_path), "--out",
+                                           str(tmp_path / "merged")])
+  assert merged == rows and "--sets wine" in (tmp_path / "merged" / "report.md").read_text()
 
 
 @pytest.mark.slow

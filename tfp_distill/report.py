@@ -248,6 +248,13 @@ def evaluate(student, student_family, teacher, teacher_family, method, test, ood
       fpr, tpr = metrics_lib.roc_curve(labels, np.concatenate([u[name][part], uo[part]]))
       roc_panels.setdefault(f"{ood.name} vs {test.name}", {})[f"{name} ({part})"] = (
           np.asarray(fpr), np.asarray(tpr), float(result["auroc"]))
+    # On the OOD inputs: how faithfully the student's uncertainty follows the ensemble's
+    # (the same part for both; its rank correlation and size).
+    if (u_ood["ensemble"] is not None
+        and ood_result["student"]["score"] == ood_result["ensemble"]["score"]):
+      part = ood_result["student"]["score"]
+      ood_result["fidelity"] = metrics_lib.uncertainty_fidelity(u_ood["student"][part],
+                                                                u_ood["ensemble"][part])
   far = {}
   if (ood is None and train_x is not None and test.x.ndim == 2 and u["ensemble"] is not None
       and teacher is not None):
@@ -311,6 +318,13 @@ def verdict(report):
     if drop > tol["ood_auroc_drop"]:
       short.append(f"OOD AUROC {ood['student']['auroc']:.3f} against the ensemble's "
                    f"{ood['ensemble']['auroc']:.3f}")
+    if (ood["ensemble"]["score"] == ood["student"]["score"] == "epistemic"
+        and ood["ensemble"]["mean_out"] > 0):
+      ratio = ood["student"]["mean_out"] / ood["ensemble"]["mean_out"]
+      factor = tol["magnitude_factor"]
+      if not 1 / factor <= ratio <= factor:
+        short.append(f"on the OOD inputs its mean epistemic uncertainty is {ratio:.3g}x "
+                     "the ensemble's")
   for distance, block in (report.get("far") or {}).items():
     ens_far, stu_far = block.get("ensemble", {}), block.get("student", {})
     if ens_far.get("score") == "epistemic" and stu_far.get("score") == "epistemic":
@@ -451,10 +465,19 @@ def format_markdown(report):
     lines.append("")
   if report.get("ood"):
     lines += [f"OOD detection of {report['data']['ood']}:", "",
-              "| model | score | AUROC | AUPR |", "|---|---|---:|---:|"]
-    for name, r in report["ood"].items():
-      lines.append(f"| {name} | {r['score']} | {_number(r['auroc'])} | "
-                   f"{_number(r['aupr'])} |")
+              "| model | score | AUROC | AUPR | mean, test rows | mean, OOD inputs |",
+              "|---|---|---:|---:|---:|---:|"]
+    for name in ("ensemble", "student"):
+      r = report["ood"].get(name)
+      if r:
+        lines.append(f"| {name} | {r['score']} | {_number(r['auroc'])} | "
+                     f"{_number(r['aupr'])} | {_number(r.get('mean_in'))} | "
+                     f"{_number(r.get('mean_out'))} |")
+    a = report["ood"].get("fidelity")
+    if a:
+      lines += ["", f"On the OOD inputs, the student's uncertainty against the ensemble's: "
+                f"Spearman {_number(a['spearman'])}, Pearson {_number(a['pearson'])}, mean "
+                f"ratio {_number(a['mean_ratio'])}."]
     lines.append("")
   if report.get("far"):
     lines += ["Synthetic far points (the test rows moved beyond the training rows' range "

@@ -1,0 +1,51 @@
+"""td.report.verdict: where a student falls short of its ensemble, said in words."""
+
+import pytest
+
+import tfp_distill as td
+
+
+def _report(ood_student, ood_ensemble, far=None):
+  """A report of a student equal to its ensemble on the test rows, but for `ood`/`far`."""
+  metrics = {"accuracy": 0.9, "nll": 0.3, "brier": 0.15, "ece": 0.02}
+  return {"task": "classification", "method": "end2", "ensemble": dict(metrics),
+          "student": dict(metrics),
+          "fidelity": {"epistemic": {"spearman": 0.9, "mean_ratio": 1.0}},
+          "ood": {"ensemble": {"score": "epistemic", **ood_ensemble},
+                  "student": {"score": "epistemic", **ood_student}},
+          "far": far or {}}
+
+
+def test_a_faithful_student_is_ok():
+  report = _report({"auroc": 0.84, "mean_out": 0.25}, {"auroc": 0.85, "mean_out": 0.2})
+  result = td.report.verdict(report)
+  assert result["ok"] and result["shortfalls"] == []
+
+
+@pytest.mark.parametrize("ratio,short", [(0.4, True), (1.0 / 1.49, False), (1.49, False),
+                                         (1.6, True)])
+def test_the_size_of_the_uncertainty_on_the_ood_inputs(ratio, short):
+  """The student's mean epistemic uncertainty on the OOD inputs outside 1/1.5-1.5x the
+  ensemble's is a shortfall (a threshold set on the ensemble's cannot be reused), even
+  when the AUROC is as good."""
+  report = _report({"auroc": 0.85, "mean_out": 0.2 * ratio},
+                   {"auroc": 0.85, "mean_out": 0.2})
+  result = td.report.verdict(report)
+  said = [s for s in result["shortfalls"] if "on the OOD inputs" in s]
+  assert bool(said) == short and result["ok"] == (not short)
+  if short:
+    assert f"{ratio:.3g}x the ensemble's" in said[0]
+    assert any("inputs away from the training rows" in a for a in result["advice"])
+
+
+def test_an_ood_auroc_drop_and_far_points_are_shortfalls():
+  far = {"3": {"ensemble": {"score": "epistemic", "auroc": 0.9, "mean": 1.0},
+               "student": {"score": "epistemic", "auroc": 0.6, "mean": 0.2}}}
+  report = _report({"auroc": 0.80, "mean_out": 0.2}, {"auroc": 0.85, "mean_out": 0.2}, far)
+  shortfalls = td.report.verdict(report)["shortfalls"]
+  assert shortfalls == [
+      "OOD AUROC 0.800 against the ensemble's 0.850",
+      "on far points 3 sd beyond the data its epistemic AUROC is 0.600 against the "
+      "ensemble's 0.900",
+      "on far points 3 sd beyond the data its mean epistemic uncertainty is 0.2x the "
+      "ensemble's"]
