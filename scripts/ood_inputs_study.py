@@ -27,7 +27,7 @@ yacht and energy, regression, raw targets) and seed:
 
     python scripts/ood_inputs_study.py --out docs/ood_inputs [--seeds 1] [--mixes ...] [--fast]
 
-Writes DIR/report.json and DIR/report.md. Members and students as in
+Writes DIR/report.json, DIR/report.md and DIR/magnitude.png (`figure`). Members and students as in
 `scripts/distill_defaults.py` (two hidden layers of 64; `td.distill` defaults, except
 `min_steps`, 1500 here, to fit the study in its time).
 """
@@ -300,8 +300,26 @@ def summary_markdown(rows):
   return "\n".join(lines) + "\n"
 
 
+def figure(rows, path):
+  """The student's mean epistemic uncertainty over the ensemble's as the inputs move
+  away from the data (the test rows, then 0, 1 and 3 sd beyond it), a panel per set, a
+  line per mix (means over seeds, log scale)."""
+  from tfp_distill import plots
+  panels = {}
+  for r in summary(rows):
+    ys = [r["mean_ratio"]] + [
+        float(np.mean([row["far"][d]["mean_ratio"] for row in rows
+                       if row["set"] == r["set"] and row["mix"] == r["mix"]]))
+        for d in ("0", "1", "3")]
+    panels.setdefault(r["set"], {})[r["mix"]] = ([-1, 0, 1, 3], ys)
+  return plots.plot_lines(path, panels, "sd beyond the data (-1: the test rows)",
+                          log_y=True, title="mean epistemic uncertainty, student / "
+                          "ensemble (target: 0.67-1.5)")
+
+
 def _write(out, rows, args, wall):
   os.makedirs(out, exist_ok=True)
+  figure(rows, os.path.join(out, "magnitude.png"))
   with open(os.path.join(out, "report.json"), "w") as f:
     json.dump({"rows": rows, "args": vars(args), "wall_time_s": wall}, f, indent=2)
   text = (_markdown(rows, args, wall) + "\n## Over seeds\n\nMeans over the seeds; "
