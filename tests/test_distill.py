@@ -289,6 +289,7 @@ def _killed_run(patch, argv):
   return proc.pid
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
   """A run killed with SIGKILL in the middle of its 4th epoch and rerun with --resume
   ends with the same student as a run that was never interrupted: the same weights to
@@ -320,6 +321,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(files, tmp_path):
   assert not (killed / "backup").exists()       # a finished run leaves nothing to resume
 
 
+@pytest.mark.slow
 def test_a_kill_while_the_stopping_epoch_is_saved_resumes_to_the_same_student(files,
                                                                                tmp_path):
   """Before: early stopping's state was written before the epoch's backup, and a kill
@@ -507,6 +509,7 @@ def test_every_failure_ends_in_one_line(files, tmp_path, capsys, monkeypatch):
                             "--out", tmp_path / "wide")
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_folder_is_locked_out(files, tmp_path, capsys):
   """Before: two runs on one --out both exited 0 with a hybrid student (4 of 22 trials).
   Now the second stops in one line while the first holds the lock; the first finishes."""
@@ -555,6 +558,7 @@ def _free_ports(count):
   return ports
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [1, 2])
 def test_mirrored_strategy_over_local_devices(files, tmp_path, devices):
   """Before: --strategy mirrored on one device (a CPU-only machine, one GPU) died in the
@@ -588,6 +592,7 @@ def test_default_strategy_trains(files, tmp_path):
   assert _report(tmp_path / "default")["strategy"] == {"name": "default", "replicas": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_workers_train_in_sync(files, tmp_path, workers):
   """MultiWorkerMirroredStrategy: processes on loopback ports (TF_CONFIG) all-reduce
@@ -635,6 +640,7 @@ def _wait_for_line(proc, text, timeout=120):
   raise AssertionError(f"no {text!r} from the server within {timeout} s")
 
 
+@pytest.mark.slow
 def test_data_service_worker_process_serves_the_local_targets(files, tmp_path):
   """A dispatcher and a worker started with `tfp-distill data-service` in other
   processes compute the teacher's outputs; they equal the local ones, and the CLI
@@ -676,6 +682,7 @@ def _slow_teacher(x):
   return tf.reshape(h[:, :6], [-1, 2, 3])
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_stream_loses_nothing(tmp_path, monkeypatch):
   """A fault-tolerant dispatcher (--work-dir) and two workers; one worker is killed with
   SIGKILL after the 5th batch arrives and restarted at the same address, as an

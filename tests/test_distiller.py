@@ -120,6 +120,7 @@ print("ok", losses)
 """
 
 
+@pytest.mark.slow
 def test_distiller_under_mirrored_strategy_on_two_logical_cpus():
   import subprocess
   import sys

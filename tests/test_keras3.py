@@ -348,6 +348,7 @@ def test_distiller_labels_perturbation_and_the_nonfinite_guard(version,
     np.testing.assert_array_equal(a, np.array(b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", KERAS)
 def test_student_file_reloads_in_a_clean_process(version, classification_teacher,
                                                  tmp_path):
@@ -490,6 +491,7 @@ def test_builtin_backbones_have_the_same_architecture_in_both_keras(builder, kwa
     td.models.mlp((1,), [2], 2, keras_version=4)
 
 
+@pytest.mark.slow
 def test_keras3_distiller_under_a_mirrored_strategy_on_two_logical_cpus():
   code = textwrap.dedent("""
       import tensorflow as tf

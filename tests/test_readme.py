@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 CI = pathlib.Path(__file__).resolve().parents[1] / ".ci" / "run"
 
@@ -68,6 +70,7 @@ def test_tf_keras_student_runs(tmp_path, monkeypatch):
   assert isinstance(namespace["student"], namespace["tf_keras"].Model)
 
 
+@pytest.mark.slow
 def test_own_ensemble_block_runs(tmp_path, monkeypatch):
   """td.distill on three softmax members saved as `.keras` files (wine, scikit-learn's):
   the members' probabilities are read as such, and the report's ensemble accuracy is the

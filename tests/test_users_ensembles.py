@@ -226,6 +226,7 @@ def _mixture_nll(mu, var, y):
   return float(-np.mean(top[:, 0] + np.log(np.exp(log_n - top).mean(1))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("convention", ["log-variance", "softplus", "variance"])
 def test_two_output_regressors_of_every_variance_convention(diabetes, convention):
   """Before: log-variance members were read as softplus (the aleatoric variance came out
@@ -249,6 +250,7 @@ def test_two_output_regressors_of_every_variance_convention(diabetes, convention
                              np.sqrt(np.mean((mu.mean(1) - y_test) ** 2)), rtol=RTOL)
 
 
+@pytest.mark.slow
 def test_point_prediction_members(diabetes):
   """Before: one-output members (trained with MSE) were refused with no way forward."""
   (x, y), (x_test, y_test) = diabetes
