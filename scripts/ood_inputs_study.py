@@ -262,6 +262,7 @@ def summary(rows, tolerance=0.02, factor=1.5):
     row["mean_ratio"] = mean(lambda r: r.get("mean_ratio"))
     met = {"auroc": True, "magnitude": True, "spearman": True}
     ratios = [r.get("mean_ratio") for r in group]
+    row["far0_mean_ratio"] = mean(lambda r: r["far"]["0"]["mean_ratio"])
     for d in ("1", "3"):
       row[f"far{d}_auroc_gap"] = mean(lambda r, d=d: r["far"][d]["student_auroc"] -
                                       r["far"][d]["ensemble_auroc"])
@@ -307,10 +308,7 @@ def figure(rows, path):
   from tfp_distill import plots
   panels = {}
   for r in summary(rows):
-    ys = [r["mean_ratio"]] + [
-        float(np.mean([row["far"][d]["mean_ratio"] for row in rows
-                       if row["set"] == r["set"] and row["mix"] == r["mix"]]))
-        for d in ("0", "1", "3")]
+    ys = [r["mean_ratio"]] + [r[f"far{d}_mean_ratio"] for d in ("0", "1", "3")]
     panels.setdefault(r["set"], {})[r["mix"]] = ([-1, 0, 1, 3], ys)
   return plots.plot_lines(path, panels, "sd beyond the data (-1: the test rows)",
                           log_y=True, title="mean epistemic uncertainty, student / "

@@ -309,7 +309,8 @@ def test_ood_inputs_summary_says_which_targets_are_met():
     block = {"ensemble_auroc": 0.8, "student_auroc": auroc, "mean_ratio": ratio,
              "spearman": spearman, "ceiling_spearman": 0.6}
     return {"set": "s", "mix": "m", "seed": seed, "chosen": seed == 0, "rmse_ratio": 1.0,
-            "mean_ratio": 1.2, "far": {"1": dict(block), "3": dict(block)}}
+            "mean_ratio": 1.2, "far": {"0": dict(block), "1": dict(block),
+                                       "3": dict(block)}}
 
   (good,) = module.summary([row(0, 0.79, 1.4, 0.7), row(1, 0.785, 0.7, 0.65)])
   assert good["met"] == {"auroc": True, "magnitude": True, "spearman": True}
