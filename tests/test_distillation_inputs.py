@@ -104,3 +104,36 @@ def test_output_normalization_comes_from_the_training_rows_alone():
   # Far inputs of 1 to 4 feature sd widen the inputs' variance.
   assert np.all(weights["jitter+far:2"]["input_normalization"][1] >
                 weights["jitter"]["input_normalization"][1])
+
+
+def test_inputs_off_the_data_get_the_longer_schedule():
+  """With min_steps left out, far, box or aux inputs plan OFF_DATA_MIN_STEPS steps (the
+  OOD study's regression students were unconverged at the shorter plan); a given
+  min_steps or epochs is kept as it is."""
+  from tfp_distill.job import training
+  assert not training.off_data("none") and not training.off_data("mixup")
+  assert not training.off_data("jitter")
+  assert training.off_data("jitter+box") and training.off_data("mixup+far")
+  assert training.off_data("aux") and training.off_data("mixup+aux")
+  n_fit, batch = 1000, 100          # 10 steps a pass, 5 passes (50 steps) an epoch
+  config = config_lib.DistillConfig(teacher=("m.keras",), train="t.npz", batch_size=batch)
+  for off, steps in ((False, config_lib.DEFAULT_MIN_STEPS),
+                     (True, config_lib.OFF_DATA_MIN_STEPS)):
+    epochs, passes, _, how = training.schedule(config, n_fit, off)
+    assert passes == 5 and epochs == steps // 50, (epochs, passes)
+    assert f"at least {steps} steps" in how
+  assert "off the data" in training.schedule(config, n_fit, True)[3]
+  given = config_lib.DistillConfig(teacher=("m.keras",), train="t.npz", batch_size=batch,
+                                   min_steps=2000)
+  assert training.schedule(given, n_fit, True)[0] == 40
+  given = config_lib.DistillConfig(teacher=("m.keras",), train="t.npz", epochs=7)
+  assert training.schedule(given, n_fit, True)[0] == 7
+
+
+@pytest.mark.slow
+def test_the_report_says_which_schedule_far_inputs_got(job):
+  members, x, y = job
+  report = td.distill(members, (x, y), extra_inputs="mixup+far:0.25", patience=1,
+                      verbose=0).report
+  how = report["schedule"]["how"]
+  assert f"at least {config_lib.OFF_DATA_MIN_STEPS} steps (inputs off the data" in how

@@ -139,7 +139,7 @@ def _training_flags(distill):
                             "the held-out distillation loss may end sooner)")
   distill.add_argument("--min-steps", type=_common.positive_int, default=None,
                        help="fewest optimizer steps the automatic schedule plans (default "
-                            "3000)")
+                            "3000, and 12000 with far, box or --aux inputs)")
   distill.add_argument("--min-steps-per-epoch", type=_common.positive_int, default=None,
                        help="an epoch is as many passes over the rows as give at least "
                             "this many steps (default 50: small data sets get several "

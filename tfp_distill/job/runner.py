@@ -21,7 +21,8 @@ from tfp_distill.job.config import check_config
 from tfp_distill.job.reading import (check_inputs_fit, convert_array, finite_outputs,
                                      converted_teacher, data_source, decide_image_scale,
                                      load_teacher, read_conventions)
-from tfp_distill.job.training import Training, extra_inputs_for, make_strategy, schedule
+from tfp_distill.job.training import (Training, extra_inputs_for, make_strategy, off_data,
+                                      schedule)
 
 __all__ = ["DistillResult", "distill", "run"]
 
@@ -381,7 +382,8 @@ class _Job:
       # marker lists; the user's own files stay), so the folder never mixes two runs.
       for name in _OUTPUTS + ("backup",):
         self.folder.remove(name)
-    epochs, passes, patience, how = schedule(config, len(prepared["x_fit"]))
+    epochs, passes, patience, how = schedule(config, len(prepared["x_fit"]),
+                                             off_data(prepared["extra_kind"]))
     self.log(f"training: at most {epochs} epochs ({how}), early stopping after {patience} "
              "epochs without a lower held-out distillation loss")
     training = Training(config, self.strategy, prepared["method"], convention.family,

@@ -15,10 +15,15 @@ from tfp_distill import targets as targets_lib
 from tfp_distill import teachers as teachers_lib
 from tfp_distill import _keras3
 from tfp_distill._keras import keras as tf_keras
-from tfp_distill.job.config import DistillError, parse_extra_inputs, student_keras
+from tfp_distill.job.config import DEFAULT_MIN_STEPS
+from tfp_distill.job.config import OFF_DATA_KINDS
+from tfp_distill.job.config import OFF_DATA_MIN_STEPS
+from tfp_distill.job.config import DistillError
+from tfp_distill.job.config import parse_extra_inputs
+from tfp_distill.job.config import student_keras
 
 __all__ = ["Training", "build_student", "epoch_batches", "extra_inputs_for", "keras_of",
-           "make_strategy", "schedule"]
+           "make_strategy", "off_data", "schedule"]
 
 
 #: The default share of the training rows of each kind of extra input.
@@ -61,17 +66,37 @@ def extra_inputs_for(config, method, x, teacher_models, aux, rng):
   return "+".join(names) or "none", (np.concatenate(parts) if parts else x[:0])
 
 
-def schedule(config, n_fit):
+def off_data(extra_kind):
+  """Whether the extra inputs `extra_inputs_for` names ("mixup+far+aux") include inputs
+  off the data: far, box or the user's aux rows."""
+  return any(kind in OFF_DATA_KINDS + ("aux",) for kind in extra_kind.split("+"))
+
+
+def schedule(config, n_fit, off_data=False):
   """(epochs, passes per epoch, patience, how): the training length, from the data
-  unless given."""
+  unless given.
+
+  Args:
+    config: `DistillConfig` (epochs, min_steps, min_steps_per_epoch, batch_size,
+      patience).
+    n_fit: int, the rows trained on (extra inputs included).
+    off_data: bool, whether inputs off the data (far, box, aux) are among them: with
+      `min_steps` None the plan is then `OFF_DATA_MIN_STEPS` steps, not
+      `DEFAULT_MIN_STEPS`.
+  """
   steps = -(-n_fit // config.batch_size)
   passes = max(1, -(-config.min_steps_per_epoch // steps))
   per_epoch = steps * passes
   if config.epochs is not None:
     epochs, how = config.epochs, "given"
   else:
-    epochs = int(min(1000, max(30, -(-config.min_steps // per_epoch))))
-    how = f"at least {config.min_steps} steps and 30 epochs"
+    min_steps = config.min_steps
+    why = ""
+    if min_steps is None:
+      min_steps = OFF_DATA_MIN_STEPS if off_data else DEFAULT_MIN_STEPS
+      why = " (inputs off the data need more)" if off_data else ""
+    epochs = int(min(1000, max(30, -(-min_steps // per_epoch))))
+    how = f"at least {min_steps} steps{why} and 30 epochs"
   how += (f"; an epoch is {passes} passes over the {n_fit} rows ({per_epoch} steps)"
           if passes > 1 else f"; {per_epoch} steps per epoch")
   patience = config.patience if config.patience is not None else 5
