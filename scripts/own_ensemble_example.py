@@ -14,6 +14,13 @@ Usage:
   python scripts/own_ensemble_example.py --smoke --out /tmp/own_ensemble   # seconds
   python scripts/own_ensemble_example.py --out reports/own_ensemble --reuse-members \
       --extra-inputs mixup+box:0.5 --student-dir student_box   # the same members
+  python scripts/own_ensemble_example.py --out reports/own_ensemble --reuse-members \
+      --method gaussian-logits --student-dir student_gaussian --ceiling
+
+`--ceiling` also trains a second ensemble (other seeds, `ceiling_member_*.keras`, kept
+for later runs) and writes, beside the student's report, the Spearman correlation of the
+two ensembles' mutual information on the test images and on the digits: the noise
+ceiling of the student's fidelity there (`report["fidelity"]`, `report["ood"]["fidelity"]`).
 """
 
 import argparse
@@ -23,6 +30,22 @@ import sys
 import time
 
 import numpy as np
+
+
+def _ceiling(keras, paths, second_paths, x_test, mnist):
+  """Spearman correlation of two ensembles' mutual information on the test images and
+  on the digits: how well one ensemble's epistemic ranking predicts another's."""
+  from scipy import stats
+
+  import tfp_distill as td
+  family = td.families.CategoricalLogits(10)
+  mi = {}
+  for name, group in (("first", paths), ("second", second_paths)):
+    teacher = td.Ensemble([keras.models.load_model(p) for p in group], family=family)
+    mi[name] = {part: np.asarray(td.predict_uncertainty(teacher, family, xs)["epistemic"])
+                for part, xs in (("test", x_test), ("ood", mnist))}
+  return {part: float(stats.spearmanr(mi["first"][part], mi["second"][part])[0])
+          for part in ("test", "ood")}
 
 
 def _keras3_member(keras, seed, filters, dense_units):
@@ -51,6 +74,11 @@ def main(argv=None):
                       help="the student's Keras (default: the command's, Keras 3)")
   parser.add_argument("--extra-inputs", default=None,
                       help="the job's --extra-inputs (default: the method's, mixup)")
+  parser.add_argument("--method", default=None,
+                      help="the job's --method (default: end2, the EnD^2 student)")
+  parser.add_argument("--ceiling", action="store_true",
+                      help="a second ensemble of other seeds: its agreement with the "
+                           "first on the test images and the digits (the noise ceiling)")
   parser.add_argument("--student-dir", default="student",
                       help="the student's folder, under --out")
   parser.add_argument("--reuse-members", action="store_true",
@@ -82,22 +110,32 @@ def main(argv=None):
   np.savez(os.path.join(args.out, "mnist.npz"), x=mnist)
 
   start = time.perf_counter()
-  paths = []
-  for m in range(members):
-    if args.reuse_members:
-      paths.append(os.path.join(args.out, f"member_{m}.keras"))
-      if not os.path.exists(paths[-1]):
-        sys.exit(f"--reuse-members: {paths[-1]} does not exist (run once without it).")
-      continue
-    model = _keras3_member(keras, m, filters, dense_units)
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=member_epochs, batch_size=128, verbose=0)
-    paths.append(os.path.join(args.out, f"member_{m}.keras"))
-    model.save(paths[-1])
-    print(f"member {m}: trained with Keras {keras.__version__} "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+  def ensemble(prefix, seed_offset, reuse):
+    paths = []
+    for m in range(members):
+      path = os.path.join(args.out, f"{prefix}_{m}.keras")
+      paths.append(path)
+      if reuse:
+        if not os.path.exists(path):
+          sys.exit(f"--reuse-members: {path} does not exist (run once without it).")
+        continue
+      model = _keras3_member(keras, seed_offset + m, filters, dense_units)
+      model.compile(keras.optimizers.Adam(1e-3),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      model.fit(x, y, epochs=member_epochs, batch_size=128, verbose=0)
+      model.save(path)
+      print(f"{prefix} {m}: trained with Keras {keras.__version__} "
+            f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return paths
+
+  paths = ensemble("member", 0, args.reuse_members)
   members_s = time.perf_counter() - start
+  ceiling = None
+  if args.ceiling:
+    second = os.path.join(args.out, f"ceiling_member_{members - 1}.keras")
+    ceiling = _ceiling(keras, paths, ensemble("ceiling_member", 1000,
+                                              os.path.exists(second)), x_test, mnist)
 
   start = time.perf_counter()
   student_dir = os.path.join(args.out, args.student_dir)
@@ -107,6 +145,7 @@ def main(argv=None):
   argv += [] if student_epochs is None else ["--epochs", str(student_epochs)]
   argv += [] if args.keras is None else ["--keras", args.keras]
   argv += [] if args.extra_inputs is None else ["--extra-inputs", args.extra_inputs]
+  argv += [] if args.method is None else ["--method", args.method]
   argv += ["--quiet", "--force"] if args.smoke else []
   print("tfp-distill " + " ".join(argv), flush=True)
   status = cli.main(argv)
@@ -116,7 +155,7 @@ def main(argv=None):
   report["example"] = {"members_s": members_s, "distill_s": distill_s,
                        "members": members, "member_epochs": member_epochs,
                        "members_reused": args.reuse_members,
-                       "keras": keras.__version__}
+                       "keras": keras.__version__, "ceiling": ceiling}
   with open(os.path.join(student_dir, "report.json"), "w") as f:
     json.dump(report, f, indent=2, default=float)
   print(f"members {members_s:.0f} s, tfp-distill distill {distill_s:.0f} s")

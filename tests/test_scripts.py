@@ -239,6 +239,15 @@ def test_own_ensemble_example_smoke(tmp_path, load_or_skip):
        "mixup+box:0.5", "--student-dir", "student_box"])
   assert again["example"]["members_reused"] and again["data"]["extra_inputs"] == "mixup+box"
   assert again["ensemble"] == report["ensemble"]          # the same members' metrics
+  # The Gaussian-over-logits student, and a second ensemble as the noise ceiling.
+  gaussian = _load("own_ensemble_example").main(
+      ["--smoke", "--out", str(tmp_path), "--reuse-members", "--method", "gaussian-logits",
+       "--ceiling", "--student-dir", "student_gaussian"])
+  assert gaussian["method"] == "gaussian-logits"
+  ceiling = gaussian["example"]["ceiling"]
+  assert sorted(ceiling) == ["ood", "test"]
+  assert all(-1 <= v <= 1 for v in ceiling.values()), ceiling
+  assert (tmp_path / "ceiling_member_1.keras").exists()
 
 
 def test_serve_load_smoke(tmp_path, capsys):
