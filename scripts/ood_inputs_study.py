@@ -211,8 +211,9 @@ def _markdown(rows, args, wall=None):
            "uncertainty there over the ensemble's.",
            "", "| set | seed | mix | chosen | proxy AUROC gap | proxy in-dist | in-dist | "
            "mean ratio | far 1: AUROC ens / stu | mean ratio | Spearman (ceiling) | far 3: "
-           "AUROC ens / stu | mean ratio | Spearman (ceiling) |",
-           "|---|---:|---|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "AUROC ens / stu | mean ratio | Spearman (ceiling) | epochs: run of planned "
+           "(best) |",
+           "|---|---:|---|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
   def cell(f, d):
     b = f.get(d)
@@ -229,12 +230,19 @@ def _markdown(rows, args, wall=None):
     return (f"NLL gap {r['nll_gap']:+.3f}" if "nll_gap" in r
             else f"RMSE x{r['rmse_ratio']:.2f}")
 
+  def epochs(r):
+    sch = r.get("schedule")
+    if not sch:
+      return "-"
+    best = "-" if sch["best_epoch"] is None else sch["best_epoch"] + 1   # 1-based
+    return f"{sch['epochs_run']} of {sch['epochs']} ({best})"
+
   for r in rows:
     proxy = "-" if r["proxy"] is None else f"{r['proxy']['auroc_gap']:+.3f}"
     ratio = "-" if r.get("mean_ratio") is None else f"{r['mean_ratio']:.2f}"
     lines.append(f"| {r['set']} | {r['seed']} | {r['mix']} | {'yes' if r['chosen'] else ''}"
                  f" | {proxy} | {in_dist(r['proxy'])} | {in_dist(r)} | {ratio} | "
-                 + " | ".join(cell(r["far"], "1") + cell(r["far"], "3")) + " |")
+                 + " | ".join(cell(r["far"], "1") + cell(r["far"], "3") + [epochs(r)]) + " |")
   took = "" if wall is None else f", {wall / 60:.1f} min"
   merged = getattr(args, "merge", None)
   how = (f"; run as {len(merged)} processes side by side, one per part of the sets "

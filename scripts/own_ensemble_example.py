@@ -17,6 +17,11 @@ Usage:
   python scripts/own_ensemble_example.py --out reports/own_ensemble --reuse-members \
       --method gaussian-logits --student-dir student_gaussian --ceiling
 
+`--rescore DIR ...` trains nothing: it scores the students that earlier runs saved under
+--out (their `student.keras`) against the members on the digits, the OOD fidelity the
+report of a newer job gives itself (`report["ood"]["fidelity"]`), and writes
+rescore.json in --out.
+
 `--ceiling` also trains a second ensemble (other seeds, `ceiling_member_*.keras`, kept
 for later runs) and writes, beside the student's report, the Spearman correlation of the
 two ensembles' mutual information on the test images and on the digits: the noise
@@ -46,6 +51,37 @@ def _ceiling(keras, paths, second_paths, x_test, mnist):
                 for part, xs in (("test", x_test), ("ood", mnist))}
   return {part: float(stats.spearmanr(mi["first"][part], mi["second"][part])[0])
           for part in ("test", "ood")}
+
+
+def _rescore(out, folders):
+  """{folder: {spearman, mean_ratio}}: each saved student's mutual information on the
+  digits (out/mnist.npz) against the members' (out/member_*.keras)."""
+  import glob
+
+  from scipy import stats
+
+  import tfp_distill as td
+  import tfp_distill.keras3  # noqa: F401  registers the heads and losses with Keras
+  from tfp_distill import _keras3
+  keras = _keras3.module()
+  digits = np.load(os.path.join(out, "mnist.npz"))["x"]
+  family = td.families.CategoricalLogits(10)
+  paths = sorted(glob.glob(os.path.join(out, "member_*.keras")))
+  teacher = td.Ensemble([keras.models.load_model(p) for p in paths], family=family)
+  ensemble = np.asarray(td.predict_uncertainty(teacher, family, digits)["epistemic"])
+  scores = {}
+  for folder in folders:
+    with open(os.path.join(out, folder, "report.json")) as f:
+      student_family = td.families.get(json.load(f)["student_family"])
+    student = keras.models.load_model(os.path.join(out, folder, "student.keras"))
+    mi = np.asarray(td.predict_uncertainty(student, student_family, digits)["epistemic"])
+    scores[folder] = {"spearman": float(stats.spearmanr(mi, ensemble)[0]),
+                      "mean_ratio": float(mi.mean() / ensemble.mean())}
+    print(f"{folder}: Spearman {scores[folder]['spearman']:.3f}, mean ratio "
+          f"{scores[folder]['mean_ratio']:.3f} on the digits", flush=True)
+  with open(os.path.join(out, "rescore.json"), "w") as f:
+    json.dump(scores, f, indent=2)
+  return scores
 
 
 def _keras3_member(keras, seed, filters, dense_units):
@@ -85,8 +121,14 @@ def main(argv=None):
                       help="distil the member_*.keras files already in --out (trained "
                            "by an earlier run with the same settings) instead of "
                            "training new ones")
+  parser.add_argument("--rescore", nargs="+", metavar="DIR",
+                      help="score the saved students in these folders under --out on the "
+                           "digits (Spearman and mean ratio to the members' mutual "
+                           "information); trains nothing")
   parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
   args = parser.parse_args(argv)
+  if args.rescore:
+    return _rescore(args.out, args.rescore)
   from tfp_distill import _keras3
   from tfp_distill import cli
   from tfp_distill.datasets import images

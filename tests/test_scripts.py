@@ -248,6 +248,17 @@ def test_own_ensemble_example_smoke(tmp_path, load_or_skip):
   assert sorted(ceiling) == ["ood", "test"]
   assert all(-1 <= v <= 1 for v in ceiling.values()), ceiling
   assert (tmp_path / "ceiling_member_1.keras").exists()
+  # Rescoring a saved EnD^2 student (a closed-form mutual information) gives the fidelity
+  # its own report measured, up to float32 rounding; the Gaussian student's is Monte Carlo.
+  scores = _load("own_ensemble_example").main(
+      ["--out", str(tmp_path), "--rescore", "student", "student_gaussian"])
+  fidelity = report["ood"]["fidelity"]
+  n = fidelity["n"]
+  # A mean of n float32 terms on each side of the ratio.
+  tolerance.assert_close(scores["student"]["mean_ratio"], fidelity["mean_ratio"],
+                         dtype=np.float32, ulps=4 * n)
+  assert abs(scores["student"]["spearman"] - fidelity["spearman"]) < 2 / n, scores
+  assert -1 <= scores["student_gaussian"]["spearman"] <= 1
 
 
 def test_serve_load_smoke(tmp_path, capsys):
