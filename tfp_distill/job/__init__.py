@@ -25,11 +25,12 @@ why, in the report (`report["conventions"]`); what the evidence cannot decide st
 a one-line `DistillError` naming the argument.
 """
 
-from tfp_distill.job.config import (EXTRA_INPUTS, FIELD_TYPES, NOT_FINGERPRINTED, STRATEGIES,
+from tfp_distill.job.config import (DEFAULT_MIN_STEPS, EXTRA_INPUTS, FIELD_TYPES,
+                                    NOT_FINGERPRINTED, OFF_DATA_MIN_STEPS, STRATEGIES,
                                     STUDENTS, DistillConfig, DistillError, check_config)
 from tfp_distill.job.runner import DistillResult, distill, run
 from tfp_distill.job.training import epoch_batches
 
-__all__ = ["DistillConfig", "DistillError", "DistillResult", "EXTRA_INPUTS", "FIELD_TYPES",
-           "NOT_FINGERPRINTED", "STRATEGIES", "STUDENTS", "check_config",
-           "distill", "epoch_batches", "run"]
+__all__ = ["DEFAULT_MIN_STEPS", "DistillConfig", "DistillError", "DistillResult",
+           "EXTRA_INPUTS", "FIELD_TYPES", "NOT_FINGERPRINTED", "OFF_DATA_MIN_STEPS",
+           "STRATEGIES", "STUDENTS", "check_config", "distill", "epoch_batches", "run"]
