@@ -28,10 +28,16 @@ needs_data = pytest.mark.skipif(
     reason="shared/data/uci not found")
 
 
+def _root():
+  """The UCI folder; where it is required but missing, the test fails saying where it
+  looked (the loader's message), not with a TypeError on None."""
+  return ROOT if ROOT is not None else uci_data.data_dir()
+
+
 @needs_data
 @pytest.mark.parametrize("name", sorted(uci_data.UCI_DATASETS))
 def test_loader_matches_the_index_files(name):
-  folder = ROOT / uci_data.UCI_DATASETS[name]
+  folder = _root() / uci_data.UCI_DATASETS[name]
   split = uci_data.num_splits(name) - 1   # the last split: 19, or 4 for protein
   data = uci_data.load_uci(name, split)
   raw = np.loadtxt(folder / "data.txt", ndmin=2)
@@ -76,7 +82,7 @@ def test_split_counts_and_errors(tmp_path, monkeypatch):
   # The environment variable points at a copy: it is used before the fallback.
   copy = tmp_path / "uci" / "yacht"
   copy.mkdir(parents=True)
-  for f in (ROOT / "yacht").iterdir():
+  for f in (_root() / "yacht").iterdir():
     (copy / f.name).write_bytes(f.read_bytes())
   monkeypatch.setenv(uci_data.ENV_VAR, str(tmp_path / "uci"))
   assert uci_data.data_dir() == tmp_path / "uci"
@@ -250,7 +256,7 @@ def test_ood_split_is_deterministic_disjoint_and_normalised_on_train():
   a = uci_data.load_uci_ood("yacht", 0)
   b = uci_data.load_uci_ood("yacht", 0)
   c = uci_data.load_uci_ood("yacht", 1)
-  n = len(np.loadtxt(ROOT / "yacht" / "data.txt", ndmin=2))
+  n = len(np.loadtxt(_root() / "yacht" / "data.txt", ndmin=2))
   for d in (a, c):
     rows = np.concatenate([d.train_rows, d.test_rows, d.ood_rows])
     np.testing.assert_array_equal(np.sort(rows), np.arange(n))     # a partition
@@ -267,7 +273,7 @@ def test_ood_split_is_deterministic_disjoint_and_normalised_on_train():
   np.testing.assert_array_equal(a.ood_rows, c.ood_rows)      # one hold-out for all splits
   assert not np.array_equal(a.test_rows, c.test_rows)        # other random splits
   np.testing.assert_array_equal(a.ood_rows, uci_data.pca_holdout(
-      np.loadtxt(ROOT / "yacht" / "data.txt", ndmin=2)[:, :6])[1])
+      np.loadtxt(_root() / "yacht" / "data.txt", ndmin=2)[:, :6])[1])
   with pytest.raises(ValueError, match="split"):
     uci_data.load_uci_ood("yacht", -1)
   with pytest.raises(ValueError, match="test_fraction"):
