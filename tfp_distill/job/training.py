@@ -72,7 +72,7 @@ def off_data(extra_kind):
   return any(kind in OFF_DATA_KINDS + ("aux",) for kind in extra_kind.split("+"))
 
 
-def schedule(config, n_fit, off_data=False):
+def schedule(config, n_fit, off_data_inputs=False):
   """(epochs, passes per epoch, patience, how): the training length, from the data
   unless given.
 
@@ -80,7 +80,8 @@ def schedule(config, n_fit, off_data=False):
     config: `DistillConfig` (epochs, min_steps, min_steps_per_epoch, batch_size,
       patience).
     n_fit: int, the rows trained on (extra inputs included).
-    off_data: bool, whether inputs off the data (far, box, aux) are among them: with
+    off_data_inputs: bool, whether inputs off the data (far, box, aux) are among them
+      (`off_data`): with
       `min_steps` None the plan is then `OFF_DATA_MIN_STEPS` steps, not
       `DEFAULT_MIN_STEPS`.
   """
@@ -93,8 +94,8 @@ def schedule(config, n_fit, off_data=False):
     min_steps = config.min_steps
     why = ""
     if min_steps is None:
-      min_steps = OFF_DATA_MIN_STEPS if off_data else DEFAULT_MIN_STEPS
-      why = " (inputs off the data need more)" if off_data else ""
+      min_steps = OFF_DATA_MIN_STEPS if off_data_inputs else DEFAULT_MIN_STEPS
+      why = " (inputs off the data need more)" if off_data_inputs else ""
     epochs = int(min(1000, max(30, -(-min_steps // per_epoch))))
     how = f"at least {min_steps} steps{why} and 30 epochs"
   how += (f"; an epoch is {passes} passes over the {n_fit} rows ({per_epoch} steps)"
