@@ -26,6 +26,7 @@ yacht and energy, regression, raw targets) and seed:
    RMSE ratio (regression) on the test rows.
 
     python scripts/ood_inputs_study.py --out docs/ood_inputs [--seeds 1] [--mixes ...] [--fast]
+        [--method gaussian-logits]   # the classification sets' method (default end2)
 
 Writes DIR/report.json, DIR/report.md and DIR/magnitude.png (`figure`). Members and students as in
 `scripts/distill_defaults.py` (two hidden layers of 64; `td.distill` defaults: its
@@ -76,10 +77,11 @@ def pca_holdout(x, share=0.15):
   return np.sort(order[:-k]), np.sort(order[-k:])
 
 
-def _distill(td, members, train, test, task, mix, ood=None, min_steps=None, seed=0):
+def _distill(td, members, train, test, task, mix, ood=None, min_steps=None, seed=0,
+             method=None):
   spec = MIXES[mix].format(default=_DEFAULT_KIND[task])
   settings = {"extra_inputs": spec, "min_steps": min_steps, "verbose": 0, "seed": seed,
-              "task": task, "force": True}
+              "task": task, "force": True, "method": (method or {}).get(task)}
   if task == "regression":
     settings["variance"] = "softplus"      # the members' convention (as they are built)
   return td.distill(members, train, test, ood, **settings).report
@@ -160,7 +162,7 @@ def run_one(td, keras, dd, name, seed, args):
   for mix in args.mix_names:
     report = _distill(td, members, (x[proxy_train], y[proxy_train]),
                       (x[proxy_test], y[proxy_test]), task, mix, ood=x[held],
-                      min_steps=args.min_steps, seed=seed)
+                      min_steps=args.min_steps, seed=seed, method=methods_by_task(args))
     scores[mix] = _proxy_score(report)
     print(json.dumps({"set": name, "seed": seed, "stage": "proxy", "mix": mix,
                       **scores[mix]}), flush=True)
@@ -176,8 +178,9 @@ def run_one(td, keras, dd, name, seed, args):
   for mix in args.mix_names:
     start = time.perf_counter()
     report = _distill(td, members, (x, y), (x_test, y_test), task, mix,
-                      min_steps=args.min_steps, seed=seed)
-    row = {"set": name, "seed": seed, "task": task, "mix": mix, "chosen": mix == chosen,
+                      min_steps=args.min_steps, seed=seed, method=methods_by_task(args))
+    row = {"set": name, "seed": seed, "task": task, "method": report.get("method"),
+           "mix": mix, "chosen": mix == chosen,
            "proxy": scores[mix], "seconds": time.perf_counter() - start,
            "schedule": {"how": report["schedule"]["how"],
                         "epochs": report["schedule"]["epochs"],
@@ -247,9 +250,21 @@ def _markdown(rows, args, wall=None):
   merged = getattr(args, "merge", None)
   how = (f"; run as {len(merged)} processes side by side, one per part of the sets "
          "(`--sets`), joined with `--merge`, the time that of the longest" if merged else "")
+  method = f" --method {args.method}" if getattr(args, "method", None) else ""
   lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds} --sets "
-            f"{args.sets} --out {args.out}`; 2 CPU cores{took}{how}."]
+            f"{args.sets}{method} --out {args.out}`; 2 CPU cores{took}{how}."]
   return "\n".join(lines) + "\n"
+
+
+def methods_by_task(args):
+  """{task: method name} from --method ("gaussian-logits" or "classification=...,
+  regression=..."); a task left out gets td.distill's default."""
+  spec = getattr(args, "method", None)
+  if not spec:
+    return {}
+  if "=" not in spec:
+    return {"classification": spec}
+  return dict(part.split("=", 1) for part in spec.split(","))
 
 
 def _schedule_words(min_steps):
@@ -357,6 +372,10 @@ def main(argv=None):
   parser.add_argument("--min-steps", type=int, default=None,
                       help="one schedule for every mix (default: the library's, which "
                            "plans more steps with far or box inputs)")
+  parser.add_argument("--method", default=None,
+                      help="the classification sets' td.distill method (e.g. "
+                           "gaussian-logits), or task=method pairs joined by commas "
+                           "(default: td.distill's, end2 and mvn)")
   parser.add_argument("--mixes", default=",".join(MIXES),
                       help="comma-separated names of MIXES (default: all; 'default' is "
                            "always included)")
@@ -373,6 +392,7 @@ def main(argv=None):
     rows = [r for part in parts for r in part["rows"]]
     args.seeds = max(p["args"]["seeds"] for p in parts)
     args.min_steps = parts[0]["args"].get("min_steps")
+    args.method = parts[0]["args"].get("method")
     args.sets = ",".join(dict.fromkeys(r["set"] for r in rows))
     print(_write(args.out, rows, args, max(p["wall_time_s"] for p in parts)))
     return rows

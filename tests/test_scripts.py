@@ -4,6 +4,7 @@ A test whose data is missing skips through `load_or_skip` (tests/conftest.py), w
 fails it instead where the data is required (TFP_DISTILL_REQUIRE_DATA=1, as in CI).
 """
 
+import argparse
 import importlib.util
 import json
 import math
@@ -344,10 +345,20 @@ def test_ood_inputs_summary_says_which_targets_are_met():
 
 
 @pytest.mark.slow
+def test_ood_inputs_methods_by_task():
+  methods = _load("ood_inputs_study").methods_by_task
+  assert methods(argparse.Namespace(method=None)) == {}
+  assert methods(argparse.Namespace(method="gaussian-logits")) == {
+      "classification": "gaussian-logits"}
+  assert methods(argparse.Namespace(method="classification=end2,regression=diagonal")) == {
+      "classification": "end2", "regression": "diagonal"}
+
+
 def test_ood_inputs_study_smoke(tmp_path):
-  rows = _load("ood_inputs_study").main(["--fast", "--mixes", "default+far", "--out",
-                                         str(tmp_path)])
+  rows = _load("ood_inputs_study").main(["--fast", "--mixes", "default+far", "--method",
+                                         "gaussian-logits", "--out", str(tmp_path)])
   assert [r["mix"] for r in rows] == ["default", "default+far"]
+  assert {r["method"] for r in rows} == {"gaussian-logits"}
   assert sum(r["chosen"] for r in rows) == 1
   for r in rows:
     assert math.isfinite(r["proxy"]["auroc_gap"]) and math.isfinite(r["nll_gap"])
@@ -355,6 +366,7 @@ def test_ood_inputs_study_smoke(tmp_path):
     assert all(0 <= b["student_auroc"] <= 1 for b in r["far"].values())
   text = (tmp_path / "report.md").read_text()
   assert "| wine | 0 | default+far |" in text and "## Over seeds" in text
+  assert "--method gaussian-logits" in text
   merged = _load("ood_inputs_study").main(["--merge", str(tmp_path), "--out",
                                            str(tmp_path / "merged")])
   assert merged == rows and "--sets wine" in (tmp_path / "merged" / "report.md").read_text()
