@@ -22,10 +22,11 @@ Usage:
 report of a newer job gives itself (`report["ood"]["fidelity"]`), and writes
 rescore.json in --out.
 
-`--ceiling` also trains a second ensemble (other seeds, `ceiling_member_*.keras`, kept
-for later runs) and writes, beside the student's report, the Spearman correlation of the
-two ensembles' mutual information on the test images and on the digits: the noise
-ceiling of the student's fidelity there (`report["fidelity"]`, `report["ood"]["fidelity"]`).
+`--ceiling` also trains a second ensemble (other seeds, `ceiling_member_*.keras`; with
+`--reuse-members`, the one an earlier run saved is used) and writes, beside the
+student's report, the Spearman correlation of the two ensembles' mutual information on
+the test images and on the digits: the noise ceiling of the student's fidelity there
+(`report["fidelity"]`, `report["ood"]["fidelity"]`).
 """
 
 import argparse
@@ -37,20 +38,24 @@ import time
 import numpy as np
 
 
+def _mutual_information(td, keras, paths, xs):
+  """The mutual information [n] at each x of `xs` of the ensemble of the `.keras` files
+  `paths` (loaded once)."""
+  family = td.families.CategoricalLogits(10)
+  teacher = td.Ensemble([keras.models.load_model(p) for p in paths], family=family)
+  return [np.asarray(td.predict_uncertainty(teacher, family, x)["epistemic"]) for x in xs]
+
+
 def _ceiling(keras, paths, second_paths, x_test, mnist):
   """Spearman correlation of two ensembles' mutual information on the test images and
   on the digits: how well one ensemble's epistemic ranking predicts another's."""
   from scipy import stats
 
   import tfp_distill as td
-  family = td.families.CategoricalLogits(10)
-  mi = {}
-  for name, group in (("first", paths), ("second", second_paths)):
-    teacher = td.Ensemble([keras.models.load_model(p) for p in group], family=family)
-    mi[name] = {part: np.asarray(td.predict_uncertainty(teacher, family, xs)["epistemic"])
-                for part, xs in (("test", x_test), ("ood", mnist))}
-  return {part: float(stats.spearmanr(mi["first"][part], mi["second"][part])[0])
-          for part in ("test", "ood")}
+  first = _mutual_information(td, keras, paths, (x_test, mnist))
+  second = _mutual_information(td, keras, second_paths, (x_test, mnist))
+  return {part: float(stats.spearmanr(a, b)[0])
+          for part, a, b in zip(("test", "ood"), first, second)}
 
 
 def _rescore(out, folders):
@@ -65,10 +70,8 @@ def _rescore(out, folders):
   from tfp_distill import _keras3
   keras = _keras3.module()
   digits = np.load(os.path.join(out, "mnist.npz"))["x"]
-  family = td.families.CategoricalLogits(10)
   paths = sorted(glob.glob(os.path.join(out, "member_*.keras")))
-  teacher = td.Ensemble([keras.models.load_model(p) for p in paths], family=family)
-  ensemble = np.asarray(td.predict_uncertainty(teacher, family, digits)["epistemic"])
+  (ensemble,) = _mutual_information(td, keras, paths, (digits,))
   scores = {}
   for folder in folders:
     with open(os.path.join(out, folder, "report.json")) as f:
@@ -175,9 +178,10 @@ def main(argv=None):
   members_s = time.perf_counter() - start
   ceiling = None
   if args.ceiling:
+    # With --reuse-members, a second ensemble an earlier run left is reused too.
     second = os.path.join(args.out, f"ceiling_member_{members - 1}.keras")
-    ceiling = _ceiling(keras, paths, ensemble("ceiling_member", 1000,
-                                              os.path.exists(second)), x_test, mnist)
+    reuse = args.reuse_members and os.path.exists(second)
+    ceiling = _ceiling(keras, paths, ensemble("ceiling_member", 1000, reuse), x_test, mnist)
 
   start = time.perf_counter()
   student_dir = os.path.join(args.out, args.student_dir)

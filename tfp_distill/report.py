@@ -269,6 +269,11 @@ def evaluate(student, student_family, teacher, teacher_family, method, test, ood
           "speed": timing, "figures": figures}
 
 
+def _off_by(ratio, factor):
+  """Whether a student/ensemble ratio of mean uncertainties is outside 1/factor-factor."""
+  return not 1 / factor <= ratio <= factor
+
+
 def verdict(report):
   """Where the student falls short of its ensemble, in words, and what to try.
 
@@ -308,7 +313,7 @@ def verdict(report):
                    f"ensemble's (Spearman {rho:.3f} < {tol['spearman_epistemic']})")
     ratio = epistemic.get("mean_ratio")
     factor = tol["magnitude_factor"]
-    if ratio is not None and not 1 / factor <= ratio <= factor:
+    if ratio is not None and _off_by(ratio, factor):
       short.append(f"its mean epistemic uncertainty is {ratio:.3g}x the ensemble's "
                    f"(outside {1 / factor:.3g}x-{factor:.3g}x): a threshold set on the "
                    "ensemble's cannot be reused on the student")
@@ -321,8 +326,7 @@ def verdict(report):
     if (ood["ensemble"]["score"] == ood["student"]["score"] == "epistemic"
         and ood["ensemble"]["mean_out"] > 0):
       ratio = ood["student"]["mean_out"] / ood["ensemble"]["mean_out"]
-      factor = tol["magnitude_factor"]
-      if not 1 / factor <= ratio <= factor:
+      if _off_by(ratio, tol["magnitude_factor"]):
         short.append(f"on the OOD inputs its mean epistemic uncertainty is {ratio:.3g}x "
                      "the ensemble's")
   for distance, block in (report.get("far") or {}).items():
@@ -333,8 +337,7 @@ def verdict(report):
                      f"{stu_far['auroc']:.3f} against the ensemble's {ens_far['auroc']:.3f}")
       if ens_far["mean"] > 0:
         ratio = stu_far["mean"] / ens_far["mean"]
-        factor = tol["magnitude_factor"]
-        if not 1 / factor <= ratio <= factor:
+        if _off_by(ratio, tol["magnitude_factor"]):
           short.append(f"on far points {distance} sd beyond the data its mean epistemic "
                        f"uncertainty is {ratio:.3g}x the ensemble's")
   schedule = report.get("schedule") or {}

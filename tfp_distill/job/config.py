@@ -23,14 +23,15 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 
 #: The fewest optimizer steps an automatic schedule plans for when `min_steps` is None:
 #: on the training rows and the method's own inputs (mixup, jitter), and with inputs off
-#: the data too (`OFF_DATA_KINDS`, or `aux`). With far or box inputs, 3000 steps left the
+#: the data too (`OFF_DATA_KINDS`). With far or box inputs, 3000 steps left the
 #: regression students of docs/studies/ood-inputs.md unconverged (the held-out loss
 #: still falling at the last epoch; yacht: RMSE 1.24x the ensemble's, against 0.93x with
 #: 12000, where early stopping ended training at 106 of 240 epochs).
 DEFAULT_MIN_STEPS = 3000
 OFF_DATA_MIN_STEPS = 12000
-#: The kinds of extra inputs that lie off the data (`OFF_DATA_MIN_STEPS`).
-OFF_DATA_KINDS = ("far", "box")
+#: The extra inputs that lie off the data (`OFF_DATA_MIN_STEPS`): two kinds of
+#: `extra_inputs`, and the user's `aux` rows.
+OFF_DATA_KINDS = ("far", "box", "aux")
 
 
 #: The one-word settings of `extra_inputs` (kinds may also be joined, with shares).

@@ -69,7 +69,7 @@ def extra_inputs_for(config, method, x, teacher_models, aux, rng):
 def off_data(extra_kind):
   """Whether the extra inputs `extra_inputs_for` names ("mixup+far+aux") include inputs
   off the data: far, box or the user's aux rows."""
-  return any(kind in OFF_DATA_KINDS + ("aux",) for kind in extra_kind.split("+"))
+  return any(kind in OFF_DATA_KINDS for kind in extra_kind.split("+"))
 
 
 def schedule(config, n_fit, off_data_inputs=False):
@@ -81,9 +81,8 @@ def schedule(config, n_fit, off_data_inputs=False):
       patience).
     n_fit: int, the rows trained on (extra inputs included).
     off_data_inputs: bool, whether inputs off the data (far, box, aux) are among them
-      (`off_data`): with
-      `min_steps` None the plan is then `OFF_DATA_MIN_STEPS` steps, not
-      `DEFAULT_MIN_STEPS`.
+      (`off_data`): with `min_steps` None the plan is then `OFF_DATA_MIN_STEPS` steps,
+      not `DEFAULT_MIN_STEPS`.
   """
   steps = -(-n_fit // config.batch_size)
   passes = max(1, -(-config.min_steps_per_epoch // steps))
