@@ -345,3 +345,39 @@ def test_service_targets_asks_again_for_lost_batches(ensemble, monkeypatch):
   with pytest.raises(ValueError, match=r"no outputs for 2 of 5 batches \(first: 1\), "
                                        r"after 0 retries"):
     td.targets.service_targets(ensemble, x, "localhost:1", batch_size=10, retries=0)
+
+
+def test_jittered_batches_rows_jitter_and_box_inputs():
+  """One epoch holds every row once, num_jittered noisy copies (noise sd `scale`) and
+  num_box fresh inputs uniform on the box widened by half its range on each side."""
+  x = np.array([[0.0, 0.0], [10.0, 100.0], [20.0, 200.0]], np.float32)
+  ds = td.targets.jittered_batches(x, 64, 0.01, 3000, seed=3, num_box=2000)
+  assert int(ds.cardinality()) == -(-5003 // 64)
+  epoch = np.concatenate([b.numpy() for b in ds])
+  assert epoch.shape == (5003, 2)
+  dist = np.abs(epoch[:, None, :] - x[None]).max(-1)            # [rows, 3]
+  exact, near = (dist == 0).sum(0), (dist.min(1) > 0) & (dist.min(1) < 0.06)
+  np.testing.assert_array_equal(exact, [1, 1, 1])               # each row once
+  assert near.sum() == 3000                                     # the jittered copies
+  noise = epoch[near] - x[dist[near].argmin(1)]
+  # 6000 noise values of sd 0.01: the sample sd is within 3% (about 5 standard errors).
+  np.testing.assert_allclose(noise.std(), 0.01, rtol=0.03)
+  box = epoch[dist.min(1) >= 0.06]
+  assert len(box) == 2000
+  low, width = np.array([-10.0, -100.0]), np.array([40.0, 400.0])
+  assert np.all(box >= low) and np.all(box <= low + width)
+  # Uniform: mean low + width / 2 and sd width / sqrt(12), each within 5 standard errors.
+  se = width / np.sqrt(12) / np.sqrt(2000)
+  assert np.all(np.abs(box.mean(0) - (low + width / 2)) < 5 * se)
+  np.testing.assert_allclose(box.std(0), width / np.sqrt(12), rtol=0.05)
+  again = np.concatenate([b.numpy() for b in ds])
+  assert not np.allclose(np.sort(again, 0), np.sort(epoch, 0))   # fresh every epoch
+  with pytest.raises(ValueError, match="num_box"):
+    td.targets.jittered_batches(x, 64, 0.01, 10, num_box=-1)
+
+
+def test_jittered_batches_without_box_inputs_has_no_box_rows():
+  x = np.array([[0.0], [10.0]], np.float32)
+  epoch = np.concatenate([b.numpy() for b in td.targets.jittered_batches(x, 7, 0.01, 40)])
+  assert epoch.shape == (42, 1)
+  assert np.abs(epoch - np.round(epoch / 10) * 10).max() < 0.06   # rows and copies only

@@ -12,6 +12,7 @@ import pytest
 from tfp_distill import cli
 from tfp_distill.datasets import uci as uci_data
 from tfp_distill.experiments import uci
+from tfp_distill.experiments import uci_report
 
 import conftest
 import tolerance
@@ -418,3 +419,53 @@ def test_student_lr_schedule_cosine_decays_to_zero_and_keeps_old_keys():
   assert uci.UCIConfig(student_hidden=(75,)).key() != "2d3c6f1ec0"
   with pytest.raises(ValueError, match="student_lr_schedule"):
     uci._student_optimizer(uci.UCIConfig(student_lr_schedule="step"), 10)
+
+
+def test_box_inputs_and_the_longer_schedule_keep_old_keys():
+  # Left at their defaults they leave every saved split's key as it was.
+  assert uci.UCIConfig(box_share=0.0, student_min_steps=None).key() == uci.UCIConfig().key()
+  assert uci.UCIConfig(box_share=0.2).key() != uci.UCIConfig().key()
+  assert uci.UCIConfig(student_min_steps=12000).key() != uci.UCIConfig().key()
+  # Yacht-sized: 250 rows, 9750 jittered (min_distill_samples), 2000 box inputs per
+  # epoch: 120 steps of 100; 12,000 steps need 100 epochs, 30 epochs give 3,600.
+  config = uci.UCIConfig(box_share=0.2, student_min_steps=12000)
+  assert uci._num_box(config, 250) == 2000  # pylint: disable=protected-access
+  assert uci._student_epochs(config, 12000) == 100  # pylint: disable=protected-access
+  assert uci._student_epochs(uci.UCIConfig(), 12000) == 30  # pylint: disable=protected-access
+  # A large set already takes more steps than the minimum: its epochs stay.
+  assert uci._student_epochs(config, 100_000) == 30  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="fast_paths"):
+    uci.distil_alone("full", None, None, None, uci.UCIConfig(box_share=0.2,
+                                                             fast_paths=False), 0)
+  words = uci_report.students_inputs_words
+  assert words(dataclasses.asdict(uci.UCIConfig())) == ""
+  assert "box inputs, 0.2 of" in words(dataclasses.asdict(config))
+  assert "at least 12000 optimizer steps" in words(dataclasses.asdict(config))
+
+
+def test_cli_uci_box_share_and_min_steps(tmp_path, monkeypatch):
+  seen = {}
+
+  def fake_run_uci(out_dir, names, num_splits=None, config=None, data_dir=None,
+                   ood=False):
+    seen["config"] = config
+    return {"results": {}, "ood_auroc": {}, "protocol": None, "wall_time_s": 0.}
+
+  monkeypatch.setattr(uci, "run_uci", fake_run_uci)
+  monkeypatch.setattr(uci, "format_ood_markdown", lambda report: "")
+  assert cli.main(["uci", "--dataset", "yacht", "--ood", "--box-share", "0.2",
+                   "--student-min-steps", "12000", "--out", str(tmp_path)]) == 0
+  assert seen["config"].box_share == 0.2 and seen["config"].student_min_steps == 12000
+  with pytest.raises(SystemExit):
+    cli.main(["uci", "--box-share", "-1", "--out", str(tmp_path)])
+
+
+@needs_data
+def test_an_ood_split_with_box_inputs_and_a_step_floor_runs(tmp_path):
+  config = uci.UCIConfig.fast(students=("full",), box_share=0.2, student_min_steps=150,
+                              reference_ensemble=False)
+  report = uci.run_uci(str(tmp_path), ["yacht"], num_splits=1, config=config, ood=True)
+  assert all(0 <= v <= 1 for m in report["ood_auroc"]["yacht"].values()
+             for cell in m.values() for v in cell["values"])
+  assert report["config"]["box_share"] == 0.2
+  assert "box inputs, 0.2 of" in (tmp_path / "report.md").read_text()

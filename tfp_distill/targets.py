@@ -201,17 +201,23 @@ def box_inputs(x, num_samples, rng, expand=0.5):
   return (low - expand * width + u * (1 + 2 * expand) * width).astype(x.dtype)
 
 
-def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=False):
+def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=False,
+                     num_box=0, box_expand=0.5):
   """Batches of the rows of x and of fresh jittered copies, shuffled together each epoch.
 
   ```none
   epoch e:  rows   = [x_0 .. x_{n-1}] + [x[i_j] + scale * eps_j  for j < num_jittered]
-            order  = a permutation of the n + num_jittered rows (stateless in seed, e)
+                   + [u_j on the widened box (as `box_inputs`)  for j < num_box]
+            order  = a permutation of the n + num_jittered + num_box rows (stateless in
+                     seed, e)
             yields rows[order[b B:(b + 1) B]] for every batch b
   ```
   The same inputs as `inputs.concatenate(jittered_inputs(...))` fully shuffled, drawn for
   a whole epoch at once (one permutation, one gather, one noise draw) and sliced into
   batches, instead of one element at a time: the pipeline keeps up with small students.
+  Box inputs (`num_box` > 0) are drawn afresh every epoch, uniform on the rows' bounding
+  box widened by `box_expand` of each feature's range on every side, and are not
+  jittered: inputs off the data, where the members disagree.
 
   Args:
     x: float array [n, features...].
@@ -220,13 +226,16 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
     num_jittered: int >= 0, jittered rows per epoch (drawn afresh every epoch).
     seed: int; the epochs' orders and draws are a function of it.
     drop_remainder: bool, drop a last partial batch.
+    num_box: int >= 0, box inputs per epoch (drawn afresh every epoch).
+    box_expand: float >= 0, the box's widening on each side as a share of each
+      feature's range over the rows.
 
   Returns:
     tf.data.Dataset of float32 batches [batch, features...], with a known size per epoch.
 
   Raises:
     ValueError: for an empty or non-finite x, a negative or non-finite scale,
-      batch_size < 1 or num_jittered < 0.
+      batch_size < 1, num_jittered < 0, num_box < 0 or box_expand < 0.
   """
   x = np.asarray(x, np.float32)
   scale = np.asarray(scale, np.float32)
@@ -239,9 +248,17 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
   if batch_size < 1 or num_jittered < 0:
     raise ValueError(f"jittered_batches: need batch_size >= 1 and num_jittered >= 0, got "
                      f"{batch_size} and {num_jittered}.")
-  n, total = len(x), len(x) + int(num_jittered)
+  if num_box < 0 or not box_expand >= 0:
+    raise ValueError(f"jittered_batches: need num_box >= 0 and box_expand >= 0, got "
+                     f"{num_box} and {box_expand}.")
+  n, num_box = len(x), int(num_box)
+  rows_total = n + int(num_jittered)          # the rows and their jittered copies
+  total = rows_total + num_box
   x_t, scale_t = tf.constant(x), tf.constant(scale)
-  jitter = tf.concat([tf.zeros([n]), tf.ones([total - n])], axis=0)
+  low, high = x.min(axis=0), x.max(axis=0)
+  box_low = tf.constant(low - box_expand * (high - low))
+  box_width = tf.constant((1 + 2 * box_expand) * (high - low))
+  jitter = tf.concat([tf.zeros([n]), tf.ones([rows_total - n]), tf.zeros([num_box])], axis=0)
   full, rest = divmod(total, batch_size)
   num_batches = full + (1 if rest and not drop_remainder else 0)
 
@@ -249,12 +266,18 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
     pair = tf.stack([s, tf.constant(seed, tf.int64)])
     row_seed, order_seed, noise_seed = tf.unstack(
         tf.random.experimental.stateless_split(pair, 3))
-    extra = tf.random.stateless_uniform([total - n], row_seed, minval=0, maxval=n,
+    extra = tf.random.stateless_uniform([rows_total - n], row_seed, minval=0, maxval=n,
                                         dtype=tf.int64)
     rows = tf.concat([tf.range(n, dtype=tf.int64), extra], axis=0)
     order = tf.random.experimental.stateless_shuffle(tf.range(total, dtype=tf.int64),
                                                      seed=order_seed)
-    values = tf.gather(x_t, tf.gather(rows, order))                 # [total, features...]
+    if num_box:   # (a seed of its own: without box inputs the draws are as before)
+      box_seed = tf.random.experimental.stateless_fold_in(noise_seed, 1)
+      u = tf.random.stateless_uniform([num_box] + list(x.shape[1:]), box_seed)
+      pool = tf.concat([tf.gather(x_t, rows), box_low + u * box_width], axis=0)
+      values = tf.gather(pool, order)                               # [total, features...]
+    else:
+      values = tf.gather(x_t, tf.gather(rows, order))               # [total, features...]
     mask = tf.reshape(tf.gather(jitter, order), [total] + [1] * (x.ndim - 1))
     values += mask * scale_t * tf.random.stateless_normal(tf.shape(values), noise_seed)
     batches = tf.data.Dataset.from_tensor_slices(

@@ -7,7 +7,8 @@ parsers without them (mkdocs_hooks.py).
 import argparse
 import os
 
-__all__ = ["Commands", "comma_list", "one_line_warning", "positive_int", "print_report"]
+__all__ = ["Commands", "comma_list", "nonnegative_float", "one_line_warning", "positive_int",
+           "print_report"]
 
 
 def positive_int(text):
@@ -15,6 +16,14 @@ def positive_int(text):
   value = int(text)
   if value < 1:
     raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+  return value
+
+
+def nonnegative_float(text):
+  """argparse type: a finite float >= 0."""
+  value = float(text)
+  if not 0 <= value < float("inf"):
+    raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
   return value
 
 

@@ -51,6 +51,13 @@ def add_parser(commands):
                    help="the settings of an earlier table (UCIConfig.PROTOCOLS): "
                         "2026-11-25 is --no-fast-paths; 2026-11-30 has the fast paths "
                         "with 75-unit students at a constant learning rate")
+  uci.add_argument("--box-share", type=_common.nonnegative_float, default=None,
+                   help="students also distil on inputs uniform on the data's box widened "
+                        "by half its range, this share of the training and jittered "
+                        "inputs per epoch (0.2: one in six; default 0, none)")
+  uci.add_argument("--student-min-steps", type=_common.positive_int, default=None,
+                   help="students train at least this many optimizer steps (more "
+                        "epochs on small sets; inputs off the data need more)")
   uci.add_argument("--no-reference-ensemble", action="store_true",
                    help="skip the second ensemble whose agreement with the first is the "
                         "noise ceiling of the fidelity columns (faster)")
@@ -64,7 +71,8 @@ def run(args):
   from tfp_distill.experiments import uci
   config = uci.UCIConfig.fast() if args.fast else uci.UCIConfig()
   overrides = {"num_members": args.members, "seed": args.seed,
-               "perturbation_step": args.perturbation_step}
+               "perturbation_step": args.perturbation_step, "box_share": args.box_share,
+               "student_min_steps": args.student_min_steps}
   if args.no_fast_paths:
     args.protocol = "2026-11-25"
   if args.protocol:

@@ -108,6 +108,14 @@ class UCIConfig:
     jitter_scale: float, noise sd of the jittered inputs (normalised features).
     min_distill_samples, max_distill_samples: int, bounds on the distillation inputs per
       epoch (training inputs + jittered ones): small sets get more jittered copies.
+    box_share: float >= 0, box inputs per epoch as a share of the training plus
+      jittered inputs (0.2: one in six of the epoch's inputs, the proportion of
+      `td.distill`'s "jitter+box"), drawn afresh every epoch uniform on the training
+      inputs' box widened by half its range on each side (`td.targets.jittered_batches`):
+      inputs off the data, for the students' epistemic variance there. Fast paths only.
+    student_min_steps: None, or int: the students train at least this many optimizer
+      steps (more epochs than student_epochs on small sets). Inputs off the data need
+      more steps than the rows alone (`td.job.OFF_DATA_MIN_STEPS`).
     students: tuple, which of "full", "diagonal", "mixture" to train.
     perturbation_step: None, or float > 0: every distillation batch is moved by
       `td.perturb.MeanDisagreement(perturbation_step)`, a random fraction of a step up
@@ -148,6 +156,8 @@ class UCIConfig:
   jitter_scale: float = 0.1
   min_distill_samples: int = 10_000
   max_distill_samples: int = 100_000
+  box_share: float = 0.0
+  student_min_steps: int = None
   students: tuple = STUDENTS
   perturbation_step: float = None
   steps_per_execution: int = 100
@@ -181,7 +191,8 @@ class UCIConfig:
       fields.pop(name)
     for name, old_default in (("perturbation_step", None), ("fast_paths", False),
                               ("student_jit_compile", False),
-                              ("student_lr_schedule", "constant")):
+                              ("student_lr_schedule", "constant"), ("box_share", 0.0),
+                           ("student_min_steps", None)):
       if fields[name] == old_default:   # keeps the keys of results saved before them
         fields.pop(name)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
@@ -200,16 +211,31 @@ def student(kind, family):
   return _common.registry_student(kind, "regression", family)
 
 
-def _student_optimizer(config, n):
-  """Adam for students that see n distillation inputs per epoch (see student_lr_schedule)."""
+def _student_optimizer(config, n, epochs=None):
+  """Adam for students that see n distillation inputs per epoch for `epochs` epochs
+  (default student_epochs; see student_lr_schedule)."""
   return _common.adam(config.student_learning_rate, config.student_lr_schedule,
-                      config.student_epochs, n, config.student_batch_size)
+                      epochs or config.student_epochs, n, config.student_batch_size)
 
 
 def _num_jittered(config, n):
   extra = config.jitter_copies * n
   return int(max(min(extra, config.max_distill_samples - n), config.min_distill_samples - n,
                  0))
+
+
+def _num_box(config, n):
+  """Box inputs per epoch for n training rows (`UCIConfig.box_share`)."""
+  return int(round(config.box_share * (n + _num_jittered(config, n))))
+
+
+def _student_epochs(config, per_epoch):
+  """Epochs for students that see per_epoch inputs per epoch: student_epochs, or more
+  to reach student_min_steps."""
+  if not config.student_min_steps:
+    return config.student_epochs
+  steps = -(-per_epoch // config.student_batch_size)
+  return max(config.student_epochs, -(-config.student_min_steps // steps))
 
 
 def distil_together(kinds, data, ensemble, family, config, seed):
@@ -240,21 +266,25 @@ def distil_together(kinds, data, ensemble, family, config, seed):
   distiller = td.Distiller(panel, ensemble, loss=loss, perturbation=perturbation,
                            seed=seed)
   n = len(data.x_train)
-  distiller.compile(_student_optimizer(config, n + _num_jittered(config, n)),
+  per_epoch = n + _num_jittered(config, n) + _num_box(config, n)
+  epochs = _student_epochs(config, per_epoch)
+  distiller.compile(_student_optimizer(config, per_epoch, epochs),
                     steps_per_execution=config.steps_per_execution,
                     jit_compile=config.student_jit_compile)
   batches = td.targets.jittered_batches(data.x_train, config.student_batch_size,
-                                        config.jitter_scale,
-                                        _num_jittered(config, len(data.x_train)),
-                                        seed=seed)
+                                        config.jitter_scale, _num_jittered(config, n),
+                                        seed=seed, num_box=_num_box(config, n))
   bar = td.callbacks.ProgressBar(f"{data.name} {data.split} students",
                                  disable=not config.verbose, leave=False)
-  distiller.fit(batches, epochs=config.student_epochs, verbose=0, callbacks=[bar])
+  distiller.fit(batches, epochs=epochs, verbose=0, callbacks=[bar])
   return students
 
 
 def distil_alone(kind, data, ensemble, family, config, seed):
   """One student on its own pipeline: the protocol of the 2026-11-25 table."""
+  if config.box_share or config.student_min_steps:
+    raise ValueError("UCIConfig: box_share and student_min_steps need fast_paths=True "
+                     "(the 2026-11-25 protocol has neither).")
   parts = student(kind, family)
   model = td.models.mlp(data.x_train.shape[1:], config.student_hidden, parts.params_size,
                         head=parts.head, seed=seed, name=kind)

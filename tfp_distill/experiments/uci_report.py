@@ -18,7 +18,7 @@ import tfp_distill as td
 
 __all__ = ["PUBLISHED", "REFERENCE", "aggregate", "aggregate_ood",
            "format_fidelity_markdown", "format_markdown", "format_mean_stderr",
-           "format_ood_markdown", "seconds_per_split"]
+           "format_ood_markdown", "seconds_per_split", "students_inputs_words"]
 
 #: The second, independent ensemble of the noise ceiling (seed offset from the first).
 REFERENCE = "second_ensemble"
@@ -219,6 +219,9 @@ def format_markdown(report):
   lines = ["# UCI regression: ensemble distribution distillation", "",
            "Mean +- standard error over splits, original units. Rows marked *published* "
            "are copied from the papers, not measured here.", ""]
+  inputs = students_inputs_words(report.get("config") or {})
+  if inputs:
+    lines += [inputs, ""]
   for name, models in report["results"].items():
     n = report["num_splits"][name]
     lines += [f"## {name} ({n} splits)", "", "| model | RMSE | NLL | AUSE |",
@@ -250,6 +253,19 @@ def format_markdown(report):
   return "\n".join(lines)
 
 
+def students_inputs_words(config):
+  """A sentence on the students' inputs when they differ from the defaults (box inputs,
+  a longer schedule), else ""."""
+  words = []
+  if config.get("box_share"):
+    words.append(f"box inputs, {config['box_share']:g} of the training and jittered "
+                 "inputs per epoch (uniform on the data's box widened by half its range "
+                 "on each side)")
+  if config.get("student_min_steps"):
+    words.append(f"at least {config['student_min_steps']} optimizer steps")
+  return ("The students distil with " + " and ".join(words) + ".") if words else ""
+
+
 def format_ood_markdown(report):
   """The OOD protocol's report: AUROC by epistemic variance, then RMSE / NLL in and out."""
   protocol = report["protocol"] or {}
@@ -263,6 +279,9 @@ def format_ood_markdown(report):
            "mean +- standard error over splits. The mixture student has no epistemic "
            f"part: its column uses its total variance. `{REFERENCE}`: a second ensemble "
            "(other seeds).", ""]
+  inputs = students_inputs_words(report.get("config") or {})
+  if inputs:
+    lines[-1:-1] = [inputs, ""]
   names = list(report["ood_auroc"])
   if not names:
     return "\n".join(lines)
