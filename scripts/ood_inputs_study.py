@@ -13,10 +13,14 @@ yacht and energy, regression, raw targets) and seed:
    as `ood` and a fifth of the other rows held out as the proxy's test rows. A mix is
    admissible if the student's in-distribution score on those held-out rows is within
    `IN_DISTRIBUTION_SLACK` of the default inputs' student (far inputs can cost accuracy
-   on the data). Among admissible mixes, the one whose student's OOD AUROC minus the
-   ensemble's is largest is chosen (ties within 0.01 go to the student whose mean
-   epistemic uncertainty on the OOD rows is nearer the ensemble's, as a log ratio).
-   Nothing of the test rows or of the reported far points is seen.
+   on the data). Among admissible mixes the choice (`choose`, `--choice`) is by
+   fidelity on the proxy OOD rows: the mixes that meet more of the proxy's targets
+   (AUROC no more than 0.02 below the ensemble's; mean epistemic uncertainty within 1.5x
+   of the ensemble's), then the highest Spearman correlation of the student's epistemic
+   uncertainty to the ensemble's there. `--choice auroc` is the rule of the 2026-12-06
+   run: the largest OOD AUROC minus the ensemble's (ties within 0.01 to the mean nearer
+   the ensemble's), which rewards a student that ranks the proxy rows *above* the
+   ensemble. Nothing of the test rows or of the reported far points is seen.
 2. **Measurement.** Five members on all the training rows; each mix distilled; the
    report's far block (the test rows moved 0, 1 and 3 feature sd beyond the data,
    `td.datasets.far.far_points`): AUROC of the epistemic uncertainty (test rows vs far
@@ -53,6 +57,10 @@ MIXES = {"default": "{default}", "default+far": "{default}+far",
 #: ensemble's may grow by this factor (regression), its NLL gap by this many nats
 #: (classification).
 IN_DISTRIBUTION_SLACK = {"rmse_ratio": 1.05, "nll_gap": 0.02}
+#: The proxy's targets (the issue's, on the proxy OOD rows): the student's AUROC no more
+#: than this below the ensemble's, its mean epistemic uncertainty within this factor.
+PROXY_AUROC_TOLERANCE, PROXY_RATIO_FACTOR = 0.02, 1.5
+CHOICES = ("fidelity", "auroc")
 SETS = ("wine", "breast_cancer", "yacht", "energy")
 _DEFAULT_KIND = {"classification": "mixup", "regression": "jitter"}
 
@@ -104,6 +112,7 @@ def _proxy_score(report):
   ratio = stu["mean_out"] / max(ens["mean_out"], 1e-30)
   return {"auroc_gap": stu["auroc"] - ens["auroc"], "log_mean_ratio": float(np.log(ratio)),
           "student_auroc": stu["auroc"], "ensemble_auroc": ens["auroc"],
+          "ood_spearman": (ood.get("fidelity") or {}).get("spearman"),
           **_in_distribution(report)}
 
 
@@ -122,10 +131,31 @@ def admissible(scores):
   return out
 
 
-def choose(scores):
-  """Among the admissible mixes, the best proxy AUROC gap; within 0.01 of it, the mean
-  nearer the ensemble's."""
+def proxy_targets_met(score):
+  """How many of the proxy's two targets a student's proxy score meets (0-2): AUROC
+  within `PROXY_AUROC_TOLERANCE` below the ensemble's, mean within `PROXY_RATIO_FACTOR`."""
+  return (int(score["auroc_gap"] >= -PROXY_AUROC_TOLERANCE)
+          + int(abs(score["log_mean_ratio"]) <= np.log(PROXY_RATIO_FACTOR)))
+
+
+def choose(scores, rule="fidelity"):
+  """The mix to use, among the admissible ones (`admissible`).
+
+  rule "fidelity": the most proxy targets met (`proxy_targets_met`), then the highest
+  Spearman to the ensemble on the proxy OOD rows, then the mean nearer the ensemble's.
+  rule "auroc": the best proxy AUROC gap; within 0.01 of it, the mean nearer the
+  ensemble's (the 2026-12-06 run's rule).
+  """
   near = {m: scores[m] for m in admissible(scores)}
+  if rule == "fidelity":
+    def key(m):
+      s = near[m]
+      spearman = s.get("ood_spearman")
+      return (proxy_targets_met(s), -np.inf if spearman is None else spearman,
+              -abs(s["log_mean_ratio"]))
+    return max(near, key=key)
+  if rule != "auroc":
+    raise ValueError(f"choose: rule must be one of {CHOICES}, got {rule!r}.")
   best = max(s["auroc_gap"] for s in near.values())
   near = {m: s for m, s in near.items() if s["auroc_gap"] >= best - 0.01}
   return min(near, key=lambda m: abs(near[m]["log_mean_ratio"]))
@@ -166,7 +196,7 @@ def run_one(td, keras, dd, name, seed, args):
     scores[mix] = _proxy_score(report)
     print(json.dumps({"set": name, "seed": seed, "stage": "proxy", "mix": mix,
                       **scores[mix]}), flush=True)
-  chosen = choose(scores)
+  chosen = choose(scores, args.choice)
   # 2. Measurement: members on all training rows, a second ensemble as the ceiling.
   members = dd._members(keras, x, y, task, seed, count, epochs)  # pylint: disable=protected-access
   second = dd._members(keras, x, y, task, seed + 500, count, epochs)  # pylint: disable=protected-access
@@ -202,7 +232,7 @@ def _markdown(rows, args, wall=None):
   lines = ["# Distillation inputs off the data: far-point fidelity by input mix", "",
            "Five Keras 3 members per set and seed; `td.distill` with each input mix "
            f"({_schedule_words(args.min_steps)}). The mix is chosen on a PCA hold-out of the "
-           "training rows (proxy score: student OOD AUROC minus the ensemble's); the far "
+           f"training rows ({_choice_words(getattr(args, 'choice', 'auroc'))}); the far "
            "columns are the report's far points 1 and 3 feature sd beyond the data "
            "(AUROC of the epistemic uncertainty, test rows vs far points; mean ratio "
            "student / ensemble; Spearman to the ensemble, beside a second ensemble's).",
@@ -212,7 +242,8 @@ def _markdown(rows, args, wall=None):
            f"+{IN_DISTRIBUTION_SLACK['nll_gap']:g} nats (NLL gap) of the default inputs'. "
            "In distribution: the test rows' score and the student's mean epistemic "
            "uncertainty there over the ensemble's.",
-           "", "| set | seed | mix | chosen | proxy AUROC gap | proxy in-dist | in-dist | "
+           "", "| set | seed | mix | chosen | proxy AUROC gap / mean ratio / Spearman | "
+           "proxy in-dist | in-dist | "
            "mean ratio | far 1: AUROC ens / stu | mean ratio | Spearman (ceiling) | far 3: "
            "AUROC ens / stu | mean ratio | Spearman (ceiling) | epochs: run of planned "
            "(best) |",
@@ -241,7 +272,10 @@ def _markdown(rows, args, wall=None):
     return f"{sch['epochs_run']} of {sch['epochs']} ({best})"
 
   for r in rows:
-    proxy = "-" if r["proxy"] is None else f"{r['proxy']['auroc_gap']:+.3f}"
+    proxy = "-" if r["proxy"] is None else (
+        f"{r['proxy']['auroc_gap']:+.3f} / {np.exp(r['proxy']['log_mean_ratio']):.2f} / "
+        + ("-" if r["proxy"].get("ood_spearman") is None
+           else f"{r['proxy']['ood_spearman']:.2f}"))
     ratio = "-" if r.get("mean_ratio") is None else f"{r['mean_ratio']:.2f}"
     lines.append(f"| {r['set']} | {r['seed']} | {r['mix']} | {'yes' if r['chosen'] else ''}"
                  f" | {proxy} | {in_dist(r['proxy'])} | {in_dist(r)} | {ratio} | "
@@ -251,6 +285,8 @@ def _markdown(rows, args, wall=None):
   how = (f"; run as {len(merged)} processes side by side, one per part of the sets "
          "(`--sets`), joined with `--merge`, the time that of the longest" if merged else "")
   method = f" --method {args.method}" if getattr(args, "method", None) else ""
+  if getattr(args, "choice", "fidelity") != "fidelity":
+    method += f" --choice {args.choice}"
   lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds} --sets "
             f"{args.sets}{method} --out {args.out}`; 2 CPU cores{took}{how}."]
   return "\n".join(lines) + "\n"
@@ -265,6 +301,14 @@ def methods_by_task(args):
   if "=" not in spec:
     return {"classification": spec}
   return dict(part.split("=", 1) for part in spec.split(","))
+
+
+def _choice_words(rule):
+  if rule == "auroc":
+    return "the largest student OOD AUROC minus the ensemble's on the held-out rows"
+  return ("the most proxy targets met on the held-out rows, AUROC within "
+          f"{PROXY_AUROC_TOLERANCE:g} of the ensemble's and mean within "
+          f"{PROXY_RATIO_FACTOR:g}x, then the highest Spearman to the ensemble there")
 
 
 def _schedule_words(min_steps):
@@ -379,6 +423,9 @@ def main(argv=None):
   parser.add_argument("--mixes", default=",".join(MIXES),
                       help="comma-separated names of MIXES (default: all; 'default' is "
                            "always included)")
+  parser.add_argument("--choice", choices=CHOICES, default="fidelity",
+                      help="how the mix is chosen on the proxy (see `choose`; default "
+                           "%(default)s; auroc: the 2026-12-06 run's rule)")
   parser.add_argument("--fast", action="store_true", help="smoke mode: one set, tiny")
   parser.add_argument("--merge", nargs="+", metavar="DIR",
                       help="write --out from the report.json of runs on other sets "
@@ -393,6 +440,7 @@ def main(argv=None):
     args.seeds = max(p["args"]["seeds"] for p in parts)
     args.min_steps = parts[0]["args"].get("min_steps")
     args.method = parts[0]["args"].get("method")
+    args.choice = parts[0]["args"].get("choice", "auroc")   # older runs: the AUROC rule
     args.sets = ",".join(dict.fromkeys(r["set"] for r in rows))
     print(_write(args.out, rows, args, max(p["wall_time_s"] for p in parts)))
     return rows

@@ -314,13 +314,38 @@ def test_ood_inputs_choice_keeps_in_distribution_accuracy():
          "default+far:0.25": {"auroc_gap": 0.095, "log_mean_ratio": 0.2,
                               "rmse_ratio": 1.0 * slack["rmse_ratio"] * 0.99}}
   assert module.admissible(reg) == ["default", "default+box", "default+far:0.25"]
-  assert module.choose(reg) == "default+far:0.25"      # within 0.01 of box, nearer size
+  rule = {"rule": "auroc"}
+  assert module.choose(reg, **rule) == "default+far:0.25"   # within 0.01 of box, nearer size
   reg["default+box"]["auroc_gap"] = 0.2
-  assert module.choose(reg) == "default+box"
+  assert module.choose(reg, **rule) == "default+box"
   cls = {"default": {"auroc_gap": 0.0, "log_mean_ratio": 0.0, "nll_gap": 0.05},
          "default+far": {"auroc_gap": 0.5, "log_mean_ratio": 0.0,
                          "nll_gap": 0.05 + slack["nll_gap"] + 1e-3}}
+  assert module.choose(cls, **rule) == "default"
   assert module.choose(cls) == "default"
+  with pytest.raises(ValueError, match="rule"):
+    module.choose(cls, "best")
+
+
+def test_ood_inputs_fidelity_choice_prefers_targets_met_then_rank():
+  """The fidelity rule: more proxy targets met (AUROC not more than 0.02 below the
+  ensemble's, mean within 1.5x) beats fewer, however high the AUROC; then Spearman."""
+  module = _load("ood_inputs_study")
+  scores = {
+      # AUROC far above the ensemble's but 3x too large: one target.
+      "default": {"auroc_gap": 0.3, "log_mean_ratio": np.log(3.0), "ood_spearman": 0.9,
+                  "rmse_ratio": 1.0},
+      # Both targets, the lower Spearman.
+      "default+far": {"auroc_gap": -0.019, "log_mean_ratio": np.log(1.49),
+                      "ood_spearman": 0.6, "rmse_ratio": 1.0},
+      # Both targets, the higher Spearman.
+      "default+box": {"auroc_gap": 0.0, "log_mean_ratio": np.log(0.7),
+                      "ood_spearman": 0.7, "rmse_ratio": 1.0}}
+  assert [module.proxy_targets_met(s) for s in scores.values()] == [1, 2, 2]
+  assert module.choose(scores) == "default+box"
+  scores["default+box"]["auroc_gap"] = -0.021                   # one target now
+  assert module.choose(scores) == "default+far"
+  assert module.choose(scores, "auroc") == "default"
 
 
 def test_ood_inputs_summary_says_which_targets_are_met():
@@ -362,6 +387,7 @@ def test_ood_inputs_study_smoke(tmp_path):
   assert sum(r["chosen"] for r in rows) == 1
   for r in rows:
     assert math.isfinite(r["proxy"]["auroc_gap"]) and math.isfinite(r["nll_gap"])
+    assert -1 <= r["proxy"]["ood_spearman"] <= 1
     assert set(r["far"]) == {"0", "1", "3"}
     assert all(0 <= b["student_auroc"] <= 1 for b in r["far"].values())
   text = (tmp_path / "report.md").read_text()
