@@ -423,7 +423,10 @@ def test_student_lr_schedule_cosine_decays_to_zero_and_keeps_old_keys():
 
 def test_box_inputs_and_the_longer_schedule_keep_old_keys():
   # Left at their defaults they leave every saved split's key as it was.
-  assert uci.UCIConfig(box_share=0.0, student_min_steps=None).key() == uci.UCIConfig().key()
+  assert uci.UCIConfig(box_share=0.0, box_expand=0.5,
+                       student_min_steps=None).key() == uci.UCIConfig().key()
+  assert uci.UCIConfig(box_share=0.2, box_expand=0.0).key() != uci.UCIConfig(
+      box_share=0.2).key()
   assert uci.UCIConfig(box_share=0.2).key() != uci.UCIConfig().key()
   assert uci.UCIConfig(student_min_steps=12000).key() != uci.UCIConfig().key()
   # Yacht-sized: 250 rows, 9750 jittered (min_distill_samples), 2000 box inputs per
@@ -440,6 +443,8 @@ def test_box_inputs_and_the_longer_schedule_keep_old_keys():
   words = uci_report.students_inputs_words
   assert words(dataclasses.asdict(uci.UCIConfig())) == ""
   assert "box inputs, 0.2 of" in words(dataclasses.asdict(config))
+  assert "widened by 0 of its range" in words(dataclasses.asdict(
+      dataclasses.replace(config, box_expand=0.0)))
   assert "at least 12000 optimizer steps" in words(dataclasses.asdict(config))
 
 
@@ -454,8 +459,10 @@ def test_cli_uci_box_share_and_min_steps(tmp_path, monkeypatch):
   monkeypatch.setattr(uci, "run_uci", fake_run_uci)
   monkeypatch.setattr(uci, "format_ood_markdown", lambda report: "")
   assert cli.main(["uci", "--dataset", "yacht", "--ood", "--box-share", "0.2",
-                   "--student-min-steps", "12000", "--out", str(tmp_path)]) == 0
+                   "--box-expand", "0.1", "--student-min-steps", "12000", "--out",
+                   str(tmp_path)]) == 0
   assert seen["config"].box_share == 0.2 and seen["config"].student_min_steps == 12000
+  assert seen["config"].box_expand == 0.1
   with pytest.raises(SystemExit):
     cli.main(["uci", "--box-share", "-1", "--out", str(tmp_path)])
 

@@ -55,6 +55,9 @@ def add_parser(commands):
                    help="students also distil on inputs uniform on the data's box widened "
                         "by half its range, this share of the training and jittered "
                         "inputs per epoch (0.2: one in six; default 0, none)")
+  uci.add_argument("--box-expand", type=_common.nonnegative_float, default=None,
+                   help="the box's widening on each side as a share of each feature's "
+                        "range (default 0.5; 0: the data's own box)")
   uci.add_argument("--student-min-steps", type=_common.positive_int, default=None,
                    help="students train at least this many optimizer steps (more "
                         "epochs on small sets; inputs off the data need more)")
@@ -72,7 +75,7 @@ def run(args):
   config = uci.UCIConfig.fast() if args.fast else uci.UCIConfig()
   overrides = {"num_members": args.members, "seed": args.seed,
                "perturbation_step": args.perturbation_step, "box_share": args.box_share,
-               "student_min_steps": args.student_min_steps}
+               "box_expand": args.box_expand, "student_min_steps": args.student_min_steps}
   if args.no_fast_paths:
     args.protocol = "2026-11-25"
   if args.protocol:

@@ -113,6 +113,8 @@ class UCIConfig:
       `td.distill`'s "jitter+box"), drawn afresh every epoch uniform on the training
       inputs' box widened by half its range on each side (`td.targets.jittered_batches`):
       inputs off the data, for the students' epistemic variance there. Fast paths only.
+    box_expand: float >= 0, the box's widening on each side as a share of each
+      feature's range (0.5 as `td.distill`'s box; 0: the data's own box).
     student_min_steps: None, or int: the students train at least this many optimizer
       steps (more epochs than student_epochs on small sets). Inputs off the data need
       more steps than the rows alone (`td.job.OFF_DATA_MIN_STEPS`).
@@ -157,6 +159,7 @@ class UCIConfig:
   min_distill_samples: int = 10_000
   max_distill_samples: int = 100_000
   box_share: float = 0.0
+  box_expand: float = 0.5
   student_min_steps: int = None
   students: tuple = STUDENTS
   perturbation_step: float = None
@@ -192,7 +195,7 @@ class UCIConfig:
     for name, old_default in (("perturbation_step", None), ("fast_paths", False),
                               ("student_jit_compile", False),
                               ("student_lr_schedule", "constant"), ("box_share", 0.0),
-                           ("student_min_steps", None)):
+                           ("box_expand", 0.5), ("student_min_steps", None)):
       if fields[name] == old_default:   # keeps the keys of results saved before them
         fields.pop(name)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
@@ -273,7 +276,8 @@ def distil_together(kinds, data, ensemble, family, config, seed):
                     jit_compile=config.student_jit_compile)
   batches = td.targets.jittered_batches(data.x_train, config.student_batch_size,
                                         config.jitter_scale, _num_jittered(config, n),
-                                        seed=seed, num_box=_num_box(config, n))
+                                        seed=seed, num_box=_num_box(config, n),
+                                        box_expand=config.box_expand)
   bar = td.callbacks.ProgressBar(f"{data.name} {data.split} students",
                                  disable=not config.verbose, leave=False)
   distiller.fit(batches, epochs=epochs, verbose=0, callbacks=[bar])

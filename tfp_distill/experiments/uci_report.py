@@ -258,9 +258,10 @@ def students_inputs_words(config):
   a longer schedule), else ""."""
   words = []
   if config.get("box_share"):
+    expand = config.get("box_expand", 0.5)
     words.append(f"box inputs, {config['box_share']:g} of the training and jittered "
-                 "inputs per epoch (uniform on the data's box widened by half its range "
-                 "on each side)")
+                 "inputs per epoch (uniform on the data's box widened by "
+                 f"{expand:g} of its range on each side)")
   if config.get("student_min_steps"):
     words.append(f"at least {config['student_min_steps']} optimizer steps")
   return ("The students distil with " + " and ".join(words) + ".") if words else ""
