@@ -15,6 +15,8 @@ def test_extra_inputs_specs_parse_or_name_the_problem():
   assert config_lib.parse_extra_inputs("auto") == "auto"
   assert config_lib.parse_extra_inputs("none") == []
   assert config_lib.parse_extra_inputs("mixup+far:0.5") == [("mixup", None), ("far", 0.5)]
+  assert config_lib.parse_extra_inputs("jitter+marginal:2") == [("jitter", None),
+                                                                 ("marginal", 2.0)]
   with pytest.raises(td.job.DistillError, match="'noise' is not a kind of input"):
     config_lib.parse_extra_inputs("mixup+noise")
   with pytest.raises(td.job.DistillError, match="the share after far: must be a number"):
@@ -115,6 +117,7 @@ def test_inputs_off_the_data_get_the_longer_schedule():
   assert not training.off_data("jitter")
   assert training.off_data("jitter+box") and training.off_data("mixup+far")
   assert training.off_data("aux") and training.off_data("mixup+aux")
+  assert training.off_data("jitter+marginal")
   n_fit, batch = 1000, 100          # 10 steps a pass, 5 passes (50 steps) an epoch
   config = config_lib.DistillConfig(teacher=("m.keras",), train="t.npz", batch_size=batch)
   for off, steps in ((False, config_lib.DEFAULT_MIN_STEPS),

@@ -66,3 +66,28 @@ def test_far_inputs_and_box_inputs():
   np.testing.assert_allclose(box.std(0), 2 * width / np.sqrt(12), rtol=0.03)
   with pytest.raises(ValueError, match="scale"):
     td.targets.far_inputs(x, 3, rng, scale=(2.0, 1.0))
+
+
+def test_marginal_inputs_keep_each_feature_and_break_their_ties():
+  """Each feature of a marginal input is a value of that feature in the rows, drawn
+  uniformly: each feature's distribution is the data's, but two features that go
+  together in the rows are independent in the draws."""
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=500)
+  x = np.stack([a, a + 0.1 * rng.normal(size=500), rng.integers(0, 3, 500)], 1)
+  x = x.astype(np.float32)
+  m = td.targets.marginal_inputs(x, 20000, np.random.default_rng(1))
+  assert m.shape == (20000, 3) and m.dtype == np.float32
+  for f in range(3):
+    assert np.isin(m[:, f], x[:, f]).all()           # only the data's own values
+  # The grid feature's shares are the data's: 20,000 draws, 5 standard errors.
+  for v in range(3):
+    share = (x[:, 2] == v).mean()
+    assert abs((m[:, 2] == v).mean() - share) < 5 * np.sqrt(share * (1 - share) / 20000)
+  # Features 0 and 1 have correlation 0.99 in the rows, 0 in the draws (5 / sqrt(n)).
+  assert np.corrcoef(x[:, 0], x[:, 1])[0, 1] > 0.99
+  assert abs(np.corrcoef(m[:, 0], m[:, 1])[0, 1]) < 5 / np.sqrt(20000)
+  images = td.targets.marginal_inputs(np.zeros((4, 2, 2, 1), np.float32), 3,
+                                      np.random.default_rng(0))
+  assert images.shape == (3, 2, 2, 1)
+  assert td.targets.marginal_inputs(x, 0, rng).shape == (0, 3)

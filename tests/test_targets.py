@@ -381,3 +381,31 @@ def test_jittered_batches_without_box_inputs_has_no_box_rows():
   epoch = np.concatenate([b.numpy() for b in td.targets.jittered_batches(x, 7, 0.01, 40)])
   assert epoch.shape == (42, 1)
   assert np.abs(epoch - np.round(epoch / 10) * 10).max() < 0.06   # rows and copies only
+
+
+def test_jittered_batches_marginal_inputs_recombine_the_rows_values():
+  """Marginal inputs: each feature a value of that feature in some row, fresh every
+  epoch, not jittered; the rows themselves still appear once each."""
+  x = np.array([[0.0, 100.0], [1.0, 200.0], [2.0, 300.0]], np.float32)
+  ds = td.targets.jittered_batches(x, 50, 0.0, 0, seed=4, num_marginal=3000)
+  epoch = np.concatenate([b.numpy() for b in ds])
+  assert epoch.shape == (3003, 2)
+  assert np.isin(epoch[:, 0], x[:, 0]).all() and np.isin(epoch[:, 1], x[:, 1]).all()
+  # 9 combinations, each 1/9 of the 3000 draws (plus 1 for the rows, which are 3 of
+  # them): within 5 standard errors of 3000 / 9.
+  pairs, counts = np.unique(epoch, axis=0, return_counts=True)
+  assert len(pairs) == 9
+  se = np.sqrt(3000 * (1 / 9) * (8 / 9))
+  assert np.all(np.abs(counts - 3000 / 9) < 5 * se + 1)
+  again = np.concatenate([b.numpy() for b in ds])
+  assert not np.array_equal(again, epoch)
+  images = td.targets.jittered_batches(np.arange(24, dtype=np.float32).reshape(3, 2, 2, 2),
+                                       4, 0.0, 0, num_marginal=5)
+  batch = np.concatenate([b.numpy() for b in images])
+  assert batch.shape == (8, 2, 2, 2)
+  # Element (i, j, k) of any input is that element of one of the three rows.
+  rows = np.arange(24).reshape(3, 2, 2, 2)
+  assert all(np.isin(batch[:, i, j, k], rows[:, i, j, k]).all()
+             for i in range(2) for j in range(2) for k in range(2))
+  with pytest.raises(ValueError, match="num_marginal"):
+    td.targets.jittered_batches(x, 4, 0.0, 0, num_marginal=-2)

@@ -423,8 +423,10 @@ def test_student_lr_schedule_cosine_decays_to_zero_and_keeps_old_keys():
 
 def test_box_inputs_and_the_longer_schedule_keep_old_keys():
   # Left at their defaults they leave every saved split's key as it was.
-  assert uci.UCIConfig(box_share=0.0, box_expand=0.5,
+  assert uci.UCIConfig(box_share=0.0, box_expand=0.5, marginal_share=0.0,
                        student_min_steps=None).key() == uci.UCIConfig().key()
+  assert uci.UCIConfig(marginal_share=0.2).key() != uci.UCIConfig().key()
+  assert uci._num_marginal(uci.UCIConfig(marginal_share=0.2), 250) == 2000  # pylint: disable=protected-access
   assert uci.UCIConfig(box_share=0.2, box_expand=0.0).key() != uci.UCIConfig(
       box_share=0.2).key()
   assert uci.UCIConfig(box_share=0.2).key() != uci.UCIConfig().key()
@@ -459,8 +461,9 @@ def test_cli_uci_box_share_and_min_steps(tmp_path, monkeypatch):
   monkeypatch.setattr(uci, "run_uci", fake_run_uci)
   monkeypatch.setattr(uci, "format_ood_markdown", lambda report: "")
   assert cli.main(["uci", "--dataset", "yacht", "--ood", "--box-share", "0.2",
-                   "--box-expand", "0.1", "--student-min-steps", "12000", "--out",
-                   str(tmp_path)]) == 0
+                   "--box-expand", "0.1", "--student-min-steps", "12000",
+                   "--marginal-share", "0.3", "--out", str(tmp_path)]) == 0
+  assert seen["config"].marginal_share == 0.3
   assert seen["config"].box_share == 0.2 and seen["config"].student_min_steps == 12000
   assert seen["config"].box_expand == 0.1
   with pytest.raises(SystemExit):
@@ -470,9 +473,10 @@ def test_cli_uci_box_share_and_min_steps(tmp_path, monkeypatch):
 @needs_data
 def test_an_ood_split_with_box_inputs_and_a_step_floor_runs(tmp_path):
   config = uci.UCIConfig.fast(students=("full",), box_share=0.2, student_min_steps=150,
-                              reference_ensemble=False)
+                              marginal_share=0.2, reference_ensemble=False)
   report = uci.run_uci(str(tmp_path), ["yacht"], num_splits=1, config=config, ood=True)
   assert all(0 <= v <= 1 for m in report["ood_auroc"]["yacht"].values()
              for cell in m.values() for v in cell["values"])
   assert report["config"]["box_share"] == 0.2
   assert "box inputs, 0.2 of" in (tmp_path / "report.md").read_text()
+  assert "marginal inputs, 0.2 of" in (tmp_path / "report.md").read_text()

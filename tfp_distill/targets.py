@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from tfp_distill import job_folder
 
-__all__ = ["box_inputs", "far_inputs", "jittered_batches", "jittered_inputs", "mixup_inputs",
-           "service_targets", "teacher_targets", "uniform_inputs"]
+__all__ = ["box_inputs", "far_inputs", "jittered_batches", "jittered_inputs",
+           "marginal_inputs", "mixup_inputs", "service_targets", "teacher_targets",
+           "uniform_inputs"]
 
 _CACHE_MANIFEST = "targets.json"
 
@@ -201,15 +202,47 @@ def box_inputs(x, num_samples, rng, expand=0.5):
   return (low - expand * width + u * (1 + 2 * expand) * width).astype(x.dtype)
 
 
+def marginal_inputs(x, num_samples, rng):
+  """New combinations of the data's own feature values: the product of its marginals.
+
+  ```none
+  x'_f = x[i_f, f],   i_f ~ Uniform{0..n-1} independently for each feature f
+  ```
+  Every feature keeps the values and the distribution it has in the data, but the
+  features no longer go together: the points lie inside the data's ranges, away from
+  its rows. Inputs of that kind (a design whose every setting was seen, in a combination
+  that was not) are out of distribution without being out of range; box and far inputs
+  rarely reach them in many dimensions (a box widened by half its range on each side
+  puts 1 / 2^d of its points inside the ranges). On the UCI PCA hold-outs, where the
+  held-out rows of yacht lie inside every feature's range, they are what brought the
+  student's OOD AUROC near the ensemble's (docs/studies/ood-inputs.md).
+
+  Args:
+    x: float array [n, ...] (each element of a row is a feature).
+    num_samples: int >= 0.
+    rng: `np.random.Generator`.
+
+  Returns:
+    float array [num_samples, ...] of x's dtype.
+  """
+  x = np.asarray(x)
+  flat = x.reshape(len(x), -1)
+  rows = rng.integers(0, len(x), size=(num_samples, flat.shape[1]))
+  picked = np.take_along_axis(flat, rows, axis=0) if num_samples else flat[:0]
+  return picked.reshape((num_samples,) + x.shape[1:]).astype(x.dtype)
+
+
 def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=False,
-                     num_box=0, box_expand=0.5):
+                     num_box=0, box_expand=0.5, num_marginal=0):
   """Batches of the rows of x and of fresh jittered copies, shuffled together each epoch.
 
   ```none
   epoch e:  rows   = [x_0 .. x_{n-1}] + [x[i_j] + scale * eps_j  for j < num_jittered]
                    + [u_j on the widened box (as `box_inputs`)  for j < num_box]
-            order  = a permutation of the n + num_jittered + num_box rows (stateless in
-                     seed, e)
+                   + [m_j, features of random rows (as `marginal_inputs`)
+                                                               for j < num_marginal]
+            order  = a permutation of the n + num_jittered + num_box + num_marginal
+                     rows (stateless in seed, e)
             yields rows[order[b B:(b + 1) B]] for every batch b
   ```
   The same inputs as `inputs.concatenate(jittered_inputs(...))` fully shuffled, drawn for
@@ -217,7 +250,8 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
   batches, instead of one element at a time: the pipeline keeps up with small students.
   Box inputs (`num_box` > 0) are drawn afresh every epoch, uniform on the rows' bounding
   box widened by `box_expand` of each feature's range on every side, and are not
-  jittered: inputs off the data, where the members disagree.
+  jittered: inputs off the data, where the members disagree. Marginal inputs
+  (`num_marginal` > 0) are drawn afresh every epoch too, not jittered.
 
   Args:
     x: float array [n, features...].
@@ -229,13 +263,15 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
     num_box: int >= 0, box inputs per epoch (drawn afresh every epoch).
     box_expand: float >= 0, the box's widening on each side as a share of each
       feature's range over the rows.
+    num_marginal: int >= 0, marginal inputs per epoch (`marginal_inputs`).
 
   Returns:
     tf.data.Dataset of float32 batches [batch, features...], with a known size per epoch.
 
   Raises:
     ValueError: for an empty or non-finite x, a negative or non-finite scale,
-      batch_size < 1, num_jittered < 0, num_box < 0 or box_expand < 0.
+      batch_size < 1, num_jittered < 0, num_box < 0, box_expand < 0 or
+      num_marginal < 0.
   """
   x = np.asarray(x, np.float32)
   scale = np.asarray(scale, np.float32)
@@ -248,17 +284,19 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
   if batch_size < 1 or num_jittered < 0:
     raise ValueError(f"jittered_batches: need batch_size >= 1 and num_jittered >= 0, got "
                      f"{batch_size} and {num_jittered}.")
-  if num_box < 0 or not box_expand >= 0:
-    raise ValueError(f"jittered_batches: need num_box >= 0 and box_expand >= 0, got "
-                     f"{num_box} and {box_expand}.")
-  n, num_box = len(x), int(num_box)
+  if num_box < 0 or not box_expand >= 0 or num_marginal < 0:
+    raise ValueError(f"jittered_batches: need num_box >= 0, box_expand >= 0 and "
+                     f"num_marginal >= 0, got {num_box}, {box_expand} and {num_marginal}.")
+  n, num_box, num_marginal = len(x), int(num_box), int(num_marginal)
   rows_total = n + int(num_jittered)          # the rows and their jittered copies
-  total = rows_total + num_box
+  total = rows_total + num_box + num_marginal
+  features = int(np.prod(x.shape[1:]))
   x_t, scale_t = tf.constant(x), tf.constant(scale)
   low, high = x.min(axis=0), x.max(axis=0)
   box_low = tf.constant(low - box_expand * (high - low))
   box_width = tf.constant((1 + 2 * box_expand) * (high - low))
-  jitter = tf.concat([tf.zeros([n]), tf.ones([rows_total - n]), tf.zeros([num_box])], axis=0)
+  jitter = tf.concat([tf.zeros([n]), tf.ones([rows_total - n]),
+                      tf.zeros([num_box + num_marginal])], axis=0)
   full, rest = divmod(total, batch_size)
   num_batches = full + (1 if rest and not drop_remainder else 0)
 
@@ -271,11 +309,20 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
     rows = tf.concat([tf.range(n, dtype=tf.int64), extra], axis=0)
     order = tf.random.experimental.stateless_shuffle(tf.range(total, dtype=tf.int64),
                                                      seed=order_seed)
-    if num_box:   # (a seed of its own: without box inputs the draws are as before)
-      box_seed = tf.random.experimental.stateless_fold_in(noise_seed, 1)
-      u = tf.random.stateless_uniform([num_box] + list(x.shape[1:]), box_seed)
-      pool = tf.concat([tf.gather(x_t, rows), box_low + u * box_width], axis=0)
-      values = tf.gather(pool, order)                               # [total, features...]
+    if num_box or num_marginal:   # (seeds of their own: without them the draws are as
+      parts = [tf.gather(x_t, rows)]  # before)
+      if num_box:
+        box_seed = tf.random.experimental.stateless_fold_in(noise_seed, 1)
+        u = tf.random.stateless_uniform([num_box] + list(x.shape[1:]), box_seed)
+        parts.append(box_low + u * box_width)
+      if num_marginal:              # feature f of marginal input j from row picks[j, f]
+        pick_seed = tf.random.experimental.stateless_fold_in(noise_seed, 2)
+        picks = tf.random.stateless_uniform([num_marginal, features], pick_seed, minval=0,
+                                            maxval=n, dtype=tf.int64)
+        columns = tf.transpose(tf.reshape(x_t, [n, features]))          # [features, n]
+        values_fm = tf.gather(columns, tf.transpose(picks), batch_dims=1)
+        parts.append(tf.reshape(tf.transpose(values_fm), [num_marginal] + list(x.shape[1:])))
+      values = tf.gather(tf.concat(parts, axis=0), order)           # [total, features...]
     else:
       values = tf.gather(x_t, tf.gather(rows, order))               # [total, features...]
     mask = tf.reshape(tf.gather(jitter, order), [total] + [1] * (x.ndim - 1))

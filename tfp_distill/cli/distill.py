@@ -139,7 +139,7 @@ def _training_flags(distill):
                             "the held-out distillation loss may end sooner)")
   distill.add_argument("--min-steps", type=_common.positive_int, default=None,
                        help="fewest optimizer steps the automatic schedule plans (default "
-                            "3000, and 12000 with far, box or --aux inputs)")
+                            "3000, and 12000 with far, box, marginal or --aux inputs)")
   distill.add_argument("--min-steps-per-epoch", type=_common.positive_int, default=None,
                        help="an epoch is as many passes over the rows as give at least "
                             "this many steps (default 50: small data sets get several "
@@ -157,7 +157,8 @@ def _training_flags(distill):
                             "jittered copies for regression, none for precomputed "
                             "outputs), none, or kinds joined by '+' with an optional share "
                             "of the training rows: mixup, jitter, far (scaled noise, 1-4 "
-                            "feature sd), box (the data's box widened by half), e.g. "
+                            "feature sd), box (the data's box widened by half), marginal "
+                            "(each feature from a random row), e.g. "
                             "mixup+far:0.5")
 
 

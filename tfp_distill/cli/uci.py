@@ -58,6 +58,10 @@ def add_parser(commands):
   uci.add_argument("--box-expand", type=_common.nonnegative_float, default=None,
                    help="the box's widening on each side as a share of each feature's "
                         "range (default 0.5; 0: the data's own box)")
+  uci.add_argument("--marginal-share", type=_common.nonnegative_float, default=None,
+                   help="students also distil on marginal inputs (each feature from a "
+                        "random training row: new combinations of seen values), this "
+                        "share of the training and jittered inputs per epoch (default 0)")
   uci.add_argument("--student-min-steps", type=_common.positive_int, default=None,
                    help="students train at least this many optimizer steps (more "
                         "epochs on small sets; inputs off the data need more)")
@@ -75,7 +79,8 @@ def run(args):
   config = uci.UCIConfig.fast() if args.fast else uci.UCIConfig()
   overrides = {"num_members": args.members, "seed": args.seed,
                "perturbation_step": args.perturbation_step, "box_share": args.box_share,
-               "box_expand": args.box_expand, "student_min_steps": args.student_min_steps}
+               "box_expand": args.box_expand, "marginal_share": args.marginal_share,
+               "student_min_steps": args.student_min_steps}
   if args.no_fast_paths:
     args.protocol = "2026-11-25"
   if args.protocol:

@@ -115,6 +115,10 @@ class UCIConfig:
       inputs off the data, for the students' epistemic variance there. Fast paths only.
     box_expand: float >= 0, the box's widening on each side as a share of each
       feature's range (0.5 as `td.distill`'s box; 0: the data's own box).
+    marginal_share: float >= 0, marginal inputs per epoch (each feature from a random
+      training row: new combinations of seen values, `td.targets.marginal_inputs`), as a
+      share of the training plus jittered inputs, drawn afresh every epoch. Fast paths
+      only.
     student_min_steps: None, or int: the students train at least this many optimizer
       steps (more epochs than student_epochs on small sets). Inputs off the data need
       more steps than the rows alone (`td.job.OFF_DATA_MIN_STEPS`).
@@ -160,6 +164,7 @@ class UCIConfig:
   max_distill_samples: int = 100_000
   box_share: float = 0.0
   box_expand: float = 0.5
+  marginal_share: float = 0.0
   student_min_steps: int = None
   students: tuple = STUDENTS
   perturbation_step: float = None
@@ -195,7 +200,8 @@ class UCIConfig:
     for name, old_default in (("perturbation_step", None), ("fast_paths", False),
                               ("student_jit_compile", False),
                               ("student_lr_schedule", "constant"), ("box_share", 0.0),
-                           ("box_expand", 0.5), ("student_min_steps", None)):
+                           ("box_expand", 0.5), ("marginal_share", 0.0),
+                           ("student_min_steps", None)):
       if fields[name] == old_default:   # keeps the keys of results saved before them
         fields.pop(name)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
@@ -230,6 +236,11 @@ def _num_jittered(config, n):
 def _num_box(config, n):
   """Box inputs per epoch for n training rows (`UCIConfig.box_share`)."""
   return int(round(config.box_share * (n + _num_jittered(config, n))))
+
+
+def _num_marginal(config, n):
+  """Marginal inputs per epoch for n training rows (`UCIConfig.marginal_share`)."""
+  return int(round(config.marginal_share * (n + _num_jittered(config, n))))
 
 
 def _student_epochs(config, per_epoch):
@@ -269,7 +280,7 @@ def distil_together(kinds, data, ensemble, family, config, seed):
   distiller = td.Distiller(panel, ensemble, loss=loss, perturbation=perturbation,
                            seed=seed)
   n = len(data.x_train)
-  per_epoch = n + _num_jittered(config, n) + _num_box(config, n)
+  per_epoch = n + _num_jittered(config, n) + _num_box(config, n) + _num_marginal(config, n)
   epochs = _student_epochs(config, per_epoch)
   distiller.compile(_student_optimizer(config, per_epoch, epochs),
                     steps_per_execution=config.steps_per_execution,
@@ -277,7 +288,8 @@ def distil_together(kinds, data, ensemble, family, config, seed):
   batches = td.targets.jittered_batches(data.x_train, config.student_batch_size,
                                         config.jitter_scale, _num_jittered(config, n),
                                         seed=seed, num_box=_num_box(config, n),
-                                        box_expand=config.box_expand)
+                                        box_expand=config.box_expand,
+                                        num_marginal=_num_marginal(config, n))
   bar = td.callbacks.ProgressBar(f"{data.name} {data.split} students",
                                  disable=not config.verbose, leave=False)
   distiller.fit(batches, epochs=epochs, verbose=0, callbacks=[bar])
@@ -286,9 +298,9 @@ def distil_together(kinds, data, ensemble, family, config, seed):
 
 def distil_alone(kind, data, ensemble, family, config, seed):
   """One student on its own pipeline: the protocol of the 2026-11-25 table."""
-  if config.box_share or config.student_min_steps:
-    raise ValueError("UCIConfig: box_share and student_min_steps need fast_paths=True "
-                     "(the 2026-11-25 protocol has neither).")
+  if config.box_share or config.marginal_share or config.student_min_steps:
+    raise ValueError("UCIConfig: box_share, marginal_share and student_min_steps need "
+                     "fast_paths=True (the 2026-11-25 protocol has none of them).")
   parts = student(kind, family)
   model = td.models.mlp(data.x_train.shape[1:], config.student_hidden, parts.params_size,
                         head=parts.head, seed=seed, name=kind)

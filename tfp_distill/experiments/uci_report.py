@@ -262,6 +262,9 @@ def students_inputs_words(config):
     words.append(f"box inputs, {config['box_share']:g} of the training and jittered "
                  "inputs per epoch (uniform on the data's box widened by "
                  f"{expand:g} of its range on each side)")
+  if config.get("marginal_share"):
+    words.append(f"marginal inputs, {config['marginal_share']:g} of the training and "
+                 "jittered inputs per epoch (each feature from a random training row)")
   if config.get("student_min_steps"):
     words.append(f"at least {config['student_min_steps']} optimizer steps")
   return ("The students distil with " + " and ".join(words) + ".") if words else ""

@@ -29,13 +29,13 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 #: 12000, where early stopping ended training at 106 of 240 epochs).
 DEFAULT_MIN_STEPS = 3000
 OFF_DATA_MIN_STEPS = 12000
-#: The extra inputs that lie off the data (`OFF_DATA_MIN_STEPS`): two kinds of
+#: The extra inputs that lie off the data (`OFF_DATA_MIN_STEPS`): three kinds of
 #: `extra_inputs`, and the user's `aux` rows.
-OFF_DATA_KINDS = ("far", "box", "aux")
+OFF_DATA_KINDS = ("far", "box", "marginal", "aux")
 
 
 #: The one-word settings of `extra_inputs` (kinds may also be joined, with shares).
-EXTRA_INPUTS = ("auto", "none", "mixup", "jitter", "far", "box")
+EXTRA_INPUTS = ("auto", "none", "mixup", "jitter", "far", "box", "marginal")
 
 
 class DistillError(ValueError):
@@ -81,8 +81,8 @@ class DistillConfig:
     epochs: None (from the data: at least `min_steps` optimizer steps and 30 epochs) or
       the maximum number of epochs.
     min_steps: None or int, the fewest optimizer steps an automatic schedule plans for.
-      None: `DEFAULT_MIN_STEPS` (3000), or `OFF_DATA_MIN_STEPS` (12000) when far, box
-      or aux inputs are distilled: a student needs longer to learn the members' spread
+      None: `DEFAULT_MIN_STEPS` (3000), or `OFF_DATA_MIN_STEPS` (12000) when far, box,
+      marginal or aux inputs are distilled: a student needs longer to learn the members' spread
       off the data (docs/studies/ood-inputs.md), and early stopping ends it sooner when
       it has.
     min_steps_per_epoch: int, an epoch is as many passes over the rows as give at least
@@ -99,7 +99,9 @@ class DistillConfig:
       "+", each with an optional share of the training rows after a colon: "mixup",
       "jitter" (`jitter_copies` per row by default), "far" (scaled noise, 1 to 4 feature
       standard deviations: `td.targets.far_inputs`), "box" (uniform on the data's box
-      widened by half its range: `td.targets.box_inputs`), e.g. "mixup+far:0.5". The
+      widened by half its range: `td.targets.box_inputs`), "marginal" (each feature
+      from a random row: new combinations of seen values, `td.targets.marginal_inputs`),
+      e.g. "mixup+far:0.5". The
       rows of `aux` are added to any of them.
     jitter_copies, jitter_scale: jittered copies per row and their noise sd (a fraction
       of each feature's standard deviation).
@@ -202,7 +204,7 @@ def _type_ok(kind, value):
 
 
 #: The kinds of distillation inputs `extra_inputs` may name.
-EXTRA_KINDS = ("mixup", "jitter", "far", "box")
+EXTRA_KINDS = ("mixup", "jitter", "far", "box", "marginal")
 
 
 def parse_extra_inputs(spec):

@@ -27,7 +27,7 @@ __all__ = ["Training", "build_student", "epoch_batches", "extra_inputs_for", "ke
 
 
 #: The default share of the training rows of each kind of extra input.
-_DEFAULT_SHARE = {"mixup": 1.0, "far": 1.0, "box": 1.0}
+_DEFAULT_SHARE = {"mixup": 1.0, "far": 1.0, "box": 1.0, "marginal": 1.0}
 
 
 def extra_inputs_for(config, method, x, teacher_models, aux, rng):
@@ -54,7 +54,7 @@ def extra_inputs_for(config, method, x, teacher_models, aux, rng):
     else:
       count = int(round((_DEFAULT_SHARE[kind] if share is None else share) * len(x)))
       make = {"mixup": targets_lib.mixup_inputs, "far": targets_lib.far_inputs,
-              "box": targets_lib.box_inputs}[kind]
+              "box": targets_lib.box_inputs, "marginal": targets_lib.marginal_inputs}[kind]
       parts.append(make(x, count, rng).astype(np.float32))
     names.append(kind)
   if aux is not None:
@@ -68,7 +68,7 @@ def extra_inputs_for(config, method, x, teacher_models, aux, rng):
 
 def off_data(extra_kind):
   """Whether the extra inputs `extra_inputs_for` names ("mixup+far+aux") include inputs
-  off the data: far, box or the user's aux rows."""
+  off the data: far, box, marginal or the user's aux rows."""
   return any(kind in OFF_DATA_KINDS for kind in extra_kind.split("+"))
 
 
@@ -80,7 +80,7 @@ def schedule(config, n_fit, off_data_inputs=False):
     config: `DistillConfig` (epochs, min_steps, min_steps_per_epoch, batch_size,
       patience).
     n_fit: int, the rows trained on (extra inputs included).
-    off_data_inputs: bool, whether inputs off the data (far, box, aux) are among them
+    off_data_inputs: bool, whether inputs off the data (far, box, marginal, aux) are among them
       (`off_data`): with `min_steps` None the plan is then `OFF_DATA_MIN_STEPS` steps,
       not `DEFAULT_MIN_STEPS`.
   """
