@@ -404,3 +404,46 @@ def test_distill_defaults_smoke(tmp_path):
   assert {r["version"] for r in rows} == {"defaults", "30 one-pass epochs"}
   assert all("error" not in r and math.isfinite(r["nll_gap"]) for r in rows)
   assert (tmp_path / "report.md").exists()
+
+
+def test_uci_ood_inputs_compares_runs_split_by_split(tmp_path):
+  module = _load("uci_ood_inputs")
+
+  def split(folder, i, ens, stu, second=None, spearman=0.8, ratio=1.0):
+    auroc = {"ensemble": {"epistemic": ens, "total": ens},
+             "full": {"epistemic": stu, "total": stu}}
+    if second is not None:
+      auroc["second_ensemble"] = {"epistemic": second, "total": second}
+    result = {"dataset": "yacht", "split": i, "n_ood": 31, "ood_auroc": auroc,
+              "fidelity_ood": {"full": {"epistemic": {"spearman": spearman,
+                                                      "mean_ratio": ratio}}},
+              "metrics": {"ensemble": {"rmse_in": 1.0, "nll_in": 1.0},
+                          "full": {"rmse_in": 1.1, "nll_in": 1.2}}}
+    path = tmp_path / folder / "yacht" / f"ood_split_{i:02d}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+
+  for i, (ens, a, b) in enumerate([(0.8, 0.6, 0.79), (0.7, 0.6, 0.69), (0.9, 0.6, 0.9)]):
+    split("a", i, ens, a, second=ens + 0.01)
+    split("b", i, ens, b, ratio=0.5)
+  split("b", 3, 0.5, 0.5)              # a split only one run has is left out
+  (row,) = module.compare({"a": module.load_run(tmp_path / "a"),
+                           "b": module.load_run(tmp_path / "b")})
+  assert row["splits"] == 3 and row["ensemble"][0] == pytest.approx(0.8)
+  assert row["second_ensemble"][0] == pytest.approx(0.81)
+  assert row["runs"]["a"]["gap"][0] == pytest.approx(-0.2) and not row["runs"]["a"]["met"]
+  assert row["runs"]["b"]["gap"][0] == pytest.approx(-2 / 300) and row["runs"]["b"]["met"]
+  assert row["runs"]["b"]["mean_ratio"][0] == pytest.approx(0.5)
+  assert row["runs"]["a"]["rmse_ratio"][0] == pytest.approx(1.1)
+  text = module.markdown([row])
+  assert "| yacht (3, 31) | 0.800 +- 0.058 | 0.810 +- 0.058 |" in text
+  assert "**met (of 1)** | | | 0 | 1 |" in text
+  # Runs of other ensembles are refused, not compared.
+  split("c", 0, 0.1, 0.1)
+  split("c", 1, 0.7, 0.6)
+  split("c", 2, 0.9, 0.6)
+  with pytest.raises(ValueError, match="ensembles differ"):
+    module.compare({"a": module.load_run(tmp_path / "a"),
+                    "c": module.load_run(tmp_path / "c")})
+  module.main([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--out", str(tmp_path / "o")])
+  assert "scripts/uci_ood_inputs.py a=" in (tmp_path / "o" / "report.md").read_text()

@@ -409,3 +409,19 @@ def test_jittered_batches_marginal_inputs_recombine_the_rows_values():
              for i in range(2) for j in range(2) for k in range(2))
   with pytest.raises(ValueError, match="num_marginal"):
     td.targets.jittered_batches(x, 4, 0.0, 0, num_marginal=-2)
+
+
+def test_jittered_batches_far_inputs_spread_by_their_scale():
+  """Far inputs: a random row plus noise of s feature sd, s uniform on far_scale; with
+  far_scale (2, 2) the noise sd is twice each feature's sd over the rows."""
+  x = np.array([[0.0, 0.0], [2.0, 20.0]], np.float32)   # feature sd 1 and 10
+  ds = td.targets.jittered_batches(x, 100, 0.0, 0, seed=5, num_far=20000,
+                                   far_scale=(2.0, 2.0))
+  epoch = np.concatenate([b.numpy() for b in ds])
+  assert epoch.shape == (20002, 2)
+  # Each feature's variance is sd^2 (the two rows, drawn equally) + (2 sd)^2 (the
+  # noise) = 5 sd^2; 20,000 draws: within 3% (about 5 standard errors).
+  np.testing.assert_allclose(epoch.std(0), np.sqrt(5) * np.array([1.0, 10.0]), rtol=0.03)
+  np.testing.assert_allclose(epoch.mean(0), [1.0, 10.0], atol=5 * np.sqrt(5 * 100 / 20000))
+  with pytest.raises(ValueError, match="far_scale"):
+    td.targets.jittered_batches(x, 4, 0.0, 0, num_far=3, far_scale=(2.0, 1.0))

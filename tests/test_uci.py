@@ -426,6 +426,9 @@ def test_box_inputs_and_the_longer_schedule_keep_old_keys():
   assert uci.UCIConfig(box_share=0.0, box_expand=0.5, marginal_share=0.0,
                        student_min_steps=None).key() == uci.UCIConfig().key()
   assert uci.UCIConfig(marginal_share=0.2).key() != uci.UCIConfig().key()
+  assert uci.UCIConfig(far_share=0.0, far_scale=[1.0, 4.0]).key() == uci.UCIConfig().key()
+  assert uci.UCIConfig(far_share=0.5, far_scale=(0.25, 1.5)).key() != uci.UCIConfig(
+      far_share=0.5).key()
   assert uci._num_marginal(uci.UCIConfig(marginal_share=0.2), 250) == 2000  # pylint: disable=protected-access
   assert uci.UCIConfig(box_share=0.2, box_expand=0.0).key() != uci.UCIConfig(
       box_share=0.2).key()
@@ -462,8 +465,10 @@ def test_cli_uci_box_share_and_min_steps(tmp_path, monkeypatch):
   monkeypatch.setattr(uci, "format_ood_markdown", lambda report: "")
   assert cli.main(["uci", "--dataset", "yacht", "--ood", "--box-share", "0.2",
                    "--box-expand", "0.1", "--student-min-steps", "12000",
-                   "--marginal-share", "0.3", "--out", str(tmp_path)]) == 0
-  assert seen["config"].marginal_share == 0.3
+                   "--marginal-share", "0.3", "--far-share", "0.5", "--far-scale",
+                   "0.25,1.5", "--out", str(tmp_path)]) == 0
+  assert seen["config"].marginal_share == 0.3 and seen["config"].far_share == 0.5
+  assert seen["config"].far_scale == (0.25, 1.5)
   assert seen["config"].box_share == 0.2 and seen["config"].student_min_steps == 12000
   assert seen["config"].box_expand == 0.1
   with pytest.raises(SystemExit):
@@ -473,10 +478,12 @@ def test_cli_uci_box_share_and_min_steps(tmp_path, monkeypatch):
 @needs_data
 def test_an_ood_split_with_box_inputs_and_a_step_floor_runs(tmp_path):
   config = uci.UCIConfig.fast(students=("full",), box_share=0.2, student_min_steps=150,
-                              marginal_share=0.2, reference_ensemble=False)
+                              marginal_share=0.2, far_share=0.2, far_scale=(0.25, 1.5),
+                              reference_ensemble=False)
   report = uci.run_uci(str(tmp_path), ["yacht"], num_splits=1, config=config, ood=True)
   assert all(0 <= v <= 1 for m in report["ood_auroc"]["yacht"].values()
              for cell in m.values() for v in cell["values"])
   assert report["config"]["box_share"] == 0.2
   assert "box inputs, 0.2 of" in (tmp_path / "report.md").read_text()
   assert "marginal inputs, 0.2 of" in (tmp_path / "report.md").read_text()
+  assert "noise of 0.25 to 1.5 feature sd" in (tmp_path / "report.md").read_text()

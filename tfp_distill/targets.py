@@ -233,7 +233,8 @@ def marginal_inputs(x, num_samples, rng):
 
 
 def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=False,
-                     num_box=0, box_expand=0.5, num_marginal=0):
+                     num_box=0, box_expand=0.5, num_marginal=0, num_far=0,
+                     far_scale=(1.0, 4.0)):
   """Batches of the rows of x and of fresh jittered copies, shuffled together each epoch.
 
   ```none
@@ -241,8 +242,8 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
                    + [u_j on the widened box (as `box_inputs`)  for j < num_box]
                    + [m_j, features of random rows (as `marginal_inputs`)
                                                                for j < num_marginal]
-            order  = a permutation of the n + num_jittered + num_box + num_marginal
-                     rows (stateless in seed, e)
+                   + [x[k_j] + s_j * sd * eps_j (as `far_inputs`)  for j < num_far]
+            order  = a permutation of all these rows (stateless in seed, e)
             yields rows[order[b B:(b + 1) B]] for every batch b
   ```
   The same inputs as `inputs.concatenate(jittered_inputs(...))` fully shuffled, drawn for
@@ -250,8 +251,8 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
   batches, instead of one element at a time: the pipeline keeps up with small students.
   Box inputs (`num_box` > 0) are drawn afresh every epoch, uniform on the rows' bounding
   box widened by `box_expand` of each feature's range on every side, and are not
-  jittered: inputs off the data, where the members disagree. Marginal inputs
-  (`num_marginal` > 0) are drawn afresh every epoch too, not jittered.
+  jittered: inputs off the data, where the members disagree. Marginal and far inputs
+  (`num_marginal`, `num_far` > 0) are drawn afresh every epoch too.
 
   Args:
     x: float array [n, features...].
@@ -264,14 +265,17 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
     box_expand: float >= 0, the box's widening on each side as a share of each
       feature's range over the rows.
     num_marginal: int >= 0, marginal inputs per epoch (`marginal_inputs`).
+    num_far: int >= 0, far inputs per epoch (`far_inputs`: a random row plus noise of s
+      feature standard deviations, s uniform on `far_scale`).
+    far_scale: (low, high) floats, 0 <= low <= high.
 
   Returns:
     tf.data.Dataset of float32 batches [batch, features...], with a known size per epoch.
 
   Raises:
     ValueError: for an empty or non-finite x, a negative or non-finite scale,
-      batch_size < 1, num_jittered < 0, num_box < 0, box_expand < 0 or
-      num_marginal < 0.
+      batch_size < 1, num_jittered < 0, num_box < 0, box_expand < 0,
+      num_marginal < 0, num_far < 0 or a far_scale that is not 0 <= low <= high.
   """
   x = np.asarray(x, np.float32)
   scale = np.asarray(scale, np.float32)
@@ -284,19 +288,24 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
   if batch_size < 1 or num_jittered < 0:
     raise ValueError(f"jittered_batches: need batch_size >= 1 and num_jittered >= 0, got "
                      f"{batch_size} and {num_jittered}.")
-  if num_box < 0 or not box_expand >= 0 or num_marginal < 0:
-    raise ValueError(f"jittered_batches: need num_box >= 0, box_expand >= 0 and "
-                     f"num_marginal >= 0, got {num_box}, {box_expand} and {num_marginal}.")
-  n, num_box, num_marginal = len(x), int(num_box), int(num_marginal)
+  far_low, far_high = (float(v) for v in far_scale)
+  if (num_box < 0 or not box_expand >= 0 or num_marginal < 0 or num_far < 0
+      or not 0 <= far_low <= far_high):
+    raise ValueError(f"jittered_batches: need num_box, num_marginal, num_far >= 0, "
+                     f"box_expand >= 0 and far_scale (low, high) with 0 <= low <= high, "
+                     f"got {num_box}, {num_marginal}, {num_far}, {box_expand} and "
+                     f"{far_scale}.")
+  n, num_box, num_marginal, num_far = len(x), int(num_box), int(num_marginal), int(num_far)
   rows_total = n + int(num_jittered)          # the rows and their jittered copies
-  total = rows_total + num_box + num_marginal
+  total = rows_total + num_box + num_marginal + num_far
+  row_sd = tf.constant(_row_scale(x).astype(np.float32))
   features = int(np.prod(x.shape[1:]))
   x_t, scale_t = tf.constant(x), tf.constant(scale)
   low, high = x.min(axis=0), x.max(axis=0)
   box_low = tf.constant(low - box_expand * (high - low))
   box_width = tf.constant((1 + 2 * box_expand) * (high - low))
   jitter = tf.concat([tf.zeros([n]), tf.ones([rows_total - n]),
-                      tf.zeros([num_box + num_marginal])], axis=0)
+                      tf.zeros([num_box + num_marginal + num_far])], axis=0)
   full, rest = divmod(total, batch_size)
   num_batches = full + (1 if rest and not drop_remainder else 0)
 
@@ -309,8 +318,8 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
     rows = tf.concat([tf.range(n, dtype=tf.int64), extra], axis=0)
     order = tf.random.experimental.stateless_shuffle(tf.range(total, dtype=tf.int64),
                                                      seed=order_seed)
-    if num_box or num_marginal:   # (seeds of their own: without them the draws are as
-      parts = [tf.gather(x_t, rows)]  # before)
+    if num_box or num_marginal or num_far:   # (seeds of their own: without them the
+      parts = [tf.gather(x_t, rows)]             # draws are as before)
       if num_box:
         box_seed = tf.random.experimental.stateless_fold_in(noise_seed, 1)
         u = tf.random.stateless_uniform([num_box] + list(x.shape[1:]), box_seed)
@@ -322,6 +331,16 @@ def jittered_batches(x, batch_size, scale, num_jittered, seed=0, drop_remainder=
         columns = tf.transpose(tf.reshape(x_t, [n, features]))          # [features, n]
         values_fm = tf.gather(columns, tf.transpose(picks), batch_dims=1)
         parts.append(tf.reshape(tf.transpose(values_fm), [num_marginal] + list(x.shape[1:])))
+      if num_far:
+        far_row_seed, far_s_seed, far_eps_seed = tf.unstack(
+            tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(noise_seed, 3), 3))
+        centres = tf.random.stateless_uniform([num_far], far_row_seed, minval=0, maxval=n,
+                                              dtype=tf.int64)
+        s = tf.random.stateless_uniform([num_far] + [1] * (x.ndim - 1), far_s_seed,
+                                        minval=far_low, maxval=far_high)
+        eps = tf.random.stateless_normal([num_far] + list(x.shape[1:]), far_eps_seed)
+        parts.append(tf.gather(x_t, centres) + s * row_sd * eps)
       values = tf.gather(tf.concat(parts, axis=0), order)           # [total, features...]
     else:
       values = tf.gather(x_t, tf.gather(rows, order))               # [total, features...]

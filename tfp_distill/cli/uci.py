@@ -62,6 +62,13 @@ def add_parser(commands):
                    help="students also distil on marginal inputs (each feature from a "
                         "random training row: new combinations of seen values), this "
                         "share of the training and jittered inputs per epoch (default 0)")
+  uci.add_argument("--far-share", type=_common.nonnegative_float, default=None,
+                   help="students also distil on far inputs (a training row plus noise of "
+                        "s feature sd, s uniform on --far-scale), this share of the "
+                        "training and jittered inputs per epoch (default 0)")
+  uci.add_argument("--far-scale", type=lambda t: _common.comma_list(t, float), default=None,
+                   metavar="LOW,HIGH",
+                   help="the far inputs' noise range in feature sd (default 1,4)")
   uci.add_argument("--student-min-steps", type=_common.positive_int, default=None,
                    help="students train at least this many optimizer steps (more "
                         "epochs on small sets; inputs off the data need more)")
@@ -80,6 +87,7 @@ def run(args):
   overrides = {"num_members": args.members, "seed": args.seed,
                "perturbation_step": args.perturbation_step, "box_share": args.box_share,
                "box_expand": args.box_expand, "marginal_share": args.marginal_share,
+               "far_share": args.far_share, "far_scale": args.far_scale,
                "student_min_steps": args.student_min_steps}
   if args.no_fast_paths:
     args.protocol = "2026-11-25"

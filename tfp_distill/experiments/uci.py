@@ -119,6 +119,10 @@ class UCIConfig:
       training row: new combinations of seen values, `td.targets.marginal_inputs`), as a
       share of the training plus jittered inputs, drawn afresh every epoch. Fast paths
       only.
+    far_share: float >= 0, far inputs per epoch (a random training row plus noise of s
+      feature sd, s uniform on far_scale: `td.targets.far_inputs`), as a share of the
+      training plus jittered inputs, drawn afresh every epoch. Fast paths only.
+    far_scale: (low, high), the far inputs' noise range in feature sd.
     student_min_steps: None, or int: the students train at least this many optimizer
       steps (more epochs than student_epochs on small sets). Inputs off the data need
       more steps than the rows alone (`td.job.OFF_DATA_MIN_STEPS`).
@@ -165,6 +169,8 @@ class UCIConfig:
   box_share: float = 0.0
   box_expand: float = 0.5
   marginal_share: float = 0.0
+  far_share: float = 0.0
+  far_scale: tuple = (1.0, 4.0)
   student_min_steps: int = None
   students: tuple = STUDENTS
   perturbation_step: float = None
@@ -200,9 +206,12 @@ class UCIConfig:
     for name, old_default in (("perturbation_step", None), ("fast_paths", False),
                               ("student_jit_compile", False),
                               ("student_lr_schedule", "constant"), ("box_share", 0.0),
-                           ("box_expand", 0.5), ("marginal_share", 0.0),
-                           ("student_min_steps", None)):
-      if fields[name] == old_default:   # keeps the keys of results saved before them
+                              ("box_expand", 0.5), ("marginal_share", 0.0),
+                              ("far_share", 0.0), ("far_scale", (1.0, 4.0)),
+                              ("student_min_steps", None)):
+      # Left out at their old defaults: keeps the keys of results saved before them (a
+      # list and a tuple of the same values are the same setting).
+      if json.dumps(fields[name]) == json.dumps(old_default):
         fields.pop(name)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -243,6 +252,11 @@ def _num_marginal(config, n):
   return int(round(config.marginal_share * (n + _num_jittered(config, n))))
 
 
+def _num_far(config, n):
+  """Far inputs per epoch for n training rows (`UCIConfig.far_share`)."""
+  return int(round(config.far_share * (n + _num_jittered(config, n))))
+
+
 def _student_epochs(config, per_epoch):
   """Epochs for students that see per_epoch inputs per epoch: student_epochs, or more
   to reach student_min_steps."""
@@ -280,7 +294,8 @@ def distil_together(kinds, data, ensemble, family, config, seed):
   distiller = td.Distiller(panel, ensemble, loss=loss, perturbation=perturbation,
                            seed=seed)
   n = len(data.x_train)
-  per_epoch = n + _num_jittered(config, n) + _num_box(config, n) + _num_marginal(config, n)
+  per_epoch = (n + _num_jittered(config, n) + _num_box(config, n)
+               + _num_marginal(config, n) + _num_far(config, n))
   epochs = _student_epochs(config, per_epoch)
   distiller.compile(_student_optimizer(config, per_epoch, epochs),
                     steps_per_execution=config.steps_per_execution,
@@ -289,7 +304,9 @@ def distil_together(kinds, data, ensemble, family, config, seed):
                                         config.jitter_scale, _num_jittered(config, n),
                                         seed=seed, num_box=_num_box(config, n),
                                         box_expand=config.box_expand,
-                                        num_marginal=_num_marginal(config, n))
+                                        num_marginal=_num_marginal(config, n),
+                                        num_far=_num_far(config, n),
+                                        far_scale=config.far_scale)
   bar = td.callbacks.ProgressBar(f"{data.name} {data.split} students",
                                  disable=not config.verbose, leave=False)
   distiller.fit(batches, epochs=epochs, verbose=0, callbacks=[bar])
@@ -298,9 +315,11 @@ def distil_together(kinds, data, ensemble, family, config, seed):
 
 def distil_alone(kind, data, ensemble, family, config, seed):
   """One student on its own pipeline: the protocol of the 2026-11-25 table."""
-  if config.box_share or config.marginal_share or config.student_min_steps:
-    raise ValueError("UCIConfig: box_share, marginal_share and student_min_steps need "
-                     "fast_paths=True (the 2026-11-25 protocol has none of them).")
+  if (config.box_share or config.marginal_share or config.far_share
+      or config.student_min_steps):
+    raise ValueError("UCIConfig: box_share, marginal_share, far_share and "
+                     "student_min_steps need fast_paths=True (the 2026-11-25 protocol has "
+                     "none of them).")
   parts = student(kind, family)
   model = td.models.mlp(data.x_train.shape[1:], config.student_hidden, parts.params_size,
                         head=parts.head, seed=seed, name=kind)

@@ -265,6 +265,11 @@ def students_inputs_words(config):
   if config.get("marginal_share"):
     words.append(f"marginal inputs, {config['marginal_share']:g} of the training and "
                  "jittered inputs per epoch (each feature from a random training row)")
+  if config.get("far_share"):
+    low, high = config.get("far_scale", (1.0, 4.0))
+    words.append(f"far inputs, {config['far_share']:g} of the training and jittered "
+                 f"inputs per epoch (a training row plus noise of {low:g} to {high:g} "
+                 "feature sd)")
   if config.get("student_min_steps"):
     words.append(f"at least {config['student_min_steps']} optimizer steps")
   return ("The students distil with " + " and ".join(words) + ".") if words else ""

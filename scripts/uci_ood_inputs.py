@@ -1,0 +1,152 @@
+"""UCI PCA hold-out: the students' OOD detection and fidelity by distillation inputs.
+
+Reads the saved splits of several `tfp-distill uci --ood` runs that differ only in the
+students' inputs (same seeds, so the same ensembles) and writes one table per student:
+for each data set, the ensemble's AUROC (and a second ensemble's, where a run has it)
+and, for each run, the student's AUROC by epistemic variance, its gap to the ensemble's,
+the Spearman correlation and mean ratio of its epistemic variance to the ensemble's on
+the held-out rows, and its RMSE on the in-distribution test rows over the ensemble's.
+The target of the OOD issue: AUROC no more than 0.02 below the ensemble's (mean over
+splits).
+
+    tfp-distill uci --ood --out reports/uci_ood/jitter
+    tfp-distill uci --ood --box-share 0.2 --student-min-steps 12000 \\
+        --no-reference-ensemble --out reports/uci_ood/box
+    python scripts/uci_ood_inputs.py jitter=reports/uci_ood/jitter \\
+        box=reports/uci_ood/box --out docs/uci/ood_inputs
+
+Writes OUT/report.md and OUT/report.json.
+"""
+
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+
+TOLERANCE = 0.02
+
+
+def load_run(folder):
+  """{data set: [split results]} from a run's saved `ood_split_*.json` files."""
+  out = {}
+  for path in sorted(glob.glob(os.path.join(folder, "*", "ood_split_*.json"))):
+    with open(path) as f:
+      result = json.load(f)
+    out.setdefault(result["dataset"], []).append(result)
+  return out
+
+
+def _mean_se(values):
+  values = np.asarray(values, np.float64)
+  se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+  return float(values.mean()), float(se)
+
+
+def compare(runs, student="full"):
+  """Rows per data set: the splits every run has, the ensembles' AUROC and each run's
+  student figures (see the module docstring).
+
+  Args:
+    runs: dict {name: {data set: [split results]}} (`load_run`).
+    student: which student's figures ("full", "diagonal").
+
+  Returns:
+    list of dicts, one per data set present in every run.
+  """
+  names = [n for n in next(iter(runs.values())) if all(n in r for r in runs.values())]
+  rows = []
+  for name in names:
+    by_split = [{r["split"]: r for r in run[name]} for run in runs.values()]
+    splits = sorted(set.intersection(*(set(s) for s in by_split)))
+    first = [by_split[0][s] for s in splits]
+    ensemble = [r["ood_auroc"]["ensemble"]["epistemic"] for r in first]
+    row = {"set": name, "splits": len(splits), "n_ood": first[0]["n_ood"],
+           "ensemble": _mean_se(ensemble), "runs": {}}
+    for run in by_split:    # the first run that trained a second ensemble on every split
+      if all("second_ensemble" in run[s]["ood_auroc"] for s in splits):
+        row["second_ensemble"] = _mean_se(
+            [run[s]["ood_auroc"]["second_ensemble"]["epistemic"] for s in splits])
+        break
+    for run_name, run in zip(runs, by_split, strict=True):
+      results = [run[s] for s in splits]
+      if any(r["ood_auroc"]["ensemble"]["epistemic"] != e for r, e in
+             zip(results, ensemble, strict=True)):
+        raise ValueError(f"{run_name}: {name}'s ensembles differ from the first run's; "
+                         "compare runs of the same seeds and members only.")
+      auroc = [r["ood_auroc"][student]["epistemic"] for r in results]
+      fid = [r["fidelity_ood"][student]["epistemic"] for r in results]
+      gap = _mean_se(np.subtract(auroc, ensemble))
+      row["runs"][run_name] = {
+          "auroc": _mean_se(auroc), "gap": gap, "met": gap[0] >= -TOLERANCE,
+          "spearman": _mean_se([f["spearman"] for f in fid]),
+          "mean_ratio": _mean_se([f["mean_ratio"] for f in fid]),
+          "rmse_ratio": _mean_se([r["metrics"][student]["rmse_in"] /
+                                  r["metrics"]["ensemble"]["rmse_in"] for r in results]),
+          "nll_in": _mean_se([r["metrics"][student]["nll_in"] for r in results])}
+    rows.append(row)
+  return rows
+
+
+def markdown(rows, student="full"):
+  """The comparison as Markdown: an AUROC table and a fidelity table."""
+  runs = list(rows[0]["runs"]) if rows else []
+
+  def ms(pair, spec=".3f"):
+    return f"{pair[0]:{spec}} +- {pair[1]:{spec}}"
+
+  lines = [f"### AUROC by epistemic variance, {student} student (gap to the ensemble)", "",
+           "| data set (splits, OOD rows) | ensemble | second ensemble | "
+           + " | ".join(runs) + " |", "|---|---:|---:|" + "---:|" * len(runs)]
+  for r in rows:
+    second = ms(r["second_ensemble"]) if "second_ensemble" in r else "-"
+    cells = [f"{v['auroc'][0]:.3f} ({v['gap'][0]:+.3f}){' met' if v['met'] else ''}"
+             for v in r["runs"].values()]
+    lines.append(f"| {r['set']} ({r['splits']}, {r['n_ood']}) | {ms(r['ensemble'])} | "
+                 f"{second} | " + " | ".join(cells) + " |")
+  met = [sum(r["runs"][n]["met"] for r in rows) for n in runs]
+  lines.append(f"| **met (of {len(rows)})** | | | " + " | ".join(str(m) for m in met) + " |")
+  lines += ["", "### On the held-out rows: Spearman to the ensemble / mean ratio; in "
+            "distribution: RMSE over the ensemble's", "",
+            "| data set | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
+  for r in rows:
+    cells = [f"{v['spearman'][0]:.2f} / {v['mean_ratio'][0]:.2f} / "
+             f"x{v['rmse_ratio'][0]:.3f}" for v in r["runs"].values()]
+    lines.append(f"| {r['set']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("runs", nargs="+", metavar="NAME=FOLDER",
+                      help="a name for the run's inputs and its --out folder")
+  parser.add_argument("--student", action="append", default=None,
+                      help="full (default) and/or diagonal")
+  parser.add_argument("--out", default=None, help="write report.md and report.json here")
+  args = parser.parse_args(argv)
+  runs = {}
+  for item in args.runs:
+    if "=" not in item:
+      parser.error(f"expected NAME=FOLDER, got {item!r}")
+    name, folder = item.split("=", 1)
+    runs[name] = load_run(folder)
+    if not runs[name]:
+      parser.error(f"{folder}: no ood_split_*.json files")
+  students = args.student or ["full"]
+  tables = {s: compare(runs, s) for s in students}
+  text = "\n".join(markdown(rows, s) for s, rows in tables.items())
+  print(text)
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+      f.write("# UCI PCA hold-out by distillation inputs\n\nCommand: `python "
+              "scripts/uci_ood_inputs.py " + " ".join(args.runs) + "`\n\n" + text)
+    with open(os.path.join(args.out, "report.json"), "w") as f:
+      json.dump({"runs": dict(item.split("=", 1) for item in args.runs),
+                 "tables": tables}, f, indent=2)
+  return tables
+
+
+if __name__ == "__main__":
+  main()
