@@ -57,6 +57,14 @@ def test_mixed_inputs_aux_and_far_points(job):
     td.distill(members, (x, y), aux=aux[:, :3], **FAST)
 
 
+def test_marginal_inputs_in_a_job(job):
+  members, x, y = job
+  report = td.distill(members, (x, y), extra_inputs="mixup+marginal:0.5", **FAST).report
+  sizes = report["data"]["sizes"]
+  assert report["data"]["extra_inputs"] == "mixup+marginal"
+  assert sizes["extra_inputs"] == sizes["train"] + round(0.5 * sizes["train"])
+
+
 def test_a_misfit_found_when_the_members_run_is_one_line_too():
   """Members whose graph was traced for a relaxed input shape fail when they run, with
   TensorFlow's multi-line InvalidArgumentError (seen on one CI CPU): the job says in one
