@@ -108,11 +108,11 @@ def markdown(rows, student="full"):
   met = [sum(r["runs"][n]["met"] for r in rows) for n in runs]
   lines.append(f"| **met (of {len(rows)})** | | | " + " | ".join(str(m) for m in met) + " |")
   lines += ["", "### On the held-out rows: Spearman to the ensemble / mean ratio; in "
-            "distribution: RMSE over the ensemble's", "",
+            "distribution: RMSE over the ensemble's / NLL (+- standard error)", "",
             "| data set | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
   for r in rows:
     cells = [f"{v['spearman'][0]:.2f} / {v['mean_ratio'][0]:.2f} / "
-             f"x{v['rmse_ratio'][0]:.3f}" for v in r["runs"].values()]
+             f"x{v['rmse_ratio'][0]:.3f} / {ms(v['nll_in'])}" for v in r["runs"].values()]
     lines.append(f"| {r['set']} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

@@ -447,3 +447,18 @@ def test_uci_ood_inputs_compares_runs_split_by_split(tmp_path):
                     "c": module.load_run(tmp_path / "c")})
   module.main([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--out", str(tmp_path / "o")])
   assert "scripts/uci_ood_inputs.py a=" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_uci_ood_regions_smoke(tmp_path, load_or_skip):
+  load_or_skip(uci_data.data_dir)
+  out = _load("uci_ood_regions").main(["--fast", "--dataset", "yacht", "--box-share",
+                                       "0.2", "--marginal-share", "0.2",
+                                       "--student-min-steps", "50", "--json",
+                                       str(tmp_path / "r.json")])
+  assert list(out["regions"]) == ["train", "test", "held out", "box (ranges)",
+                                  "box (widened by 0.5)"]
+  for r in out["regions"].values():
+    assert r["ensemble_mean"] > 0 and r["student_mean"] > 0
+    assert r["ratio"] == pytest.approx(r["student_mean"] / r["ensemble_mean"])
+  assert all(0 <= v <= 1 for v in out["auroc"].values())
+  assert json.loads((tmp_path / "r.json").read_text())["dataset"] == "yacht"
