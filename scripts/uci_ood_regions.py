@@ -80,6 +80,7 @@ def run(args):
 
 def main(argv=None):
   from tfp_distill.cli import _common
+  from tfp_distill.cli import uci as cli_uci
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--dataset", default="yacht")
   parser.add_argument("--split", type=int, default=0)
@@ -88,8 +89,7 @@ def main(argv=None):
   parser.add_argument("--box-expand", type=_common.nonnegative_float, default=None)
   parser.add_argument("--marginal-share", type=_common.nonnegative_float, default=None)
   parser.add_argument("--far-share", type=_common.nonnegative_float, default=None)
-  parser.add_argument("--far-scale", type=lambda t: _common.comma_list(t, float),
-                      default=None)
+  parser.add_argument("--far-scale", type=cli_uci._far_scale, default=None)  # pylint: disable=protected-access
   parser.add_argument("--student-min-steps", type=_common.positive_int, default=12000)
   parser.add_argument("--json", default=None, help="also write the figures here")
   parser.add_argument("--fast", action="store_true", help="smoke mode (tiny models)")

@@ -473,6 +473,9 @@ def test_cli_uci_box_share_and_min_steps(tmp_path, monkeypatch):
   assert seen["config"].box_expand == 0.1
   with pytest.raises(SystemExit):
     cli.main(["uci", "--box-share", "-1", "--out", str(tmp_path)])
+  for bad in ("2", "2,1", "-1,1"):
+    with pytest.raises(SystemExit):
+      cli.main(["uci", "--far-scale", bad, "--out", str(tmp_path)])
 
 
 @needs_data

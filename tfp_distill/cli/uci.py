@@ -1,11 +1,20 @@
 """`tfp-distill uci`: the UCI regression benchmark (`tfp_distill.experiments.uci`)."""
 
+import argparse
 import dataclasses
 import os
 
 from tfp_distill.cli import _common
 
 __all__ = ["add_parser", "run"]
+
+
+def _far_scale(text):
+  """argparse type: "LOW,HIGH", two numbers with 0 <= LOW <= HIGH."""
+  values = _common.comma_list(text, float)
+  if len(values) != 2 or not 0 <= values[0] <= values[1]:
+    raise argparse.ArgumentTypeError(f"expected LOW,HIGH with 0 <= LOW <= HIGH, got {text}")
+  return values
 
 
 def add_parser(commands):
@@ -66,7 +75,7 @@ def add_parser(commands):
                    help="students also distil on far inputs (a training row plus noise of "
                         "s feature sd, s uniform on --far-scale), this share of the "
                         "training and jittered inputs per epoch (default 0)")
-  uci.add_argument("--far-scale", type=lambda t: _common.comma_list(t, float), default=None,
+  uci.add_argument("--far-scale", type=_far_scale, default=None,
                    metavar="LOW,HIGH",
                    help="the far inputs' noise range in feature sd (default 1,4)")
   uci.add_argument("--student-min-steps", type=_common.positive_int, default=None,
