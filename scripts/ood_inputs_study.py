@@ -57,7 +57,7 @@ MIXES = {"default": "{default}", "default+far": "{default}+far",
 #: ensemble's may grow by this factor (regression), its NLL gap by this many nats
 #: (classification).
 IN_DISTRIBUTION_SLACK = {"rmse_ratio": 1.05, "nll_gap": 0.02}
-#: The proxy's targets (the issue's, on the proxy OOD rows): the student's AUROC no more
+#: The proxy's targets (the OOD targets, on the proxy OOD rows): the student's AUROC no more
 #: than this below the ensemble's, its mean epistemic uncertainty within this factor.
 PROXY_AUROC_TOLERANCE, PROXY_RATIO_FACTOR = 0.02, 1.5
 CHOICES = ("fidelity", "auroc")
@@ -232,7 +232,7 @@ def _markdown(rows, args, wall=None):
   lines = ["# Distillation inputs off the data: far-point fidelity by input mix", "",
            "Five Keras 3 members per set and seed; `td.distill` with each input mix "
            f"({_schedule_words(args.min_steps)}). The mix is chosen on a PCA hold-out of the "
-           f"training rows ({_choice_words(getattr(args, 'choice', 'auroc'))}); the far "
+           f"training rows ({_choice_words(_rule(args))}); the far "
            "columns are the report's far points 1 and 3 feature sd beyond the data "
            "(AUROC of the epistemic uncertainty, test rows vs far points; mean ratio "
            "student / ensemble; Spearman to the ensemble, beside a second ensemble's).",
@@ -285,8 +285,8 @@ def _markdown(rows, args, wall=None):
   how = (f"; run as {len(merged)} processes side by side, one per part of the sets "
          "(`--sets`), joined with `--merge`, the time that of the longest" if merged else "")
   method = f" --method {args.method}" if getattr(args, "method", None) else ""
-  if getattr(args, "choice", "fidelity") != "fidelity":
-    method += f" --choice {args.choice}"
+  if _rule(args) != "fidelity":
+    method += f" --choice {_rule(args)}"
   lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds} --sets "
             f"{args.sets}{method} --out {args.out}`; 2 CPU cores{took}{how}."]
   return "\n".join(lines) + "\n"
@@ -301,6 +301,11 @@ def methods_by_task(args):
   if "=" not in spec:
     return {"classification": spec}
   return dict(part.split("=", 1) for part in spec.split(","))
+
+
+def _rule(args):
+  """The choice rule of a run (the runs before `--choice` existed used "auroc")."""
+  return getattr(args, "choice", "auroc")
 
 
 def _choice_words(rule):

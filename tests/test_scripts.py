@@ -462,3 +462,13 @@ def test_uci_ood_regions_smoke(tmp_path, load_or_skip):
     assert r["ratio"] == pytest.approx(r["student_mean"] / r["ensemble_mean"])
   assert all(0 <= v <= 1 for v in out["auroc"].values())
   assert json.loads((tmp_path / "r.json").read_text())["dataset"] == "yacht"
+
+
+def test_ood_inputs_report_names_its_choice_rule():
+  module = _load("ood_inputs_study")
+  args = argparse.Namespace(min_steps=None, seeds=2, sets="yacht", out="o")
+  old = module._markdown([], args)        # a run from before --choice: the AUROC rule  # pylint: disable=protected-access
+  assert "--choice auroc" in old and "largest student OOD AUROC" in old
+  args.choice = "fidelity"
+  new = module._markdown([], args)  # pylint: disable=protected-access
+  assert "--choice" not in new and "then the highest Spearman" in new
