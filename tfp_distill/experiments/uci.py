@@ -242,19 +242,22 @@ def _num_jittered(config, n):
                  0))
 
 
+def _num_extra(share, config, n):
+  """Inputs per epoch of one kind off the data (box, marginal, far) for n training rows:
+  `share` of the training plus jittered inputs."""
+  return int(round(share * (n + _num_jittered(config, n))))
+
+
 def _num_box(config, n):
-  """Box inputs per epoch for n training rows (`UCIConfig.box_share`)."""
-  return int(round(config.box_share * (n + _num_jittered(config, n))))
+  return _num_extra(config.box_share, config, n)
 
 
 def _num_marginal(config, n):
-  """Marginal inputs per epoch for n training rows (`UCIConfig.marginal_share`)."""
-  return int(round(config.marginal_share * (n + _num_jittered(config, n))))
+  return _num_extra(config.marginal_share, config, n)
 
 
 def _num_far(config, n):
-  """Far inputs per epoch for n training rows (`UCIConfig.far_share`)."""
-  return int(round(config.far_share * (n + _num_jittered(config, n))))
+  return _num_extra(config.far_share, config, n)
 
 
 def _student_epochs(config, per_epoch):
