@@ -46,21 +46,23 @@ import time
 
 import numpy as np
 
+from tfp_distill.experiments import input_choice
+
 #: name -> extra_inputs spec with "{default}" the method's own kind (mixup or jitter). The
 #: ":0.25" mixes add a quarter as many far or box inputs as training rows (the others as
 #: many).
 MIXES = {"default": "{default}", "default+far": "{default}+far",
          "default+far:0.25": "{default}+far:0.25", "default+box": "{default}+box",
          "default+box:0.25": "{default}+box:0.25"}
-#: How much worse than the default inputs' a mix's in-distribution score on the proxy's
-#: held-out training rows may be and still be chosen: the student's RMSE / the
-#: ensemble's may grow by this factor (regression), its NLL gap by this many nats
-#: (classification).
-IN_DISTRIBUTION_SLACK = {"rmse_ratio": 1.05, "nll_gap": 0.02}
-#: The proxy's targets (the OOD targets, on the proxy OOD rows): the student's AUROC no more
-#: than this below the ensemble's, its mean epistemic uncertainty within this factor.
-PROXY_AUROC_TOLERANCE, PROXY_RATIO_FACTOR = 0.02, 1.5
-CHOICES = ("fidelity", "auroc")
+#: The choice rule and its constants are the library's (`td.experiments.input_choice`):
+#: an admissible mix's in-distribution score on the proxy's held-out training rows is
+#: within IN_DISTRIBUTION_SLACK of the default inputs' student; the proxy's targets are
+#: an AUROC no more than PROXY_AUROC_TOLERANCE below the ensemble's and a mean within
+#: PROXY_RATIO_FACTOR.
+IN_DISTRIBUTION_SLACK = input_choice.IN_DISTRIBUTION_SLACK
+PROXY_AUROC_TOLERANCE = input_choice.PROXY_AUROC_TOLERANCE
+PROXY_RATIO_FACTOR = input_choice.PROXY_RATIO_FACTOR
+CHOICES = input_choice.RULES
 SETS = ("wine", "breast_cancer", "yacht", "energy")
 _DEFAULT_KIND = {"classification": "mixup", "regression": "jitter"}
 
@@ -119,46 +121,22 @@ def _proxy_score(report):
 def admissible(scores):
   """The mixes whose in-distribution score on the proxy is within `IN_DISTRIBUTION_SLACK`
   of the default inputs' (the default always is)."""
-  base = scores["default"]
-  out = []
-  for mix, s in scores.items():
-    if "rmse_ratio" in s:
-      ok = s["rmse_ratio"] <= base["rmse_ratio"] * IN_DISTRIBUTION_SLACK["rmse_ratio"]
-    else:
-      ok = s["nll_gap"] <= base["nll_gap"] + IN_DISTRIBUTION_SLACK["nll_gap"]
-    if ok or mix == "default":
-      out.append(mix)
-  return out
+  return input_choice.admissible(scores, base="default")
 
 
-def proxy_targets_met(score):
-  """How many of the proxy's two targets a student's proxy score meets (0-2): AUROC
-  within `PROXY_AUROC_TOLERANCE` below the ensemble's, mean within `PROXY_RATIO_FACTOR`."""
-  return (int(score["auroc_gap"] >= -PROXY_AUROC_TOLERANCE)
-          + int(abs(score["log_mean_ratio"]) <= np.log(PROXY_RATIO_FACTOR)))
+proxy_targets_met = input_choice.proxy_targets_met
 
 
 def choose(scores, rule="fidelity"):
-  """The mix to use, among the admissible ones (`admissible`).
+  """The mix to use among the admissible ones (`input_choice.choose` with the default
+  inputs as the in-distribution reference).
 
   rule "fidelity": the most proxy targets met (`proxy_targets_met`), then the highest
   Spearman to the ensemble on the proxy OOD rows, then the mean nearer the ensemble's.
   rule "auroc": the best proxy AUROC gap; within 0.01 of it, the mean nearer the
   ensemble's (the 2026-12-06 run's rule).
   """
-  near = {m: scores[m] for m in admissible(scores)}
-  if rule == "fidelity":
-    def key(m):
-      s = near[m]
-      spearman = s.get("ood_spearman")
-      return (proxy_targets_met(s), -np.inf if spearman is None else spearman,
-              -abs(s["log_mean_ratio"]))
-    return max(near, key=key)
-  if rule != "auroc":
-    raise ValueError(f"choose: rule must be one of {CHOICES}, got {rule!r}.")
-  best = max(s["auroc_gap"] for s in near.values())
-  near = {m: s for m, s in near.items() if s["auroc_gap"] >= best - 0.01}
-  return min(near, key=lambda m: abs(near[m]["log_mean_ratio"]))
+  return input_choice.choose(scores, rule, base="default")
 
 
 def _in_distribution(report):

@@ -15,6 +15,17 @@ splits).
     python scripts/uci_ood_inputs.py jitter=reports/uci_ood/jitter \\
         box=reports/uci_ood/box --out docs/uci/ood_inputs
 
+With `--choice DIR` (the folder of `scripts/uci_choose_inputs.py`, inputs chosen per set
+and split on a proxy of the training rows), one more column, "chosen": on each split the
+run of the mix chosen there, taken from the runs named as the mixes (box=..., and with
+`--from MIX=FOLDER` runs that are sources only, not columns: a run of one mix on a few
+sets). Splits whose chosen mix has no run are listed, and their set left out of the
+table.
+
+    python scripts/uci_ood_inputs.py jitter=reports/uci_ood/jitter box=reports/uci_ood/box \\
+        --choice reports/uci_ood/choice --from marginal=reports/uci_ood/marginal \\
+        --from far=reports/uci_ood/far --out docs/uci/ood_inputs/chosen
+
 Writes OUT/report.md and OUT/report.json.
 """
 
@@ -89,6 +100,32 @@ def compare(runs, student="full"):
   return rows
 
 
+def chosen_run(runs, chosen):
+  """The run of the chosen mixes: split by split, the result of the run named as the mix
+  chosen on that split.
+
+  Args:
+    runs: {name: {data set: [split results]}} (`load_run`), named as the mixes.
+    chosen: {data set: [mix per split 0, 1, ...]} (`choice.json`'s "chosen").
+
+  Returns:
+    (run, missing): run {data set: [split results]} for the sets whose every chosen
+    split is in its mix's run; missing, a list of (data set, split, mix) that are not.
+  """
+  run, missing = {}, []
+  for name, mixes in chosen.items():
+    results = []
+    for split, mix in enumerate(mixes):
+      found = [r for r in runs.get(mix, {}).get(name, []) if r["split"] == split]
+      if found:
+        results.append(found[0])
+      else:
+        missing.append((name, split, mix))
+    if len(results) == len(mixes):
+      run[name] = results
+  return run, missing
+
+
 def markdown(rows, student="full"):
   """The comparison as Markdown: an AUROC table and a fidelity table."""
   runs = list(rows[0]["runs"]) if rows else []
@@ -124,15 +161,35 @@ def main(argv=None):
   parser.add_argument("--student", action="append", default=None,
                       help="full (default) and/or diagonal")
   parser.add_argument("--out", default=None, help="write report.md and report.json here")
+  parser.add_argument("--choice", default=None, metavar="DIR",
+                      help="add the column of the mixes chosen per split (choice.json of "
+                           "scripts/uci_choose_inputs.py)")
+  parser.add_argument("--from", dest="sources", action="append", default=[],
+                      metavar="MIX=FOLDER", help="with --choice: a run of one mix to take "
+                      "chosen splits from, without a column of its own")
   args = parser.parse_args(argv)
-  runs = {}
-  for item in args.runs:
+  if args.sources and not args.choice:
+    parser.error("--from needs --choice")
+  runs, sources = {}, {}
+  for item in args.runs + args.sources:
     if "=" not in item:
       parser.error(f"expected NAME=FOLDER, got {item!r}")
     name, folder = item.split("=", 1)
-    runs[name] = load_run(folder)
-    if not runs[name]:
+    sources[name] = load_run(folder)
+    if not sources[name]:
       parser.error(f"{folder}: no ood_split_*.json files")
+    if item in args.runs:
+      runs[name] = sources[name]
+  missing = []
+  if args.choice:
+    with open(os.path.join(args.choice, "choice.json")) as f:
+      chosen = json.load(f)["chosen"]
+    runs["chosen"], missing = chosen_run(sources, chosen)
+    for name, split, mix in missing:
+      print(f"missing: {name} split {split} chose {mix}, which has no run of that split "
+            f"(name a {mix}=FOLDER run that has it)")
+    if not runs["chosen"]:
+      parser.error("--choice: no set has a run of every chosen split")
   students = args.student or ["full"]
   tables = {s: compare(runs, s) for s in students}
   text = "\n".join(markdown(rows, s) for s, rows in tables.items())
@@ -140,11 +197,16 @@ def main(argv=None):
   if args.out:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "report.md"), "w") as f:
+      command = " ".join(args.runs + [f"--from {s}" for s in args.sources])
+      if args.choice:
+        command += f" --choice {args.choice}"
       f.write("# UCI PCA hold-out by distillation inputs\n\nCommand: `python "
-              "scripts/uci_ood_inputs.py " + " ".join(args.runs) + "`\n\n" + text)
+              "scripts/uci_ood_inputs.py " + command + "`\n\n" + text)
     with open(os.path.join(args.out, "report.json"), "w") as f:
       json.dump({"runs": dict(item.split("=", 1) for item in args.runs),
-                 "tables": tables}, f, indent=2)
+                 "sources": dict(item.split("=", 1) for item in args.sources),
+                 "choice": args.choice, "missing": missing, "tables": tables}, f,
+                indent=2)
   return tables
 
 

@@ -449,6 +449,44 @@ def test_uci_ood_inputs_compares_runs_split_by_split(tmp_path):
   assert "scripts/uci_ood_inputs.py a=" in (tmp_path / "o" / "report.md").read_text()
 
 
+def test_uci_ood_inputs_puts_the_chosen_mixes_together_split_by_split(tmp_path):
+  module = _load("uci_ood_inputs")
+
+  def split(folder, name, i, stu):
+    result = {"dataset": name, "split": i, "n_ood": 31,
+              "ood_auroc": {"ensemble": {"epistemic": 0.8}, "full": {"epistemic": stu}},
+              "fidelity_ood": {"full": {"epistemic": {"spearman": 0.5, "mean_ratio": 1.0}}},
+              "metrics": {"ensemble": {"rmse_in": 1.0, "nll_in": 1.0},
+                          "full": {"rmse_in": 1.0, "nll_in": 1.0}}}
+    path = tmp_path / folder / name / f"ood_split_{i:02d}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+
+  for i in range(2):
+    split("box", "yacht", i, 0.6 + i / 100)
+    split("box", "energy", i, 0.7)
+  split("far", "yacht", 1, 0.9)
+  runs = {"box": module.load_run(tmp_path / "box"), "far": module.load_run(tmp_path / "far")}
+  run, missing = module.chosen_run(runs, {"yacht": ["box", "far"], "energy": ["far", "box"]})
+  assert [r["ood_auroc"]["full"]["epistemic"] for r in run["yacht"]] == [0.6, 0.9]
+  assert "energy" not in run and missing == [("energy", 0, "far")]
+  (tmp_path / "choice").mkdir()
+  (tmp_path / "choice" / "choice.json").write_text(json.dumps(
+      {"chosen": {"yacht": ["box", "far"], "energy": ["far", "box"]}}))
+  # far is a source only: its one split does not narrow the table to that split.
+  tables = module.main([f"box={tmp_path / 'box'}", "--choice", str(tmp_path / "choice"),
+                        "--from", f"far={tmp_path / 'far'}", "--out", str(tmp_path / "o")])
+  (row,) = tables["full"]                        # energy left out: one chosen split unrun
+  assert row["set"] == "yacht" and row["splits"] == 2 and list(row["runs"]) == ["box",
+                                                                              "chosen"]
+  assert row["runs"]["chosen"]["auroc"][0] == pytest.approx(0.75)
+  saved = json.loads((tmp_path / "o" / "report.json").read_text())
+  assert saved["missing"] == [["energy", 0, "far"]]
+  assert "--from far=" in (tmp_path / "o" / "report.md").read_text()
+  with pytest.raises(SystemExit):
+    module.main([f"box={tmp_path / 'box'}", "--from", f"far={tmp_path / 'far'}"])
+
+
 def test_uci_ood_regions_smoke(tmp_path, load_or_skip):
   load_or_skip(uci_data.data_dir)
   out = _load("uci_ood_regions").main(["--fast", "--dataset", "yacht", "--box-share",
@@ -472,3 +510,13 @@ def test_ood_inputs_report_names_its_choice_rule():
   args.choice = "fidelity"
   new = module._markdown([], args)  # pylint: disable=protected-access
   assert "--choice" not in new and "then the highest Spearman" in new
+
+
+def test_uci_choose_inputs_smoke(tmp_path, load_or_skip):
+  load_or_skip(uci_data.data_dir)
+  report = _load("uci_choose_inputs").main(["--fast", "--out", str(tmp_path), "--datasets",
+                                            "yacht", "--splits", "1", "--candidates",
+                                            "jitter", "box"])
+  assert report["chosen"]["yacht"][0] in ("jitter", "box")
+  assert set(report["splits"]["yacht"][0]["scores"]) == {"jitter", "box"}
+  assert (tmp_path / "choice.md").exists() and (tmp_path / "choice.json").exists()
