@@ -20,7 +20,8 @@ and split on a proxy of the training rows), one more column, "chosen": on each s
 run of the mix chosen there, taken from the runs named as the mixes (box=..., and with
 `--from MIX=FOLDER` runs that are sources only, not columns: a run of one mix on a few
 sets). Splits whose chosen mix has no run are listed, and their set left out of the
-table.
+table. Where choice.json has a choice pooled over each set's splits
+(`uci_choice.pooled_choice`), a "pooled" column too: that mix on every split.
 
     python scripts/uci_ood_inputs.py jitter=reports/uci_ood/jitter box=reports/uci_ood/box \\
         --choice reports/uci_ood/choice --from marginal=reports/uci_ood/marginal \\
@@ -183,12 +184,17 @@ def main(argv=None):
   missing = []
   if args.choice:
     with open(os.path.join(args.choice, "choice.json")) as f:
-      chosen = json.load(f)["chosen"]
+      choice = json.load(f)
+    chosen = choice["chosen"]
     runs["chosen"], missing = chosen_run(sources, chosen)
+    if choice.get("pooled"):
+      pooled = {name: [mix] * len(chosen[name]) for name, mix in choice["pooled"].items()}
+      runs["pooled"], missing_pooled = chosen_run(sources, pooled)
+      missing += [m for m in missing_pooled if m not in missing]
     for name, split, mix in missing:
       print(f"missing: {name} split {split} chose {mix}, which has no run of that split "
             f"(name a {mix}=FOLDER run that has it)")
-    if not runs["chosen"]:
+    if not runs["chosen"] or ("pooled" in runs and not runs["pooled"]):
       parser.error("--choice: no set has a run of every chosen split")
   students = args.student or ["full"]
   tables = {s: compare(runs, s) for s in students}

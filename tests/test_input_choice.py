@@ -158,3 +158,24 @@ def test_run_choice_end_to_end_saves_resumes_and_tabulates(tmp_path, monkeypatch
                           candidates=("box", "far"), config=config, share=0.2, mixes=mixes)
   table = (tmp_path / "choice.md").read_text()
   assert f"**{result['chosen']}**" in table and "| yacht | 0 |" in table
+  assert report["pooled"] == {"yacht": result["chosen"]}   # one split: its own choice
+
+
+def test_pooled_choice_averages_the_proxies_of_a_set():
+  def result(box_gap, far_gap, far_spearman):
+    return {"scores": {
+        "box": {"auroc_gap": box_gap, "log_mean_ratio": 0.0, "ood_spearman": 0.5,
+                "rmse_ratio": 1.0},
+        "far": {"auroc_gap": far_gap, "log_mean_ratio": np.log(1.2),
+                "ood_spearman": far_spearman, "rmse_ratio": 1.0}}}
+  # Each split alone: far wins split 0 (both meet, higher Spearman), box split 1 (far
+  # misses the AUROC); pooled, far's mean gap -0.015 still meets, and its Spearman wins.
+  results = [result(0.0, 0.0, 0.9), result(0.0, -0.03, None)]
+  assert [input_choice.choose(r["scores"]) for r in results] == ["far", "box"]
+  mix, means = uci_choice.pooled_choice(results)
+  assert mix == "far"
+  assert means["far"]["auroc_gap"] == pytest.approx(-0.015)
+  assert means["far"]["ood_spearman"] == pytest.approx(0.9)   # the defined one
+  assert means["far"]["log_mean_ratio"] == pytest.approx(np.log(1.2))
+  results.append(result(0.0, -0.05, 0.9))                      # mean gap -0.0267: misses
+  assert uci_choice.pooled_choice(results)[0] == "box"

@@ -472,14 +472,16 @@ def test_uci_ood_inputs_puts_the_chosen_mixes_together_split_by_split(tmp_path):
   assert "energy" not in run and missing == [("energy", 0, "far")]
   (tmp_path / "choice").mkdir()
   (tmp_path / "choice" / "choice.json").write_text(json.dumps(
-      {"chosen": {"yacht": ["box", "far"], "energy": ["far", "box"]}}))
+      {"chosen": {"yacht": ["box", "far"], "energy": ["far", "box"]},
+       "pooled": {"yacht": "box", "energy": "box"}}))
   # far is a source only: its one split does not narrow the table to that split.
   tables = module.main([f"box={tmp_path / 'box'}", "--choice", str(tmp_path / "choice"),
                         "--from", f"far={tmp_path / 'far'}", "--out", str(tmp_path / "o")])
   (row,) = tables["full"]                        # energy left out: one chosen split unrun
-  assert row["set"] == "yacht" and row["splits"] == 2 and list(row["runs"]) == ["box",
-                                                                              "chosen"]
+  assert row["set"] == "yacht" and row["splits"] == 2
+  assert list(row["runs"]) == ["box", "chosen", "pooled"]
   assert row["runs"]["chosen"]["auroc"][0] == pytest.approx(0.75)
+  assert row["runs"]["pooled"]["auroc"][0] == pytest.approx(0.605)   # box on both splits
   saved = json.loads((tmp_path / "o" / "report.json").read_text())
   assert saved["missing"] == [["energy", 0, "far"]]
   assert "--from far=" in (tmp_path / "o" / "report.md").read_text()

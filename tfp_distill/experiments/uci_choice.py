@@ -127,6 +127,31 @@ def choose_split(name, split, candidates=CANDIDATES, config=None, data_dir=None,
           "share": share, "rule": rule, "ensemble_seconds": ensemble_seconds}
 
 
+def pooled_choice(results, rule="fidelity"):
+  """One mix for a set from the proxies of all its splits: each candidate's proxy scores
+  averaged over the splits, then `input_choice.choose` on the means.
+
+  A single split's proxy holds few rows on small sets (yacht: 24), and its choice is
+  noisy; the mean over several proxies of the same task is steadier. (This rule was
+  added after the per-split choices of 2026-12-06 were seen: see the study page.)
+
+  Args:
+    results: `choose_split` results of one set (any splits), the same candidates.
+    rule: `input_choice.choose`'s rule.
+
+  Returns:
+    (mix, {mix: mean scores}).
+  """
+  means = {}
+  for mix in results[0]["scores"]:
+    cells = [r["scores"][mix] for r in results]
+    spearman = [c["ood_spearman"] for c in cells if c["ood_spearman"] is not None]
+    means[mix] = {k: float(np.mean([c[k] for c in cells]))
+                  for k in ("auroc_gap", "log_mean_ratio", "rmse_ratio")}
+    means[mix]["ood_spearman"] = float(np.mean(spearman)) if spearman else None
+  return input_choice.choose(means, rule), means
+
+
 def _key(config, candidates, share, rule, mixes):
   fields = {"config": config.key(), "candidates": list(candidates),
             "mixes": {c: mixes[c] for c in candidates}, "share": share, "rule": rule}
@@ -143,7 +168,7 @@ def run_choice(out_dir, datasets, num_splits=5, candidates=CANDIDATES, config=No
 
   Returns:
     {"settings": ..., "splits": {set: [choose_split results]}, "chosen": {set:
-    [mix per split]}}.
+    [mix per split]}, "pooled": {set: `pooled_choice`'s mix}}.
   """
   config = config or uci.UCIConfig()
   mixes = INPUT_MIXES if mixes is None else mixes
@@ -183,7 +208,8 @@ def run_choice(out_dir, datasets, num_splits=5, candidates=CANDIDATES, config=No
                          "share": share, "rule": rule, "config_key": config.key(),
                          "num_splits": num_splits},
             "splits": splits,
-            "chosen": {name: [r["chosen"] for r in rs] for name, rs in splits.items()}}
+            "chosen": {name: [r["chosen"] for r in rs] for name, rs in splits.items()},
+            "pooled": {name: pooled_choice(rs, rule)[0] for name, rs in splits.items()}}
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "choice.json"), "w") as f:
     json.dump(report, f, indent=1)
@@ -201,7 +227,7 @@ def format_markdown(report):
            f"Proxy: both ends ({settings['share']:.0%} of the training rows) of their "
            "first principal component held out, a proxy ensemble on 90% of the rest, "
            "the full student distilled with each candidate's inputs; rule "
-           f"`{settings['rule']}` (`td.experiments.input_choice.choose`). Cells: AUROC "
+           f"`{settings['rule']}` (`tfp_distill.experiments.input_choice.choose`). Cells: AUROC "
            "gap to the proxy ensemble / mean epistemic ratio / Spearman on the proxy "
            "OOD rows / RMSE ratio on the proxy test rows.", "",
            "| set | split | proxy ensemble AUROC | "
@@ -218,6 +244,11 @@ def format_markdown(report):
       ensemble = next(iter(r["scores"].values()))["ensemble_auroc"]
       lines.append(f"| {name} | {r['split']} | {ensemble:.3f} | " + " | ".join(cells)
                    + f" | **{r['chosen']}** |")
-  lines += ["", "Chosen per set: " + "; ".join(
-      f"{name} " + ", ".join(mixes) for name, mixes in report["chosen"].items()), ""]
+  lines += ["", "Chosen per split: " + "; ".join(
+      f"{name} " + ", ".join(mixes) for name, mixes in report["chosen"].items()) + "."]
+  if report.get("pooled"):
+    lines += ["", "Pooled over the splits (each candidate's proxy scores averaged, then "
+              "the same rule; `uci_choice.pooled_choice`): " + "; ".join(
+                  f"{name} {mix}" for name, mix in report["pooled"].items()) + "."]
+  lines.append("")
   return "\n".join(lines)
