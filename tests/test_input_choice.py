@@ -25,6 +25,14 @@ def test_proxy_rows_holds_out_both_ends_of_the_first_component():
   order = np.argsort(x[:, 0])          # feature 0 carries the variance: its two ends
   assert set(held) == set(order[:10]) | set(order[-10:])
   assert np.all(np.diff(held) > 0) and np.all(np.diff(kept) > 0)
+  # Standardized, both features weigh alike: the component is their diagonal, not
+  # feature 0 alone (feature 1 = feature 0 / 100 plus noise, so the ends differ).
+  x_raw = np.stack([x[:, 0], x[:, 0] / 100 + rng.normal(0, 0.1, 200)], axis=1)
+  _, held_std = input_choice.proxy_rows(x_raw, share=0.1, standardize=True)
+  z = (x_raw - x_raw.mean(0)) / x_raw.std(0)
+  _, _, vt = np.linalg.svd(z, full_matrices=False)
+  score = z @ vt[0]
+  assert set(held_std) == set(np.argsort(score)[:10]) | set(np.argsort(score)[-10:])
 
 
 def test_proxy_rows_is_the_same_whatever_the_sign_and_order_of_the_rows():

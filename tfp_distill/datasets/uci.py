@@ -207,6 +207,21 @@ def _normalised(cls, key, split, x, y, train, test, **extra):
              x_mean, x_std, y_mean, y_std, **extra)
 
 
+def first_component_scores(x, standardize=True):
+  """Scores [n] of the rows of x [n, features] (float64, finite) on their first principal
+  component: s = x - mean(x), divided per feature by its sd where standardize (constant
+  features: 0); v = the first right singular vector of s with its largest-magnitude
+  entry made positive (an SVD may return v or -v); s v rounded to 9 decimals, so that
+  rows tied up to floating-point error rank the same whatever the BLAS."""
+  s = x - x.mean(0)
+  if standardize:
+    std = x.std(0)
+    s = s / np.where(std > 0, std, 1.0)
+  _, _, vt = np.linalg.svd(s, full_matrices=False)
+  v = vt[0] * np.sign(vt[0][np.argmax(np.abs(vt[0]))])
+  return np.round(s @ v, 9)
+
+
 def pca_holdout(x, fraction=0.1):
   """Rows farthest along the first principal component of the standardized inputs.
 
@@ -240,12 +255,7 @@ def pca_holdout(x, fraction=0.1):
     raise ValueError("pca_holdout: x holds NaN or Inf.")
   if isinstance(fraction, bool) or not 0 < fraction < 1:
     raise ValueError(f"pca_holdout: fraction must be in (0, 1); got {fraction!r}.")
-  std = x.std(0)
-  s = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
-  _, _, vt = np.linalg.svd(s, full_matrices=False)
-  v = vt[0]
-  v = v * np.sign(v[np.argmax(np.abs(v))])
-  p = np.round(s @ v, 9)
+  p = first_component_scores(x)
   n_ood = min(max(int(np.ceil(fraction * len(x))), 1), len(x) - 1)
   order = np.lexsort((np.arange(len(x)), -p))     # largest p first, then lower row
   ood = np.sort(order[:n_ood])

@@ -20,6 +20,8 @@ correlation to the ensemble on the proxy OOD rows.
 
 import numpy as np
 
+from tfp_distill.datasets import uci as uci_data
+
 #: The proxy's targets: the student's AUROC no more than this below the ensemble's, its
 #: mean epistemic uncertainty on the proxy OOD rows within this factor of the ensemble's.
 PROXY_AUROC_TOLERANCE, PROXY_RATIO_FACTOR = 0.02, 1.5
@@ -30,19 +32,13 @@ IN_DISTRIBUTION_SLACK = {"rmse_ratio": 1.05, "nll_gap": 0.02}
 RULES = ("fidelity", "auroc")
 
 
-def _first_component(x):
-  centred = x - x.mean(0)
-  _, _, vt = np.linalg.svd(centred, full_matrices=False)
-  v = vt[0] * np.sign(vt[0][np.argmax(np.abs(vt[0]))])   # deterministic sign
-  return np.round(centred @ v, 9)
-
-
-def proxy_rows(x, share=0.1):
+def proxy_rows(x, share=0.1, standardize=False):
   """Splits training inputs into kept rows and a proxy OOD set: both ends of their
   first principal component.
 
   ```none
-  p = (x - mean x) v,   v the first principal direction of the rows (sign fixed)
+  p = (x - mean x) v,   v the first principal direction of the rows (sign fixed;
+                        of the standardized rows where standardize)
   held = the share/2 rows of lowest p and the share/2 of highest p
   ```
   Both ends, because the choice must not know on which side a real shift lies. Ties in
@@ -52,6 +48,9 @@ def proxy_rows(x, share=0.1):
   Args:
     x: float array [n, features], n >= 4.
     share: float in (0, 0.5], the share of rows held out.
+    standardize: bool, divide each feature by its sd first. The UCI splits are
+      normalised already (False); raw features of different scales need True, or the
+      largest-scale feature alone sets the component.
 
   Returns:
     (kept, held): sorted int64 arrays, disjoint, together range(n); at least one row
@@ -68,7 +67,8 @@ def proxy_rows(x, share=0.1):
   if isinstance(share, bool) or not 0 < share <= 0.5:
     raise ValueError(f"proxy_rows: share must be in (0, 0.5]; got {share!r}.")
   n = len(x)
-  order = np.lexsort((np.arange(n), _first_component(x)))
+  scores = uci_data.first_component_scores(x, standardize=standardize)
+  order = np.lexsort((np.arange(n), scores))
   k = max(1, int(round(share * n / 2)))
   held = np.sort(np.concatenate([order[:k], order[-k:]]))
   return np.setdiff1d(np.arange(n), held), held

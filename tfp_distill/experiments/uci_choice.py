@@ -113,7 +113,7 @@ def choose_split(name, split, candidates=CANDIDATES, config=None, data_dir=None,
     u_out = uci.evaluate_model(STUDENT, student, family, proxy.x_ood, proxy.y_ood)[0]
     score = input_choice.proxy_score(views["in"]["epistemic"], views["out"]["epistemic"],
                                      u_in["epistemic"], u_out["epistemic"])
-    rmse = {m: float(np.sqrt(np.mean(np.square(proxy.y_test - u["prediction"]))))
+    rmse = {m: float(td.metrics.rmse(proxy.y_test, u["prediction"]))
             for m, u in (("ensemble", views["in"]), ("student", u_in))}
     score["rmse_ratio"] = rmse["student"] / max(rmse["ensemble"], 1e-30)
     score["seconds"] = seconds
