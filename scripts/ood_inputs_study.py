@@ -175,6 +175,7 @@ def run_one(td, keras, dd, name, seed, args):
     print(json.dumps({"set": name, "seed": seed, "stage": "proxy", "mix": mix,
                       **scores[mix]}), flush=True)
   chosen = choose(scores, args.choice)
+  picks = {rule: choose(scores, rule) for rule in CHOICES}   # what each rule would pick
   # 2. Measurement: members on all training rows, a second ensemble as the ceiling.
   members = dd._members(keras, x, y, task, seed, count, epochs)  # pylint: disable=protected-access
   second = dd._members(keras, x, y, task, seed + 500, count, epochs)  # pylint: disable=protected-access
@@ -188,7 +189,7 @@ def run_one(td, keras, dd, name, seed, args):
     report = _distill(td, members, (x, y), (x_test, y_test), task, mix,
                       min_steps=args.min_steps, seed=seed, method=methods_by_task(args))
     row = {"set": name, "seed": seed, "task": task, "method": report.get("method"),
-           "mix": mix, "chosen": mix == chosen,
+           "mix": mix, "chosen": mix == chosen, "picks": picks,
            "proxy": scores[mix], "seconds": time.perf_counter() - start,
            "schedule": {"how": report["schedule"]["how"],
                         "epochs": report["schedule"]["epochs"],
@@ -265,8 +266,10 @@ def _markdown(rows, args, wall=None):
   method = f" --method {args.method}" if getattr(args, "method", None) else ""
   if _rule(args) != "fidelity":
     method += f" --choice {_rule(args)}"
-  lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds} --sets "
-            f"{args.sets}{method} --out {args.out}`; 2 CPU cores{took}{how}."]
+  first = getattr(args, "first_seed", 0)
+  first = f" --first-seed {first}" if first else ""
+  lines += ["", f"Command: `python scripts/ood_inputs_study.py --seeds {args.seeds}{first} "
+            f"--sets {args.sets}{method} --out {args.out}`; 2 CPU cores{took}{how}."]
   return "\n".join(lines) + "\n"
 
 
@@ -395,6 +398,9 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=os.path.join("reports", "ood_inputs"))
   parser.add_argument("--seeds", type=int, default=1)
+  parser.add_argument("--first-seed", type=int, default=0,
+                      help="seeds first-seed .. first-seed + seeds - 1 (data split, "
+                           "members, students)")
   parser.add_argument("--sets", default=",".join(SETS))
   parser.add_argument("--min-steps", type=int, default=None,
                       help="one schedule for every mix (default: the library's, which "
@@ -421,6 +427,7 @@ def main(argv=None):
         parts.append(json.load(f))
     rows = [r for part in parts for r in part["rows"]]
     args.seeds = max(p["args"]["seeds"] for p in parts)
+    args.first_seed = parts[0]["args"].get("first_seed", 0)
     args.min_steps = parts[0]["args"].get("min_steps")
     args.method = parts[0]["args"].get("method")
     args.choice = parts[0]["args"].get("choice", "auroc")   # older runs: the AUROC rule
@@ -441,7 +448,7 @@ def main(argv=None):
     args.min_steps = 50
   rows = []
   for name in sets:
-    for seed in range(1 if args.fast else args.seeds):
+    for seed in range(args.first_seed, args.first_seed + (1 if args.fast else args.seeds)):
       rows += run_one(td, keras, dd, name, seed, args)
   wall = time.perf_counter() - start
   print(_write(args.out, rows, args, wall))

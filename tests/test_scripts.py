@@ -260,6 +260,18 @@ def test_own_ensemble_example_smoke(tmp_path, load_or_skip):
                          dtype=np.float32, ulps=4 * n)
   assert abs(scores["student"]["spearman"] - fidelity["spearman"]) < 2 / n, scores
   assert -1 <= scores["student_gaussian"]["spearman"] <= 1
+  # The choice on corruptions of held-out training images, over the three students
+  # (no reported OOD sets here; the second ensemble as the ceiling row).
+  chosen = _load("image_choose_inputs").main(
+      ["--out", str(tmp_path), "--students", "student", "student_box", "student_gaussian",
+       "--base", "end2=student", "--base", "all=student", "--size", "40",
+       "--no-reported"])
+  assert chosen["chosen"]["end2"] in ("student", "student_box")
+  assert chosen["chosen"]["gaussian-logits"] == "student_gaussian"
+  assert chosen["settings"]["size"] == 40 and chosen["ceiling"] is not None
+  table = (tmp_path / "choice" / "choice.md").read_text()
+  assert all(f"| {name} |" in table for name in ("student", "student_box",
+                                                 "student_gaussian", "second ensemble (ceiling)"))
 
 
 def test_serve_load_smoke(tmp_path, capsys):
@@ -514,11 +526,31 @@ def test_ood_inputs_report_names_its_choice_rule():
   assert "--choice" not in new and "then the highest Spearman" in new
 
 
-def test_uci_choose_inputs_smoke(tmp_path, load_or_skip):
-  load_or_skip(uci_data.data_dir)
-  report = _load("uci_choose_inputs").main(["--fast", "--out", str(tmp_path), "--datasets",
-                                            "yacht", "--splits", "1", "--candidates",
-                                            "jitter", "box"])
-  assert report["chosen"]["yacht"][0] in ("jitter", "box")
-  assert set(report["splits"]["yacht"][0]["scores"]) == {"jitter", "box"}
-  assert (tmp_path / "choice.md").exists() and (tmp_path / "choice.json").exists()
+def test_uci_choose_inputs_passes_its_arguments(tmp_path, monkeypatch):
+  # `run_choice` itself runs end to end in test_input_choice.py; here, what the script
+  # hands it: --fast drops the mixes' step floor (and only there: the module's mixes are
+  # not changed in place), the rest goes through as given.
+  from tfp_distill.experiments import uci as uci_experiment
+  from tfp_distill.experiments import uci_choice
+  calls = []
+
+  def run_choice(*args):
+    calls.append(args)
+    return {"settings": {"candidates": ["jitter", "box"], "share": 0.2, "rule": "auroc"},
+            "splits": {}, "chosen": {}}
+
+  monkeypatch.setattr(uci_choice, "run_choice", run_choice)
+  floors = {m: mix.get("student_min_steps") for m, mix in uci_choice.INPUT_MIXES.items()}
+  script = _load("uci_choose_inputs")
+  script.main(["--fast", "--out", str(tmp_path), "--datasets", "yacht", "--splits", "1",
+               "--candidates", "jitter", "box", "--share", "0.2", "--rule", "auroc"])
+  script.main(["--out", str(tmp_path)])
+  (out, sets, splits, candidates, config, data_dir, share, rule, mixes), full = calls
+  assert (out, sets, splits, candidates, share, rule) == (
+      str(tmp_path), ["yacht"], 1, ["jitter", "box"], 0.2, "auroc")
+  assert config == uci_experiment.UCIConfig.fast() and data_dir is None
+  assert all("student_min_steps" not in mix for mix in mixes.values())
+  assert {m: mix.get("student_min_steps") for m, mix in uci_choice.INPUT_MIXES.items()} \
+      == floors
+  assert full[4] == uci_experiment.UCIConfig() and full[8] is uci_choice.INPUT_MIXES
+  assert full[1] == list(uci_data.UCI_DATASETS) and full[3] == list(uci_choice.CANDIDATES)

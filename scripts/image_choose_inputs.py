@@ -1,0 +1,67 @@
+"""Images: choose a student's distillation inputs on corruptions of held-out training
+images (`td.experiments.image_choice`), never on MNIST or Animal-MNIST.
+
+Scores the students saved by `scripts/own_ensemble_example.py` runs on the same members
+(`--reuse-members --extra-inputs ... --student-dir ...`): each method's students are
+compared on the proxy, and MNIST and Animal-MNIST are scored beside (not used).
+
+    python scripts/image_choose_inputs.py --out /tmp/own_img \
+        --students student_mixup student_box student_far student_gaussian \
+        student_gaussian_box --base end2=student_mixup \
+        --base gaussian-logits=student_gaussian --base all=student_mixup \
+        --report docs/ood_inputs/images/choice
+
+Writes REPORT/choice.json and REPORT/choice.md (REPORT defaults to OUT/choice).
+"""
+
+import argparse
+import json
+import os
+
+
+def main(argv=None):
+  import numpy as np
+
+  from tfp_distill.datasets import images
+  from tfp_distill.experiments import image_choice
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", required=True,
+                      help="the folder of own_ensemble_example.py (members, npz files, "
+                           "student folders)")
+  parser.add_argument("--students", nargs="+", required=True, metavar="DIR")
+  parser.add_argument("--base", action="append", default=[], metavar="METHOD=DIR",
+                      help="a method's default-input student (repeatable; 'all=DIR': the "
+                           "reference across methods); default: the best NLL on the proxy")
+  parser.add_argument("--size", type=int, default=1000,
+                      help="validation rows in the proxy (each under 7 corruptions)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--no-reported", action="store_true",
+                      help="skip MNIST and Animal-MNIST (the smoke test)")
+  parser.add_argument("--report", default=None, help="where to write (default OUT/choice)")
+  args = parser.parse_args(argv)
+  base = {}
+  for item in args.base:
+    method, sep, folder = item.partition("=")
+    if not sep or folder not in args.students:
+      parser.error(f"--base {item!r}: expected METHOD=DIR with DIR one of --students.")
+    base[method] = folder
+  ood = {}
+  if not args.no_reported:
+    ood["MNIST"] = np.load(os.path.join(args.out, "mnist.npz"))["x"]
+    animals, _ = images.load_animal_mnist()
+    ood["Animal-MNIST"] = images.preprocess(animals)
+  result = image_choice.run_image_choice(args.out, args.students, base, args.size,
+                                         args.seed, ood)
+  report = args.report or os.path.join(args.out, "choice")
+  os.makedirs(report, exist_ok=True)
+  with open(os.path.join(report, "choice.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  text = image_choice.format_markdown(result)
+  with open(os.path.join(report, "choice.md"), "w") as f:
+    f.write(text)
+  print(text)
+  return result
+
+
+if __name__ == "__main__":
+  main()
