@@ -9,7 +9,7 @@ compared on the proxy, and MNIST and Animal-MNIST are scored beside (not used).
         --students student_mixup student_box student_far student_gaussian \
         student_gaussian_box --base end2=student_mixup \
         --base gaussian-logits=student_gaussian --base all=student_mixup \
-        --report docs/ood_inputs/images/choice
+        --corrupted-test 1000 --report docs/ood_inputs/images/choice
 
 Writes REPORT/choice.json and REPORT/choice.md (REPORT defaults to OUT/choice).
 """
@@ -37,6 +37,10 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no-reported", action="store_true",
                       help="skip MNIST and Animal-MNIST (the smoke test)")
+  parser.add_argument("--corrupted-test", type=int, default=0, metavar="N",
+                      help="also report the first N test images under every corruption "
+                           "at severity 5 (the proxy's kinds among them: not independent "
+                           "of the choice)")
   parser.add_argument("--report", default=None, help="where to write (default OUT/choice)")
   args = parser.parse_args(argv)
   base = {}
@@ -50,6 +54,11 @@ def main(argv=None):
     ood["MNIST"] = np.load(os.path.join(args.out, "mnist.npz"))["x"]
     animals, _ = images.load_animal_mnist()
     ood["Animal-MNIST"] = images.preprocess(animals)
+  if args.corrupted_test:
+    from tfp_distill.datasets import corruptions
+    x_test = np.load(os.path.join(args.out, "test.npz"))["x"][:args.corrupted_test]
+    ood["corrupted test images"], _ = image_choice.corruption_proxy(
+        x_test, names=tuple(corruptions.CORRUPTIONS), seed=args.seed + 1)
   result = image_choice.run_image_choice(args.out, args.students, base, args.size,
                                          args.seed, ood)
   report = args.report or os.path.join(args.out, "choice")

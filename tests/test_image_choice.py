@@ -33,16 +33,16 @@ def test_corruption_proxy_refuses_unknown_or_no_corruptions():
     image_choice.corruption_proxy(x, names=())
 
 
-def test_proxy_rows_are_the_jobs_validation_rows():
+def test_proxy_test_rows_are_the_jobs_validation_rows():
   n, fraction, seed = 500, 0.1, 4
   source = sources.DataSource(np.zeros((n, 1), np.float32), None, "train")
   fit, val = sources.holdout_split(source, fraction, seed + 1)   # as the job splits
-  rows = image_choice.proxy_rows(n, fraction, seed, size=1000)
+  rows = image_choice.proxy_test_rows(n, fraction, seed, size=1000)
   np.testing.assert_array_equal(rows, np.sort(val.index))
   assert not set(rows) & set(fit.index)
-  some = image_choice.proxy_rows(n, fraction, seed, size=20)
+  some = image_choice.proxy_test_rows(n, fraction, seed, size=20)
   assert len(some) == 20 and set(some) <= set(rows) and np.all(np.diff(some) > 0)
-  np.testing.assert_array_equal(some, image_choice.proxy_rows(n, fraction, seed, size=20))
+  np.testing.assert_array_equal(some, image_choice.proxy_test_rows(n, fraction, seed, size=20))
 
 
 def test_reported_scores_are_the_proxy_score_plus_the_test_ratio():

@@ -265,10 +265,13 @@ def test_own_ensemble_example_smoke(tmp_path, load_or_skip):
   chosen = _load("image_choose_inputs").main(
       ["--out", str(tmp_path), "--students", "student", "student_box", "student_gaussian",
        "--base", "end2=student", "--base", "all=student", "--size", "40",
-       "--no-reported"])
+       "--no-reported", "--corrupted-test", "10"])
   assert chosen["chosen"]["end2"] in ("student", "student_box")
   assert chosen["chosen"]["gaussian-logits"] == "student_gaussian"
   assert chosen["settings"]["size"] == 40 and chosen["ceiling"] is not None
+  assert chosen["settings"]["ood"] == ["corrupted test images"]
+  assert all(0 <= s["reported"]["corrupted test images"]["student_auroc"] <= 1
+             for s in chosen["students"].values())
   table = (tmp_path / "choice" / "choice.md").read_text()
   assert all(f"| {name} |" in table for name in ("student", "student_box",
                                                  "student_gaussian", "second ensemble (ceiling)"))

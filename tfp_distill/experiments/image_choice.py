@@ -67,7 +67,7 @@ def corruption_proxy(x, names=PROXY_CORRUPTIONS, severity=PROXY_SEVERITY, seed=0
   return np.concatenate(parts, axis=0), kind
 
 
-def proxy_rows(n_train, validation_fraction, seed, size):
+def proxy_test_rows(n_train, validation_fraction, seed, size):
   """Rows of the training file for the proxy: `size` of the job's validation rows.
 
   The job (`td.job.runner`) holds out `sources.holdout_split(train, validation_fraction,
@@ -118,12 +118,17 @@ def choose_by_method(scores, methods, base):
   return chosen
 
 
+def _report(out, folder):
+  with open(os.path.join(out, folder, "report.json")) as f:
+    return json.load(f)
+
+
 def _load(out, folder):
+  """(report, Keras 3 student, its family) of a saved student folder."""
   import tfp_distill as td
   import tfp_distill.keras3  # noqa: F401  registers the heads and losses with Keras
   from tfp_distill import _keras3
-  with open(os.path.join(out, folder, "report.json")) as f:
-    report = json.load(f)
+  report = _report(out, folder)
   model = _keras3.module().models.load_model(os.path.join(out, folder, "student.keras"))
   return report, model, td.families.get(report["student_family"])
 
@@ -164,14 +169,15 @@ def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print)
   ood = dict(ood or {})
   train, test = np.load(os.path.join(out, "train.npz")), np.load(os.path.join(out,
                                                                               "test.npz"))
-  reports = {f: _load(out, f)[0] for f in folders}
+  reports = {f: _report(out, f) for f in folders}
   configs = {json.dumps({k: r["config"][k] for k in ("seed", "validation_fraction")})
              for r in reports.values()}
   if len(configs) != 1:
     raise ValueError(f"run_image_choice: the students were held out on different "
                      f"validation rows (seed, validation_fraction: {sorted(configs)}).")
   config = json.loads(configs.pop())
-  rows = proxy_rows(len(train["x"]), config["validation_fraction"], config["seed"], size)
+  rows = proxy_test_rows(len(train["x"]), config["validation_fraction"], config["seed"],
+                         size)
   x_in, y_in = train["x"][rows], train["y"][rows]
   x_out, _ = corruption_proxy(x_in, seed=seed)
   xs = [x_in, x_out, test["x"], *ood.values()]
