@@ -76,3 +76,17 @@ def test_choose_by_method_chooses_within_each_method_and_over_all():
   assert chosen["all"] == "g"           # within 0.02 nats of a's NLL, 2 targets, 0.70
   assert chosen["end2"] == input_choice.choose(
       {k: scores[k] for k in "abc"}, "fidelity", base="a")
+
+
+def test_the_table_says_n_a_for_a_constant_spearman():
+  proxy = dict(_score(0.0, 1.2, None, 0.01))
+  reported = {"ensemble_auroc": 0.8, "student_auroc": 0.8, "auroc_gap": 0.0,
+              "mean_ratio_test": 1.0, "mean_ratio_ood": 1.1, "spearman": None}
+  result = {"settings": {"size": 10, "severity": 5, "ood": ["MNIST"],
+                         "corruptions": list(image_choice.PROXY_CORRUPTIONS)},
+            "students": {"s": {"method": "end2", "inputs": "auto", "proxy": proxy,
+                               "reported": {"MNIST": reported}}},
+            "ceiling": None, "chosen": {"end2": "s", "all": "s"}}
+  text = image_choice.format_markdown(result)
+  assert "| s | end2 | auto | +0.000 / 1.20 / n/a / +0.0100 | +0.000 / 1.10 / n/a |" in text
+  assert "end2: **s**" in text

@@ -104,8 +104,9 @@ def choose_by_method(scores, methods, base):
   Args:
     scores: {folder: proxy score dict with "nll_gap"}.
     methods: {folder: method name}.
-    base: {method: folder of its default inputs} (the reference of `admissible`);
-      the method of `base["all"]` is the reference across methods.
+    base: {method: folder of its default inputs} (the reference of `admissible`), and
+      "all": the reference folder across methods; a method missing from it is compared
+      with its best NLL.
 
   Returns:
     {method: folder chosen among its students, ..., "all": folder chosen among all}.
@@ -116,6 +117,11 @@ def choose_by_method(scores, methods, base):
     chosen[method] = input_choice.choose(group, "fidelity", base=base.get(method))
   chosen["all"] = input_choice.choose(scores, "fidelity", base=base.get("all"))
   return chosen
+
+
+def _spearman(value):
+  """A Spearman for the tables: n/a where one side was constant (None)."""
+  return "n/a" if value is None else f"{value:.3f}"
 
 
 def _report(out, folder):
@@ -182,7 +188,8 @@ def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print)
   x_out, _ = corruption_proxy(x_in, seed=seed)
   xs = [x_in, x_out, test["x"], *ood.values()]
   paths = sorted(glob.glob(os.path.join(out, "member_*.keras")))
-  family = td.families.CategoricalLogits(10)
+  # The members' family as the job read it (their output kind and class count).
+  family = td.families.get(reports[folders[0]]["family"])
   teacher = td.Ensemble([keras.models.load_model(p) for p in paths], family=family)
   (e_in, e_out, e_test, *e_ood), e_nll = _uncertainty(td, teacher, family, xs, y_in)
   log(f"ensemble of {len(paths)}: proxy AUROC "
@@ -201,7 +208,7 @@ def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print)
         "reported": {name: reported_scores(e_test, e, s_test, s)
                      for name, e, s in zip(ood, e_ood, s_ood)}}
     log(f"{folder}: proxy AUROC gap {score['auroc_gap']:+.3f}, mean ratio "
-        f"{np.exp(score['log_mean_ratio']):.2f}, Spearman {score['ood_spearman']:.3f}, "
+        f"{np.exp(score['log_mean_ratio']):.2f}, Spearman {_spearman(score['ood_spearman'])}, "
         f"NLL gap {score['nll_gap']:+.4f}")
   ceiling = None
   second = sorted(glob.glob(os.path.join(out, "ceiling_member_*.keras")))
@@ -241,11 +248,11 @@ def format_markdown(result):
   for folder, s in rows:
     p = s["proxy"]
     cells = [f"{p['auroc_gap']:+.3f} / {np.exp(p['log_mean_ratio']):.2f} / "
-             f"{p['ood_spearman']:.3f} / {p['nll_gap']:+.4f}"]
+             f"{_spearman(p['ood_spearman'])} / {p['nll_gap']:+.4f}"]
     for name in ood:
       r = s["reported"][name]
       cells.append(f"{r['auroc_gap']:+.3f} / {r['mean_ratio_ood']:.2f} / "
-                   f"{r['spearman']:.3f}")
+                   f"{_spearman(r['spearman'])}")
     lines.append(f"| {folder} | {s['method']} | {s['inputs']} | "
                  + " | ".join(cells) + " |")
   ensemble = next(iter(students.values()))
