@@ -163,9 +163,7 @@ def main(argv=None):
   parser.add_argument("--baseline-label", default="baseline")
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--sets", default=",".join(SETS))
-  parser.add_argument("--fast", action="store_true",
-                      help="smoke mode: one set, tiny members, at least 100 student steps "
-                           "instead of 3,000")
+  parser.add_argument("--fast", action="store_true", help="smoke mode: one set, tiny")
   args = parser.parse_args(argv)
   from tfp_distill import _keras3
   keras = _keras3.module()
@@ -175,9 +173,6 @@ def main(argv=None):
               "30 one-pass epochs": (None, ("--epochs", "30", "--min-steps-per-epoch", "1"))}
   if args.baseline_src:
     versions[args.baseline_label] = (args.baseline_src, ())
-  if args.fast:    # a smoke run: the schedules' step floor cut to 100
-    versions = {name: (src, (*extra, "--min-steps", "100"))
-                for name, (src, extra) in versions.items()}
   rows = []
   os.makedirs(args.out, exist_ok=True)
   with tempfile.TemporaryDirectory() as work:
