@@ -3,7 +3,8 @@ images (`td.experiments.image_choice`), never on MNIST or Animal-MNIST.
 
 Scores the students saved by `scripts/own_ensemble_example.py` runs on the same members
 (`--reuse-members --extra-inputs ... --student-dir ...`): each method's students are
-compared on the proxy, and MNIST and Animal-MNIST are scored beside (not used).
+compared on the proxy, and the job's --ood set (MNIST there) and Animal-MNIST are scored
+beside (not used).
 
     python scripts/image_choose_inputs.py --out /tmp/own_img \
         --students student_mixup student_box student_far student_gaussian \
@@ -26,8 +27,8 @@ def main(argv=None):
   from tfp_distill.experiments import image_choice
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True,
-                      help="the folder of own_ensemble_example.py (members, npz files, "
-                           "student folders)")
+                      help="the folder holding the student folders (the members and data "
+                           "files are those their reports name)")
   parser.add_argument("--students", nargs="+", required=True, metavar="DIR")
   parser.add_argument("--base", action="append", default=[], metavar="METHOD=DIR",
                       help="a method's default-input student (repeatable; 'all=DIR': the "
@@ -36,7 +37,7 @@ def main(argv=None):
                       help="validation rows in the proxy (each under 7 corruptions)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no-reported", action="store_true",
-                      help="skip MNIST and Animal-MNIST (the smoke test)")
+                      help="skip the job's --ood set and Animal-MNIST (the smoke test)")
   parser.add_argument("--corrupted-test", type=int, default=0, metavar="N",
                       help="also report the first N test images under every corruption "
                            "at severity 5 (the proxy's kinds among them: not independent "
@@ -49,14 +50,19 @@ def main(argv=None):
     if not sep or folder not in args.students:
       parser.error(f"--base {item!r}: expected METHOD=DIR with DIR one of --students.")
     base[method] = folder
+  with open(os.path.join(args.out, args.students[0], "report.json")) as f:
+    files = json.load(f)["config"]       # the job's --test and --ood files
   ood = {}
   if not args.no_reported:
-    ood["MNIST"] = np.load(os.path.join(args.out, "mnist.npz"))["x"]
+    if not files.get("ood"):
+      parser.error(f"{args.students[0]}: its job had no --ood file (MNIST); pass "
+                   "--no-reported to score the proxy alone.")
+    ood[os.path.splitext(os.path.basename(files["ood"]))[0]] = np.load(files["ood"])["x"]
     animals, _ = images.load_animal_mnist()
     ood["Animal-MNIST"] = images.preprocess(animals)
   if args.corrupted_test:
     from tfp_distill.datasets import corruptions
-    x_test = np.load(os.path.join(args.out, "test.npz"))["x"][:args.corrupted_test]
+    x_test = np.load(files["test"])["x"][:args.corrupted_test]
     ood["corrupted test images"], _ = image_choice.corruption_proxy(
         x_test, names=tuple(corruptions.CORRUPTIONS), seed=args.seed + 1)
   result = image_choice.run_image_choice(args.out, args.students, base, args.size,

@@ -1,6 +1,8 @@
 """Choosing an image student's inputs on corruptions of held-out training images
 (`td.experiments.image_choice`)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,39 @@ def test_the_table_says_n_a_for_a_constant_spearman():
   text = image_choice.format_markdown(result)
   assert "| s | end2 | auto | +0.000 / 1.20 / n/a / +0.0100 | +0.000 / 1.10 / n/a |" in text
   assert "end2: **s**" in text
+
+
+def _student(folder, name, **config):
+  settings = {"teacher": [str(folder / "m0.keras")], "train": str(folder / "train.npz"),
+              "test": str(folder / "test.npz"), "seed": 0, "validation_fraction": 0.1}
+  settings.update(config)
+  (folder / name).mkdir()
+  (folder / name / "report.json").write_text(json.dumps(
+      {"method": "end2", "config": settings,
+       "data": {"sizes": {"train": 90, "early_stopping": 10}}}))
+
+
+@pytest.mark.parametrize("other, match", [
+    ({"seed": 1}, "differ in members, files, seed"),
+    ({"train": "elsewhere.npz"}, "differ in members, files, seed")])
+def test_run_image_choice_refuses_students_of_other_jobs(tmp_path, other, match):
+  _student(tmp_path, "a")
+  _student(tmp_path, "b", **other)
+  with pytest.raises(ValueError, match=match):
+    image_choice.run_image_choice(str(tmp_path), ["a", "b"], {})
+
+
+def test_run_image_choice_refuses_what_it_cannot_score(tmp_path):
+  x = np.zeros((100, 28, 28, 1), np.float32)
+  np.savez(tmp_path / "test.npz", x=x[:5], y=np.zeros(5, np.int64))
+  _student(tmp_path, "outputs", teacher=[str(tmp_path / "z.npz")])
+  with pytest.raises(ValueError, match=r"\.keras` members"):
+    image_choice.run_image_choice(str(tmp_path), ["outputs"], {})
+  _student(tmp_path, "a")
+  with pytest.raises(ValueError, match="train file .* not here"):
+    image_choice.run_image_choice(str(tmp_path), ["a"], {})
+  # 120 rows, but the job fitted 90 and held out 10: it carved a test set first.
+  np.savez(tmp_path / "train.npz", x=np.zeros((120, 28, 28, 1), np.float32),
+           y=np.zeros(120, np.int64))
+  with pytest.raises(ValueError, match="120 rows, but the job fitted 90 and held out 10"):
+    image_choice.run_image_choice(str(tmp_path), ["a"], {})

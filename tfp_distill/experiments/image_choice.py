@@ -70,16 +70,19 @@ def corruption_proxy(x, names=PROXY_CORRUPTIONS, severity=PROXY_SEVERITY, seed=0
 def proxy_test_rows(n_train, validation_fraction, seed, size):
   """Rows of the training file for the proxy: `size` of the job's validation rows.
 
-  The job (`td.job.runner`) holds out `sources.holdout_split(train, validation_fraction,
-  seed + 1)` for early stopping; its students never fit those rows. A random `size` of
-  them (or all, if fewer) are drawn with `np.random.default_rng(seed)`.
+  The job holds out `td.job.runner.early_stopping_split(train, validation_fraction,
+  seed)` for early stopping; its students never fit those rows. A random `size` of
+  them (or all, if fewer) are drawn with `np.random.default_rng(seed)`. (A job given
+  no test file first carves its test rows out of train: `run_image_choice` refuses
+  those students.)
 
   Returns:
     sorted int64 array of row numbers.
   """
   from tfp_distill.datasets import sources
+  from tfp_distill.job import runner
   source = sources.DataSource(np.zeros((n_train, 1), np.float32), None, "train")
-  _, val = sources.holdout_split(source, validation_fraction, seed + 1)
+  _, val = runner.early_stopping_split(source, validation_fraction, seed)
   rows = np.asarray(val.index, np.int64)
   if size < len(rows):
     rows = np.random.default_rng(seed).choice(rows, size, replace=False)
@@ -152,9 +155,12 @@ def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print)
   """Scores the saved students `out/FOLDER` on the corruption proxy and chooses.
 
   Args:
-    out: the folder of `scripts/own_ensemble_example.py`: member_*.keras, train.npz,
-      test.npz, and each student folder (report.json, student.keras).
-    folders: student folders under out, all distilled from these members.
+    out: the folder holding each student folder (report.json, student.keras), and
+      optionally a second ensemble as ceiling_member_*.keras
+      (`scripts/own_ensemble_example.py --ceiling`). The members, training and test
+      files are the ones the students' reports name.
+    folders: student folders under out, all distilled from the same members, training
+      and test files with the same seed and validation share (refused otherwise).
     base: {method: folder}: each method's default-input student (and "all").
     size: validation rows in the proxy (x7 corrupted images).
     seed: the proxy's seed.
@@ -173,21 +179,34 @@ def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print)
   from tfp_distill import _keras3
   keras = _keras3.module()
   ood = dict(ood or {})
-  train, test = np.load(os.path.join(out, "train.npz")), np.load(os.path.join(out,
-                                                                              "test.npz"))
   reports = {f: _report(out, f) for f in folders}
-  configs = {json.dumps({k: r["config"][k] for k in ("seed", "validation_fraction")})
-             for r in reports.values()}
+  shared = ("teacher", "train", "test", "seed", "validation_fraction")
+  configs = {json.dumps({k: r["config"].get(k) for k in shared}) for r in reports.values()}
   if len(configs) != 1:
-    raise ValueError(f"run_image_choice: the students were held out on different "
-                     f"validation rows (seed, validation_fraction: {sorted(configs)}).")
+    raise ValueError("run_image_choice: the students differ in members, files, seed or "
+                     f"validation share ({', '.join(shared)}: {sorted(configs)}).")
   config = json.loads(configs.pop())
+  not_keras = [p for p in config["teacher"] or [] if not str(p).endswith(".keras")]
+  if not config["teacher"] or not_keras:
+    raise ValueError("run_image_choice: scores Keras 3 `.keras` members; the students' "
+                     f"teacher is {config['teacher']!r}.")
+  for key in ("train", "test"):
+    if not config[key] or not os.path.exists(config[key]):
+      raise ValueError(f"run_image_choice: the students' reports name {key} file "
+                       f"{config[key]!r}, which is not here (the proxy needs it).")
+  train, test = np.load(config["train"]), np.load(config["test"])
+  sizes = reports[folders[0]]["data"]["sizes"]
+  if sizes["train"] + sizes["early_stopping"] != len(train["x"]):
+    raise ValueError(f"run_image_choice: {config['train']} has {len(train['x'])} rows, "
+                     f"but the job fitted {sizes['train']} and held out "
+                     f"{sizes['early_stopping']}: it was not split as the proxy assumes "
+                     "(e.g. no test file was given).")
   rows = proxy_test_rows(len(train["x"]), config["validation_fraction"], config["seed"],
                          size)
   x_in, y_in = train["x"][rows], train["y"][rows]
   x_out, _ = corruption_proxy(x_in, seed=seed)
   xs = [x_in, x_out, test["x"], *ood.values()]
-  paths = sorted(glob.glob(os.path.join(out, "member_*.keras")))
+  paths = config["teacher"]
   # The members' family as the job read it (their output kind and class count).
   family = td.families.get(reports[folders[0]]["family"])
   teacher = td.Ensemble([keras.models.load_model(p) for p in paths], family=family)

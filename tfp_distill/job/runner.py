@@ -27,6 +27,13 @@ from tfp_distill.job.training import (Training, extra_inputs_for, make_strategy,
 __all__ = ["DistillResult", "distill", "run"]
 
 
+def early_stopping_split(source, validation_fraction, seed):
+  """(fit, validation): the training rows the job fits and those it holds out for early
+  stopping (`sources.holdout_split` with seed + 1). One place, so that code scoring a
+  saved student on rows it never fitted (`experiments.image_choice`) gets the same rows."""
+  return sources.holdout_split(source, validation_fraction, seed + 1)
+
+
 @dataclasses.dataclass
 class DistillResult:
   """What `distill` returns.
@@ -356,9 +363,9 @@ class _Job:
 
     if z_train is None:
       z_train = finite_outputs(outputs(train.x), "the training rows")
-    fit, val = sources.holdout_split(
+    fit, val = early_stopping_split(
         sources.DataSource(train.x, train.y, train.name), config.validation_fraction,
-        config.seed + 1)
+        config.seed)
     z_fit, z_val = z_train[fit.index], z_train[val.index]
     rng = np.random.default_rng(config.seed)
     extra_kind, x_extra = extra_inputs_for(config, method, fit.x, converted is not None,
