@@ -152,6 +152,20 @@ def _in_distribution(report):
   return out
 
 
+def far_rows(report, ceiling=None):
+  """{distance: ensemble and student AUROC, mean ratio, Spearman (and the ceiling's)}
+  from a `td.distill` report's far block."""
+  out = {}
+  for d, block in (report.get("far") or {}).items():
+    ens, stu = block["ensemble"], block["student"]
+    out[d] = {"ensemble_auroc": ens["auroc"], "student_auroc": stu["auroc"],
+              "mean_ratio": stu["mean"] / max(ens["mean"], 1e-30),
+              "spearman": (block.get("fidelity") or {}).get("spearman")}
+    if ceiling is not None:
+      out[d]["ceiling_spearman"] = ceiling.get(d)
+  return out
+
+
 def run_one(td, keras, dd, name, seed, args):
   """Selection and measurement for one set and seed; returns a list of rows."""
   from scipy import stats
@@ -195,13 +209,7 @@ def run_one(td, keras, dd, name, seed, args):
                         "epochs": report["schedule"]["epochs"],
                         "epochs_run": report["epochs_run"],
                         "best_epoch": report["schedule"]["best_epoch"]},
-           **_in_distribution(report), "far": {}}
-    for d, block in (report.get("far") or {}).items():
-      ens, stu = block["ensemble"], block["student"]
-      row["far"][d] = {"ensemble_auroc": ens["auroc"], "student_auroc": stu["auroc"],
-                       "mean_ratio": stu["mean"] / max(ens["mean"], 1e-30),
-                       "spearman": (block.get("fidelity") or {}).get("spearman"),
-                       "ceiling_spearman": ceiling.get(d)}
+           **_in_distribution(report), "far": far_rows(report, ceiling)}
     rows.append(row)
     print(json.dumps(row), flush=True)
   return rows

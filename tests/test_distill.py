@@ -438,7 +438,8 @@ def test_config_values_are_checked_by_type_and_range_before_any_work(files, tmp_
            'patience = "3"': "patience must be an integer, got '3' (str)",
            "learning_rate = -0.1": "learning_rate must be a finite number > 0, got -0.1",
            "batch_size = 0": "batch_size must be a positive integer, got 0",
-           'teacher = 3': "teacher must be a path or a list of paths"}
+           'teacher = 3': "teacher must be a path or a list of paths",
+           "temperature = 0.5": "temperature must be a number >= 1"}
   for line, expected in cases.items():
     config = tmp_path / "job.toml"
     config.write_text(f'train = "{root / "train.npz"}"\n'
@@ -450,6 +451,32 @@ def test_config_values_are_checked_by_type_and_range_before_any_work(files, tmp_
   assert "learning_rate must be a finite number > 0" in _error(
       capsys, "--teacher", *paths, "--train", root / "train.npz", "--learning-rate", "-1",
       "--out", tmp_path / "never")
+
+
+def test_temperature_sets_where_the_end2_loss_starts(files, tmp_path, capsys):
+  """The annealing starts at --temperature and ends at 1 (the plain EnD^2 loss); a
+  method without an annealed loss refuses it in one line that names it."""
+  root, paths = files
+  out = tmp_path / "hot"
+  assert _run("--teacher", *paths, "--train", root / "train.npz", "--test",
+              root / "test.npz", "--method", "end2", "--epochs", "4", "--temperature", "6",
+              "--out", out) == 0
+  report = _report(out)
+  assert report["schedule"]["temperature"] == {"initial": 6.0, "final": 1.0,
+                                               "start_epoch": 1, "end_epoch": 3}
+  # Held for the first quarter, linear to the final temperature by three quarters.
+  np.testing.assert_allclose(report["history"]["temperature"], [6.0, 6.0, 3.5, 1.0])
+  message = _error(capsys, "--teacher", *paths, "--train", root / "train.npz", "--method",
+                   "gaussian-logits", "--temperature", "3", "--out", tmp_path / "never")
+  assert "temperature: method gaussian-logits has no annealed temperature" in message
+  assert "end2" in message and not (tmp_path / "never").exists()
+  # The method from the task (regression: mvn), refused once the task is known.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(60, 3)).astype(np.float32)
+  z = np.stack([x[:, :1] + 0.1 * m + 0.0 * x[:, 1:2] for m in range(3)], 1)
+  z = np.concatenate([z, np.full_like(z, -1.0)], -1)           # [60, 3 members, mu, rho]
+  with pytest.raises(td.job.DistillError, match="temperature: method mvn has no annealed"):
+    td.distill(z, (x, x[:, 0]), temperature=3.0, variance="softplus", verbose=0)
 
 
 def test_every_failure_ends_in_one_line(files, tmp_path, capsys, monkeypatch):

@@ -557,3 +557,32 @@ def test_uci_choose_inputs_passes_its_arguments(tmp_path, monkeypatch):
       == floors
   assert full[4] == uci_experiment.UCIConfig() and full[8] is uci_choice.INPUT_MIXES
   assert full[1] == list(uci_data.UCI_DATASETS) and full[3] == list(uci_choice.CANDIDATES)
+
+
+def test_temperature_study_summary_against_hand_computed_means():
+  """Geometric means of the ratios, the AUROC gap at 3 sd and the within-1.5x count,
+  per (mix, temperature), from rows of two sets."""
+  module = _load("temperature_study")
+
+  def row(ratio, r1, r3, gap, nll, t=2.5, mix="default"):
+    far = {"1": {"mean_ratio": r1, "student_auroc": 0.5, "ensemble_auroc": 0.5,
+                 "spearman": 0.2},
+           "3": {"mean_ratio": r3, "student_auroc": 0.7 + gap, "ensemble_auroc": 0.7,
+                 "spearman": None}}
+    return {"set": "wine", "seed": 0, "mix": mix, "temperature": t, "nll_gap": nll,
+            "accuracy_gap": 0.0, "mean_ratio": ratio, "spearman": 0.5, "far": far}
+  rows = [row(1.2, 0.9, 0.8, -0.01, 0.02), row(0.5, 2.0, 0.2, -0.05, 0.00),
+          row(1.0, 1.0, 1.0, 0.0, 0.0, t=10.0)]
+  s = module.summary(rows)
+  both = s[("default", 2.5)]
+  assert both["n"] == 2 and both["within"] == 1            # the second row is not
+  np.testing.assert_allclose(both["ratio_test"], np.sqrt(1.2 * 0.5), rtol=1e-12)
+  np.testing.assert_allclose(both["ratio_3"], np.sqrt(0.8 * 0.2), rtol=1e-12)
+  np.testing.assert_allclose(both["auroc_gap_3"], -0.03, atol=1e-12)
+  np.testing.assert_allclose(both["nll_gap"], 0.01, atol=1e-12)
+  assert both["spearman_3"] == 0.0                          # n/a counts as no rank
+  assert s[("default", 10.0)]["within"] == 1
+  args = type("Args", (), {"temperatures": "2.5,10", "seeds": 1, "sets": "wine",
+                           "mixes": "default", "out": "x"})()
+  text = module.markdown(rows, args, 60.0)
+  assert "| default | 2.5 | 2 | +0.0100 |" in text and "n/a" in text

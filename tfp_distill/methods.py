@@ -107,14 +107,16 @@ class Method:
     """The family `td.decompose` / `td.predict_uncertainty` take for this student."""
     return self.make_decomposition_family(family)
 
-  def annealing(self, epochs):
+  def annealing(self, epochs, initial=None):
     """None, or (initial, final, start_epoch, end_epoch) of the temperature schedule
     over `epochs` epochs: constant for the first quarter, linear to `final` by three
-    quarters ([1], sec. 4 anneals the same way)."""
+    quarters ([1], sec. 4 anneals the same way). `initial`: None (the method's) or the
+    starting temperature to use instead."""
     if self.temperature is None:
       return None
     start, end = epochs // 4, (3 * epochs) // 4
-    return (self.temperature[0], self.temperature[1], start, max(end, start + 1))
+    first = self.temperature[0] if initial is None else float(initial)
+    return (first, self.temperature[1], start, max(end, start + 1))
 
 
 _REGISTRY = {}

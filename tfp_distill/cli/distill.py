@@ -160,6 +160,10 @@ def _training_flags(distill):
                             "feature sd), box (the data's box widened by half), marginal "
                             "(each feature from a random row), e.g. "
                             "mixup+far:0.5")
+  distill.add_argument("--temperature", type=float, default=None, metavar="T",
+                       help="end2 only: the loss's starting temperature (>= 1; default "
+                            "2.5), held for the first quarter of the epochs and annealed "
+                            "to 1 by three quarters")
 
 
 def _run_flags(distill):

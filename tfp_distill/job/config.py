@@ -103,6 +103,10 @@ class DistillConfig:
       from a random row: new combinations of seen values, `td.targets.marginal_inputs`),
       e.g. "mixup+far:0.5". The
       rows of `aux` are added to any of them.
+    temperature: None (the method's schedule) or a number >= 1, for the methods whose
+      loss is annealed (end2: from 2.5): the loss's starting temperature, held for the
+      first quarter of the epochs and lowered linearly to the method's final one (1) by
+      three quarters (`td.methods.Method.annealing`). Other methods refuse it.
     jitter_copies, jitter_scale: jittered copies per row and their noise sd (a fraction
       of each feature's standard deviation).
     min_variance: the variance floor c of the softplus convention.
@@ -141,6 +145,7 @@ class DistillConfig:
   validation_fraction: float = 0.1
   test_fraction: float = 0.1
   extra_inputs: str = "auto"
+  temperature: float = None
   jitter_copies: int = 4
   jitter_scale: float = 0.1
   min_variance: float = 1e-3
@@ -163,9 +168,9 @@ FIELD_TYPES = {
     "epochs": "int?", "min_steps": "int?", "min_steps_per_epoch": "int", "batch_size": "int",
     "learning_rate": "float", "patience": "int?",
     "validation_fraction": "float", "test_fraction": "float", "extra_inputs": "str",
-    "jitter_copies": "int", "jitter_scale": "float", "min_variance": "float",
-    "num_samples": "int", "strategy": "str", "resume": "bool", "data_service": "str?",
-    "force": "bool", "seed": "int", "limit": "int?", "verbose": "int"}
+    "temperature": "float?", "jitter_copies": "int", "jitter_scale": "float",
+    "min_variance": "float", "num_samples": "int", "strategy": "str", "resume": "bool",
+    "data_service": "str?", "force": "bool", "seed": "int", "limit": "int?", "verbose": "int"}
 
 
 _TYPE_WORDS = {"paths": "a path or a list of paths", "str": "a string", "int": "an integer",
@@ -267,6 +272,10 @@ def check_config(config):
     if not 0 < getattr(config, name) < 1:
       raise DistillError(f"{name} must be in (0, 1), got {getattr(config, name)!r}.")
   parse_extra_inputs(config.extra_inputs)
+  if config.temperature is not None and not (np.isfinite(config.temperature)
+                                             and config.temperature >= 1):
+    raise DistillError(f"temperature must be a number >= 1 (the loss's starting "
+                       f"temperature, annealed to 1), got {config.temperature!r}.")
   choices = {"strategy": STRATEGIES,
              "teacher_output": conventions_lib.CLASSIFICATION_OUTPUTS,
              "variance": conventions_lib.VARIANCES,
@@ -283,6 +292,10 @@ def check_config(config):
     if not known:
       listing = "; ".join(f"{t}: {', '.join(methods_lib.names(t))}" for t in tasks)
       raise DistillError(f"method {config.method!r} is not a method ({listing}).")
+    if config.temperature is not None and all(
+        _method_or_none(config.method, t).temperature is None for t in known):
+      raise DistillError(f"temperature: method {config.method} has no annealed "
+                         "temperature (only end2); leave temperature out.")
   if config.keras not in (None, 2, 3):
     raise DistillError(f"keras must be 3 (Keras 3, `import keras`) or 2 (tf_keras), got "
                        f"{config.keras!r}.")

@@ -340,6 +340,12 @@ class _Job:
   def targets(self, data, teacher, task, convention):
     config = self.config
     method = methods_lib.get(config.method, task)
+    if config.temperature is not None and method.temperature is None:
+      annealed = [m for m in methods_lib.names(task)
+                  if methods_lib.get(m, task).temperature is not None]
+      raise DistillError(f"temperature: method {method.name} has no annealed temperature "
+                         f"(only {', '.join(annealed) or 'none'} for {task}); leave "
+                         "temperature out.")
     converted = converted_teacher(teacher, convention)
     train, test = data["train"], data["test"]
     z_train = z_test = z_ood = None
@@ -400,6 +406,7 @@ class _Job:
     history = training.run()
     report = {"schedule": {"epochs": epochs, "passes_per_epoch": passes,
                            "patience": patience, "how": how,
+                           "temperature": training.annealing,
                            "stopped_early": training.stopping.state.get("stopped_epoch")
                            is not None,
                            "best_epoch": training.stopping.state.get("best_epoch")},

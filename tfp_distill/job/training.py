@@ -261,9 +261,13 @@ class Training:
     self.keras = keras_of(config)
     callbacks = self.keras.callbacks
     head, params_size = method.head(family, keras_version=self.keras.version)
-    self.loss = method.loss(family, keras_version=self.keras.version)
+    self.loss = method.loss(family, temperature=config.temperature,
+                            keras_version=self.keras.version)
     self.decomposition_family = method.decomposition_family(family)
-    annealing = method.annealing(epochs)
+    annealing = method.annealing(epochs, config.temperature)
+    #: None, or {"initial", "final", "start_epoch", "end_epoch"} of the loss's temperature.
+    self.annealing = (None if annealing is None else
+                      dict(zip(("initial", "final", "start_epoch", "end_epoch"), annealing)))
     self.callbacks = []
     anneal_end = 0
     if annealing is not None:
