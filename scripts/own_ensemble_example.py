@@ -113,6 +113,9 @@ def main(argv=None):
                       help="the student's Keras (default: the command's, Keras 3)")
   parser.add_argument("--extra-inputs", default=None,
                       help="the job's --extra-inputs (default: the method's, mixup)")
+  parser.add_argument("--temperature", default=None,
+                      help="the job's --temperature (EnD^2's starting temperature; "
+                           "default the method's, 2.5)")
   parser.add_argument("--method", default=None,
                       help="the job's --method (default: end2, the EnD^2 student)")
   parser.add_argument("--ceiling", action="store_true",
@@ -192,6 +195,7 @@ def main(argv=None):
   argv += [] if args.keras is None else ["--keras", args.keras]
   argv += [] if args.extra_inputs is None else ["--extra-inputs", args.extra_inputs]
   argv += [] if args.method is None else ["--method", args.method]
+  argv += [] if args.temperature is None else ["--temperature", args.temperature]
   argv += ["--quiet", "--force"] if args.smoke else []
   print("tfp-distill " + " ".join(argv), flush=True)
   status = cli.main(argv)

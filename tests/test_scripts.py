@@ -573,16 +573,18 @@ def test_temperature_study_summary_against_hand_computed_means():
             "accuracy_gap": 0.0, "mean_ratio": ratio, "spearman": 0.5, "far": far}
   rows = [row(1.2, 0.9, 0.8, -0.01, 0.02), row(0.5, 2.0, 0.2, -0.05, 0.00),
           row(1.0, 1.0, 1.0, 0.0, 0.0, t=10.0)]
+  rows.append(dict(rows[-1], method="gaussian-logits", temperature=None))
   s = module.summary(rows)
-  both = s[("default", 2.5)]
+  both = s[("default", "end2, T = 2.5")]
   assert both["n"] == 2 and both["within"] == 1            # the second row is not
   np.testing.assert_allclose(both["ratio_test"], np.sqrt(1.2 * 0.5), rtol=1e-12)
   np.testing.assert_allclose(both["ratio_3"], np.sqrt(0.8 * 0.2), rtol=1e-12)
   np.testing.assert_allclose(both["auroc_gap_3"], -0.03, atol=1e-12)
   np.testing.assert_allclose(both["nll_gap"], 0.01, atol=1e-12)
   assert both["spearman_3"] == 0.0                          # n/a counts as no rank
-  assert s[("default", 10.0)]["within"] == 1
-  args = type("Args", (), {"temperatures": "2.5,10", "seeds": 1, "sets": "wine",
-                           "mixes": "default", "out": "x"})()
+  assert s[("default", "end2, T = 10")]["within"] == 1
+  assert s[("default", "gaussian-logits")]["n"] == 1
+  args = type("Args", (), {"commands": "`c`", "merged": False})()
   text = module.markdown(rows, args, 60.0)
-  assert "| default | 2.5 | 2 | +0.0100 |" in text and "n/a" in text
+  assert "| default | end2, T = 2.5 | 2 | +0.0100 |" in text and "n/a" in text
+  assert "| wine | 0 | default | gaussian-logits |" in text
