@@ -374,6 +374,53 @@ def summary_markdown(rows):
   return "\n".join(lines) + "\n"
 
 
+def rule_picks(rows, tolerance=0.02, factor=1.5):
+  """What each choice rule picked per set and seed, and how its pick fared at 3 sd.
+
+  Returns:
+    ({(set, seed): {rule: {"mix", "auroc_gap", "mean_ratio", "spearman"}}},
+     {rule: {"met": AUROC within `tolerance` or above, "within": mean ratio within
+     `factor`, "n"}}), over the rows that record their `picks` (runs since 2026-12-06).
+  """
+  by_key = {}
+  for r in rows:
+    if "picks" in r:
+      by_key.setdefault((r["set"], r["seed"]), {})[r["mix"]] = r
+  picks, counts = {}, {}
+  for key, mixes in by_key.items():
+    picks[key] = {}
+    for rule, mix in next(iter(mixes.values()))["picks"].items():
+      far = mixes[mix]["far"]["3"]
+      cell = {"mix": mix, "auroc_gap": far["student_auroc"] - far["ensemble_auroc"],
+              "mean_ratio": far["mean_ratio"], "spearman": far["spearman"]}
+      picks[key][rule] = cell
+      c = counts.setdefault(rule, {"met": 0, "within": 0, "n": 0})
+      c["n"] += 1
+      c["met"] += cell["auroc_gap"] >= -tolerance
+      c["within"] += 1 / factor <= cell["mean_ratio"] <= factor
+  return picks, counts
+
+
+def rules_markdown(rows):
+  """`rule_picks` as Markdown: a row per set and seed, a cell per rule (the mix, then
+  AUROC gap / mean ratio / Spearman at 3 sd), and the counts."""
+  picks, counts = rule_picks(rows)
+  rules = list(counts)
+  lines = ["| set, seed | " + " | ".join(f"{r} rule" for r in rules) + " |",
+           "|---|" + "---|" * len(rules)]
+  for (name, seed), cells in picks.items():
+    parts = []
+    for rule in rules:
+      c = cells[rule]
+      rho = "n/a" if c["spearman"] is None else f"{c['spearman']:.2f}"
+      parts.append(f"{c['mix']}: {c['auroc_gap']:+.3f} / {c['mean_ratio']:.2f}x / {rho}")
+    lines.append(f"| {name}, {seed} | " + " | ".join(parts) + " |")
+  lines.append("| AUROC within 0.02 or above; mean ratio within 1.5x | " + " | ".join(
+      f"{counts[r]['met']} of {counts[r]['n']}; {counts[r]['within']} of {counts[r]['n']}"
+      for r in rules) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def figure(rows, path):
   """The student's mean epistemic uncertainty over the ensemble's as the inputs move
   away from the data (the test rows, then 0, 1 and 3 sd beyond it), a panel per set, a
@@ -393,7 +440,12 @@ def _write(out, rows, args, wall):
   figure(rows, os.path.join(out, "magnitude.png"))
   with open(os.path.join(out, "report.json"), "w") as f:
     json.dump({"rows": rows, "args": vars(args), "wall_time_s": wall}, f, indent=2)
-  text = (_markdown(rows, args, wall) + "\n## Over seeds\n\nMeans over the seeds; "
+  rules = ""
+  if any("picks" in r for r in rows):
+    rules = ("\n## The rules' picks\n\nWhat each choice rule picks from the same proxy "
+             "scores, then at 3 sd: AUROC gap to the ensemble / mean ratio / Spearman.\n\n"
+             + rules_markdown(rows))
+  text = (_markdown(rows, args, wall) + rules + "\n## Over seeds\n\nMeans over the seeds; "
           "targets: AUROC at 1 and 3 sd within 0.02 of the ensemble's, mean ratio within "
           "1.5x on the test rows and at 1 and 3 sd (every seed), Spearman at 1 and 3 sd at "
           "least the ceiling's.\n\n" + summary_markdown(rows))

@@ -588,3 +588,27 @@ def test_temperature_study_summary_against_hand_computed_means():
   text = module.markdown(rows, args, 60.0)
   assert "| default | end2, T = 2.5 | 2 | +0.0100 |" in text and "n/a" in text
   assert "| wine | 0 | default | gaussian-logits |" in text
+
+
+def test_ood_inputs_rule_picks_count_each_rules_pick_at_3_sd():
+  """Each rule's pick is looked up among the same set-seed's rows; its AUROC gap and
+  mean ratio at 3 sd are counted against 0.02 and 1.5x."""
+  module = _load("ood_inputs_study")
+
+  def row(mix, gap, ratio, picks, seed=5):
+    return {"set": "wine", "seed": seed, "mix": mix, "picks": picks,
+            "far": {"3": {"student_auroc": 0.8 + gap, "ensemble_auroc": 0.8,
+                          "mean_ratio": ratio, "spearman": 0.5}}}
+  picks = {"fidelity": "default", "auroc": "default+box"}
+  rows = [row("default", -0.25, 0.1, picks), row("default+box", 0.01, 0.9, picks),
+          row("default", -0.01, 1.6, {"fidelity": "default", "auroc": "default"}, 6),
+          {"set": "wine", "seed": 0, "mix": "default", "far": {}}]   # no picks: left out
+  cells, counts = module.rule_picks(rows)
+  assert set(cells) == {("wine", 5), ("wine", 6)}
+  assert cells[("wine", 5)]["auroc"]["mix"] == "default+box"
+  np.testing.assert_allclose(cells[("wine", 5)]["fidelity"]["auroc_gap"], -0.25, atol=1e-12)
+  assert counts == {"fidelity": {"met": 1, "within": 0, "n": 2},
+                    "auroc": {"met": 2, "within": 1, "n": 2}}
+  text = module.rules_markdown(rows)
+  assert "| wine, 5 | default: -0.250 / 0.10x / 0.50 | default+box: +0.010 / 0.90x / 0.50 |" in text
+  assert "1 of 2; 0 of 2 | 2 of 2; 1 of 2 |" in text
