@@ -127,7 +127,7 @@ def admissible(scores):
 proxy_targets_met = input_choice.proxy_targets_met
 
 
-def choose(scores, rule="fidelity"):
+def choose(scores, rule=input_choice.DEFAULT_RULE):
   """The mix to use among the admissible ones (`input_choice.choose` with the default
   inputs as the in-distribution reference).
 
@@ -472,7 +472,7 @@ def main(argv=None):
   parser.add_argument("--mixes", default=",".join(MIXES),
                       help="comma-separated names of MIXES (default: all; 'default' is "
                            "always included)")
-  parser.add_argument("--choice", choices=CHOICES, default="fidelity",
+  parser.add_argument("--choice", choices=CHOICES, default=input_choice.DEFAULT_RULE,
                       help="how the mix is chosen on the proxy (see `choose`; default "
                            "%(default)s; auroc: the 2026-12-06 run's rule)")
   parser.add_argument("--fast", action="store_true", help="smoke mode: one set, tiny")

@@ -31,7 +31,7 @@ def main(argv=None):
                       choices=list(uci_choice.INPUT_MIXES))
   parser.add_argument("--share", type=float, default=0.1,
                       help="share of the training rows held out as the proxy OOD set")
-  parser.add_argument("--rule", default="fidelity", choices=input_choice.RULES)
+  parser.add_argument("--rule", default=input_choice.DEFAULT_RULE, choices=input_choice.RULES)
   parser.add_argument("--data-dir", default=None)
   parser.add_argument("--fast", action="store_true", help="tiny settings (smoke test)")
   args = parser.parse_args(argv)

@@ -101,8 +101,9 @@ def reported_scores(ensemble_test, ensemble_ood, student_test, student_ood):
           "spearman": score["ood_spearman"]}
 
 
-def choose_by_method(scores, methods, base):
-  """The choice among each method's students, and among all of them.
+def choose_by_method(scores, methods, base, rule=input_choice.DEFAULT_RULE):
+  """The choice among each method's students, and among all of them, by `rule`
+  (`input_choice.choose`).
 
   Args:
     scores: {folder: proxy score dict with "nll_gap"}.
@@ -117,8 +118,8 @@ def choose_by_method(scores, methods, base):
   chosen = {}
   for method in sorted(set(methods.values())):
     group = {f: s for f, s in scores.items() if methods[f] == method}
-    chosen[method] = input_choice.choose(group, "fidelity", base=base.get(method))
-  chosen["all"] = input_choice.choose(scores, "fidelity", base=base.get("all"))
+    chosen[method] = input_choice.choose(group, rule, base=base.get(method))
+  chosen["all"] = input_choice.choose(scores, rule, base=base.get("all"))
   return chosen
 
 

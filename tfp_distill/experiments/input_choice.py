@@ -30,6 +30,8 @@ PROXY_AUROC_TOLERANCE, PROXY_RATIO_FACTOR = 0.02, 1.5
 #: factor (regression), its NLL gap by this many nats (classification).
 IN_DISTRIBUTION_SLACK = {"rmse_ratio": 1.05, "nll_gap": 0.02}
 RULES = ("fidelity", "auroc")
+#: The rule `choose` and the studies use unless told otherwise.
+DEFAULT_RULE = "fidelity"
 
 
 def proxy_rows(x, share=0.1, standardize=False):
@@ -134,7 +136,7 @@ def admissible(scores, base=None):
   return out
 
 
-def choose(scores, rule="fidelity", base=None):
+def choose(scores, rule=DEFAULT_RULE, base=None):
   """The mix to use, among the admissible ones (`admissible(scores, base)`).
 
   rule "fidelity": the most proxy targets met (`proxy_targets_met`), then the highest
@@ -144,7 +146,7 @@ def choose(scores, rule="fidelity", base=None):
 
   Args:
     scores: {mix: `proxy_score` dict plus "rmse_ratio" or "nll_gap"}; not empty.
-    rule: one of `RULES`.
+    rule: one of `RULES` (default `DEFAULT_RULE`).
     base: see `admissible`.
 
   Returns:

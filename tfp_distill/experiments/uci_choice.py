@@ -69,7 +69,7 @@ def proxy_split(data, share=0.1, seed=0):
 
 
 def choose_split(name, split, candidates=CANDIDATES, config=None, data_dir=None,
-                 share=0.1, rule="fidelity", mixes=None):
+                 share=0.1, rule=input_choice.DEFAULT_RULE, mixes=None):
   """Scores each candidate mix on the proxy of one split's training rows.
 
   Args:
@@ -127,7 +127,7 @@ def choose_split(name, split, candidates=CANDIDATES, config=None, data_dir=None,
           "share": share, "rule": rule, "ensemble_seconds": ensemble_seconds}
 
 
-def pooled_choice(results, rule="fidelity"):
+def pooled_choice(results, rule=input_choice.DEFAULT_RULE):
   """One mix for a set from the proxies of all its splits: each candidate's proxy scores
   averaged over the splits, then `input_choice.choose` on the means.
 
@@ -159,7 +159,7 @@ def _key(config, candidates, share, rule, mixes):
 
 
 def run_choice(out_dir, datasets, num_splits=5, candidates=CANDIDATES, config=None,
-               data_dir=None, share=0.1, rule="fidelity", mixes=None):
+               data_dir=None, share=0.1, rule=input_choice.DEFAULT_RULE, mixes=None):
   """Runs (or resumes) `choose_split` for every set and split; writes the table.
 
   Each split is saved as `<out_dir>/<set>/choice_split_<i>.json` with a key of the
