@@ -42,6 +42,10 @@ def main(argv=None):
                       help="also report the first N test images under every corruption "
                            "at severity 5 (the proxy's kinds among them: not independent "
                            "of the choice)")
+  parser.add_argument("--rule", default=image_choice.IMAGE_RULE,
+                      choices=image_choice.input_choice.RULES,
+                      help="the choice rule (td.experiments.input_choice.choose; default "
+                           "%(default)s, image_choice.IMAGE_RULE)")
   parser.add_argument("--report", default=None, help="where to write (default OUT/choice)")
   args = parser.parse_args(argv)
   base = {}
@@ -66,7 +70,7 @@ def main(argv=None):
     ood["corrupted test images"], _ = image_choice.corruption_proxy(
         x_test, names=tuple(corruptions.CORRUPTIONS), seed=args.seed + 1)
   result = image_choice.run_image_choice(args.out, args.students, base, args.size,
-                                         args.seed, ood)
+                                         args.seed, ood, rule=args.rule)
   report = args.report or os.path.join(args.out, "choice")
   os.makedirs(report, exist_ok=True)
   with open(os.path.join(report, "choice.json"), "w") as f:

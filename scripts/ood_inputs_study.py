@@ -272,7 +272,7 @@ def _markdown(rows, args, wall=None):
   how = (f"; run as {len(merged)} processes side by side, one per part of the sets "
          "(`--sets`), joined with `--merge`, the time that of the longest" if merged else "")
   method = f" --method {args.method}" if getattr(args, "method", None) else ""
-  if _rule(args) != "fidelity":
+  if _rule(args) != input_choice.DEFAULT_RULE:
     method += f" --choice {_rule(args)}"
   first = getattr(args, "first_seed", 0)
   first = f" --first-seed {first}" if first else ""

@@ -104,11 +104,14 @@ def test_choose_with_no_base_drops_a_mix_that_costs_accuracy():
                     "rmse_ratio": 1.0},
             "far": {"auroc_gap": 0.0, "log_mean_ratio": 0.0, "ood_spearman": 0.9,
                     "rmse_ratio": 1.2}}
-  assert input_choice.choose(scores) == "box"
+  fidelity = {"rule": "fidelity"}
+  assert input_choice.choose(scores, **fidelity) == "box"
+  assert input_choice.choose(scores) == "box"        # the default rule: AUROC, guarded too
   scores["far"]["rmse_ratio"] = 1.01
-  assert input_choice.choose(scores) == "far"
+  assert input_choice.choose(scores, **fidelity) == "far"
   scores["far"]["ood_spearman"] = None           # undefined rank correlation: last
-  assert input_choice.choose(scores) == "box"
+  assert input_choice.choose(scores, **fidelity) == "box"
+  assert input_choice.DEFAULT_RULE == "auroc"        # the seeds 5-7 test's outcome
 
 
 @needs_data
@@ -179,11 +182,13 @@ def test_pooled_choice_averages_the_proxies_of_a_set():
   # Each split alone: far wins split 0 (both meet, higher Spearman), box split 1 (far
   # misses the AUROC); pooled, far's mean gap -0.015 still meets, and its Spearman wins.
   results = [result(0.0, 0.0, 0.9), result(0.0, -0.03, None)]
-  assert [input_choice.choose(r["scores"]) for r in results] == ["far", "box"]
-  mix, means = uci_choice.pooled_choice(results)
+  rule = "fidelity"
+  assert [input_choice.choose(r["scores"], rule) for r in results] == ["far", "box"]
+  mix, means = uci_choice.pooled_choice(results, rule)
   assert mix == "far"
   assert means["far"]["auroc_gap"] == pytest.approx(-0.015)
   assert means["far"]["ood_spearman"] == pytest.approx(0.9)   # the defined one
   assert means["far"]["log_mean_ratio"] == pytest.approx(np.log(1.2))
   results.append(result(0.0, -0.05, 0.9))                      # mean gap -0.0267: misses
-  assert uci_choice.pooled_choice(results)[0] == "box"
+  assert uci_choice.pooled_choice(results, rule)[0] == "box"
+  assert uci_choice.pooled_choice(results)[0] == "box"         # AUROC: box's 0.0 is best

@@ -337,7 +337,7 @@ def test_ood_inputs_choice_keeps_in_distribution_accuracy():
          "default+far": {"auroc_gap": 0.5, "log_mean_ratio": 0.0,
                          "nll_gap": 0.05 + slack["nll_gap"] + 1e-3}}
   assert module.choose(cls, **rule) == "default"
-  assert module.choose(cls) == "default"
+  assert module.choose(cls, "fidelity") == "default"
   with pytest.raises(ValueError, match="rule"):
     module.choose(cls, "best")
 
@@ -357,10 +357,10 @@ def test_ood_inputs_fidelity_choice_prefers_targets_met_then_rank():
       "default+box": {"auroc_gap": 0.0, "log_mean_ratio": np.log(0.7),
                       "ood_spearman": 0.7, "rmse_ratio": 1.0}}
   assert [module.proxy_targets_met(s) for s in scores.values()] == [1, 2, 2]
-  assert module.choose(scores) == "default+box"
+  assert module.choose(scores, "fidelity") == "default+box"
   scores["default+box"]["auroc_gap"] = -0.021                   # one target now
-  assert module.choose(scores) == "default+far"
-  assert module.choose(scores, "auroc") == "default"
+  assert module.choose(scores, "fidelity") == "default+far"
+  assert module.choose(scores, "auroc") == "default" == module.choose(scores)
 
 
 def test_ood_inputs_summary_says_which_targets_are_met():
@@ -523,10 +523,10 @@ def test_ood_inputs_report_names_its_choice_rule():
   module = _load("ood_inputs_study")
   args = argparse.Namespace(min_steps=None, seeds=2, sets="yacht", out="o")
   old = module._markdown([], args)        # a run from before --choice: the AUROC rule  # pylint: disable=protected-access
-  assert "--choice auroc" in old and "largest student OOD AUROC" in old
+  assert "--choice" not in old and "largest student OOD AUROC" in old   # now the default
   args.choice = "fidelity"
   new = module._markdown([], args)  # pylint: disable=protected-access
-  assert "--choice" not in new and "then the highest Spearman" in new
+  assert "--choice fidelity" in new and "then the highest Spearman" in new
 
 
 def test_uci_choose_inputs_passes_its_arguments(tmp_path, monkeypatch):

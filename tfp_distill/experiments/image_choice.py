@@ -101,7 +101,14 @@ def reported_scores(ensemble_test, ensemble_ood, student_test, student_ood):
           "spearman": score["ood_spearman"]}
 
 
-def choose_by_method(scores, methods, base, rule=input_choice.DEFAULT_RULE):
+#: The images' rule: "fidelity", as when the image students were chosen. The test that made
+#: "auroc" `input_choice.DEFAULT_RULE` was on tabular sets; on the own-ensemble images the
+#: AUROC rule would pick an EnD^2 student that overshoots the proxy (docs/studies/
+#: ood-inputs.md), and no image test decided between the rules in advance.
+IMAGE_RULE = "fidelity"
+
+
+def choose_by_method(scores, methods, base, rule=IMAGE_RULE):
   """The choice among each method's students, and among all of them, by `rule`
   (`input_choice.choose`).
 
@@ -152,7 +159,8 @@ def _uncertainty(td, model, family, xs, labels=None):
   return mi, nll
 
 
-def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print):
+def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print,
+                     rule=IMAGE_RULE):
   """Scores the saved students `out/FOLDER` on the corruption proxy and chooses.
 
   Args:
@@ -167,6 +175,7 @@ def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print)
     seed: the proxy's seed.
     ood: {name: images [n, 28, 28, 1] in [0, 1]}: reported OOD sets, scored beside.
     log: callable(str) for progress.
+    rule: the rule of `input_choice.choose` (default `IMAGE_RULE`).
 
   Returns:
     dict: "settings", "students" {folder: {"method", "inputs", "proxy", "reported"}},
@@ -241,9 +250,9 @@ def run_image_choice(out, folders, base, size=1000, seed=0, ood=None, log=print)
                             for name, e, c in zip(ood, e_ood, c_ood)}}
   return {"settings": {"size": len(rows), "seed": seed, "severity": PROXY_SEVERITY,
                        "corruptions": list(PROXY_CORRUPTIONS), "members": len(paths),
-                       "base": base, "ood": list(ood)},
+                       "base": base, "ood": list(ood), "rule": rule},
           "students": students, "ceiling": ceiling,
-          "chosen": choose_by_method(scores, methods, base)}
+          "chosen": choose_by_method(scores, methods, base, rule)}
 
 
 def format_markdown(result):
@@ -254,7 +263,8 @@ def format_markdown(result):
            f"Proxy: {settings['size']} of the job's validation rows (never fitted by a "
            f"student) against the same images under {len(settings['corruptions'])} "
            f"corruptions at severity {settings['severity']} "
-           f"({', '.join(settings['corruptions'])}); rule `fidelity` "
+           f"({', '.join(settings['corruptions'])}); rule "
+           f"`{settings.get('rule', 'fidelity')}` "
            "(`tfp_distill.experiments.input_choice.choose`), NLL within 0.02 nats of "
            "each method's default-input student. Proxy cells: AUROC gap / mean MI ratio "
            "/ Spearman on the corrupted images / NLL gap to the ensemble on the clean "

@@ -13,9 +13,10 @@ training rows ─► proxy_rows ─► kept rows ─► proxy train ─► ensem
 
 `proxy_rows` holds out rows the rest does not cover; `proxy_score` compares a student's
 epistemic uncertainty with the proxy ensemble's on them (the targets of the OOD issue,
-scaled to the proxy); `choose` picks, among the mixes whose in-distribution score is
-close to the best, the one that meets the most proxy targets, then the highest rank
-correlation to the ensemble on the proxy OOD rows.
+scaled to the proxy); `choose` picks among the mixes whose in-distribution score is
+close to the best: by default (rule "auroc") the one whose student separates the proxy
+OOD rows best, or (rule "fidelity") the one that meets the most proxy targets, then the
+highest rank correlation to the ensemble there.
 """
 
 import numpy as np
@@ -30,8 +31,11 @@ PROXY_AUROC_TOLERANCE, PROXY_RATIO_FACTOR = 0.02, 1.5
 #: factor (regression), its NLL gap by this many nats (classification).
 IN_DISTRIBUTION_SLACK = {"rmse_ratio": 1.05, "nll_gap": 0.02}
 RULES = ("fidelity", "auroc")
-#: The rule `choose` and the studies use unless told otherwise.
-DEFAULT_RULE = "fidelity"
+#: The rule `choose` and the tabular studies use unless told otherwise: "auroc", by the
+#: test fixed before its runs (docs/studies/ood-inputs.md, seeds 5-7 of the tabular
+#: sets: its picks met the far-point AUROC target on 7 of 12 set-seeds, the fidelity
+#: rule's on 6; seeds 2-7 together 16 and 13 of 24).
+DEFAULT_RULE = "auroc"
 
 
 def proxy_rows(x, share=0.1, standardize=False):
