@@ -113,6 +113,9 @@ def main(argv=None):
                       help="the student's Keras (default: the command's, Keras 3)")
   parser.add_argument("--extra-inputs", default=None,
                       help="the job's --extra-inputs (default: the method's, mixup)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="another ensemble and student: member m's seed is 100 * seed + "
+                           "m (the second ensemble's 1000 more), and the job's --seed")
   parser.add_argument("--temperature", default=None,
                       help="the job's --temperature (EnD^2's starting temperature; "
                            "default the method's, 2.5)")
@@ -177,14 +180,15 @@ def main(argv=None):
             f"({time.perf_counter() - start:.0f} s)", flush=True)
     return paths
 
-  paths = ensemble("member", 0, args.reuse_members)
+  paths = ensemble("member", 100 * args.seed, args.reuse_members)
   members_s = time.perf_counter() - start
   ceiling = None
   if args.ceiling:
     # With --reuse-members, a second ensemble an earlier run left is reused too.
     second = os.path.join(args.out, f"ceiling_member_{members - 1}.keras")
     reuse = args.reuse_members and os.path.exists(second)
-    ceiling = _ceiling(keras, paths, ensemble("ceiling_member", 1000, reuse), x_test, mnist)
+    ceiling = _ceiling(keras, paths, ensemble("ceiling_member", 1000 + 100 * args.seed, reuse),
+                       x_test, mnist)
 
   start = time.perf_counter()
   student_dir = os.path.join(args.out, args.student_dir)
@@ -196,6 +200,7 @@ def main(argv=None):
   argv += [] if args.extra_inputs is None else ["--extra-inputs", args.extra_inputs]
   argv += [] if args.method is None else ["--method", args.method]
   argv += [] if args.temperature is None else ["--temperature", args.temperature]
+  argv += ["--seed", str(args.seed)] if args.seed else []
   argv += ["--quiet", "--force"] if args.smoke else []
   print("tfp-distill " + " ".join(argv), flush=True)
   status = cli.main(argv)
