@@ -294,8 +294,11 @@ def check_config(config):
       raise DistillError(f"method {config.method!r} is not a method ({listing}).")
     if config.temperature is not None and all(
         _method_or_none(config.method, t).temperature is None for t in known):
+      annealed = [m for t in tasks for m in methods_lib.names(t)
+                  if methods_lib.get(m, t).temperature is not None]
       raise DistillError(f"temperature: method {config.method} has no annealed "
-                         "temperature (only end2); leave temperature out.")
+                         f"temperature (only {', '.join(annealed) or 'none'}); leave "
+                         "temperature out.")
   if config.keras not in (None, 2, 3):
     raise DistillError(f"keras must be 3 (Keras 3, `import keras`) or 2 (tf_keras), got "
                        f"{config.keras!r}.")

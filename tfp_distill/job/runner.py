@@ -403,6 +403,11 @@ class _Job:
                          prepared["pixel_scale"], prepared["x_fit"], prepared["z_fit"],
                          prepared["val"].x, prepared["z_val"], epochs, passes, patience,
                          self.folder, fingerprint, n_rows=len(prepared["fit"].x))
+    if training.annealing is not None:
+      a = training.annealing
+      self.log(f"loss temperature: {a['initial']:g} for the first {a['start_epoch']} epochs, "
+               f"then down to {a['final']:g} by epoch {a['end_epoch']}"
+               + ("" if config.temperature is None else " (temperature set)"))
     history = training.run()
     report = {"schedule": {"epochs": epochs, "passes_per_epoch": passes,
                            "patience": patience, "how": how,
