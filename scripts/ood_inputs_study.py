@@ -149,6 +149,7 @@ def _in_distribution(report):
   epistemic = (report.get("fidelity") or {}).get("epistemic") or {}
   out["mean_ratio"] = epistemic.get("mean_ratio")
   out["spearman"] = epistemic.get("spearman")
+  out["ensemble_mean"] = epistemic.get("ensemble_mean")   # the ratio's denominator
   return out
 
 
@@ -160,6 +161,7 @@ def far_rows(report, ceiling=None):
     ens, stu = block["ensemble"], block["student"]
     out[d] = {"ensemble_auroc": ens["auroc"], "student_auroc": stu["auroc"],
               "mean_ratio": stu["mean"] / max(ens["mean"], 1e-30),
+              "ensemble_mean": ens["mean"],
               "spearman": (block.get("fidelity") or {}).get("spearman")}
     if ceiling is not None:
       out[d]["ceiling_spearman"] = ceiling.get(d)
