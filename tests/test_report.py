@@ -49,3 +49,22 @@ def test_an_ood_auroc_drop_and_far_points_are_shortfalls():
       "ensemble's 0.900",
       "on far points 3 sd beyond the data its mean epistemic uncertainty is 0.2x the "
       "ensemble's"]
+
+
+def test_an_end2_student_short_off_the_data_is_told_of_the_temperature():
+  """Advice names the starting temperature the report records, and only for EnD^2
+  students that fall short off the data after a start above 1."""
+  report = _report({"auroc": 0.70, "mean_out": 0.05}, {"auroc": 0.85, "mean_out": 0.2})
+  report["schedule"] = {"temperature": {"initial": 2.5, "final": 1.0, "start_epoch": 3,
+                                        "end_epoch": 11}}
+  advice = td.report.verdict(report)["advice"]
+  assert any("started at temperature 2.5: a run at temperature 1" in a for a in advice)
+  report["schedule"]["temperature"]["initial"] = 1.0
+  assert not any("temperature 1" in a for a in td.report.verdict(report)["advice"])
+  report["schedule"]["temperature"]["initial"] = 2.5
+  report["method"] = "gaussian-logits"
+  assert not any("temperature 1" in a for a in td.report.verdict(report)["advice"])
+  report["method"], report["ood"]["student"] = "end2", {"score": "epistemic", "auroc": 0.85,
+                                                         "mean_out": 0.2}
+  assert td.report.verdict(report)["ok"]      # nothing short: no advice at all
+  assert td.report.verdict(report)["advice"] == []

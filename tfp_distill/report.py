@@ -354,9 +354,15 @@ def verdict(report):
                     "student")
     elif report.get("task") == "regression" and report.get("method") != "mvn":
       advice.append("method mvn (a full-covariance Normal over z)")
-    if any("OOD" in s or "epistemic" in s or "far points" in s for s in short):
+    off_data = any("OOD" in s or "epistemic" in s or "far points" in s for s in short)
+    if off_data:
       advice.append("distil on inputs away from the training rows too (extra_inputs with "
                     "far or box, or unlabelled data with aux)")
+    start = ((schedule.get("temperature") or {}).get("initial") or 1.0)
+    if off_data and report.get("method") == "end2" and start > 1:
+      advice.append(f"the EnD^2 loss started at temperature {start:g}: a run at temperature "
+                    "1 beside it (on Fashion-MNIST members it came nearer the ensemble on "
+                    "MNIST and Animal-MNIST; the tabular sets were not helped)")
     if not advice:
       advice.append("a larger student (student), more epochs, or another method")
   check = (report.get("conventions") or {}).get("ensemble_check") or {}
