@@ -153,6 +153,17 @@ def _in_distribution(report):
   return out
 
 
+def job_fit_rows(x, y, seed, validation_fraction=0.1):
+  """The training rows a `td.distill(..., seed=seed)` job fits (the rest it holds out for
+  early stopping): its report's far points are built from these, so the second
+  ensemble's ceiling is scored on the same points."""
+  from tfp_distill.datasets import sources   # pylint: disable=import-outside-toplevel
+  from tfp_distill.job import runner   # pylint: disable=import-outside-toplevel
+  fit, _ = runner.early_stopping_split(sources.DataSource(x, y, "train"),
+                                       validation_fraction, seed)
+  return fit.x
+
+
 def far_rows(report, ceiling=None):
   """{distance: ensemble and student AUROC, mean ratio, Spearman (and the ceiling's)}
   from a `td.distill` report's far block."""
@@ -196,7 +207,11 @@ def run_one(td, keras, dd, name, seed, args):
   members = dd._members(keras, x, y, task, seed, count, epochs)  # pylint: disable=protected-access
   second = dd._members(keras, x, y, task, seed + 500, count, epochs)  # pylint: disable=protected-access
   from tfp_distill.datasets import far as far_lib
-  far = far_lib.far_points(x, x_test, td.report.FAR_DISTANCES, "random", seed=0)
+  # The points of the students' reports: built from the rows each job fits (before
+  # 2026-12-06's seeds 5-7 runs, from all the training rows: the same construction and
+  # seed, feature scales from 10% more rows).
+  far = far_lib.far_points(job_fit_rows(x, y, seed), x_test, td.report.FAR_DISTANCES,
+                           "random", seed=0)
   ceiling = {f"{d:g}": float(stats.spearmanr(_epistemic(td, members, task, xf),
                                              _epistemic(td, second, task, xf))[0])
              for d, xf in far.items()}

@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 import pytest
 
+import tfp_distill as td
 from tfp_distill.datasets import images as images_data
 from tfp_distill.datasets import uci as uci_data
 
@@ -612,3 +613,30 @@ def test_ood_inputs_rule_picks_count_each_rules_pick_at_3_sd():
   text = module.rules_markdown(rows)
   assert "| wine, 5 | default: -0.250 / 0.10x / 0.50 | default+box: +0.010 / 0.90x / 0.50 |" in text
   assert "1 of 2; 0 of 2 | 2 of 2; 1 of 2 |" in text
+
+
+def test_ood_inputs_ceiling_points_are_the_jobs_far_points(monkeypatch):
+  """The second ensemble's Spearman (the ceiling) is scored on the far points the
+  students' reports use: built from the rows the job fits, not all the training rows."""
+  import keras as keras3
+  module = _load("ood_inputs_study")
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(120, 3)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int64)
+  seen = []
+  original = td.report.far_points_block
+
+  def spy(student_u, teacher, teacher_family, train_x, test_x, u_test):
+    seen.append(np.asarray(train_x))
+    return original(student_u, teacher, teacher_family, train_x, test_x, u_test)
+  monkeypatch.setattr(td.report, "far_points_block", spy)
+  members = []
+  for m in range(2):
+    keras3.utils.set_random_seed(m)
+    model = keras3.Sequential([keras3.Input((3,)), keras3.layers.Dense(2)])
+    model.compile("adam", keras3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    members.append(model)
+  td.distill(members, (x, y), (x[:30], y[:30]), epochs=1, seed=7, force=True, verbose=0)
+  (train_x,) = seen
+  np.testing.assert_array_equal(module.job_fit_rows(x, y, seed=7), train_x)
+  assert len(train_x) == 108                          # 10% held out for early stopping
