@@ -361,8 +361,9 @@ def verdict(report):
     start = ((schedule.get("temperature") or {}).get("initial") or 1.0)
     if off_data and report.get("method") == "end2" and start > 1:
       advice.append(f"the EnD^2 loss started at temperature {start:g}: a run at temperature "
-                    "1 beside it (on Fashion-MNIST members it came nearer the ensemble on "
-                    "MNIST and Animal-MNIST; the tabular sets were not helped)")
+                    "1 beside it (with one recipe of Fashion-MNIST members it came nearer "
+                    "the ensemble off the data; with another, and on small tabular sets, "
+                    "it did not)")
     if not advice:
       advice.append("a larger student (student), more epochs, or another method")
   check = (report.get("conventions") or {}).get("ensemble_check") or {}
