@@ -153,6 +153,15 @@ def _in_distribution(report):
   return out
 
 
+def read_reports(folders):
+  """The report.json of each run folder (for `--merge`), in order."""
+  parts = []
+  for folder in folders:
+    with open(os.path.join(folder, "report.json")) as f:
+      parts.append(json.load(f))
+  return parts
+
+
 def job_fit_rows(x, y, seed, validation_fraction=0.1):
   """The training rows a `td.distill(..., seed=seed)` job fits (the rest it holds out for
   early stopping): its report's far points are built from these, so the second
@@ -498,10 +507,7 @@ def main(argv=None):
                            "(e.g. two processes, a part of the sets each); trains nothing")
   args = parser.parse_args(argv)
   if args.merge:
-    parts = []
-    for folder in args.merge:
-      with open(os.path.join(folder, "report.json")) as f:
-        parts.append(json.load(f))
+    parts = read_reports(args.merge)
     rows = [r for part in parts for r in part["rows"]]
     args.seeds = max(p["args"]["seeds"] for p in parts)
     args.first_seed = parts[0]["args"].get("first_seed", 0)

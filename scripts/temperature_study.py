@@ -160,16 +160,13 @@ def main(argv=None):
   parser.add_argument("--merge", nargs="+", metavar="DIR",
                       help="write --out from the report.json of other runs; trains nothing")
   args = parser.parse_args(argv)
+  study = _study()
   if args.merge:
-    parts = []
-    for folder in args.merge:
-      with open(os.path.join(folder, "report.json")) as f:
-        parts.append(json.load(f))
+    parts = study.read_reports(args.merge)
     rows = [r for part in parts for r in part["rows"]]
     args.commands = "; ".join(_command(p["args"]) for p in parts)
     args.merged = True
     return _write(args.out, rows, args, max(p["wall_time_s"] for p in parts))
-  study = _study()
   args.temperature_values = [float(t) for t in args.temperatures.split(",")]
   if any(not t >= 1 for t in args.temperature_values):
     parser.error(f"--temperatures: each must be >= 1, got {args.temperatures}")
@@ -200,6 +197,8 @@ def _command(args):
   flags = f" --methods {methods}" if methods != "end2" else ""
   flags += (f" --temperatures {args['temperatures']}"
             if "end2" in methods.split(",") else "")
+  flags += f" --first-seed {args['first_seed']}" if args.get("first_seed") else ""
+  flags += f" --min-steps {args['min_steps']}" if args.get("min_steps") else ""
   return (f"`python scripts/temperature_study.py{flags} --seeds {args['seeds']} --sets "
           f"{args['sets']} --mixes {args['mixes']} --out {args['out']}`")
 
@@ -207,8 +206,7 @@ def _command(args):
 def _write(out, rows, args, wall):
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "report.json"), "w") as f:
-    json.dump({"rows": rows, "args": {k: v for k, v in vars(args).items()},
-               "wall_time_s": wall}, f, indent=2)
+    json.dump({"rows": rows, "args": vars(args), "wall_time_s": wall}, f, indent=2)
   text = markdown(rows, args, wall)
   with open(os.path.join(out, "report.md"), "w") as f:
     f.write(text)

@@ -294,11 +294,7 @@ def check_config(config):
       raise DistillError(f"method {config.method!r} is not a method ({listing}).")
     if config.temperature is not None and all(
         _method_or_none(config.method, t).temperature is None for t in known):
-      annealed = [m for t in tasks for m in methods_lib.names(t)
-                  if methods_lib.get(m, t).temperature is not None]
-      raise DistillError(f"temperature: method {config.method} has no annealed "
-                         f"temperature (only {', '.join(annealed) or 'none'}); leave "
-                         "temperature out.")
+      refuse_temperature(config.method, tasks)
   if config.keras not in (None, 2, 3):
     raise DistillError(f"keras must be 3 (Keras 3, `import keras`) or 2 (tf_keras), got "
                        f"{config.keras!r}.")
@@ -310,6 +306,15 @@ def check_config(config):
   if student not in STUDENTS and not student.endswith(".keras"):
     raise DistillError(f"student must be one of {', '.join(STUDENTS)} or a .keras "
                        f"backbone, got {student!r}.")
+
+
+def refuse_temperature(method, tasks):
+  """The one-line refusal of `temperature` for a method whose loss is not annealed
+  (named before any work by `check_config`; from the task, by the job)."""
+  annealed = dict.fromkeys(m for t in tasks for m in methods_lib.names(t)
+                           if methods_lib.get(m, t).temperature is not None)
+  raise DistillError(f"temperature: method {method} has no annealed temperature (only "
+                     f"{', '.join(annealed) or 'none'}); leave temperature out.")
 
 
 def student_keras(config):

@@ -17,7 +17,7 @@ from tfp_distill import report as report_lib
 from tfp_distill import targets as targets_lib
 from tfp_distill.datasets import sources
 from tfp_distill.job.config import NOT_FINGERPRINTED, DistillConfig, DistillError
-from tfp_distill.job.config import check_config
+from tfp_distill.job.config import check_config, refuse_temperature
 from tfp_distill.job.reading import (check_inputs_fit, convert_array, finite_outputs,
                                      converted_teacher, data_source, decide_image_scale,
                                      load_teacher, read_conventions)
@@ -341,11 +341,7 @@ class _Job:
     config = self.config
     method = methods_lib.get(config.method, task)
     if config.temperature is not None and method.temperature is None:
-      annealed = [m for m in methods_lib.names(task)
-                  if methods_lib.get(m, task).temperature is not None]
-      raise DistillError(f"temperature: method {method.name} has no annealed temperature "
-                         f"(only {', '.join(annealed) or 'none'} for {task}); leave "
-                         "temperature out.")
+      refuse_temperature(method.name, [task])
     converted = converted_teacher(teacher, convention)
     train, test = data["train"], data["test"]
     z_train = z_test = z_ood = None
