@@ -470,6 +470,16 @@ def test_temperature_sets_where_the_end2_loss_starts(files, tmp_path, capsys):
                    "gaussian-logits", "--temperature", "3", "--out", tmp_path / "never")
   assert "temperature: method gaussian-logits has no annealed temperature" in message
   assert "end2" in message and not (tmp_path / "never").exists()
+  with pytest.raises(SystemExit) as error:       # argparse: usage and one line, exit 2
+    cli.main(["distill", "--teacher", *paths, "--train", str(root / "train.npz"),
+              "--temperature", "hot"])
+  assert error.value.code == 2
+  assert "expected a number >= 1 or 'choose', got 'hot'" in capsys.readouterr().err
+  # "choose" needs images to corrupt: tabular rows are refused before any training.
+  message = _error(capsys, "--teacher", *paths, "--train", root / "train.npz",
+                   "--temperature", "choose", "--out", tmp_path / "tabular")
+  assert "temperature='choose'" in message and "not images" in message
+  assert not (tmp_path / "tabular" / "student.keras").exists()
   # The method from the task (regression: mvn), refused once the task is known.
   rng = np.random.default_rng(0)
   x = rng.normal(size=(60, 3)).astype(np.float32)

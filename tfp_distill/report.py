@@ -359,11 +359,15 @@ def verdict(report):
       advice.append("distil on inputs away from the training rows too (extra_inputs with "
                     "far or box, or unlabelled data with aux)")
     start = ((schedule.get("temperature") or {}).get("initial") or 1.0)
-    if off_data and report.get("method") == "end2" and start > 1:
+    if (off_data and report.get("method") == "end2" and start > 1
+        and not report.get("temperature_choice")):
+      images = (report.get("data") or {}).get("image_inputs")
       advice.append(f"the EnD^2 loss started at temperature {start:g}: a run at temperature "
                     "1 beside it (with one recipe of Fashion-MNIST members it came nearer "
                     "the ensemble off the data; with another, and on small tabular sets, "
-                    "it did not)")
+                    "it did not)" + ("; or temperature='choose', which trains both and "
+                                     "keeps the one nearer the ensemble on corrupted "
+                                     "held-out training images" if images else ""))
     if not advice:
       advice.append("a larger student (student), more epochs, or another method")
   check = (report.get("conventions") or {}).get("ensemble_check") or {}
@@ -438,6 +442,25 @@ def _keras_words(report):
                                                                "")
 
 
+def temperature_choice_markdown(record):
+  """The lines of report.md on temperature="choose" (`td.job.choice`)."""
+  proxy = record["proxy"]
+  lines = [f"The EnD^2 loss's starting temperature, chosen (temperature='choose'): a "
+           f"student at each candidate, scored on {proxy['rows']} held-out training "
+           f"images (never fitted) and {proxy['images']} copies of them under "
+           f"{len(proxy['corruptions'])} corruptions at severity {proxy['severity']}; rule "
+           f"`{record['rule']}` among the students within 0.02 nats of the default "
+           f"({record['default']:g}) in NLL (against {proxy['nll_against']}):", "",
+           "| temperature | AUROC, corrupted (ensemble) | mean MI, student / ensemble | "
+           "Spearman | NLL gap | kept |", "|---:|---:|---:|---:|---:|:---:|"]
+  for t, s in record["candidates"].items():
+    kept = "yes" if float(t) == float(record["chosen"]) else ""
+    lines.append(f"| {t} | {_number(s['student_auroc'])} ({_number(s['ensemble_auroc'])}) "
+                 f"| {_number(float(np.exp(s['log_mean_ratio'])))} | "
+                 f"{_number(s['ood_spearman'])} | {s['nll_gap']:+.4f} | {kept} |")
+  return lines + [""]
+
+
 def format_markdown(report):
   """The report as Markdown: verdict, metrics, fidelity, OOD, speed, decisions, times."""
   sizes = report["data"]["sizes"]
@@ -503,6 +526,8 @@ def format_markdown(report):
       lines.append(f"| {distance} | {_number(ens_far['auroc'])} | "
                    f"{_number(stu_far['auroc'])} | {_number(ratio)} | {_number(rho)} |")
     lines.append("")
+  if report.get("temperature_choice"):
+    lines += temperature_choice_markdown(report["temperature_choice"])
   if report.get("speed"):
     s = report["speed"]
     lines += [f"Speed (`td.predict_uncertainty`, {s['examples']} test inputs, best of 3, "

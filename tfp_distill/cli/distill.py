@@ -160,10 +160,23 @@ def _training_flags(distill):
                             "feature sd), box (the data's box widened by half), marginal "
                             "(each feature from a random row), e.g. "
                             "mixup+far:0.5")
-  distill.add_argument("--temperature", type=float, default=None, metavar="T",
+  distill.add_argument("--temperature", type=_temperature, default=None, metavar="T",
                        help="end2 only: the loss's starting temperature (>= 1; default "
                             "2.5), held for the first quarter of the epochs and annealed "
-                            "to 1 by three quarters")
+                            "to 1 by three quarters; or 'choose' (images): a student at "
+                            "1 and at 2.5, the one kept chosen on corruptions of held-out "
+                            "training images (twice the training)")
+
+
+def _temperature(text):
+  """--temperature: "choose" or a number (its range is checked with the other settings)."""
+  if text == "choose":
+    return text
+  try:
+    return float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number >= 1 or 'choose', got {text!r}") \
+        from None
 
 
 def _run_flags(distill):

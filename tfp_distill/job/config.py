@@ -106,7 +106,10 @@ class DistillConfig:
     temperature: None (the method's schedule) or a number >= 1, for the methods whose
       loss is annealed (end2: from 2.5): the loss's starting temperature, held for the
       first quarter of the epochs and lowered linearly to the method's final one (1) by
-      three quarters (`td.methods.Method.annealing`). Other methods refuse it.
+      three quarters (`td.methods.Method.annealing`); or "choose" (image inputs, teacher
+      models): a student at each of `CHOICE_TEMPERATURES`, the one kept chosen on
+      corruptions of the held-out training images (`td.job.choice`; training costs
+      that many times as much). Other methods refuse it.
     jitter_copies, jitter_scale: jittered copies per row and their noise sd (a fraction
       of each feature's standard deviation).
     min_variance: the variance floor c of the softplus convention.
@@ -145,7 +148,7 @@ class DistillConfig:
   validation_fraction: float = 0.1
   test_fraction: float = 0.1
   extra_inputs: str = "auto"
-  temperature: float = None
+  temperature: object = None
   jitter_copies: int = 4
   jitter_scale: float = 0.1
   min_variance: float = 1e-3
@@ -168,14 +171,14 @@ FIELD_TYPES = {
     "epochs": "int?", "min_steps": "int?", "min_steps_per_epoch": "int", "batch_size": "int",
     "learning_rate": "float", "patience": "int?",
     "validation_fraction": "float", "test_fraction": "float", "extra_inputs": "str",
-    "temperature": "float?", "jitter_copies": "int", "jitter_scale": "float",
+    "temperature": "choose|float?", "jitter_copies": "int", "jitter_scale": "float",
     "min_variance": "float", "num_samples": "int", "strategy": "str", "resume": "bool",
     "data_service": "str?", "force": "bool", "seed": "int", "limit": "int?", "verbose": "int"}
 
 
 _TYPE_WORDS = {"paths": "a path or a list of paths", "str": "a string", "int": "an integer",
                "float": "a number", "bool": "true or false", "strs": "a list of strings",
-               "auto|float": '"auto" or a number'}
+               "auto|float": '"auto" or a number', "choose|float": '"choose" or a number'}
 
 
 #: Settings that do not change the student (where and how verbosely it runs, and what
@@ -202,8 +205,9 @@ def _type_ok(kind, value):
     return isinstance(value, (bool, np.bool_))
   if kind == "int":
     return _is_int(value)
-  if kind == "auto|float":
-    return value == "auto" or _type_ok("float", value)
+  if kind in ("auto|float", "choose|float"):
+    word = kind.split("|")[0]
+    return (isinstance(value, str) and value == word) or _type_ok("float", value)
   return (isinstance(value, (int, float, np.integer, np.floating))
           and not isinstance(value, (bool, np.bool_)))
 
@@ -272,10 +276,11 @@ def check_config(config):
     if not 0 < getattr(config, name) < 1:
       raise DistillError(f"{name} must be in (0, 1), got {getattr(config, name)!r}.")
   parse_extra_inputs(config.extra_inputs)
-  if config.temperature is not None and not (np.isfinite(config.temperature)
-                                             and config.temperature >= 1):
+  if config.temperature not in (None, "choose") and not (np.isfinite(config.temperature)
+                                                         and config.temperature >= 1):
     raise DistillError(f"temperature must be a number >= 1 (the loss's starting "
-                       f"temperature, annealed to 1), got {config.temperature!r}.")
+                       f"temperature, annealed to 1) or \"choose\", got "
+                       f"{config.temperature!r}.")
   choices = {"strategy": STRATEGIES,
              "teacher_output": conventions_lib.CLASSIFICATION_OUTPUTS,
              "variance": conventions_lib.VARIANCES,

@@ -15,6 +15,7 @@ from tfp_distill import methods as methods_lib
 from tfp_distill import predict as predict_lib
 from tfp_distill import report as report_lib
 from tfp_distill import targets as targets_lib
+from tfp_distill.job import choice as choice_lib
 from tfp_distill.datasets import sources
 from tfp_distill.job.config import NOT_FINGERPRINTED, DistillConfig, DistillError
 from tfp_distill.job.config import check_config, refuse_temperature
@@ -244,6 +245,23 @@ def run(config, objects=None):
     return _Job(config, objects, strategy, folder).run()
 
 
+def _backups(config):
+  """The folder's backup names: one, or one per candidate of temperature="choose"."""
+  temperatures = choice_lib.candidates(config)
+  return (("backup",) if temperatures is None else
+          tuple(f"backup{choice_lib.tag(t)}" for t in temperatures))
+
+
+def _logs(config):
+  temperatures = choice_lib.candidates(config)
+  return (("logs",) if temperatures is None else
+          tuple(f"logs{choice_lib.tag(t)}" for t in temperatures))
+
+
+def _number_or_na(value):
+  return "n/a" if value is None else f"{value:.3f}"
+
+
 _OUTPUTS = ("student.keras", "saved_model", "report.json", "report.md", "fidelity.png",
             "roc.png")
 
@@ -274,10 +292,11 @@ class _Job:
     if self.folder is not None:
       fingerprint = _fingerprint(config, self.objects)
       if config.resume:   # a backup of another job is refused before any work is done
-        resumable = callbacks_lib.EpochBackup(self.folder.file("backup"),
-                                              fingerprint=fingerprint)
-        if resumable.latest() is not None:
-          resumable.check_fingerprint()
+        for name in _backups(config):
+          resumable = callbacks_lib.EpochBackup(self.folder.file(name),
+                                                fingerprint=fingerprint)
+          if resumable.latest() is not None:
+            resumable.check_fingerprint()
     data, teacher = self._timed("load", self.load)
     task, convention, skill, image = self._timed("read", self.read, data, teacher)
     prepared = self._timed("teacher_targets", self.targets, data, teacher, task,
@@ -287,7 +306,8 @@ class _Job:
                 skill, image)
     if self.folder is not None:
       self._timed("save", _save, self.folder, result)
-      self.folder.remove("backup")              # finished: nothing left to resume
+      for name in _backups(config):            # finished: nothing left to resume
+        self.folder.remove(name)
     return result
 
   # -- stage 1 ---------------------------------------------------------------------------
@@ -314,6 +334,8 @@ class _Job:
           raise DistillError(f"--{role} {part.name}: inputs of shape "
                              f"{list(part.x.shape[1:])}, the training inputs have "
                              f"{list(data['train'].x.shape[1:])}.")
+    if choice_lib.candidates(config):
+      choice_lib.check_choosable(None, data["train"].x, teacher.ensemble is not None)
     members = (teacher.ensemble.num_members if teacher.ensemble is not None
                else teacher.z["train"].shape[1])
     if members < 2:
@@ -343,6 +365,8 @@ class _Job:
     if config.temperature is not None and method.temperature is None:
       refuse_temperature(method.name, [task])
     converted = converted_teacher(teacher, convention)
+    if choice_lib.candidates(config):
+      choice_lib.check_choosable(task, data["train"].x, converted is not None)
     train, test = data["train"], data["test"]
     z_train = z_test = z_ood = None
     if teacher.ensemble is None:
@@ -389,22 +413,39 @@ class _Job:
     if not config.resume and self.folder is not None:
       # A fresh run: what an earlier run of ours left here goes (only what the folder's
       # marker lists; the user's own files stay), so the folder never mixes two runs.
-      for name in _OUTPUTS + ("backup",):
+      for name in _OUTPUTS + _backups(config) + _logs(config):
         self.folder.remove(name)
     epochs, passes, patience, how = schedule(config, len(prepared["x_fit"]),
                                              off_data(prepared["extra_kind"]))
     self.log(f"training: at most {epochs} epochs ({how}), early stopping after {patience} "
              "epochs without a lower held-out distillation loss")
-    training = Training(config, self.strategy, prepared["method"], convention.family,
-                         prepared["pixel_scale"], prepared["x_fit"], prepared["z_fit"],
-                         prepared["val"].x, prepared["z_val"], epochs, passes, patience,
-                         self.folder, fingerprint, n_rows=len(prepared["fit"].x))
-    if training.annealing is not None:
-      a = training.annealing
-      self.log(f"loss temperature: {a['initial']:g} for the first {a['start_epoch']} epochs, "
-               f"then down to {a['final']:g} by epoch {a['end_epoch']}"
-               + ("" if config.temperature is None else " (temperature set)"))
-    history = training.run()
+
+    def trained(temperature, tag=""):
+      run_config = (config if temperature is None
+                    else dataclasses.replace(config, temperature=temperature))
+      training = Training(run_config, self.strategy, prepared["method"], convention.family,
+                          prepared["pixel_scale"], prepared["x_fit"], prepared["z_fit"],
+                          prepared["val"].x, prepared["z_val"], epochs, passes, patience,
+                          self.folder, fingerprint, n_rows=len(prepared["fit"].x), tag=tag)
+      if training.annealing is not None:
+        a = training.annealing
+        how_set = {None: "", "choose": " (a candidate of temperature='choose')"}.get(
+            config.temperature, " (temperature set)")
+        if a["initial"] == a["final"]:
+          self.log(f"loss temperature: {a['initial']:g} throughout{how_set}")
+        else:
+          self.log(f"loss temperature: {a['initial']:g} for the first {a['start_epoch']} "
+                   f"epochs, then down to {a['final']:g} by epoch {a['end_epoch']}"
+                   f"{how_set}")
+      return training, training.run()
+
+    temperatures = choice_lib.candidates(config)
+    temperature_choice = None
+    if temperatures is None:
+      training, history = trained(None)
+    else:
+      training, history, temperature_choice = self._choose_temperature(
+          prepared, convention, temperatures, trained)
     report = {"schedule": {"epochs": epochs, "passes_per_epoch": passes,
                            "patience": patience, "how": how,
                            "temperature": training.annealing,
@@ -414,10 +455,50 @@ class _Job:
               "history": history, "epochs_run": len(history.get("loss", [])),
               "resumed_from_epoch": training.start_epoch,
               "student_model": training.student_name,
-              "student_keras": training.keras.version}
+              "student_keras": training.keras.version,
+              "temperature_choice": temperature_choice}
     return DistillResult(training.student, training.decomposition_family,
                          convention.family, prepared["teacher"], convention,
                          prepared["method"], report)
+
+  def _choose_temperature(self, prepared, convention, temperatures, trained):
+    """Trains a student at each temperature and keeps the one `td.job.choice` picks on
+    corrupted validation images. Returns (training, history, the choice's record)."""
+    config = self.config
+    val = prepared["val"]
+    rows, x_out = choice_lib.proxy_images(val.x, prepared["pixel_scale"], config.seed)
+    x_in = val.x[rows]
+    y_in = None if val.y is None else val.y[rows]
+    ensemble = choice_lib.ensemble_view(prepared["teacher"], convention.family,
+                                        prepared["z_val"][rows], x_out)
+    self.log(f"temperature='choose': a student at each of "
+             f"{', '.join(f'{t:g}' for t in temperatures)}, scored on {len(rows)} held-out "
+             f"training images and {len(x_out)} corrupted copies of them")
+    runs, scores = {}, {}
+    for temperature in temperatures:
+      training, history = trained(temperature, choice_lib.tag(temperature))
+      scores[temperature] = choice_lib.score_student(
+          training.student, training.decomposition_family, ensemble, x_in, x_out, y_in)
+      runs[temperature] = (training, history)
+      s = scores[temperature]
+      self.log(f"temperature {temperature:g}: on the corrupted images AUROC "
+               f"{s['student_auroc']:.3f} (ensemble {s['ensemble_auroc']:.3f}), mean MI "
+               f"{np.exp(s['log_mean_ratio']):.2f}x the ensemble's, Spearman "
+               f"{_number_or_na(s['ood_spearman'])}; NLL gap {s['nll_gap']:+.4f} on the "
+               "clean ones")
+    default = prepared["method"].temperature[0]
+    kept = choice_lib.choose(scores, default if default in scores else temperatures[-1])
+    self.log(f"temperature {kept:g} kept (rule {choice_lib.RULE}: the most proxy targets "
+             "met, then the highest Spearman, among students within 0.02 nats of the "
+             f"default's NLL)")
+    record = {"candidates": {f"{t:g}": s for t, s in scores.items()}, "chosen": kept,
+              "rule": choice_lib.RULE, "default": default,
+              "proxy": {"rows": int(len(rows)), "images": int(len(x_out)),
+                        "corruptions": list(choice_lib.PROXY_CORRUPTIONS),
+                        "severity": choice_lib.PROXY_SEVERITY,
+                        "nll_against": "labels" if y_in is not None else
+                                       "the ensemble's predictions"}}
+    return (*runs[kept], record)
 
   # -- stage 5 ---------------------------------------------------------------------------
 
@@ -451,7 +532,8 @@ class _Job:
         "data": {"train": prepared["train"].name, "test": prepared["test"].name,
                  "ood": None if data["ood"] is None else data["ood"].name,
                  "aux": None if data["aux"] is None else data["aux"].name,
-                 "sizes": sizes, "extra_inputs": prepared["extra_kind"]},
+                 "sizes": sizes, "extra_inputs": prepared["extra_kind"],
+                 "image_inputs": bool(np.ndim(prepared["train"].x) == 4)},
         "num_members": int(prepared["z_train"].shape[1]),
         **evaluation["metrics"],
         "fidelity": evaluation["fidelity"],
@@ -460,7 +542,7 @@ class _Job:
         "speed": evaluation["speed"],
         "speedup": None if evaluation["speed"] is None else evaluation["speed"]["speedup"],
         **{k: result.report[k] for k in ("schedule", "history", "epochs_run",
-                                          "resumed_from_epoch")},
+                                          "resumed_from_epoch", "temperature_choice")},
         "notes": list(self.notes),
     }
     report["verdict"] = report_lib.verdict(report)

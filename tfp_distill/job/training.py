@@ -252,9 +252,12 @@ class Training:
   """The student's training: built under the strategy, resumable by epoch."""
 
   def __init__(self, config, strategy, method, family, pixel_scale, x_fit, z_fit, x_val,
-               z_val, epochs, passes, patience, folder, fingerprint, n_rows=None):
+               z_val, epochs, passes, patience, folder, fingerprint, n_rows=None,
+               tag=""):
     """`x_fit`/`z_fit` hold the training rows first (`n_rows` of them; all if None), then
-    the extra inputs the teacher labelled."""
+    the extra inputs the teacher labelled. `tag` tells apart the backups and logs of the
+    candidates of one job (`backup{tag}`, `logs{tag}` in the folder)."""
+    self.tag = tag
     self.config, self.strategy, self.method = config, strategy, method
     self.x_fit, self.z_fit, self.x_val, self.z_val = x_fit, z_fit, x_val, z_val
     self.epochs, self.passes, self.patience = epochs, passes, patience
@@ -278,7 +281,7 @@ class Training:
     self.folder = folder
     self.backup = None
     if folder is not None:
-      self.backup = callbacks.EpochBackup(folder.reserve("backup"),
+      self.backup = callbacks.EpochBackup(folder.reserve(f"backup{tag}"),
                                           stateful=[self.stopping], fingerprint=fingerprint)
     # Regression targets are in the user's units: the student's raw params start at
     # their location and spread on the training rows (td.parameterization.
@@ -319,7 +322,7 @@ class Training:
       callbacks = self.callbacks + [finite, self.stopping]
       if self.backup is not None:
         callbacks.append(self.backup)
-        callbacks.append(callbacks_of_keras.EpochSummaries(self.folder.reserve("logs")))
+        callbacks.append(callbacks_of_keras.EpochSummaries(self.folder.reserve(f"logs{self.tag}")))
       callbacks.append(callbacks_of_keras.ProgressBar("student",
                                                       disable=not config.verbose))
       result = self.trainer.fit(train_data, validation_data=val_data, epochs=self.epochs,

@@ -1,0 +1,121 @@
+"""temperature="choose" (`td.job.choice`): a student at each candidate temperature, the
+one kept chosen on corrupted held-out training images; its refusals in one line."""
+
+import numpy as np
+import pytest
+
+import tfp_distill as td
+from tfp_distill.experiments import image_choice
+from tfp_distill.experiments import input_choice
+from tfp_distill.job import choice
+
+keras3 = pytest.importorskip("keras")
+
+SIDE, CLASSES = 10, 3
+
+
+def _bars(n, seed):
+  """Images [n, 10, 10, 1] in [0, 1]: class k is a bright bar across rows 3k..3k+2, at a
+  random brightness, on noise."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, CLASSES, n)
+  x = rng.uniform(0, 0.3, (n, SIDE, SIDE, 1))
+  for k in range(CLASSES):
+    x[y == k, 3 * k:3 * k + 3] += rng.uniform(0.3, 0.7, ((y == k).sum(), 1, 1, 1))
+  return np.clip(x, 0, 1).astype(np.float32), y
+
+
+@pytest.fixture(scope="module", name="members")
+def members_fixture():
+  x, y = _bars(600, 0)
+  models = []
+  for m in range(3):
+    keras3.utils.set_random_seed(10 + m)
+    model = keras3.Sequential([keras3.Input((SIDE, SIDE, 1)), keras3.layers.Flatten(),
+                               keras3.layers.Dense(16, activation="relu"),
+                               keras3.layers.Dense(CLASSES)])
+    model.compile(keras3.optimizers.Adam(1e-2),
+                  keras3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=4, batch_size=64, verbose=0)
+    models.append(model)
+  return models, (x, y), _bars(200, 1)
+
+
+def test_choose_trains_both_and_keeps_the_student_it_scored(members, tmp_path):
+  models, train, test = members
+  result = td.distill(models, train, test, temperature="choose", epochs=4, verbose=0,
+                      out=tmp_path / "run")
+  record = result.report["temperature_choice"]
+  assert set(record["candidates"]) == {"1", "2.5"}
+  assert record["default"] == 2.5 and record["rule"] == image_choice.IMAGE_RULE
+  # The kept one is what the rule picks from the recorded scores ...
+  keyed = record["candidates"]
+  assert float(input_choice.choose(keyed, record["rule"], base="2.5")) == record["chosen"]
+  # ... and the student returned (and saved) is the one trained at that temperature.
+  assert result.report["schedule"]["temperature"]["initial"] == record["chosen"]
+  assert result.report["config"]["temperature"] == "choose"
+  # Rescore the returned student on the proxy the job built: same numbers.
+  x, y = train
+  fit, val = td.job.runner.early_stopping_split(
+      td.datasets.sources.DataSource(x, y, "train"), 0.1, 0)
+  rows, x_out = choice.proxy_images(val.x, None, 0)
+  assert record["proxy"]["rows"] == len(rows) == len(val.x)
+  assert record["proxy"]["images"] == len(x_out) == 7 * len(rows)
+  assert record["proxy"]["nll_against"] == "labels"
+  ensemble = choice.ensemble_view(result.teacher, result.teacher_family,
+                                  result.teacher.predict_targets(val.x[rows]), x_out)
+  score = choice.score_student(result.student, result.family, ensemble, val.x[rows],
+                               x_out, val.y[rows])
+  kept = record["candidates"][f"{record['chosen']:g}"]
+  for key in ("student_auroc", "ensemble_auroc", "log_mean_ratio", "nll_gap"):
+    np.testing.assert_allclose(score[key], kept[key], atol=1e-4, err_msg=key)
+  text = (tmp_path / "run" / "report.md").read_text()
+  assert "chosen (temperature='choose')" in text and "| 2.5 |" in text
+  # Each candidate's backup is gone once the job is done; nothing named backup is left.
+  assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith("backup")]
+
+
+def test_choose_refuses_in_one_line_where_there_is_no_proxy(members):
+  models, (x, y), _ = members
+  flat = x.reshape(len(x), -1)
+  tabular = [keras3.Sequential([keras3.Input((SIDE * SIDE,)), keras3.layers.Dense(CLASSES)])
+             for _ in range(2)]
+  with pytest.raises(td.job.DistillError, match="not images .* set a number"):
+    td.distill(tabular, (flat, y), temperature="choose", epochs=1, verbose=0)
+  z = np.stack([np.asarray(m(x)) for m in models], 1)
+  with pytest.raises(td.job.DistillError, match="needs teacher models"):
+    td.distill(z, (x, y), temperature="choose", epochs=1, verbose=0)
+  with pytest.raises(td.job.DistillError, match="gaussian-logits has no annealed"):
+    td.distill(models, (x, y), method="gaussian-logits", temperature="choose", verbose=0)
+  with pytest.raises(td.job.DistillError,
+                     match='temperature must be "choose" or a number, got .warm.'):
+    td.distill(models, (x, y), temperature="warm", verbose=0)
+
+
+def test_proxy_images_in_either_pixel_scale():
+  x, _ = _bars(30, 2)
+  rows, unit = choice.proxy_images(x, None, seed=3)
+  rows_raw, raw = choice.proxy_images(x * np.float32(255), None, seed=3)
+  np.testing.assert_array_equal(rows, rows_raw)
+  assert unit.shape == (7 * 30, SIDE, SIDE, 1) and unit.min() >= 0 and unit.max() <= 1
+  # Corrupted in [0, 1] and scaled back: 255 times the unit-scale proxy, to float32
+  # rounding of values up to 255.
+  np.testing.assert_allclose(raw, 255 * unit, atol=255 * 8 * np.finfo(np.float32).eps)
+  expected, _ = image_choice.corruption_proxy(x, seed=3)
+  np.testing.assert_allclose(unit, expected, atol=4 * np.finfo(np.float32).eps)
+  with pytest.raises(td.job.DistillError, match=r"these span \[-0\.9"):
+    choice.proxy_images(2 * x - 1, None, seed=0)
+  many, _ = _bars(choice.PROXY_ROWS + 5, 4)
+  rows, _ = choice.proxy_images(many[..., :2, :2, :], None, seed=0)   # small images: fast
+  assert len(rows) == choice.PROXY_ROWS and np.all(np.diff(rows) > 0)
+
+
+def test_nll_gap_against_labels_or_the_ensembles_predictions():
+  p_ens = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+  p_stu = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+  y = np.array([0, 2])
+  expected = np.mean(-np.log([0.5, 0.6])) - np.mean(-np.log([0.7, 0.8]))
+  np.testing.assert_allclose(choice.nll_gap(p_stu, p_ens, y), expected, rtol=1e-6)
+  kl = np.mean([np.sum(p_ens[i] * np.log(p_ens[i] / p_stu[i])) for i in range(2)])
+  np.testing.assert_allclose(choice.nll_gap(p_stu, p_ens), kl, rtol=1e-12)
+  assert choice.nll_gap(p_ens, p_ens) == 0.0

@@ -1,0 +1,157 @@
+"""`temperature="choose"`: the EnD^2 loss's starting temperature chosen per job on a
+proxy built from the training images alone.
+
+A student is trained at each of `CHOICE_TEMPERATURES`; each is scored against the
+ensemble on the job's early-stopping rows (never fitted by a student) and on the same
+images under the corruptions of `tfp_distill.experiments.image_choice` at severity 5; the rule
+of the images study (`image_choice.IMAGE_RULE`, `input_choice.choose`) keeps one:
+
+```none
+validation rows ─► up to PROXY_ROWS ─► proxy test ─┐
+                   └► corrupted (7 kinds, sev. 5) ─┴─► ensemble MI, each student's MI
+                                                       ─► input_choice.proxy_score
+labels (or the ensemble's predictions) ─► NLL gap  ─► admissible ─► choose
+```
+
+Why: on two own ensembles of Fashion-MNIST members the proxy picked 1 and 1 came nearer
+the ensemble on MNIST and Animal-MNIST than 2.5; on the images study's recipe 1 did not
+help (docs/studies/ood-inputs.md). One default does not fit both; the proxy needs no
+retraining of members, only a second student. Tabular rows have no such proxy without
+members that did not see the held-out rows, so they are refused.
+"""
+
+import numpy as np
+
+from tfp_distill import metrics as metrics_lib
+from tfp_distill import predict as predict_lib
+from tfp_distill import uncertainty as uncertainty_lib
+from tfp_distill.experiments import image_choice
+from tfp_distill.experiments import input_choice
+from tfp_distill.job.config import DistillError
+
+__all__ = ["CHOICE_TEMPERATURES", "PROXY_CORRUPTIONS", "PROXY_ROWS", "PROXY_SEVERITY",
+           "RULE", "candidates", "check_choosable", "choose", "ensemble_view", "nll_gap",
+           "proxy_images", "score_student", "tag"]
+
+#: The starting temperatures `temperature="choose"` tries: 1 and the method's default.
+CHOICE_TEMPERATURES = (1.0, 2.5)
+#: The rule that keeps a candidate: the images' (`image_choice.IMAGE_RULE`).
+RULE = image_choice.IMAGE_RULE
+#: The proxy's corruptions and their severity: the images study's.
+PROXY_CORRUPTIONS, PROXY_SEVERITY = (image_choice.PROXY_CORRUPTIONS,
+                                     image_choice.PROXY_SEVERITY)
+#: Validation rows in the proxy (each also under every proxy corruption).
+PROXY_ROWS = 1000
+
+
+def candidates(config):
+  """The starting temperatures a job trains: `CHOICE_TEMPERATURES` for "choose", else
+  None (one student at `config.temperature`)."""
+  return CHOICE_TEMPERATURES if config.temperature == "choose" else None
+
+
+def tag(temperature):
+  """The suffix of a candidate's backup and logs in the job folder ("_t2.5")."""
+  return f"_t{temperature:g}"
+
+
+def check_choosable(task, x, teacher_models):
+  """Refuses "choose" in one line where the proxy cannot be built.
+
+  Args:
+    task: "classification", "regression", or None (not known yet: the job checks the
+      inputs once loaded, before reading the members' outputs, and the task later).
+    x: the training inputs [n, ...].
+    teacher_models: bool, whether the teacher is models (not precomputed outputs).
+  """
+  if task not in (None, "classification"):
+    raise DistillError("temperature='choose' is for classification (EnD^2); the task is "
+                       f"{task}.")
+  if np.ndim(x) != 4:
+    raise DistillError("temperature='choose' scores its candidates on corrupted held-out "
+                       "training images; these inputs are not images [n, h, w, c] (shape "
+                       f"{list(np.shape(x))}): set a number, e.g. temperature=1.")
+  if not teacher_models:
+    raise DistillError("temperature='choose' runs the members on corrupted images: it "
+                       "needs teacher models, not precomputed outputs; set a number.")
+
+
+def _pixel_scale(x, pixel_scale):
+  """255 or 1: the values the images are in (the job's scale when it read them)."""
+  if pixel_scale in (1, 255):
+    return pixel_scale
+  low, high = float(np.min(x)), float(np.max(x))
+  if low >= 0 and high <= 1:
+    return 1
+  if low >= 0 and high <= 255:
+    return 255
+  raise DistillError(f"temperature='choose' corrupts images with pixels in [0, 1] or "
+                     f"[0, 255]; these span [{low:.3g}, {high:.3g}]: set a number, e.g. "
+                     "temperature=1.")
+
+
+def proxy_images(x_val, pixel_scale, seed):
+  """(rows of x_val in the proxy, proxy OOD images): up to `PROXY_ROWS` validation rows
+  (drawn with `seed`) and each of them under every `image_choice.PROXY_CORRUPTIONS` at
+  severity 5, in the images' own pixel scale.
+
+  Args:
+    x_val: images [n, h, w, c].
+    pixel_scale: the job's `DataSource.pixel_scale` (None: read from the values).
+    seed: int.
+  """
+  scale = _pixel_scale(x_val, pixel_scale)
+  rows = np.arange(len(x_val))
+  if len(rows) > PROXY_ROWS:
+    rows = np.sort(np.random.default_rng(seed).choice(rows, PROXY_ROWS, replace=False))
+  unit = np.clip(np.asarray(x_val[rows], np.float32) / np.float32(scale), 0.0, 1.0)
+  corrupted, _ = image_choice.corruption_proxy(unit, seed=seed)
+  return rows, (corrupted * np.float32(scale)).astype(np.float32)
+
+
+def ensemble_view(teacher, family, z_in, x_out):
+  """The ensemble on the proxy: {"in": decomposition on the validation rows (from their
+  outputs z_in), "out": on the corrupted images}."""
+  z_out = np.asarray(teacher.predict_targets(x_out))
+  if not np.all(np.isfinite(z_out)):
+    raise DistillError("The teacher gives NaN/Inf on corrupted validation images "
+                       "(temperature='choose'); set a number.")
+  return {k: {name: np.asarray(v) for name, v in
+              uncertainty_lib.decompose_ensemble(z, family).items()}
+          for k, z in (("in", z_in), ("out", z_out))}
+
+
+def score_student(student, family, ensemble, x_in, x_out, y_in=None):
+  """One candidate on the proxy (`input_choice.proxy_score`) with "nll_gap": the
+  student's NLL minus the ensemble's on the validation rows, against their labels, or
+  (no labels) the ensemble's mean prediction as soft labels (then the gap is their KL
+  divergence)."""
+  s_in = predict_lib.predict_uncertainty(student, family, x_in)
+  s_out = predict_lib.predict_uncertainty(student, family, x_out)
+  score = input_choice.proxy_score(ensemble["in"]["epistemic"], ensemble["out"]["epistemic"],
+                                   np.asarray(s_in["epistemic"]),
+                                   np.asarray(s_out["epistemic"]))
+  score["nll_gap"] = nll_gap(s_in["prediction"], ensemble["in"]["prediction"], y_in)
+  return score
+
+
+def nll_gap(p_student, p_ensemble, y=None):
+  """The student's mean NLL minus the ensemble's (probabilities [n, classes]) against
+  labels y [n]; with y None, against the ensemble's predictions as soft labels:
+  mean_i sum_k p_ens log(p_ens / p_student), their KL divergence (>= 0)."""
+  p_student = np.asarray(p_student, np.float64)
+  p_ensemble = np.asarray(p_ensemble, np.float64)
+  if y is not None:
+    return float(metrics_lib.categorical_nll(y, p_student)
+                 - metrics_lib.categorical_nll(y, p_ensemble))
+  log_ratio = (np.log(np.maximum(p_ensemble, 1e-12))
+               - np.log(np.maximum(p_student, 1e-12)))
+  return float(np.mean(np.sum(p_ensemble * log_ratio, axis=-1)))
+
+
+def choose(scores, default):
+  """The kept temperature among {temperature: score} (`input_choice.choose` with the
+  images' rule, the method's default temperature as the in-distribution reference)."""
+  keyed = {f"{t:g}": s for t, s in scores.items()}
+  kept = input_choice.choose(keyed, RULE, base=f"{default:g}")
+  return next(t for t in scores if f"{t:g}" == kept)
