@@ -97,6 +97,8 @@ def test_keras3_members_end_to_end(files, tmp_path):
   report = _report(out)
   assert report["task"] == "classification" and report["method"] == "end2"
   assert report["num_members"] == 3 and report["data"]["extra_inputs"] == "mixup"
+  assert report["schedule"]["temperature"]["initial"] == 2.5   # tabular: end2's own
+  assert not report["data"]["image_inputs"]
   for name in ("ensemble", "student"):
     assert set(report[name]) == {"accuracy", "nll", "brier", "ece"}
     assert all(np.isfinite(v) for v in report[name].values())

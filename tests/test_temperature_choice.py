@@ -47,10 +47,11 @@ def test_choose_trains_both_and_keeps_the_student_it_scored(members, tmp_path):
                       out=tmp_path / "run")
   record = result.report["temperature_choice"]
   assert set(record["candidates"]) == {"1", "2.5"}
-  assert record["default"] == 2.5 and record["rule"] == image_choice.IMAGE_RULE
+  # The NLL guard's reference: the default of image inputs.
+  assert record["default"] == 1.0 and record["rule"] == image_choice.IMAGE_RULE
   # The kept one is what the rule picks from the recorded scores ...
   keyed = record["candidates"]
-  assert float(input_choice.choose(keyed, record["rule"], base="2.5")) == record["chosen"]
+  assert float(input_choice.choose(keyed, record["rule"], base="1")) == record["chosen"]
   # ... and the student returned (and saved) is the one trained at that temperature.
   assert result.report["schedule"]["temperature"]["initial"] == record["chosen"]
   assert result.report["config"]["temperature"] == "choose"
@@ -73,6 +74,55 @@ def test_choose_trains_both_and_keeps_the_student_it_scored(members, tmp_path):
   assert "chosen (temperature='choose')" in text and "| 2.5 |" in text
   # Each candidate's backup is gone once the job is done; nothing named backup is left.
   assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith("backup")]
+
+
+def test_images_start_end2_at_temperature_1_unless_told(members):
+  """The default of image inputs (the seed 3 test of docs/studies/ood-inputs.md); a
+  temperature given is used as given."""
+  models, train, test = members
+  result = td.distill(models, train, test, epochs=4, verbose=0)
+  assert choice.IMAGE_TEMPERATURE == 1.0 and result.report["data"]["image_inputs"]
+  assert result.report["schedule"]["temperature"]["initial"] == 1.0
+  np.testing.assert_array_equal(result.report["history"]["temperature"], [1.0] * 4)
+  assert "loss temperature: 1 throughout (the default for image inputs)" in \
+      result.report["notes"]
+  told = td.distill(models, train, test, epochs=4, temperature=2.5, verbose=0)
+  np.testing.assert_allclose(told.report["history"]["temperature"], [2.5, 2.5, 1.75, 1.0])
+  assert "(temperature set)" in " ".join(told.report["notes"])
+
+
+def test_a_killed_choose_run_resumes_each_candidate_from_its_own_backup(members, tmp_path,
+                                                                       monkeypatch):
+  """Killed after both candidates trained (while the second is scored): each candidate's
+  backup (backup_t1, backup_t2.5) holds its finished training, and a resumed run keeps
+  the same candidate with the same scores as an uninterrupted run."""
+  models, train, test = members
+  settings = {"temperature": "choose", "epochs": 3, "verbose": 0}
+  full = td.distill(models, train, test, out=tmp_path / "full", **settings)
+  real, calls = choice.score_student, []
+
+  def killed_on_the_second(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return real(*args, **kwargs)
+  monkeypatch.setattr(choice, "score_student", killed_on_the_second)
+  with pytest.raises(KeyboardInterrupt):
+    td.distill(models, train, test, out=tmp_path / "killed", **settings)
+  monkeypatch.setattr(choice, "score_student", real)
+  folder = tmp_path / "killed"
+  assert (folder / "backup_t1").exists() and (folder / "backup_t2.5").exists()
+  assert not (folder / "report.json").exists()
+  resumed = td.distill(models, train, test, out=folder, resume=True, **settings)
+  assert resumed.report["resumed_from_epoch"] == 3      # restored, not retrained
+  got, want = (r.report["temperature_choice"] for r in (resumed, full))
+  assert got["chosen"] == want["chosen"]
+  for t in want["candidates"]:
+    for key in ("student_auroc", "log_mean_ratio", "nll_gap"):
+      # The same weights restored: equal up to the float32 sums of the scoring.
+      np.testing.assert_allclose(got["candidates"][t][key], want["candidates"][t][key],
+                                 rtol=1e-5, atol=1e-6, err_msg=f"{t} {key}")
+  assert not [p for p in folder.iterdir() if p.name.startswith("backup")]
 
 
 def test_choose_refuses_in_one_line_where_there_is_no_proxy(members):

@@ -103,8 +103,9 @@ class DistillConfig:
       from a random row: new combinations of seen values, `td.targets.marginal_inputs`),
       e.g. "mixup+far:0.5". The
       rows of `aux` are added to any of them.
-    temperature: None (the method's schedule) or a number >= 1, for the methods whose
-      loss is annealed (end2: from 2.5): the loss's starting temperature, held for the
+    temperature: None (the method's schedule: end2 from 2.5, or from 1 with image
+      inputs, `td.job.choice.default_temperature`) or a number >= 1, for the methods whose
+      loss is annealed: the loss's starting temperature, held for the
       first quarter of the epochs and lowered linearly to the method's final one (1) by
       three quarters (`td.methods.Method.annealing`); or "choose" (image inputs, teacher
       models): a student at each of `CHOICE_TEMPERATURES`, the one kept chosen on

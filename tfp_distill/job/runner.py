@@ -420,7 +420,7 @@ class _Job:
     self.log(f"training: at most {epochs} epochs ({how}), early stopping after {patience} "
              "epochs without a lower held-out distillation loss")
 
-    def trained(temperature, tag=""):
+    def trained(temperature, tag="", why=""):
       run_config = (config if temperature is None
                     else dataclasses.replace(config, temperature=temperature))
       training = Training(run_config, self.strategy, prepared["method"], convention.family,
@@ -429,8 +429,9 @@ class _Job:
                           self.folder, fingerprint, n_rows=len(prepared["fit"].x), tag=tag)
       if training.annealing is not None:
         a = training.annealing
-        how_set = {None: "", "choose": " (a candidate of temperature='choose')"}.get(
-            config.temperature, " (temperature set)")
+        how_set = {None: f" ({why})" if why else "",
+                   "choose": " (a candidate of temperature='choose')"}.get(
+                       config.temperature, " (temperature set)")
         if a["initial"] == a["final"]:
           self.log(f"loss temperature: {a['initial']:g} throughout{how_set}")
         else:
@@ -442,7 +443,9 @@ class _Job:
     temperatures = choice_lib.candidates(config)
     temperature_choice = None
     if temperatures is None:
-      training, history = trained(None)
+      initial, why = (choice_lib.default_temperature(prepared["method"], prepared["x_fit"])
+                      if config.temperature is None else (None, ""))
+      training, history = trained(initial, why=why)
     else:
       training, history, temperature_choice = self._choose_temperature(
           prepared, convention, temperatures, trained)
@@ -486,7 +489,8 @@ class _Job:
                f"{np.exp(s['log_mean_ratio']):.2f}x the ensemble's, Spearman "
                f"{_number_or_na(s['ood_spearman'])}; NLL gap {s['nll_gap']:+.4f} on the "
                "clean ones")
-    default = prepared["method"].temperature[0]
+    default = (choice_lib.default_temperature(prepared["method"], prepared["x_fit"])[0]
+               or prepared["method"].temperature[0])
     kept = choice_lib.choose(scores, default if default in scores else temperatures[-1])
     self.log(f"temperature {kept:g} kept (rule {choice_lib.RULE}: the most proxy targets "
              "met, then the highest Spearman, among students within 0.02 nats of the "
