@@ -34,7 +34,7 @@ def test_the_size_of_the_uncertainty_on_the_ood_inputs(ratio, short):
   said = [s for s in result["shortfalls"] if "on the OOD inputs" in s]
   assert bool(said) == short and result["ok"] == (not short)
   if short:
-    assert f"{ratio:.3g}x the ensemble's" in said[0]
+    assert f"{ratio:.3g}x the ensemble's ({0.2 * ratio:.3g} against 0.2)" in said[0]
     assert any("inputs away from the training rows" in a for a in result["advice"])
 
 
@@ -48,7 +48,22 @@ def test_an_ood_auroc_drop_and_far_points_are_shortfalls():
       "on far points 3 sd beyond the data its epistemic AUROC is 0.600 against the "
       "ensemble's 0.900",
       "on far points 3 sd beyond the data its mean epistemic uncertainty is 0.2x the "
-      "ensemble's"]
+      "ensemble's (0.2 against 1)"]
+
+
+def test_a_size_shortfall_on_the_test_rows_gives_both_means():
+  """Before: only the ratio, which reads the same for 0.05 against 0.008 nats (members
+  that agree) as for 5 against 0.8."""
+  report = _report({"auroc": 0.85, "mean_out": 0.2}, {"auroc": 0.85, "mean_out": 0.2})
+  report["fidelity"]["epistemic"].update(mean_ratio=0.0503 / 0.00824, student_mean=0.0503,
+                                         ensemble_mean=0.00824)
+  said = td.report.verdict(report)["shortfalls"]
+  assert said == ["its mean epistemic uncertainty is 6.1x the ensemble's (0.0503 against "
+                  "0.00824; outside 0.667x-1.5x): a threshold set on the ensemble's "
+                  "cannot be reused on the student"]
+  del report["fidelity"]["epistemic"]["student_mean"]      # an older report: the ratio
+  assert td.report.verdict(report)["shortfalls"][0].startswith(
+      "its mean epistemic uncertainty is 6.1x the ensemble's (outside 0.667x-1.5x)")
 
 
 def test_an_end2_student_short_off_the_data_is_told_of_the_temperature():

@@ -169,3 +169,16 @@ def test_nll_gap_against_labels_or_the_ensembles_predictions():
   kl = np.mean([np.sum(p_ens[i] * np.log(p_ens[i] / p_stu[i])) for i in range(2)])
   np.testing.assert_allclose(choice.nll_gap(p_stu, p_ens), kl, rtol=1e-12)
   assert choice.nll_gap(p_ens, p_ens) == 0.0
+
+
+def test_an_interrupted_choose_run_names_each_backup(tmp_path):
+  """Before: the --resume hint named out/backup, which a choose run never writes."""
+  from tfp_distill import cli
+  config = td.job.DistillConfig(teacher=("m.keras",), train="t.npz", temperature="choose")
+  backups = td.job.runner.backup_names(config)
+  assert backups == ("backup_t1", "backup_t2.5")
+  assert td.job.runner.backup_names(td.job.DistillConfig(temperature=1.0)) == ("backup",)
+  line = cli.failure_line("distill", KeyboardInterrupt(), str(tmp_path), backups)
+  assert line == ("tfp-distill distill: interrupted; run the same command with --resume to "
+                  "continue from the last finished epoch (the backups in "
+                  f"{tmp_path / 'backup_t1'}, {tmp_path / 'backup_t2.5'}).")

@@ -274,6 +274,14 @@ def _off_by(ratio, factor):
   return not 1 / factor <= ratio <= factor
 
 
+def _both(student, ensemble):
+  """" (0.0503 against 0.00824)": the two means behind a ratio, so that a ratio of
+  two near-zero values (members that agree to 1e-6 nats) reads as what it is."""
+  if student is None or ensemble is None:
+    return ""
+  return f" ({student:.3g} against {ensemble:.3g})"
+
+
 def verdict(report):
   """Where the student falls short of its ensemble, in words, and what to try.
 
@@ -314,9 +322,11 @@ def verdict(report):
     ratio = epistemic.get("mean_ratio")
     factor = tol["magnitude_factor"]
     if ratio is not None and _off_by(ratio, factor):
+      means = _both(epistemic.get("student_mean"), epistemic.get("ensemble_mean"))
       short.append(f"its mean epistemic uncertainty is {ratio:.3g}x the ensemble's "
-                   f"(outside {1 / factor:.3g}x-{factor:.3g}x): a threshold set on the "
-                   "ensemble's cannot be reused on the student")
+                   f"({means[2:-1] + '; ' if means else ''}outside {1 / factor:.3g}x-"
+                   f"{factor:.3g}x): a threshold set on the ensemble's cannot be reused on "
+                   "the student")
   ood = report.get("ood") or {}
   if "ensemble" in ood and "student" in ood:
     drop = ood["ensemble"]["auroc"] - ood["student"]["auroc"]
@@ -328,7 +338,8 @@ def verdict(report):
       ratio = ood["student"]["mean_out"] / ood["ensemble"]["mean_out"]
       if _off_by(ratio, tol["magnitude_factor"]):
         short.append(f"on the OOD inputs its mean epistemic uncertainty is {ratio:.3g}x "
-                     "the ensemble's")
+                     "the ensemble's" + _both(ood["student"]["mean_out"],
+                                               ood["ensemble"]["mean_out"]))
   for distance, block in (report.get("far") or {}).items():
     ens_far, stu_far = block.get("ensemble", {}), block.get("student", {})
     if ens_far.get("score") == "epistemic" and stu_far.get("score") == "epistemic":
@@ -339,7 +350,8 @@ def verdict(report):
         ratio = stu_far["mean"] / ens_far["mean"]
         if _off_by(ratio, tol["magnitude_factor"]):
           short.append(f"on far points {distance} sd beyond the data its mean epistemic "
-                       f"uncertainty is {ratio:.3g}x the ensemble's")
+                       f"uncertainty is {ratio:.3g}x the ensemble's"
+                       + _both(stu_far["mean"], ens_far["mean"]))
   schedule = report.get("schedule") or {}
   history = report.get("history") or {}
   val = history.get("val_loss") or []

@@ -238,18 +238,22 @@ def _read_toml(path):
   return out
 
 
-def failure_line(command, error, out=None):
+def failure_line(command, error, out=None, backups=("backup",)):
   """The one line a failed command prints, for any exception it stopped on.
 
   Args:
     command: str, the subcommand ("distill").
     error: the exception (or KeyboardInterrupt).
     out: None or the output folder (for the --resume hint).
+    backups: the names of the job's backups in it (one per candidate of
+      temperature="choose").
   """
   prefix = f"tfp-distill {command}: "
   if isinstance(error, KeyboardInterrupt):
+    where = ", ".join(os.path.join(out, name) for name in backups) if out else ""
     hint = (f"; run the same command with --resume to continue from the last finished "
-            f"epoch (the backup in {os.path.join(out, 'backup')})" if out else "")
+            f"epoch (the backup{'s' if len(backups) > 1 else ''} in {where})" if out
+            else "")
     return prefix + "interrupted" + hint + "."
   if isinstance(error, OSError) and error.errno is not None and not isinstance(
       error, FileNotFoundError):
@@ -273,7 +277,7 @@ def run(args):
   """Runs `tfp-distill distill` with the parsed `args`; returns the exit status."""
   from tfp_distill import job
   from tfp_distill import report as report_lib
-  out = None
+  out, backups = None, ("backup",)
   try:
     values = _read_toml(args.config) if args.config else {}
     values.update({k: getattr(args, k) for k in _distill_keys()
@@ -285,13 +289,14 @@ def run(args):
     values.setdefault("out", os.path.join("reports", "distill"))
     out = values["out"] if isinstance(values["out"], str) else None
     config = job.DistillConfig(verbose=0 if args.quiet else 1, **values)
+    backups = job.runner.backup_names(config)
     report = job.run(config).report
   except (Exception, KeyboardInterrupt) as error:  # pylint: disable=broad-except
     if args.verbose:
       raise
     # Every failure ends in one line (the tests hold each kind to it); the traceback is
     # one --verbose away.
-    raise SystemExit(failure_line("distill", error, out)) from error
+    raise SystemExit(failure_line("distill", error, out, backups)) from error
   print(f"Report written to {os.path.join(config.out, report['files']['report_md'])} "
         f"(total {report['wall_time_s']:.1f} s)")
   print()

@@ -25,7 +25,7 @@ from tfp_distill.job.reading import (check_inputs_fit, convert_array, finite_out
 from tfp_distill.job.training import (Training, extra_inputs_for, make_strategy, off_data,
                                       schedule)
 
-__all__ = ["DistillResult", "distill", "run"]
+__all__ = ["DistillResult", "backup_names", "distill", "run"]
 
 
 def early_stopping_split(source, validation_fraction, seed):
@@ -245,8 +245,9 @@ def run(config, objects=None):
     return _Job(config, objects, strategy, folder).run()
 
 
-def _backups(config):
-  """The folder's backup names: one, or one per candidate of temperature="choose"."""
+def backup_names(config):
+  """The job folder's backup names: ("backup",), or one per candidate of
+  temperature="choose" ("backup_t1", "backup_t2.5")."""
   temperatures = choice_lib.candidates(config)
   return (("backup",) if temperatures is None else
           tuple(f"backup{choice_lib.tag(t)}" for t in temperatures))
@@ -264,6 +265,9 @@ def _number_or_na(value):
 
 _OUTPUTS = ("student.keras", "saved_model", "report.json", "report.md", "fidelity.png",
             "roc.png")
+_CANDIDATE_FILES = ("backup", "logs") + tuple(
+    f"{kind}{choice_lib.tag(t)}" for kind in ("backup", "logs")
+    for t in choice_lib.CHOICE_TEMPERATURES)
 
 
 class _Job:
@@ -292,7 +296,7 @@ class _Job:
     if self.folder is not None:
       fingerprint = _fingerprint(config, self.objects)
       if config.resume:   # a backup of another job is refused before any work is done
-        for name in _backups(config):
+        for name in backup_names(config):
           resumable = callbacks_lib.EpochBackup(self.folder.file(name),
                                                 fingerprint=fingerprint)
           if resumable.latest() is not None:
@@ -306,7 +310,7 @@ class _Job:
                 skill, image)
     if self.folder is not None:
       self._timed("save", _save, self.folder, result)
-      for name in _backups(config):            # finished: nothing left to resume
+      for name in backup_names(config):            # finished: nothing left to resume
         self.folder.remove(name)
     return result
 
@@ -413,7 +417,10 @@ class _Job:
     if not config.resume and self.folder is not None:
       # A fresh run: what an earlier run of ours left here goes (only what the folder's
       # marker lists; the user's own files stay), so the folder never mixes two runs.
-      for name in _OUTPUTS + _backups(config) + _logs(config):
+      # Every backup and log name a run of this folder may have left (with or without
+      # temperature="choose"), not only this run's.
+      every = backup_names(config) + _logs(config) + _CANDIDATE_FILES
+      for name in dict.fromkeys(_OUTPUTS + every):
         self.folder.remove(name)
     epochs, passes, patience, how = schedule(config, len(prepared["x_fit"]),
                                              off_data(prepared["extra_kind"]))
