@@ -6,7 +6,6 @@ import pytest
 
 import tfp_distill as td
 from tfp_distill.experiments import image_choice
-from tfp_distill.experiments import input_choice
 from tfp_distill.job import choice
 
 keras3 = pytest.importorskip("keras")
@@ -48,10 +47,14 @@ def test_choose_trains_both_and_keeps_the_student_it_scored(members, tmp_path):
   record = result.report["temperature_choice"]
   assert set(record["candidates"]) == {"1", "2.5"}
   # The NLL guard's reference: the default of image inputs.
-  assert record["default"] == 1.0 and record["rule"] == image_choice.IMAGE_RULE
-  # The kept one is what the rule picks from the recorded scores ...
+  assert record["default"] == 1.0 and record["rule"] == "proxy-auroc"
+  # The kept one is what the rule picks from the recorded scores: the best AUROC gap
+  # among those within 0.02 nats of the default's NLL, the default on a near tie ...
   keyed = record["candidates"]
-  assert float(input_choice.choose(keyed, record["rule"], base="1")) == record["chosen"]
+  near = [t for t in keyed if keyed[t]["nll_gap"] <= keyed["1"]["nll_gap"] + 0.02]
+  best = max(near, key=lambda t: keyed[t]["auroc_gap"])
+  expected = 1.0 if keyed[best]["auroc_gap"] <= keyed["1"]["auroc_gap"] + 0.005 else 2.5
+  assert record["chosen"] == expected
   # ... and the student returned (and saved) is the one trained at that temperature.
   assert result.report["schedule"]["temperature"]["initial"] == record["chosen"]
   assert result.report["config"]["temperature"] == "choose"
@@ -158,6 +161,20 @@ def test_proxy_images_in_either_pixel_scale():
   many, _ = _bars(choice.PROXY_ROWS + 5, 4)
   rows, _ = choice.proxy_images(many[..., :2, :2, :], None, seed=0)   # small images: fast
   assert len(rows) == choice.PROXY_ROWS and np.all(np.diff(rows) > 0)
+
+
+def test_choose_keeps_the_best_proxy_auroc_unless_near_the_default():
+  """The rule of the seeds 4-5 test: the default unless another candidate separates the
+  corrupted images more than 0.005 better, within the NLL guard."""
+  def score(auroc_gap, nll_gap):
+    return {"auroc_gap": auroc_gap, "nll_gap": nll_gap, "log_mean_ratio": 0.0,
+            "ood_spearman": 0.5, "student_auroc": 0.8, "ensemble_auroc": 0.8}
+  assert choice.choose({1.0: score(0.05, 0.03), 2.5: score(0.06, 0.03)}, 1.0) == 2.5
+  assert choice.choose({1.0: score(0.05, 0.03), 2.5: score(0.054, 0.03)}, 1.0) == 1.0
+  assert choice.choose({1.0: score(0.05, 0.03), 2.5: score(0.04, 0.03)}, 1.0) == 1.0
+  # Better on the proxy, but 0.021 nats worse than the default in NLL: not admissible.
+  assert choice.choose({1.0: score(0.05, 0.03), 2.5: score(0.09, 0.051)}, 1.0) == 1.0
+  assert choice.choose({1.0: score(0.09, 0.03), 2.5: score(0.05, 0.03)}, 2.5) == 1.0
 
 
 def test_nll_gap_against_labels_or_the_ensembles_predictions():

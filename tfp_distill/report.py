@@ -376,7 +376,7 @@ def verdict(report):
       images = (report.get("data") or {}).get("image_inputs")
       advice.append(f"the EnD^2 loss started at temperature {start:g}: a run at temperature "
                     "1 beside it" + (
-                        " (the default for images: on five ensembles of Fashion-MNIST "
+                        " (the default for images: on seven ensembles of Fashion-MNIST "
                         "members it came nearer the ensemble on MNIST and Animal-MNIST "
                         "together)" if images else
                         " (nearer the ensemble off the data with Fashion-MNIST members; "

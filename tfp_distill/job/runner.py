@@ -499,9 +499,8 @@ class _Job:
     default = (choice_lib.default_temperature(prepared["method"], prepared["x_fit"])[0]
                or prepared["method"].temperature[0])
     kept = choice_lib.choose(scores, default if default in scores else temperatures[-1])
-    self.log(f"temperature {kept:g} kept (rule {choice_lib.RULE}: the most proxy targets "
-             "met, then the highest Spearman, among students within 0.02 nats of the "
-             f"default's NLL)")
+    self.log(f"temperature {kept:g} kept (rule {choice_lib.RULE}: "
+             f"{choice_lib.RULE_WORDS})")
     record = {"candidates": {f"{t:g}": s for t, s in scores.items()}, "chosen": kept,
               "rule": choice_lib.RULE, "default": default,
               "proxy": {"rows": int(len(rows)), "images": int(len(x_out)),
