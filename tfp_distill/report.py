@@ -275,7 +275,7 @@ def _off_by(ratio, factor):
 
 
 def _both(student, ensemble):
-  """" (0.0503 against 0.00824)": the two means behind a ratio, so that a ratio of
+  """The two means behind a ratio, as ' (0.0503 against 0.00824)', so that a ratio of
   two near-zero values (members that agree to 1e-6 nats) reads as what it is."""
   if student is None or ensemble is None:
     return ""

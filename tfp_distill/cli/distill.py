@@ -163,10 +163,9 @@ def _training_flags(distill):
   distill.add_argument("--temperature", type=_temperature, default=None, metavar="T",
                        help="end2 only: the loss's starting temperature (>= 1; default "
                             "2.5, 1 for images), held for the first quarter of the epochs "
-                            "and annealed "
-                            "to 1 by three quarters; or 'choose' (images): a student at "
-                            "1 and at 2.5, the one kept chosen on corruptions of held-out "
-                            "training images (twice the training)")
+                            "and annealed to 1 by three quarters; or 'choose' (images): a "
+                            "student at 1 and at 2.5, the one kept chosen on corruptions "
+                            "of held-out training images (twice the training)")
 
 
 def _temperature(text):
