@@ -60,16 +60,20 @@ def test_choose_trains_both_and_keeps_the_student_it_scored(members, tmp_path):
   assert result.report["config"]["temperature"] == "choose"
   # Rescore the returned student on the proxy the job built: same numbers.
   x, y = train
-  fit, val = td.job.runner.early_stopping_split(
+  _, val = td.job.runner.early_stopping_split(
       td.datasets.sources.DataSource(x, y, "train"), 0.1, 0)
-  rows, x_out = choice.proxy_images(val.x, None, 0)
+  rows = choice.proxy_rows(len(x), 0.1, 0)
+  np.testing.assert_array_equal(rows, np.sort(val.index))   # all 60 early-stopping rows
+  x_out, scale, how = choice.proxy_images(x[rows], None, 0)
   assert record["proxy"]["rows"] == len(rows) == len(val.x)
   assert record["proxy"]["images"] == len(x_out) == 7 * len(rows)
   assert record["proxy"]["nll_against"] == "labels"
+  assert (record["proxy"]["pixel_scale"], record["proxy"]["pixel_scale_by"]) == (scale, how)
+  assert scale == 1 and how.startswith("their values span [")   # in [0, 1]: read
   ensemble = choice.ensemble_view(result.teacher, result.teacher_family,
-                                  result.teacher.predict_targets(val.x[rows]), x_out)
-  score = choice.score_student(result.student, result.family, ensemble, val.x[rows],
-                               x_out, val.y[rows])
+                                  result.teacher.predict_targets(x[rows]), x_out)
+  score = choice.score_student(result.student, result.family, ensemble, x[rows],
+                               x_out, y[rows])
   kept = record["candidates"][f"{record['chosen']:g}"]
   for key in ("student_auroc", "ensemble_auroc", "log_mean_ratio", "nll_gap"):
     np.testing.assert_allclose(score[key], kept[key], atol=1e-4, err_msg=key)
@@ -147,9 +151,11 @@ def test_choose_refuses_in_one_line_where_there_is_no_proxy(members):
 
 def test_proxy_images_in_either_pixel_scale():
   x, _ = _bars(30, 2)
-  rows, unit = choice.proxy_images(x, None, seed=3)
-  rows_raw, raw = choice.proxy_images(x * np.float32(255), None, seed=3)
-  np.testing.assert_array_equal(rows, rows_raw)
+  unit, scale, _ = choice.proxy_images(x, None, seed=3)
+  raw, scale_raw, _ = choice.proxy_images(x * np.float32(255), None, seed=3)
+  assert (scale, scale_raw) == (1, 255)
+  assert choice.proxy_images(x * np.float32(255), 255, seed=3)[1:] == (
+      255, "the job's image scale")
   assert unit.shape == (7 * 30, SIDE, SIDE, 1) and unit.min() >= 0 and unit.max() <= 1
   # Corrupted in [0, 1] and scaled back: 255 times the unit-scale proxy, to float32
   # rounding of values up to 255.
@@ -158,9 +164,12 @@ def test_proxy_images_in_either_pixel_scale():
   np.testing.assert_allclose(unit, expected, atol=4 * np.finfo(np.float32).eps)
   with pytest.raises(td.job.DistillError, match=r"these span \[-0\.9"):
     choice.proxy_images(2 * x - 1, None, seed=0)
-  many, _ = _bars(choice.PROXY_ROWS + 5, 4)
-  rows, _ = choice.proxy_images(many[..., :2, :2, :], None, seed=0)   # small images: fast
+  # The proxy's rows: at most PROXY_ROWS of the early-stopping rows, sorted.
+  rows = choice.proxy_rows(20 * choice.PROXY_ROWS, 0.1, seed=0)
+  _, val = td.job.runner.early_stopping_split(td.datasets.sources.DataSource(
+      np.zeros((20 * choice.PROXY_ROWS, 1), np.float32), None, "train"), 0.1, 0)
   assert len(rows) == choice.PROXY_ROWS and np.all(np.diff(rows) > 0)
+  assert np.all(np.isin(rows, val.index))
 
 
 def test_choose_keeps_the_best_proxy_auroc_unless_near_the_default():

@@ -461,7 +461,9 @@ def temperature_choice_markdown(record):
   lines = [f"The EnD^2 loss's starting temperature, chosen (temperature='choose'): a "
            f"student at each candidate, scored on {proxy['rows']} held-out training "
            f"images (never fitted) and {proxy['images']} copies of them under "
-           f"{len(proxy['corruptions'])} corruptions at severity {proxy['severity']}; rule "
+           f"{len(proxy['corruptions'])} corruptions at severity {proxy['severity']}"
+           + (f" (as pixels in [0, {proxy['pixel_scale']}]: {proxy['pixel_scale_by']})"
+              if proxy.get("pixel_scale") else "") + "; rule "
            f"`{record['rule']}` among the students within 0.02 nats of the default "
            f"({record['default']:g}) in NLL (against {proxy['nll_against']}):", "",
            "| temperature | AUROC, corrupted (ensemble) | mean MI, student / ensemble | "

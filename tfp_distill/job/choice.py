@@ -40,7 +40,7 @@ from tfp_distill.job.config import DistillError
 __all__ = ["AUROC_TIE", "CHOICE_TEMPERATURES", "IMAGE_TEMPERATURE", "PROXY_CORRUPTIONS",
            "PROXY_ROWS", "PROXY_SEVERITY", "RULE", "RULE_WORDS", "candidates",
            "check_choosable", "choose", "default_temperature", "ensemble_view", "nll_gap",
-           "proxy_images", "score_student", "tag"]
+           "proxy_images", "proxy_rows", "score_student", "tag"]
 
 #: The starting temperatures `temperature="choose"` tries: 1 and the method's default.
 CHOICE_TEMPERATURES = (1.0, 2.5)
@@ -106,36 +106,40 @@ def check_choosable(task, x, teacher_models):
 
 
 def _pixel_scale(x, pixel_scale):
-  """255 or 1: the values the images are in (the job's scale when it read them)."""
+  """(255 or 1, how it was decided): the values the images are in."""
   if pixel_scale in (1, 255):
-    return pixel_scale
+    return pixel_scale, "the job's image scale"
   low, high = float(np.min(x)), float(np.max(x))
+  seen = f"their values span [{low:.3g}, {high:.3g}]"
   if low >= 0 and high <= 1:
-    return 1
+    return 1, seen
   if low >= 0 and high <= 255:
-    return 255
+    return 255, seen
   raise DistillError(f"temperature='choose' corrupts images with pixels in [0, 1] or "
                      f"[0, 255]; these span [{low:.3g}, {high:.3g}]: set a number, e.g. "
                      "temperature=1.")
 
 
-def proxy_images(x_val, pixel_scale, seed):
-  """(rows of x_val in the proxy, proxy OOD images): up to `PROXY_ROWS` validation rows
-  (drawn with `seed`) and each of them under every `image_choice.PROXY_CORRUPTIONS` at
-  severity 5, in the images' own pixel scale.
+def proxy_rows(n_train, validation_fraction, seed):
+  """The training rows of the proxy: up to `PROXY_ROWS` of the job's early-stopping rows,
+  the rows `scripts/image_choose_inputs.py` scores (`image_choice.proxy_test_rows`)."""
+  return image_choice.proxy_test_rows(n_train, validation_fraction, seed, PROXY_ROWS)
+
+
+def proxy_images(x, pixel_scale, seed):
+  """(proxy OOD images, pixel scale, how it was read): each image of x under every
+  `image_choice.PROXY_CORRUPTIONS` at severity 5, in the images' own pixel scale.
 
   Args:
-    x_val: images [n, h, w, c].
-    pixel_scale: the job's `DataSource.pixel_scale` (None: read from the values).
+    x: images [n, h, w, c] (the `proxy_rows`).
+    pixel_scale: the job's `DataSource.pixel_scale` (None: read from the values, 1 for
+      [0, 1], 255 for [0, 255]; other ranges are refused).
     seed: int.
   """
-  scale = _pixel_scale(x_val, pixel_scale)
-  rows = np.arange(len(x_val))
-  if len(rows) > PROXY_ROWS:
-    rows = np.sort(np.random.default_rng(seed).choice(rows, PROXY_ROWS, replace=False))
-  unit = np.clip(np.asarray(x_val[rows], np.float32) / np.float32(scale), 0.0, 1.0)
+  scale, how = _pixel_scale(x, pixel_scale)
+  unit = np.clip(np.asarray(x, np.float32) / np.float32(scale), 0.0, 1.0)
   corrupted, _ = image_choice.corruption_proxy(unit, seed=seed)
-  return rows, (corrupted * np.float32(scale)).astype(np.float32)
+  return (corrupted * np.float32(scale)).astype(np.float32), scale, how
 
 
 def ensemble_view(teacher, family, z_in, x_out):

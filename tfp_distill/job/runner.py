@@ -247,27 +247,17 @@ def run(config, objects=None):
 
 def backup_names(config):
   """The job folder's backup names: ("backup",), or one per candidate of
-  temperature="choose" ("backup_t1", "backup_t2.5")."""
+  temperature="choose" ("backup_t1", "backup_t2.5"; `Training`'s `tag`)."""
   temperatures = choice_lib.candidates(config)
   return (("backup",) if temperatures is None else
           tuple(f"backup{choice_lib.tag(t)}" for t in temperatures))
 
 
-def _logs(config):
-  temperatures = choice_lib.candidates(config)
-  return (("logs",) if temperatures is None else
-          tuple(f"logs{choice_lib.tag(t)}" for t in temperatures))
-
-
-def _number_or_na(value):
-  return "n/a" if value is None else f"{value:.3f}"
-
-
 _OUTPUTS = ("student.keras", "saved_model", "report.json", "report.md", "fidelity.png",
             "roc.png")
-_CANDIDATE_FILES = ("backup", "logs") + tuple(
-    f"{kind}{choice_lib.tag(t)}" for kind in ("backup", "logs")
-    for t in choice_lib.CHOICE_TEMPERATURES)
+#: The backups and logs a run of a folder may leave, with or without temperature="choose".
+_RUN_FILES = tuple(f"{kind}{tag}" for kind in ("backup", "logs") for tag in
+                   ("",) + tuple(choice_lib.tag(t) for t in choice_lib.CHOICE_TEMPERATURES))
 
 
 class _Job:
@@ -419,8 +409,7 @@ class _Job:
       # marker lists; the user's own files stay), so the folder never mixes two runs.
       # Every backup and log name a run of this folder may have left (with or without
       # temperature="choose"), not only this run's.
-      every = backup_names(config) + _logs(config) + _CANDIDATE_FILES
-      for name in dict.fromkeys(_OUTPUTS + every):
+      for name in _OUTPUTS + _RUN_FILES:
         self.folder.remove(name)
     epochs, passes, patience, how = schedule(config, len(prepared["x_fit"]),
                                              off_data(prepared["extra_kind"]))
@@ -436,9 +425,12 @@ class _Job:
                           self.folder, fingerprint, n_rows=len(prepared["fit"].x), tag=tag)
       if training.annealing is not None:
         a = training.annealing
-        how_set = {None: f" ({why})" if why else "",
-                   "choose": " (a candidate of temperature='choose')"}.get(
-                       config.temperature, " (temperature set)")
+        if config.temperature == "choose":
+          how_set = " (a candidate of temperature='choose')"
+        elif config.temperature is not None:
+          how_set = " (temperature set)"
+        else:
+          how_set = f" ({why})" if why else ""
         if a["initial"] == a["final"]:
           self.log(f"loss temperature: {a['initial']:g} throughout{how_set}")
         else:
@@ -448,14 +440,14 @@ class _Job:
       return training, training.run()
 
     temperatures = choice_lib.candidates(config)
+    default, why = choice_lib.default_temperature(prepared["method"], prepared["x_fit"])
     temperature_choice = None
     if temperatures is None:
-      initial, why = (choice_lib.default_temperature(prepared["method"], prepared["x_fit"])
-                      if config.temperature is None else (None, ""))
-      training, history = trained(initial, why=why)
-    else:
+      training, history = trained(default if config.temperature is None else None,
+                                  why=why)
+    else:       # check_choosable: images and an annealed method, so `default` is set
       training, history, temperature_choice = self._choose_temperature(
-          prepared, convention, temperatures, trained)
+          prepared, convention, temperatures, default, trained)
     report = {"schedule": {"epochs": epochs, "passes_per_epoch": passes,
                            "patience": patience, "how": how,
                            "temperature": training.annealing,
@@ -471,19 +463,23 @@ class _Job:
                          convention.family, prepared["teacher"], convention,
                          prepared["method"], report)
 
-  def _choose_temperature(self, prepared, convention, temperatures, trained):
+  def _choose_temperature(self, prepared, convention, temperatures, default, trained):
     """Trains a student at each temperature and keeps the one `td.job.choice` picks on
-    corrupted validation images. Returns (training, history, the choice's record)."""
+    corrupted validation images (`default`: the NLL guard's reference). Returns
+    (training, history, the choice's record)."""
     config = self.config
-    val = prepared["val"]
-    rows, x_out = choice_lib.proxy_images(val.x, prepared["pixel_scale"], config.seed)
-    x_in = val.x[rows]
-    y_in = None if val.y is None else val.y[rows]
+    train = prepared["train"]
+    rows = choice_lib.proxy_rows(len(train.x), config.validation_fraction, config.seed)
+    x_in = train.x[rows]
+    y_in = None if train.y is None else train.y[rows]
+    x_out, scale, scale_by = choice_lib.proxy_images(x_in, prepared["pixel_scale"],
+                                                     config.seed)
     ensemble = choice_lib.ensemble_view(prepared["teacher"], convention.family,
-                                        prepared["z_val"][rows], x_out)
+                                        prepared["z_train"][rows], x_out)
     self.log(f"temperature='choose': a student at each of "
              f"{', '.join(f'{t:g}' for t in temperatures)}, scored on {len(rows)} held-out "
-             f"training images and {len(x_out)} corrupted copies of them")
+             f"training images and {len(x_out)} corrupted copies of them (corrupted as "
+             f"pixels in [0, {scale}]: {scale_by})")
     runs, scores = {}, {}
     for temperature in temperatures:
       training, history = trained(temperature, choice_lib.tag(temperature))
@@ -494,11 +490,9 @@ class _Job:
       self.log(f"temperature {temperature:g}: on the corrupted images AUROC "
                f"{s['student_auroc']:.3f} (ensemble {s['ensemble_auroc']:.3f}), mean MI "
                f"{np.exp(s['log_mean_ratio']):.2f}x the ensemble's, Spearman "
-               f"{_number_or_na(s['ood_spearman'])}; NLL gap {s['nll_gap']:+.4f} on the "
-               "clean ones")
-    default = (choice_lib.default_temperature(prepared["method"], prepared["x_fit"])[0]
-               or prepared["method"].temperature[0])
-    kept = choice_lib.choose(scores, default if default in scores else temperatures[-1])
+               + ("n/a" if s["ood_spearman"] is None else f"{s['ood_spearman']:.3f}")
+               + f"; NLL gap {s['nll_gap']:+.4f} on the clean ones")
+    kept = choice_lib.choose(scores, default)
     self.log(f"temperature {kept:g} kept (rule {choice_lib.RULE}: "
              f"{choice_lib.RULE_WORDS})")
     record = {"candidates": {f"{t:g}": s for t, s in scores.items()}, "chosen": kept,
@@ -506,6 +500,7 @@ class _Job:
               "proxy": {"rows": int(len(rows)), "images": int(len(x_out)),
                         "corruptions": list(choice_lib.PROXY_CORRUPTIONS),
                         "severity": choice_lib.PROXY_SEVERITY,
+                        "pixel_scale": scale, "pixel_scale_by": scale_by,
                         "nll_against": "labels" if y_in is not None else
                                        "the ensemble's predictions"}}
     return (*runs[kept], record)
