@@ -117,8 +117,10 @@ def main(argv=None):
                       help="another ensemble and student: member m's seed is 100 * seed + "
                            "m (the second ensemble's 1000 more), and the job's --seed")
   parser.add_argument("--temperature", default=None,
-                      help="the job's --temperature (EnD^2's starting temperature; "
-                           "default the method's, 2.5)")
+                      help="the job's --temperature (EnD^2's starting temperature, or "
+                           "'choose'; default the job's: 1 for these image inputs)")
+  parser.add_argument("--output-normalization", choices=("auto", "on", "off"),
+                      default=None, help="the job's --output-normalization (default auto)")
   parser.add_argument("--method", default=None,
                       help="the job's --method (default: end2, the EnD^2 student)")
   parser.add_argument("--ceiling", action="store_true",
@@ -198,6 +200,8 @@ def main(argv=None):
   argv += [] if student_epochs is None else ["--epochs", str(student_epochs)]
   argv += [] if args.keras is None else ["--keras", args.keras]
   argv += [] if args.extra_inputs is None else ["--extra-inputs", args.extra_inputs]
+  argv += ([] if args.output_normalization is None
+           else ["--output-normalization", args.output_normalization])
   argv += [] if args.method is None else ["--method", args.method]
   argv += [] if args.temperature is None else ["--temperature", args.temperature]
   argv += ["--seed", str(args.seed)] if args.seed else []

@@ -58,7 +58,9 @@ def run_set(td, keras, study, dd, name, seed, args):
       report = td.distill(members, (x, y), (x_test, y_test), method=method,
                           temperature=temperature, task=task, force=True, seed=seed,
                           extra_inputs=study.MIXES[mix].format(default="mixup"),
-                          min_steps=args.min_steps, verbose=0).report
+                          min_steps=args.min_steps, verbose=0,
+                          output_normalization=getattr(args, "output_normalization",
+                                                       "auto")).report
       row = {"set": name, "seed": seed, "mix": mix, "method": method,
              "temperature": temperature,
              "seconds": time.perf_counter() - start,
@@ -155,6 +157,8 @@ def main(argv=None):
                       help="names of scripts/ood_inputs_study.py's MIXES")
   parser.add_argument("--min-steps", type=int, default=None,
                       help="one schedule for every student (default: td.distill's)")
+  parser.add_argument("--output-normalization", choices=("auto", "on", "off"),
+                      default="auto", help="td.distill's output_normalization")
   parser.add_argument("--fast", action="store_true",
                       help="smoke mode: wine, one seed, tiny members and students")
   parser.add_argument("--merge", nargs="+", metavar="DIR",
@@ -199,6 +203,8 @@ def _command(args):
             if "end2" in methods.split(",") else "")
   flags += f" --first-seed {args['first_seed']}" if args.get("first_seed") else ""
   flags += f" --min-steps {args['min_steps']}" if args.get("min_steps") else ""
+  flags += (f" --output-normalization {args['output_normalization']}"
+            if args.get("output_normalization", "auto") != "auto" else "")
   return (f"`python scripts/temperature_study.py{flags} --seeds {args['seeds']} --sets "
           f"{args['sets']} --mixes {args['mixes']} --out {args['out']}`")
 

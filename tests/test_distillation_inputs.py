@@ -116,6 +116,93 @@ def test_output_normalization_comes_from_the_training_rows_alone():
                 weights["jitter"]["input_normalization"][1])
 
 
+def test_an_image_regression_student_starts_at_its_targets_location_too():
+  """Before: builtin:small_cnn (the image student) dropped the output normalization the
+  job computed, so an image regressor's student started near 0 in targets of a user's
+  units (here around 50) and learned them slowly."""
+  rng = np.random.default_rng(0)
+  brightness = rng.uniform(size=(96, 1, 1, 1))
+  x = np.clip(brightness + 0.05 * rng.normal(size=(96, 8, 8, 1)), 0, 1).astype(np.float32)
+  y = (50.0 + 20.0 * brightness.ravel()).astype(np.float32)
+  members = []
+  for s in range(2):
+    member = td.models.small_cnn((8, 8, 1), 2, filters=(4,), dense_units=8, seed=s)
+    member.compile(keras.optimizers.Adam(1e-2), "mse")
+    member.fit(x, np.stack([y, np.zeros_like(y)], 1), epochs=80, verbose=0)
+    members.append(member)
+  result = td.distill(members, (x, y), task="regression", variance="softplus",
+                      method="diagonal", extra_inputs="none", epochs=1, verbose=0)
+  layers = {layer.name: layer for layer in result.student.layers}
+  assert "output_normalization" in layers
+  mean = np.asarray(layers["output_normalization"].get_config()["mean"], np.float32)
+  z = np.stack([np.asarray(m(x))[:, 0] for m in members], 1)       # [rows, members]
+  # The location's start is the members' mean output over the training rows (the job
+  # holds some rows out for early stopping, hence the tolerance of their spread).
+  np.testing.assert_allclose(mean.ravel()[0], z.mean(), atol=3 * z.std() / np.sqrt(20))
+
+
+@pytest.mark.parametrize("setting,image_inputs", [("auto", False), ("auto", True),
+                                                   ("on", False), ("off", True)])
+def test_output_normalization_of_a_gaussian_logits_student(setting, image_inputs):
+  """gaussian-logits: the normalization of the members' K - 1 centred logits
+  (`td.parameterization.output_normalization`), when set, or by default for images
+  (`NORMALIZED_IMAGE_METHODS`, by the test on the OOD study page); never on tabular
+  rows by default."""
+  from tfp_distill.job import training
+  on = setting == "on" or (setting == "auto" and image_inputs
+                           and "gaussian-logits" in training.NORMALIZED_IMAGE_METHODS)
+  rng = np.random.default_rng(0)
+  family = td.families.CategoricalLogits(4)
+  method = td.methods.get("gaussian-logits", "classification")
+  head, _ = method.head(family, keras_version=3)
+  z = (rng.normal(size=(50, 3, 4)) * 5 + np.array([3.0, -1.0, 0.5, 2.0])).astype(np.float32)
+  config = td.job.DistillConfig(output_normalization=setting)
+  got, how = training.output_normalization_for(config, method, family, head, z,
+                                               image_inputs)
+  assert (got is not None) == on, how
+  if on:
+    centred = z[..., :-1] - z[..., -1:]
+    want = td.parameterization.output_normalization(head, centred)
+    for a, b in zip(got, want, strict=True):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_output_normalization_on_a_dirichlet_student_is_refused_and_off_by_default():
+  from tfp_distill.job import training
+  family = td.families.CategoricalLogits(3)
+  method = td.methods.get("end2", "classification")
+  head, _ = method.head(family, keras_version=3)
+  z = np.zeros((10, 2, 3), np.float32)
+  for image_inputs in (False, True):
+    got, how = training.output_normalization_for(td.job.DistillConfig(), method, family,
+                                                 head, z, image_inputs)
+    assert got is None and how.startswith("auto: off for end2")
+  with pytest.raises(td.job.DistillError, match=r"^output_normalization='on': end2's "
+                     r"student has no Normal head over the members' outputs"):
+    training.output_normalization_for(td.job.DistillConfig(output_normalization="on"),
+                                      method, family, head, z, False)
+  with pytest.raises(td.job.DistillError, match="output_normalization must be one of "
+                     "auto, on, off, got 'yes'"):
+    td.job.check_config(td.job.DistillConfig(teacher=("m.keras",), train="t.npz",
+                                              output_normalization="yes"))
+
+
+def test_output_normalization_in_a_job_says_what_it_did(job):
+  """`output_normalization="on"` for a gaussian-logits student of tabular rows: the
+  student has the layer, and the report and the log say so; by default it has none."""
+  members, x, y = job
+  result = td.distill(members, (x, y), method="gaussian-logits",
+                      output_normalization="on", **FAST)
+  assert "output_normalization" in [layer.name for layer in result.student.layers]
+  assert result.report["output_normalization"] == {"on": True, "how": "on"}
+  assert any(note.startswith("output normalization: on (on): the student's params start")
+             for note in result.report["notes"])
+  result = td.distill(members, (x, y), method="gaussian-logits", **FAST)
+  assert "output_normalization" not in [layer.name for layer in result.student.layers]
+  assert result.report["output_normalization"] == {
+      "on": False, "how": "auto: off for gaussian-logits with tabular inputs"}
+
+
 def test_inputs_off_the_data_get_the_longer_schedule():
   """With min_steps left out, far, box or aux inputs plan OFF_DATA_MIN_STEPS steps (the
   OOD study's regression students were unconverged at the shorter plan); a given

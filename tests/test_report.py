@@ -38,6 +38,23 @@ def test_the_size_of_the_uncertainty_on_the_ood_inputs(ratio, short):
     assert any("inputs away from the training rows" in a for a in result["advice"])
 
 
+@pytest.mark.parametrize("extra,says", [
+    (None, "distil on inputs away from the training rows too"),
+    ("mixup", "distil on inputs away from the training rows too"),
+    ("mixup+box", "this run already distilled on box inputs: try far inputs instead, or "
+                  "unlabelled data near the OOD inputs (aux)"),
+    ("mixup+far+box", "this run already distilled on far and box inputs: try unlabelled "
+                      "data near the OOD inputs (aux)"),
+    ("aux", "this run already distilled on aux inputs: try far or box inputs instead, or "
+            "other unlabelled data, nearer the OOD inputs (aux)")])
+def test_the_advice_off_the_data_names_the_inputs_the_run_used(extra, says):
+  """Before: a run on mixup+box inputs that fell short was told to try box inputs."""
+  report = _report({"auroc": 0.70, "mean_out": 0.2}, {"auroc": 0.85, "mean_out": 0.2})
+  report["data"] = {"extra_inputs": extra}
+  advice = td.report.verdict(report)["advice"]
+  assert sum(says in a for a in advice) == 1, advice
+
+
 def test_an_ood_auroc_drop_and_far_points_are_shortfalls():
   far = {"3": {"ensemble": {"score": "epistemic", "auroc": 0.9, "mean": 1.0},
                "student": {"score": "epistemic", "auroc": 0.6, "mean": 0.2}}}

@@ -208,3 +208,31 @@ def test_an_interrupted_choose_run_names_each_backup(tmp_path):
   assert line == ("tfp-distill distill: interrupted; run the same command with --resume to "
                   "continue from the last finished epoch (the backups in "
                   f"{tmp_path / 'backup_t1'}, {tmp_path / 'backup_t2.5'}).")
+
+
+def test_a_gaussian_logits_student_of_images_starts_at_the_members_centred_logits(
+    members):
+  """Image inputs: the gaussian-logits student gets the output normalization by default
+  (`td.job.training.NORMALIZED_IMAGE_METHODS`), fitted to the members' K - 1 centred
+  logits on the training rows (the early-stopping rows held out); "off" leaves it out."""
+  models, train, test = members
+  result = td.distill(models, train, test, method="gaussian-logits", epochs=1, verbose=0)
+  assert result.report["output_normalization"] == {
+      "on": True, "how": "auto: gaussian-logits with image inputs"}
+  layer = result.student.get_layer("output_normalization")
+  x, y = train
+  fit, _ = td.job.runner.early_stopping_split(
+      td.datasets.sources.DataSource(x, y, "train"), 0.1, 0)
+  z = np.stack([np.asarray(m(fit.x)) for m in models], 1)          # [rows, members, K]
+  head, _ = result.method.head(result.teacher_family, keras_version=3)
+  want = td.parameterization.output_normalization(head, z[..., :-1] - z[..., -1:])
+  # float32 logits through two Keras runs (the job's batches, this one's), stored as
+  # float32: errors of a few ulps of the logits' magnitude, squared in the variances.
+  eps, scale = np.finfo(np.float32).eps, max(1.0, float(np.abs(z).max()))
+  for name, expected in zip(("mean", "variance"), want, strict=True):
+    got = np.asarray(layer.get_config()[name], np.float64).ravel()
+    np.testing.assert_allclose(got, expected, rtol=64 * eps, atol=64 * eps * scale ** 2)
+  off = td.distill(models, train, test, method="gaussian-logits", epochs=1, verbose=0,
+                   output_normalization="off")
+  assert off.report["output_normalization"] == {"on": False, "how": "off"}
+  assert "output_normalization" not in [layer.name for layer in off.student.layers]

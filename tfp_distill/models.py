@@ -149,7 +149,7 @@ def mlp(input_shape, hidden_units, output_size, head=None, activation="relu", se
 
 def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 64),
               dense_units=128, dropout=0.0, seed=None, name=None, input_scale=None,
-              keras_version=None):
+              keras_version=None, output_normalization=None):
   """A small CNN for 28x28 images x [batch, 28, 28, 1] -> params [batch, output_size].
 
   ```none
@@ -189,6 +189,7 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
     input_scale: None or float, multiply the inputs by it first (e.g. 1/255 for raw
       0-255 pixels; a Rescaling layer saved with the model).
     keras_version: None, 2 (tf_keras) or 3 (Keras 3); see `mlp`.
+    output_normalization: None or (mean, variance) arrays [output_size]; see `mlp`.
 
   Returns:
     keras.Model: x [batch, height, width, channels] -> params [batch, output_size], or
@@ -232,13 +233,15 @@ def small_cnn(input_shape=(28, 28, 1), output_size=10, head=None, filters=(32, 6
       int(output_size),
       kernel_initializer=_seeded(keras.initializers.GlorotUniform, seed, n + 1),
       name="params")(h)
+  out = output_layer(keras, out, output_normalization)
   if head is not None:
     out = head(out)
   return keras.Model(inputs, out, name=name)
 
 
 def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64, l2=0.0,
-                   seed=None, name=None, input_scale=None, keras_version=None):
+                   seed=None, name=None, input_scale=None, keras_version=None,
+                   output_normalization=None):
   """ResNet-18 for CIFAR [1]: x [batch, 32, 32, 3] -> params [batch, output_size].
 
   The CIFAR variant of ResNet-18 (as in the widely used CIFAR ResNet code): the ImageNet
@@ -278,6 +281,7 @@ def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64,
     input_scale: None or float, multiply the inputs by it first (e.g. 1/255 for raw
       0-255 pixels; a Rescaling layer saved with the model).
     keras_version: None, 2 (tf_keras) or 3 (Keras 3); see `mlp`.
+    output_normalization: None or (mean, variance) arrays [output_size]; see `mlp`.
 
   Returns:
     keras.Model: x [batch, height, width, channels] -> params [batch, output_size], or
@@ -353,6 +357,7 @@ def resnet18_cifar(input_shape=(32, 32, 3), output_size=10, head=None, width=64,
       int(output_size), kernel_initializer=keras.initializers.GlorotUniform(
           seed=next_seed()),
       kernel_regularizer=regularizer, name="params")(h)
+  out = output_layer(keras, out, output_normalization)
   if head is not None:
     out = head(out)
   return keras.Model(inputs, out, name=name)

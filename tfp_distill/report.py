@@ -368,8 +368,18 @@ def verdict(report):
       advice.append("method mvn (a full-covariance Normal over z)")
     off_data = any("OOD" in s or "epistemic" in s or "far points" in s for s in short)
     if off_data:
-      advice.append("distil on inputs away from the training rows too (extra_inputs with "
-                    "far or box, or unlabelled data with aux)")
+      used = [k for k in ((report.get("data") or {}).get("extra_inputs") or "").split("+")
+              if k in ("far", "box", "marginal", "aux")]
+      if used:
+        others = [k for k in ("far", "box") if k not in used]
+        tries = ([f"{' or '.join(others)} inputs instead"] if others else []) + [
+            "other unlabelled data, nearer the OOD inputs (aux)" if "aux" in used
+            else "unlabelled data near the OOD inputs (aux)"]
+        advice.append(f"this run already distilled on {' and '.join(used)} inputs: try "
+                      + ", or ".join(tries))
+      else:
+        advice.append("distil on inputs away from the training rows too (extra_inputs "
+                      "with far or box, or unlabelled data with aux)")
     start = ((schedule.get("temperature") or {}).get("initial") or 1.0)
     if (off_data and report.get("method") == "end2" and start > 1
         and not report.get("temperature_choice")):

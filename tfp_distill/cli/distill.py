@@ -160,6 +160,12 @@ def _training_flags(distill):
                             "feature sd), box (the data's box widened by half), marginal "
                             "(each feature from a random row), e.g. "
                             "mixup+far:0.5")
+  distill.add_argument("--output-normalization", choices=("auto", "on", "off"),
+                       default=None,
+                       help="start the student's params at the teacher's targets' "
+                            "location and spread on the training rows: auto (default: "
+                            "regression students, and gaussian-logits students of "
+                            "images), on (students with a Normal head), off")
   distill.add_argument("--temperature", type=_temperature, default=None, metavar="T",
                        help="end2 only: the loss's starting temperature (>= 1; default "
                             "2.5, 1 for images), held for the first quarter of the epochs "

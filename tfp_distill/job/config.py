@@ -11,7 +11,8 @@ from tfp_distill import methods as methods_lib
 
 __all__ = ["DEFAULT_MIN_STEPS", "DistillConfig", "DistillError", "EXTRA_INPUTS",
            "EXTRA_KINDS", "FIELD_TYPES", "NOT_FINGERPRINTED", "OFF_DATA_KINDS",
-           "OFF_DATA_MIN_STEPS", "STRATEGIES", "STUDENTS", "check_config",
+           "OFF_DATA_MIN_STEPS", "OUTPUT_NORMALIZATIONS", "STRATEGIES", "STUDENTS",
+           "check_config",
            "parse_extra_inputs", "student_keras"]
 
 
@@ -35,6 +36,8 @@ OFF_DATA_KINDS = ("far", "box", "marginal", "aux")
 
 
 #: The one-word settings of `extra_inputs` (kinds may also be joined, with shares).
+#: `DistillConfig.output_normalization` values.
+OUTPUT_NORMALIZATIONS = ("auto", "on", "off")
 EXTRA_INPUTS = ("auto", "none", "mixup", "jitter", "far", "box", "marginal")
 
 
@@ -103,6 +106,11 @@ class DistillConfig:
       from a random row: new combinations of seen values, `td.targets.marginal_inputs`),
       e.g. "mixup+far:0.5". The
       rows of `aux` are added to any of them.
+    output_normalization: where the student's raw params start
+      (`td.parameterization.output_normalization`, fitted to the teacher's targets on
+      the training rows): "auto" (regression students, and the gaussian-logits
+      students of image inputs: `td.job.training.output_normalization_for`), "on" (any
+      student with a Normal head over the members' outputs) or "off".
     temperature: None (the method's schedule: end2 from 2.5, or from 1 with image
       inputs, `td.job.choice.default_temperature`) or a number >= 1, for the methods whose
       loss is annealed: the loss's starting temperature, held for the
@@ -149,6 +157,7 @@ class DistillConfig:
   validation_fraction: float = 0.1
   test_fraction: float = 0.1
   extra_inputs: str = "auto"
+  output_normalization: str = "auto"
   temperature: object = None
   jitter_copies: int = 4
   jitter_scale: float = 0.1
@@ -172,7 +181,8 @@ FIELD_TYPES = {
     "epochs": "int?", "min_steps": "int?", "min_steps_per_epoch": "int", "batch_size": "int",
     "learning_rate": "float", "patience": "int?",
     "validation_fraction": "float", "test_fraction": "float", "extra_inputs": "str",
-    "temperature": "choose|float?", "jitter_copies": "int", "jitter_scale": "float",
+    "output_normalization": "str", "temperature": "choose|float?", "jitter_copies": "int",
+    "jitter_scale": "float",
     "min_variance": "float", "num_samples": "int", "strategy": "str", "resume": "bool",
     "data_service": "str?", "force": "bool", "seed": "int", "limit": "int?", "verbose": "int"}
 
@@ -285,7 +295,8 @@ def check_config(config):
   choices = {"strategy": STRATEGIES,
              "teacher_output": conventions_lib.CLASSIFICATION_OUTPUTS,
              "variance": conventions_lib.VARIANCES,
-             "image_scale": conventions_lib.IMAGE_SCALES}
+             "image_scale": conventions_lib.IMAGE_SCALES,
+             "output_normalization": OUTPUT_NORMALIZATIONS}
   for name, allowed in choices.items():
     if getattr(config, name) not in allowed:
       raise DistillError(f"{name} must be one of {', '.join(allowed)}, got "

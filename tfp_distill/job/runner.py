@@ -423,6 +423,12 @@ class _Job:
                           prepared["pixel_scale"], prepared["x_fit"], prepared["z_fit"],
                           prepared["val"].x, prepared["z_val"], epochs, passes, patience,
                           self.folder, fingerprint, n_rows=len(prepared["fit"].x), tag=tag)
+      norm = training.output_normalization
+      if norm["on"] or config.output_normalization != "auto":
+        self.log(f"output normalization: {'on' if norm['on'] else 'off'} ({norm['how']}): "
+                 "the student's params start at the teacher's targets' location and "
+                 "spread on the training rows" if norm["on"] else
+                 f"output normalization: off ({norm['how']})")
       if training.annealing is not None:
         a = training.annealing
         if config.temperature == "choose":
@@ -458,6 +464,7 @@ class _Job:
               "resumed_from_epoch": training.start_epoch,
               "student_model": training.student_name,
               "student_keras": training.keras.version,
+              "output_normalization": training.output_normalization,
               "temperature_choice": temperature_choice}
     return DistillResult(training.student, training.decomposition_family,
                          convention.family, prepared["teacher"], convention,
@@ -547,7 +554,8 @@ class _Job:
         "speed": evaluation["speed"],
         "speedup": None if evaluation["speed"] is None else evaluation["speed"]["speedup"],
         **{k: result.report[k] for k in ("schedule", "history", "epochs_run",
-                                          "resumed_from_epoch", "temperature_choice")},
+                                          "resumed_from_epoch", "temperature_choice",
+                                          "output_normalization")},
         "notes": list(self.notes),
     }
     report["verdict"] = report_lib.verdict(report)
