@@ -178,7 +178,8 @@ def test_output_normalization_on_a_dirichlet_student_is_refused_and_off_by_defau
                                                  head, z, image_inputs)
     assert got is None and how.startswith("auto: off for end2")
   with pytest.raises(td.job.DistillError, match=r"^output_normalization='on': end2's "
-                     r"student has no Normal head over the members' outputs"):
+                     r"student has no Normal head over the members' outputs to start at "
+                     r"their location \(its head is a DirichletHead\)"):
     training.output_normalization_for(td.job.DistillConfig(output_normalization="on"),
                                       method, family, head, z, False)
   with pytest.raises(td.job.DistillError, match="output_normalization must be one of "
@@ -201,6 +202,10 @@ def test_output_normalization_in_a_job_says_what_it_did(job):
   assert "output_normalization" not in [layer.name for layer in result.student.layers]
   assert result.report["output_normalization"] == {
       "on": False, "how": "auto: off for gaussian-logits with tabular inputs"}
+  # "on" for the default classification student (EnD^2, a Dirichlet): refused before
+  # the teacher's targets are made.
+  with pytest.raises(td.job.DistillError, match="output_normalization='on': end2's"):
+    td.distill(members, (x, y), output_normalization="on", **FAST)
 
 
 def test_inputs_off_the_data_get_the_longer_schedule():

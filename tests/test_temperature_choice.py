@@ -214,7 +214,8 @@ def test_a_gaussian_logits_student_of_images_starts_at_the_members_centred_logit
     members):
   """Image inputs: the gaussian-logits student gets the output normalization by default
   (`td.job.training.NORMALIZED_IMAGE_METHODS`), fitted to the members' K - 1 centred
-  logits on the training rows (the early-stopping rows held out); "off" leaves it out."""
+  logits on the training rows (the early-stopping rows held out). ("off":
+  test_distillation_inputs.py.)"""
   models, train, test = members
   result = td.distill(models, train, test, method="gaussian-logits", epochs=1, verbose=0)
   assert result.report["output_normalization"] == {
@@ -232,7 +233,3 @@ def test_a_gaussian_logits_student_of_images_starts_at_the_members_centred_logit
   for name, expected in zip(("mean", "variance"), want, strict=True):
     got = np.asarray(layer.get_config()[name], np.float64).ravel()
     np.testing.assert_allclose(got, expected, rtol=64 * eps, atol=64 * eps * scale ** 2)
-  off = td.distill(models, train, test, method="gaussian-logits", epochs=1, verbose=0,
-                   output_normalization="off")
-  assert off.report["output_normalization"] == {"on": False, "how": "off"}
-  assert "output_normalization" not in [layer.name for layer in off.student.layers]

@@ -12,8 +12,7 @@ from tfp_distill import methods as methods_lib
 __all__ = ["DEFAULT_MIN_STEPS", "DistillConfig", "DistillError", "EXTRA_INPUTS",
            "EXTRA_KINDS", "FIELD_TYPES", "NOT_FINGERPRINTED", "OFF_DATA_KINDS",
            "OFF_DATA_MIN_STEPS", "OUTPUT_NORMALIZATIONS", "STRATEGIES", "STUDENTS",
-           "check_config",
-           "parse_extra_inputs", "student_keras"]
+           "check_config", "parse_extra_inputs", "student_keras"]
 
 
 STUDENTS = ("auto", "builtin:mlp", "builtin:small_cnn", "builtin:resnet18")
@@ -35,9 +34,9 @@ OFF_DATA_MIN_STEPS = 12000
 OFF_DATA_KINDS = ("far", "box", "marginal", "aux")
 
 
-#: The one-word settings of `extra_inputs` (kinds may also be joined, with shares).
 #: `DistillConfig.output_normalization` values.
 OUTPUT_NORMALIZATIONS = ("auto", "on", "off")
+#: The one-word settings of `extra_inputs` (kinds may also be joined, with shares).
 EXTRA_INPUTS = ("auto", "none", "mixup", "jitter", "far", "box", "marginal")
 
 

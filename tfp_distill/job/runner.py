@@ -22,7 +22,8 @@ from tfp_distill.job.config import check_config, refuse_temperature
 from tfp_distill.job.reading import (check_inputs_fit, convert_array, finite_outputs,
                                      converted_teacher, data_source, decide_image_scale,
                                      load_teacher, read_conventions)
-from tfp_distill.job.training import (Training, extra_inputs_for, make_strategy, off_data,
+from tfp_distill.job.training import (Training, check_output_normalization,
+                                      extra_inputs_for, keras_of, make_strategy, off_data,
                                       schedule)
 
 __all__ = ["DistillResult", "backup_names", "distill", "run"]
@@ -358,6 +359,9 @@ class _Job:
     method = methods_lib.get(config.method, task)
     if config.temperature is not None and method.temperature is None:
       refuse_temperature(method.name, [task])
+    if config.output_normalization == "on":     # before the teacher's targets are made
+      head, _ = method.head(convention.family, keras_version=keras_of(config).version)
+      check_output_normalization(method, head)
     converted = converted_teacher(teacher, convention)
     if choice_lib.candidates(config):
       choice_lib.check_choosable(task, data["train"].x, converted is not None)
@@ -424,11 +428,11 @@ class _Job:
                           prepared["val"].x, prepared["z_val"], epochs, passes, patience,
                           self.folder, fingerprint, n_rows=len(prepared["fit"].x), tag=tag)
       norm = training.output_normalization
-      if norm["on"] or config.output_normalization != "auto":
-        self.log(f"output normalization: {'on' if norm['on'] else 'off'} ({norm['how']}): "
-                 "the student's params start at the teacher's targets' location and "
-                 "spread on the training rows" if norm["on"] else
-                 f"output normalization: off ({norm['how']})")
+      if norm["on"]:
+        self.log(f"output normalization: on ({norm['how']}): the student's params start "
+                 "at the teacher's targets' location and spread on the training rows")
+      elif config.output_normalization != "auto":
+        self.log(f"output normalization: off ({norm['how']})")
       if training.annealing is not None:
         a = training.annealing
         if config.temperature == "choose":

@@ -22,9 +22,9 @@ from tfp_distill.job.config import DistillError
 from tfp_distill.job.config import parse_extra_inputs
 from tfp_distill.job.config import student_keras
 
-__all__ = ["NORMALIZED_IMAGE_METHODS", "Training", "build_student", "epoch_batches",
-           "extra_inputs_for", "keras_of", "make_strategy", "off_data",
-           "output_normalization_for", "schedule"]
+__all__ = ["NORMALIZED_IMAGE_METHODS", "Training", "build_student",
+           "check_output_normalization", "epoch_batches", "extra_inputs_for", "keras_of",
+           "make_strategy", "off_data", "output_normalization_for", "schedule"]
 
 
 #: The default share of the training rows of each kind of extra input.
@@ -111,15 +111,23 @@ def output_normalization_for(config, method, family, head, z_rows, image_inputs)
     on, how = setting == "on", setting
   if not on:
     return None, how
+  check_output_normalization(method, head)
   z = np.asarray(z_rows)
   if method.task == "classification":         # K logits -> the K - 1 centred ones
     z = np.asarray(method.decomposition_family(family).params(z))
-  try:
-    return parameterization_lib.output_normalization(head, z), how
-  except ValueError as error:
-    raise DistillError(f"output_normalization={setting!r}: {method.name}'s student has "
-                       f"no Normal head over the members' outputs to start at their "
-                       f"location ({error}); use \"auto\" or \"off\".") from None
+  return parameterization_lib.output_normalization(head, z), how
+
+
+def check_output_normalization(method, head):
+  """Refuses, in one line, `output_normalization="on"` for a student whose `head` is not
+  a Normal over the members' outputs (a Dirichlet, a Categorical): nothing to start at
+  their location."""
+  normal = (parameterization_lib.NormalParameterization,
+            parameterization_lib.MultivariateNormalTriLParameterization)
+  if not isinstance(head, normal):
+    raise DistillError(f"output_normalization='on': {method.name}'s student has no Normal "
+                       f"head over the members' outputs to start at their location (its "
+                       f"head is a {type(head).__name__}); use \"auto\" or \"off\".")
 
 
 def off_data(extra_kind):
