@@ -55,6 +55,16 @@ def test_the_advice_off_the_data_names_the_inputs_the_run_used(extra, says):
   assert sum(says in a for a in advice) == 1, advice
 
 
+def test_a_diagonal_gaussian_student_short_is_pointed_to_the_full_covariance_one():
+  report = _report({"auroc": 0.70, "mean_out": 0.4}, {"auroc": 0.85, "mean_out": 0.2})
+  report["method"] = "gaussian-logits-diagonal"
+  advice = td.report.verdict(report)["advice"]
+  assert sum(a.startswith("method gaussian-logits (a full-covariance Normal") for a in
+             advice) == 1
+  report["method"] = "gaussian-logits"
+  assert not any("full-covariance" in a for a in td.report.verdict(report)["advice"])
+
+
 def test_an_ood_auroc_drop_and_far_points_are_shortfalls():
   far = {"3": {"ensemble": {"score": "epistemic", "auroc": 0.9, "mean": 1.0},
                "student": {"score": "epistemic", "auroc": 0.6, "mean": 0.2}}}
