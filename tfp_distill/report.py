@@ -275,11 +275,12 @@ def _off_by(ratio, factor):
 
 
 def _both(student, ensemble):
-  """The two means behind a ratio, as ' (0.0503 against 0.00824)', so that a ratio of
-  two near-zero values (members that agree to 1e-6 nats) reads as what it is."""
+  """The two means behind a ratio, as '0.0503 against 0.00824' ("" when either is
+  unknown), so that a ratio of two near-zero values (members that agree to 1e-6 nats)
+  reads as what it is."""
   if student is None or ensemble is None:
     return ""
-  return f" ({student:.3g} against {ensemble:.3g})"
+  return f"{student:.3g} against {ensemble:.3g}"
 
 
 def verdict(report):
@@ -324,7 +325,7 @@ def verdict(report):
     if ratio is not None and _off_by(ratio, factor):
       means = _both(epistemic.get("student_mean"), epistemic.get("ensemble_mean"))
       short.append(f"its mean epistemic uncertainty is {ratio:.3g}x the ensemble's "
-                   f"({means[2:-1] + '; ' if means else ''}outside {1 / factor:.3g}x-"
+                   f"({means + '; ' if means else ''}outside {1 / factor:.3g}x-"
                    f"{factor:.3g}x): a threshold set on the ensemble's cannot be reused on "
                    "the student")
   ood = report.get("ood") or {}
@@ -337,9 +338,9 @@ def verdict(report):
         and ood["ensemble"]["mean_out"] > 0):
       ratio = ood["student"]["mean_out"] / ood["ensemble"]["mean_out"]
       if _off_by(ratio, tol["magnitude_factor"]):
+        means = _both(ood["student"]["mean_out"], ood["ensemble"]["mean_out"])
         short.append(f"on the OOD inputs its mean epistemic uncertainty is {ratio:.3g}x "
-                     "the ensemble's" + _both(ood["student"]["mean_out"],
-                                               ood["ensemble"]["mean_out"]))
+                     f"the ensemble's ({means})")
   for distance, block in (report.get("far") or {}).items():
     ens_far, stu_far = block.get("ensemble", {}), block.get("student", {})
     if ens_far.get("score") == "epistemic" and stu_far.get("score") == "epistemic":
@@ -349,9 +350,9 @@ def verdict(report):
       if ens_far["mean"] > 0:
         ratio = stu_far["mean"] / ens_far["mean"]
         if _off_by(ratio, tol["magnitude_factor"]):
+          means = _both(stu_far["mean"], ens_far["mean"])
           short.append(f"on far points {distance} sd beyond the data its mean epistemic "
-                       f"uncertainty is {ratio:.3g}x the ensemble's"
-                       + _both(stu_far["mean"], ens_far["mean"]))
+                       f"uncertainty is {ratio:.3g}x the ensemble's ({means})")
   schedule = report.get("schedule") or {}
   history = report.get("history") or {}
   val = history.get("val_loss") or []

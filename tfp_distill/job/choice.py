@@ -51,9 +51,9 @@ CHOICE_TEMPERATURES = (1.0, 2.5)
 RULE = "proxy-auroc"
 AUROC_TIE = 0.005
 #: The rule in words, for the log.
-RULE_WORDS = ("the highest AUROC gap on the corrupted images (within 0.005 of the "
-              "default's: the default), among students within 0.02 nats of the default's "
-              "NLL")
+RULE_WORDS = (f"the highest AUROC gap on the corrupted images (within {AUROC_TIE:g} of "
+              "the default's: the default), among students within "
+              f"{input_choice.IN_DISTRIBUTION_SLACK['nll_gap']:g} nats of the default's NLL")
 #: The proxy's corruptions and their severity: the images study's.
 PROXY_CORRUPTIONS, PROXY_SEVERITY = (image_choice.PROXY_CORRUPTIONS,
                                      image_choice.PROXY_SEVERITY)
