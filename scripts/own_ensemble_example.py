@@ -87,7 +87,9 @@ def _rescore(out, folders):
   return scores
 
 
-def _keras3_member(keras, seed, filters, dense_units):
+def _keras3_member(keras, seed, filters, dense_units, outputs=10, prefix="member"):
+  """A small Keras 3 CNN of 28 x 28 x 1 images, as a user would write it: `outputs`
+  linear outputs (10 logits here; a regressor's mean and log-variance elsewhere)."""
   keras.utils.set_random_seed(seed)
   return keras.Sequential([
       keras.Input((28, 28, 1)),
@@ -97,8 +99,25 @@ def _keras3_member(keras, seed, filters, dense_units):
       keras.layers.MaxPooling2D(),
       keras.layers.Flatten(),
       keras.layers.Dense(dense_units, activation="relu"),
-      keras.layers.Dense(10),           # logits
-  ], name=f"member_{seed}")
+      keras.layers.Dense(outputs),
+  ], name=f"{prefix}_{seed}")
+
+
+def distill_and_record(cli, argv, student_dir, example):
+  """Runs `tfp-distill` with `argv` (its --out is `student_dir`), adds the dict `example`
+  (with `members_s`) and the job's time to its report.json; returns the report (exits
+  with the job's status when it failed)."""
+  start = time.perf_counter()
+  print("tfp-distill " + " ".join(argv), flush=True)
+  status = cli.main(argv)
+  distill_s = time.perf_counter() - start
+  with open(os.path.join(student_dir, "report.json")) as f:
+    report = json.load(f)
+  report["example"] = dict(example, distill_s=distill_s)
+  with open(os.path.join(student_dir, "report.json"), "w") as f:
+    json.dump(report, f, indent=2, default=float)
+  print(f"members {example['members_s']:.0f} s, tfp-distill distill {distill_s:.0f} s")
+  return report if status == 0 else sys.exit(status)
 
 
 def main(argv=None):
@@ -192,7 +211,6 @@ def main(argv=None):
     ceiling = _ceiling(keras, paths, ensemble("ceiling_member", 1000 + 100 * args.seed, reuse),
                        x_test, mnist)
 
-  start = time.perf_counter()
   student_dir = os.path.join(args.out, args.student_dir)
   argv = ["distill", "--teacher", *paths, "--train", os.path.join(args.out, "train.npz"),
           "--test", os.path.join(args.out, "test.npz"),
@@ -206,19 +224,10 @@ def main(argv=None):
   argv += [] if args.temperature is None else ["--temperature", args.temperature]
   argv += ["--seed", str(args.seed)] if args.seed else []
   argv += ["--quiet", "--force"] if args.smoke else []
-  print("tfp-distill " + " ".join(argv), flush=True)
-  status = cli.main(argv)
-  distill_s = time.perf_counter() - start
-  with open(os.path.join(student_dir, "report.json")) as f:
-    report = json.load(f)
-  report["example"] = {"members_s": members_s, "distill_s": distill_s,
-                       "members": members, "member_epochs": member_epochs,
-                       "members_reused": args.reuse_members,
-                       "keras": keras.__version__, "ceiling": ceiling}
-  with open(os.path.join(student_dir, "report.json"), "w") as f:
-    json.dump(report, f, indent=2, default=float)
-  print(f"members {members_s:.0f} s, tfp-distill distill {distill_s:.0f} s")
-  return report if status == 0 else sys.exit(status)
+  return distill_and_record(cli, argv, student_dir, {
+      "members_s": members_s, "members": members, "member_epochs": member_epochs,
+      "members_reused": args.reuse_members, "keras": keras.__version__,
+      "ceiling": ceiling})
 
 
 if __name__ == "__main__":

@@ -554,7 +554,12 @@ def test_keras3_members_train_vectorized_as_they_train_side_by_side():
   # One matmul per layer against M (fan-in 1 and 8: model_roundings of the member).
   ulps = 2 * (8 + 2) + 8
   tolerance.assert_close(vectorized(z).numpy(), separate, dtype=np.float32, ulps=ulps)
-  np.testing.assert_array_equal(stacked(z).numpy(), separate)
+  # On a CPU the trained ensemble runs its members one by one in a tf.function graph,
+  # `separate` eagerly: the graph may fuse a layer's matmul, bias and activation
+  # (oneDNN), so the two agree to the member's roundings, not bitwise (an AMD EPYC gave
+  # 1 ulp on 20 of 96 outputs).
+  tolerance.assert_close(stacked(z).numpy(), separate, dtype=np.float32,
+                         ulps=tolerance.model_roundings(stacked.members[0]))
 
 
 def test_keras3_members_of_other_architectures_do_not_stack():

@@ -261,6 +261,19 @@ def test_own_ensemble_example_smoke(tmp_path, load_or_skip):
                          dtype=np.float32, ulps=4 * n)
   assert abs(scores["student"]["spearman"] - fidelity["spearman"]) < 2 / n, scores
   assert -1 <= scores["student_gaussian"]["spearman"] <= 1
+  # The seed-to-seed spread of the mean mutual information: none for the EnD^2 student
+  # (closed form: the same numbers at every seed), finite for the Gaussian one.
+  data = [str(tmp_path / "test.npz"), str(tmp_path / "mnist.npz")]
+  spread_script = _load("mc_mean_spread")
+  closed = spread_script.main(["--student", str(tmp_path / "student"), "--data", *data,
+                               "--seeds", "2", "--num-samples", "20"])
+  for kinds in closed.values():
+    for figures in kinds.values():
+      assert figures["means"][0] == figures["means"][1] and figures["half_range_percent"] == 0
+  sampled = spread_script.main(["--student", str(tmp_path / "student_gaussian"), "--data",
+                                *data, "--seeds", "2", "--num-samples", "20"])
+  assert all(math.isfinite(f["half_range_percent"]) and f["half_range_percent"] >= 0
+             for kinds in sampled.values() for f in kinds.values())
   # The choice on corruptions of held-out training images, over the three students
   # (no reported OOD sets here; the second ensemble as the ceiling row).
   chosen = _load("image_choose_inputs").main(

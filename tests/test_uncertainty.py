@@ -64,6 +64,52 @@ def test_closed_form_equals_monte_carlo(event):
   assert exact["total"].shape == (5,)
 
 
+@pytest.mark.parametrize("antithetic", [False, True])
+@pytest.mark.parametrize("num_samples", [100, 7])
+def test_common_draws_are_moment_matched(num_samples, antithetic):
+  """The draws every example shares have sample mean 0 and sample covariance I (S >= 2 P;
+  fewer are left as drawn): their error no longer moves a mean over many examples."""
+  dim = 9
+  loc = tf.zeros([3, dim], tf.float64)
+  seed = tf.constant([4, 2], tf.int32)
+  eps = uncertainty._noise(loc, num_samples, seed, True, antithetic).numpy()[:, 0]  # pylint: disable=protected-access
+  assert eps.shape == (num_samples, dim)
+  if num_samples < 2 * dim:
+    size = (num_samples + 1) // 2 if antithetic else num_samples
+    raw = tf.random.stateless_normal([size, 1, dim], seed=seed, dtype=tf.float64).numpy()
+    raw = np.concatenate([raw, -raw])[:num_samples] if antithetic else raw
+    np.testing.assert_array_equal(eps, raw[:, 0])
+    return
+  mean = eps.mean(axis=0)
+  cov = (eps - mean).T @ (eps - mean) / num_samples
+  # float64: a Cholesky factor and a triangular solve of a P x P matrix, then sums over S
+  # draws of |eps| <= 5: each within (S + P) eps of S max|eps|^2 (Higham eq 3.5, 4.4; the
+  # factor and the solve add P eps cond(C), cond(C) < 10 for S = 100 draws in P = 9).
+  scale = float(np.max(np.abs(eps)) ** 2)
+  tolerance.assert_close(mean, np.zeros(dim), dtype=np.float64,
+                         ulps=num_samples + 10 * dim, scale=scale)
+  tolerance.assert_close(cov, np.eye(dim), dtype=np.float64, ulps=num_samples + 10 * dim,
+                         scale=scale)
+
+
+@pytest.mark.parametrize("event", [1, 2])
+def test_monte_carlo_epistemic_of_a_normal_over_z_is_exact(event):
+  """With moment-matched common draws, the Monte Carlo variance of mu, loc + L eps over
+  S draws, is L L^T's mu block exactly (up to rounding): 16 draws give the closed form,
+  where independent draws would be off by sqrt(2 / 16) = 35% of it."""
+  family = td.families.HeteroscedasticNormal(event_size=event, min_variance=1e-3)
+  dist = _student_dist(td.heads.MultivariateNormalTriLHead, event, seed=event)
+  exact = td.decompose(dist, family)
+  mc = td.decompose(dist, family, method="monte_carlo", num_samples=16, seed=4)
+  # As the draws' moments above (S = 16, P = 2 event), then loc + L eps (P products)
+  # and a variance over S draws, each relative to sum |terms| <= the draws' max|eps|^2
+  # times sum |L|^2 over the mu rows.
+  scale = dist.scale.to_dense().numpy()[:, :event]
+  terms = 25.0 * np.sum(scale ** 2, axis=(-2, -1))
+  tolerance.assert_close(mc["epistemic"].numpy(), exact["epistemic"].numpy(),
+                         dtype=np.float64, ulps=2 * (16 + 10 * 2 * event), scale=terms)
+
+
 def test_monte_carlo_is_a_function_of_the_seed():
   dist = _student_dist(td.heads.NormalHead, 1)
   a = td.decompose(dist, FAMILY, method="monte_carlo", num_samples=50, seed=1)

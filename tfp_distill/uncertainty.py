@@ -32,9 +32,10 @@ digamma(alpha_0 + 1)), epkl = (K - 1) / alpha_0. A Gaussian over logits is integ
 Monte Carlo (a tf.function graph; the sample count and stateless seed are arguments, and
 antithetic pairs z = loc +- L eps are an option). By default the draws eps are common to
 all examples of a batch (common random numbers), so an example's estimate never depends
-on the other examples it is batched with. A soft-target (mixture) student, a
-Categorical over y, has "prediction" and "total". For an ensemble, v is the empirical
-distribution of the members.
+on the other examples it is batched with, and moment-matched (sample mean 0, sample
+covariance I), so their shared error does not move a mean over many examples. A
+soft-target (mixture) student, a Categorical over y, has "prediction" and "total". For
+an ensemble, v is the empirical distribution of the members.
 
 #### References
 
@@ -95,14 +96,41 @@ def _noise(loc, num_samples, seed, common_noise, antithetic=False):
   With common noise every example uses the same S draws (common random numbers): an
   example's estimate does not depend on the batch it is in, and ranking examples by an
   uncertainty is not blurred by independent noise; the draws cost S P, not S batch P.
+  Shared draws also share their error, which averaging over examples cannot remove: a
+  mean mutual information over 10,000 images moved by +-4.9% to +-8.3% from seed to
+  seed at S = 100 (docs/studies/ood-inputs.md). So the common draws are moment-matched
+  (`_moment_matched`): their sample mean is 0 and their sample covariance the identity,
+  which left +-1.2% to +-4.3% there.
   """
   rows = tf.ones([1], tf.int32) if common_noise else tf.shape(loc)[:-1]
   size = (num_samples + 1) // 2 if antithetic else num_samples
   shape = tf.concat([[size], rows, tf.shape(loc)[-1:]], axis=0)
-  eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype)
+  if common_noise:
+    eps = tf.random.stateless_normal(shape, seed=seed, dtype=tf.float64)
+    # Antithetic pairs +-eps have mean 0 already: match their second moment alone.
+    eps = tf.cast(_moment_matched(eps, centre=not antithetic), loc.dtype)
+  else:
+    eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype)
   if antithetic:
     eps = tf.concat([eps, -eps], axis=0)[:num_samples]
   return eps
+
+
+def _moment_matched(eps, centre=True):
+  """Draws eps [S, 1, P] (float64) made to have sample mean 0 (if `centre`) and sample
+  second moment about it the identity: eps' = (eps - mean) L^-T, C = L L^T their sample
+  covariance (denominator S). Left as drawn where S < 2 P (too few draws to whiten
+  without distorting them)."""
+  e = eps[:, 0, :]
+  size, dim = tf.shape(e)[0], tf.shape(e)[1]
+
+  def whitened():
+    c = e - tf.reduce_mean(e, axis=0, keepdims=True) if centre else e
+    cov = tf.matmul(c, c, transpose_a=True) / tf.cast(size, c.dtype)
+    chol = tf.linalg.cholesky(cov)
+    return tf.transpose(tf.linalg.triangular_solve(chol, tf.transpose(c), lower=True))
+
+  return tf.cond(size >= 2 * dim, whitened, lambda: e)[:, None, :]
 
 
 def _draw(loc, scale, eps, diagonal):
@@ -260,7 +288,10 @@ def decompose(distribution, family, num_samples=100, seed=0, method=None, num_po
       method="monte_carlo"): True uses the same `num_samples` standard-normal draws for
       every example (common random numbers: an example's result does not depend on the
       batch it is in, and the draws cost samples x params instead of samples x batch x
-      params); False draws independently per example.
+      params), moment-matched to sample mean 0 and covariance I when num_samples >= 2
+      params (their shared error would otherwise move a mean over many examples: up to
+      +-8% of a mean mutual information at 100 draws); False draws independently per
+      example.
 
   Returns:
     dict of Tensors. Regression: "prediction" [batch] (E = 1) or [batch, E]; "total",
